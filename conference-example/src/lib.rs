@@ -1,0 +1,1 @@
+//! The conference example (work in progress).

@@ -1,0 +1,162 @@
+//! Building blocks for CQRS and event sourcing: aggregates, event stores, upcasting,
+//! projections, process managers, and the kit to test them.
+//!
+//! This crate holds the contracts and the in-memory reference store; durable stores live in
+//! `cqrs-store-sqlite` (embedded) and `cqrs-store-postgres` (servers), and both pass the same
+//! [conformance suite](crate::testing::conformance).
+//!
+//! # Example
+//!
+//! An aggregate decides and evolves, purely; a [`Repository`] does the rest.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use cqrs_core::{Aggregate, ApplyError, DomainEvent, InMemoryEventStore, Repository};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Debug, Clone)]
+//! struct Seats { available: u32 }
+//!
+//! #[derive(Debug, Serialize, Deserialize)]
+//! enum SeatsCommand {
+//!     #[serde(rename = "seats.add")]
+//!     Add { quantity: u32 },
+//!     #[serde(rename = "seats.reserve")]
+//!     Reserve { quantity: u32 },
+//! }
+//!
+//! #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+//! enum SeatsEvent {
+//!     #[serde(rename = "seats.added")]
+//!     Added { quantity: u32 },
+//!     #[serde(rename = "seats.reserved")]
+//!     Reserved { quantity: u32 },
+//! }
+//! impl DomainEvent for SeatsEvent {}
+//!
+//! #[derive(Debug, PartialEq, thiserror::Error, Serialize, Deserialize)]
+//! enum SeatsError {
+//!     #[error("only {available} seats left")]
+//!     NotEnough { available: u32 },
+//! }
+//!
+//! impl Aggregate for Seats {
+//!     const TYPE: &'static str = "seats";
+//!     type Id = String;
+//!     type Command = SeatsCommand;
+//!     type Event = SeatsEvent;
+//!     type Error = SeatsError;
+//!
+//!     fn handle(state: Option<&Self>, _id: &String, command: SeatsCommand) -> Result<Vec<SeatsEvent>, SeatsError> {
+//!         let available = state.map_or(0, |s| s.available);
+//!         match command {
+//!             SeatsCommand::Add { quantity } => Ok(vec![SeatsEvent::Added { quantity }]),
+//!             SeatsCommand::Reserve { quantity } if quantity > available => Err(SeatsError::NotEnough { available }),
+//!             SeatsCommand::Reserve { quantity } => Ok(vec![SeatsEvent::Reserved { quantity }]),
+//!         }
+//!     }
+//!
+//!     fn apply(state: Option<Self>, event: &SeatsEvent) -> Result<Self, ApplyError> {
+//!         let available = state.map_or(0, |s| s.available);
+//!         Ok(match event {
+//!             SeatsEvent::Added { quantity } => Seats { available: available + quantity },
+//!             SeatsEvent::Reserved { quantity } => Seats { available: available - quantity },
+//!         })
+//!     }
+//! }
+//!
+//! # tokio_test::block_on(async {
+//! let seats = Repository::<Seats>::new(Arc::new(InMemoryEventStore::new()));
+//! let conference = "devconf".to_owned();
+//! seats.handle(&conference, SeatsCommand::Add { quantity: 3 }).await?;
+//! seats.handle(&conference, SeatsCommand::Reserve { quantity: 2 }).await?;
+//! let err = seats.handle(&conference, SeatsCommand::Reserve { quantity: 2 }).await.unwrap_err();
+//! assert_eq!(err.rejection(), Some(&SeatsError::NotEnough { available: 1 }));
+//! # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+//! ```
+//!
+//! Test the same aggregate without a store, given/when/then, with
+//! [`testing::Scenario`] (feature `testing`).
+//!
+//! # API themes
+//!
+//! - **Write side:** [`Aggregate`] (pure `handle` + `apply`), [`Repository`] (load, decide,
+//!   append, retry, idempotency, snapshots), [`CommandContext`] for ids and lineage.
+//! - **Messages:** events and commands are enums whose serde variant names are their stable
+//!   type names ([`DomainEvent`], [`encode_message`], [`decode_message`]).
+//! - **Storage contracts:** [`EventReader`] and [`EventStore`] (global log, optimistic
+//!   concurrency, subscriptions), [`SnapshotStore`], [`CheckpointStore`], [`MessageLog`],
+//!   [`ScheduleStore`], [`ProcessStore`]; [`Storage`] is all of them. Stores see
+//!   [`NewEvent`] and [`RecordedEvent`], never domain types.
+//! - **Versioning:** [`Upcasters`] turn old stored shapes into current ones on read.
+//! - **Read side:** [`Projection`], [`ProjectionRunner`] (catch up, follow live, rebuild),
+//!   [`MemoryProjection`], [`Checkpointed`].
+//! - **Processes:** [`ProcessManager`], [`ProcessManagerRunner`], [`CommandDispatcher`] for
+//!   durable timeouts and outboxes, [`CommandRouter`]; time comes from a [`Clock`].
+//! - **Observability:** command handling, loads, projection batches and deliveries run in
+//!   `tracing` spans (`cqrs.command`, `cqrs.load`, `cqrs.projection`, `cqrs.process`,
+//!   `cqrs.dispatch`) with stream, command type, versions and durations.
+//!
+//! Fallible constructors return `Result`; `try_` is not used because there is no panicking
+//! twin.
+//!
+//! # Crate features
+//!
+//! - `testing`: [`testing`], the given/when/then kit and the store conformance suite.
+
+mod aggregate;
+mod clock;
+mod command;
+mod event;
+mod message;
+mod process;
+mod projection;
+mod repository;
+mod store;
+mod subscription;
+mod upcast;
+mod version;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use crate::aggregate::{Aggregate, AggregateId, ApplyError, replay};
+pub use crate::clock::{Clock, ManualClock, SystemClock};
+pub use crate::command::{CommandContext, CommandEnvelope, CommandRecord, EnvelopeError, Outcome};
+pub use crate::event::{
+    EventFilter, Headers, InvalidStreamId, Json, MAX_STREAM_ID_LEN, MAX_TYPE_NAME_LEN, Metadata,
+    NewEvent, RecordedEvent, StreamId,
+};
+pub use crate::message::{
+    DomainEvent, Message, MessageError, decode_message, decode_message_value, encode_message,
+    message_type, message_types,
+};
+pub use crate::process::{
+    CommandDispatcher, CommandHandler, CommandRouter, Delivery, DispatchError, DispatchWaker,
+    DispatcherHandle, EventContext, Outgoing, ProcessError, ProcessManager, ProcessManagerRunner,
+    Reaction, TimeoutContext, schedule_command,
+};
+pub use crate::projection::{
+    Checkpointed, EventHandler, MemoryProjection, Projection, ProjectionError, ProjectionHandle,
+    ProjectionRunner, ProjectionStatus,
+};
+pub use crate::repository::{CommandError, Handled, LoadError, Loaded, Repository, SnapshotPolicy};
+pub use crate::store::memory::InMemoryEventStore;
+pub use crate::store::{
+    Appended, BatchStream, CheckpointStore, Commit, EventReader, EventStore, EventStream,
+    LogCursor, LogEntry, LogQuery, LoggedMessage, MessageKind, MessageLog, ProcessSave,
+    ProcessState, ProcessStore, ReadBatch, ScheduleStore, ScheduledCommand, Snapshot,
+    SnapshotStore, Storage, StoreError, check_type_name,
+};
+pub use crate::subscription::{CommitNotifier, SubscriptionOptions, subscription};
+pub use crate::upcast::{
+    DecodeError, DecodeErrorKind, Decoded, UpcastError, Upcasted, Upcaster, Upcasters,
+};
+pub use crate::version::{ExpectedVersion, Position, Version};
+
+/// Re-exports for the macros of [`testing`]; not part of the API.
+#[cfg(any(test, feature = "testing"))]
+#[doc(hidden)]
+pub mod __private {
+    pub use tokio;
+}

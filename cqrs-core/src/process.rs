@@ -1,0 +1,1119 @@
+use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::aggregate::Aggregate;
+use crate::clock::{Clock, SystemClock};
+use crate::command::{CommandContext, CommandEnvelope, CommandRecord, EnvelopeError, Outcome};
+use crate::event::{EventFilter, Json, RecordedEvent, StreamId};
+use crate::message::{DomainEvent, Message, decode_message};
+use crate::projection::{Projection, ProjectionError};
+use crate::repository::{CommandError, Repository};
+use crate::store::{Commit, ProcessSave, ScheduledCommand, Storage, StoreError};
+use crate::upcast::Upcasters;
+use crate::version::{ExpectedVersion, Position, Version};
+
+/// A long-running business process that reacts to events, keeps state, and sends commands:
+/// a saga, such as the registration of one order.
+///
+/// Like an aggregate it is pure: [`ProcessManager::react`] and [`ProcessManager::on_timeout`]
+/// return a [`Reaction`] (the new state, the commands to send, whether it is finished) and do no
+/// I/O. The [`ProcessManagerRunner`] routes events to instances, saves each instance's state
+/// together with the commands it sends (an outbox), and delivers them; so a crash neither loses
+/// nor duplicates a command. Timeouts are durable scheduled messages that come back to
+/// [`ProcessManager::on_timeout`] once, after restarts too.
+///
+/// # Examples
+///
+/// ```
+/// use chrono::Duration;
+/// use cqrs_core::{DomainEvent, EventContext, Outgoing, ProcessManager, Reaction, TimeoutContext};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// enum OrderEvent {
+///     #[serde(rename = "order.placed")]
+///     Placed { order: String },
+///     #[serde(rename = "order.paid")]
+///     Paid { order: String },
+/// }
+/// impl DomainEvent for OrderEvent {}
+///
+/// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// enum Timeout {
+///     #[serde(rename = "payment.expire")]
+///     Expire,
+/// }
+///
+/// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// struct Payment { order: String }
+///
+/// impl ProcessManager for Payment {
+///     const NAME: &'static str = "payment";
+///     type Event = OrderEvent;
+///     type Timeout = Timeout;
+///     type Error = std::convert::Infallible;
+///
+///     fn route(event: &OrderEvent) -> Option<String> {
+///         match event {
+///             OrderEvent::Placed { order } | OrderEvent::Paid { order } => Some(order.clone()),
+///         }
+///     }
+///
+///     fn react(state: Option<&Self>, event: &OrderEvent, cx: &EventContext<'_>) -> Result<Reaction<Self>, Self::Error> {
+///         Ok(match (state, event) {
+///             (None, OrderEvent::Placed { order }) => Reaction::new(Payment { order: order.clone() })
+///                 .send(Outgoing::timeout::<Self>(order, &Timeout::Expire).at(cx.now + Duration::minutes(15))),
+///             (Some(_), OrderEvent::Paid { .. }) => Reaction::unchanged().complete(),
+///             _ => Reaction::unchanged(),
+///         })
+///     }
+///
+///     fn on_timeout(_state: &Self, _timeout: Timeout, _cx: &TimeoutContext) -> Result<Reaction<Self>, Self::Error> {
+///         Ok(Reaction::unchanged().complete())
+///     }
+/// }
+/// ```
+pub trait ProcessManager: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The stream category of this manager's instances (`"{NAME}-{instance}"`) and the address
+    /// of its timeouts. It must not contain `-`.
+    const NAME: &'static str;
+    /// The events it reacts to (an enum over every type it needs, from any aggregate).
+    type Event: DomainEvent;
+    /// The messages it schedules for itself.
+    type Timeout: Message;
+    /// Why it refuses an input (the runner logs it and moves on).
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// The instance `event` belongs to, or `None` if it concerns no instance.
+    fn route(event: &Self::Event) -> Option<String>;
+
+    /// Reacts to an event (`state` is `None` for an instance not started yet).
+    ///
+    /// # Errors
+    ///
+    /// The manager's error for an input it cannot accept in this state.
+    fn react(
+        state: Option<&Self>,
+        event: &Self::Event,
+        context: &EventContext<'_>,
+    ) -> Result<Reaction<Self>, Self::Error>;
+
+    /// Reacts to one of its timeouts falling due. Not called for finished instances.
+    ///
+    /// # Errors
+    ///
+    /// The manager's error for an input it cannot accept in this state.
+    fn on_timeout(
+        state: &Self,
+        timeout: Self::Timeout,
+        context: &TimeoutContext,
+    ) -> Result<Reaction<Self>, Self::Error>;
+}
+
+/// What a process manager gets with an event.
+#[derive(Debug, Clone, Copy)]
+pub struct EventContext<'a> {
+    /// The stored event, with its metadata (correlation and causation ids, time, position).
+    pub recorded: &'a RecordedEvent,
+    /// The current time, from the runner's clock.
+    pub now: DateTime<Utc>,
+}
+
+/// What a process manager gets with a timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeoutContext {
+    /// The timeout's command id (as [`Outgoing::id`] returned when it was scheduled).
+    pub command_id: Uuid,
+    /// The current time, from the runner's clock.
+    pub now: DateTime<Utc>,
+}
+
+/// What a process manager decided: its new state, the commands to send, and whether it is done.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reaction<P> {
+    /// The new state, or `None` to keep the current one.
+    pub state: Option<P>,
+    /// Commands to send, now or later.
+    pub sends: Vec<Outgoing>,
+    /// Whether the instance is finished (it then ignores everything).
+    pub completed: bool,
+}
+
+impl<P> Reaction<P> {
+    /// Replaces the state with `state`.
+    #[must_use]
+    pub fn new(state: P) -> Self {
+        Self {
+            state: Some(state),
+            sends: Vec::new(),
+            completed: false,
+        }
+    }
+
+    /// Keeps the state as it is (for an instance not started yet: nothing happens).
+    #[must_use]
+    pub fn unchanged() -> Self {
+        Self {
+            state: None,
+            sends: Vec::new(),
+            completed: false,
+        }
+    }
+
+    /// Sends `command` too.
+    #[must_use]
+    pub fn send(mut self, command: Outgoing) -> Self {
+        self.sends.push(command);
+        self
+    }
+
+    /// Marks the instance finished.
+    #[must_use]
+    pub fn complete(mut self) -> Self {
+        self.completed = true;
+        self
+    }
+
+    /// Whether the reaction changes nothing.
+    #[must_use]
+    pub fn is_unchanged(&self) -> bool {
+        self.state.is_none() && self.sends.is_empty() && !self.completed
+    }
+}
+
+/// A command a process manager sends: to an aggregate, or to itself as a timeout.
+///
+/// Building one never fails; a command that does not serialize is reported when the runner
+/// saves the reaction.
+///
+/// # Examples
+///
+/// ```
+/// # use cqrs_core::Outgoing;
+/// # #[derive(serde::Serialize)] enum Ping { #[serde(rename = "ping")] Ping }
+/// let out = Outgoing::to_stream("pinger-1".parse().unwrap(), &Ping::Ping);
+/// assert_eq!(out.command_type(), Some("ping"));
+/// assert_eq!(out.due_at(), None, "sent at once");
+/// ```
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    id: Uuid,
+    command: Result<(StreamId, &'static str, Json), String>,
+    due_at: Option<DateTime<Utc>>,
+}
+
+impl PartialEq for Outgoing {
+    /// Compares target, type, payload (as JSON values) and due time; ids are fresh per
+    /// command, so they are left out.
+    fn eq(&self, other: &Self) -> bool {
+        let same_command = match (&self.command, &other.command) {
+            (Ok((t1, c1, p1)), Ok((t2, c2, p2))) => {
+                t1 == t2 && c1 == c2 && p1.to_value().ok() == p2.to_value().ok()
+            }
+            (Err(a), Err(b)) => a == b,
+            _ => false,
+        };
+        same_command && self.due_at == other.due_at
+    }
+}
+
+impl Outgoing {
+    /// A command for the aggregate `A` with id `id`.
+    #[must_use]
+    pub fn to<A: Aggregate>(id: &A::Id, command: &A::Command) -> Self {
+        match A::stream_id(id) {
+            Ok(stream) => Self::to_stream(stream, command),
+            Err(err) => Self::failed(err.to_string()),
+        }
+    }
+
+    /// A timeout for instance `instance` of the process manager `P`.
+    #[must_use]
+    pub fn timeout<P: ProcessManager>(instance: &str, timeout: &P::Timeout) -> Self {
+        match StreamId::for_aggregate(P::NAME, &instance) {
+            Ok(stream) => Self::to_stream(stream, timeout),
+            Err(err) => Self::failed(err.to_string()),
+        }
+    }
+
+    /// A command for whatever handles `target`.
+    #[must_use]
+    pub fn to_stream<C: Serialize + ?Sized>(target: StreamId, command: &C) -> Self {
+        let command = crate::message::encode_message(command)
+            .map(|(name, payload)| (target, name, payload))
+            .map_err(|e| e.to_string());
+        Self {
+            id: Uuid::now_v7(),
+            command,
+            due_at: None,
+        }
+    }
+
+    fn failed(why: String) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            command: Err(why),
+            due_at: None,
+        }
+    }
+
+    /// Delivers it at `due_at` instead of at once.
+    #[must_use]
+    pub fn at(mut self, due_at: DateTime<Utc>) -> Self {
+        self.due_at = Some(crate::clock::truncate_to_micros(due_at));
+        self
+    }
+
+    /// Uses `id` as the command id.
+    #[must_use]
+    pub fn with_id(mut self, id: Uuid) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// The command id: keep it to recognize the reply or the timeout later.
+    #[must_use]
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+
+    /// When it is due (`None`: at once).
+    #[must_use]
+    pub fn due_at(&self) -> Option<DateTime<Utc>> {
+        self.due_at
+    }
+
+    /// The command's type name, if it serialized.
+    #[must_use]
+    pub fn command_type(&self) -> Option<&'static str> {
+        self.command.as_ref().ok().map(|(_, name, _)| *name)
+    }
+
+    /// The target stream, if the command was built.
+    #[must_use]
+    pub fn target(&self) -> Option<&StreamId> {
+        self.command.as_ref().ok().map(|(target, _, _)| target)
+    }
+
+    /// The command's payload, if it serialized.
+    #[must_use]
+    pub fn payload(&self) -> Option<&Json> {
+        self.command.as_ref().ok().map(|(_, _, payload)| payload)
+    }
+
+    /// Puts the command in an envelope with the ids of the message that caused it.
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError::Encode`] if the command did not serialize.
+    pub fn into_scheduled(
+        self,
+        correlation_id: Option<Uuid>,
+        causation_id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<ScheduledCommand, ProcessError> {
+        let (target, command_type, payload) = self.command.map_err(ProcessError::Encode)?;
+        Ok(ScheduledCommand {
+            command: CommandEnvelope {
+                id: self.id,
+                target,
+                command_type: command_type.to_owned(),
+                payload,
+                correlation_id,
+                causation_id: Some(causation_id),
+                headers: Default::default(),
+            },
+            due_at: self.due_at.unwrap_or(now),
+        })
+    }
+}
+
+/// Why a process manager could not handle an input.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProcessError {
+    /// An event could not be decoded.
+    #[error(transparent)]
+    Decode(#[from] crate::upcast::DecodeError),
+    /// A state, timeout or command did not (de)serialize.
+    #[error("cannot encode: {0}")]
+    Encode(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The instance kept changing under concurrent saves.
+    #[error("process {0} kept changing; gave up")]
+    Conflict(StreamId),
+    /// The reaction sends commands for an instance that has no state.
+    #[error("process {0} sends commands but has no state")]
+    NoState(StreamId),
+}
+
+/// Receives serialized commands: what routers, dispatchers and outboxes deliver to.
+///
+/// [`Repository`] implements it for its aggregate's commands, [`ProcessManagerRunner`] for its
+/// timeouts, and [`CommandRouter`] dispatches to either by the target's stream category.
+#[async_trait]
+pub trait CommandHandler: Send + Sync + 'static {
+    /// Handles `envelope`, deduplicating by its id.
+    ///
+    /// # Errors
+    ///
+    /// [`DispatchError::Invalid`] for a command that can never be handled (it is dropped and
+    /// logged), [`DispatchError::Failed`] for a failure worth retrying.
+    async fn deliver(&self, envelope: CommandEnvelope) -> Result<Delivery, DispatchError>;
+}
+
+/// What became of a delivered command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Delivery {
+    /// Handled.
+    Accepted,
+    /// Handled, and rejected by the domain (recorded in the message log).
+    Rejected(String),
+    /// Handled before; nothing was done again.
+    Duplicate,
+    /// Not for anyone any more (a timeout of a finished process).
+    Ignored,
+}
+
+/// Why a command could not be delivered.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DispatchError {
+    /// The command can never be handled: unknown target, undecodable payload.
+    #[error("undeliverable command: {0}")]
+    Invalid(String),
+    /// Handling failed for a reason that may pass (a store error, a conflict storm).
+    #[error("delivery failed")]
+    Failed(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+#[async_trait]
+impl<A: Aggregate> CommandHandler for Repository<A> {
+    async fn deliver(&self, envelope: CommandEnvelope) -> Result<Delivery, DispatchError> {
+        if envelope.target.category() != A::TYPE {
+            return Err(DispatchError::Invalid(format!(
+                "{} is not a {} stream",
+                envelope.target,
+                A::TYPE
+            )));
+        }
+        let id = envelope
+            .target
+            .local_id()
+            .and_then(|s| s.parse::<A::Id>().ok())
+            .ok_or_else(|| {
+                DispatchError::Invalid(format!(
+                    "{} does not name a {} id",
+                    envelope.target,
+                    A::TYPE
+                ))
+            })?;
+        let command =
+            decode_message::<A::Command>(&envelope.command_type, envelope.payload.as_str())
+                .map_err(|e| DispatchError::Invalid(format!("{}: {e}", envelope.command_type)))?;
+        match self.handle_with(&id, command, envelope.context()).await {
+            Ok(handled) if handled.replayed => Ok(Delivery::Duplicate),
+            Ok(_) => Ok(Delivery::Accepted),
+            Err(CommandError::Rejected(e)) => Ok(Delivery::Rejected(e.to_string())),
+            Err(e @ (CommandError::Encode(_) | CommandError::CommandIdReused { .. })) => {
+                Err(DispatchError::Invalid(e.to_string()))
+            }
+            Err(e) => Err(DispatchError::Failed(Box::new(e))),
+        }
+    }
+}
+
+/// Routes commands to handlers by the stream category of their target.
+///
+/// # Examples
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use cqrs_core::{CommandRouter, InMemoryEventStore};
+/// let router = CommandRouter::new();
+/// assert!(router.categories().is_empty());
+/// ```
+#[derive(Clone, Default)]
+pub struct CommandRouter {
+    routes: HashMap<String, Arc<dyn CommandHandler>>,
+}
+
+impl CommandRouter {
+    /// A router with no routes.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sends commands whose target is in `category` to `handler`.
+    #[must_use]
+    pub fn route(mut self, category: impl Into<String>, handler: Arc<dyn CommandHandler>) -> Self {
+        self.routes.insert(category.into(), handler);
+        self
+    }
+
+    /// Sends commands for the aggregate `A` to `repository`.
+    #[must_use]
+    pub fn route_aggregate<A: Aggregate>(self, repository: Repository<A>) -> Self {
+        self.route(A::TYPE, Arc::new(repository))
+    }
+
+    /// Sends the timeouts of the process manager `P` to `runner`.
+    #[must_use]
+    pub fn route_process<P: ProcessManager>(self, runner: ProcessManagerRunner<P>) -> Self {
+        self.route(P::NAME, Arc::new(runner))
+    }
+
+    /// The categories routed.
+    #[must_use]
+    pub fn categories(&self) -> Vec<&str> {
+        let mut categories: Vec<&str> = self.routes.keys().map(String::as_str).collect();
+        categories.sort_unstable();
+        categories
+    }
+}
+
+impl fmt::Debug for CommandRouter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CommandRouter")
+            .field("categories", &self.categories())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl CommandHandler for CommandRouter {
+    async fn deliver(&self, envelope: CommandEnvelope) -> Result<Delivery, DispatchError> {
+        let Some(handler) = self.routes.get(envelope.target.category()) else {
+            return Err(DispatchError::Invalid(format!(
+                "no handler for {}",
+                envelope.target
+            )));
+        };
+        handler.deliver(envelope).await
+    }
+}
+
+/// Wakes a [`CommandDispatcher`] when new commands are scheduled in this process.
+#[derive(Debug, Clone, Default)]
+pub struct DispatchWaker {
+    notify: Arc<Notify>,
+}
+
+impl DispatchWaker {
+    /// A waker no dispatcher listens to yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Wakes the dispatcher (a wake-up sent while it is busy is kept for its next wait).
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+}
+
+/// Runs a [`ProcessManager`]: feeds it events, saves its instances with their outboxes, and
+/// handles its timeouts.
+///
+/// On the event side it is a [`Projection`] (checkpoint `process:{NAME}`), so a
+/// [`ProjectionRunner`](crate::ProjectionRunner) drives it: catch-up, live, retries. An
+/// instance remembers the position of the last event it handled and skips events it has seen,
+/// so redelivery after a crash changes nothing. On the timeout side it is a
+/// [`CommandHandler`]: route its category to it.
+pub struct ProcessManagerRunner<P> {
+    storage: Arc<dyn Storage>,
+    upcasters: Upcasters,
+    clock: Arc<dyn Clock>,
+    waker: Option<DispatchWaker>,
+    _process: PhantomData<fn() -> P>,
+}
+
+impl<P> Clone for ProcessManagerRunner<P> {
+    fn clone(&self) -> Self {
+        Self {
+            storage: Arc::clone(&self.storage),
+            upcasters: self.upcasters.clone(),
+            clock: Arc::clone(&self.clock),
+            waker: self.waker.clone(),
+            _process: PhantomData,
+        }
+    }
+}
+
+impl<P: ProcessManager> fmt::Debug for ProcessManagerRunner<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessManagerRunner")
+            .field("process", &P::NAME)
+            .finish_non_exhaustive()
+    }
+}
+
+const SAVE_ATTEMPTS: u32 = 10;
+
+impl<P: ProcessManager> ProcessManagerRunner<P> {
+    /// A runner over `storage` with the system clock and no upcasters.
+    #[must_use]
+    pub fn new(storage: Arc<dyn Storage>) -> Self {
+        Self {
+            storage,
+            upcasters: Upcasters::new(),
+            clock: Arc::new(SystemClock),
+            waker: None,
+            _process: PhantomData,
+        }
+    }
+
+    /// Decodes events through `upcasters`.
+    #[must_use]
+    pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
+        self.upcasters = upcasters;
+        self
+    }
+
+    /// Uses `clock` for "now".
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Wakes `waker` after saving commands to send.
+    #[must_use]
+    pub fn with_waker(mut self, waker: DispatchWaker) -> Self {
+        self.waker = Some(waker);
+        self
+    }
+
+    /// The stream id of `instance`.
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError::Encode`] if it makes an invalid stream id.
+    pub fn instance_id(instance: &str) -> Result<StreamId, ProcessError> {
+        StreamId::for_aggregate(P::NAME, &instance).map_err(|e| ProcessError::Encode(e.to_string()))
+    }
+
+    /// Loads the state of `instance`, if it was ever saved, with whether it is finished.
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError`] if the store fails or the state does not decode.
+    pub async fn load(&self, instance: &str) -> Result<Option<(P, bool)>, ProcessError> {
+        let Some(stored) = self
+            .storage
+            .load_process(&Self::instance_id(instance)?)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let state = stored
+            .state
+            .decode::<P>()
+            .map_err(|e| ProcessError::Encode(e.to_string()))?;
+        Ok(Some((state, stored.completed)))
+    }
+
+    /// Handles one stored event: routes it, reacts, and saves each affected instance with its
+    /// outbox. Events an instance has already handled are skipped.
+    ///
+    /// # Errors
+    ///
+    /// [`ProcessError`] if the event does not decode or the store fails. A refusal by the
+    /// manager itself is logged and skipped, not returned: retrying would not change it.
+    pub async fn handle_event(&self, recorded: &RecordedEvent) -> Result<(), ProcessError> {
+        // A split (upcast) event may route several parts to one instance: keep them together.
+        let mut by_instance: Vec<(String, Vec<P::Event>)> = Vec::new();
+        for event in self.upcasters.decode::<P::Event>(recorded)? {
+            let Some(instance) = P::route(&event) else {
+                continue;
+            };
+            match by_instance.iter_mut().find(|(i, _)| *i == instance) {
+                Some((_, events)) => events.push(event),
+                None => by_instance.push((instance, vec![event])),
+            }
+        }
+        for (instance, events) in by_instance {
+            let id = Self::instance_id(&instance)?;
+            let span = tracing::debug_span!("cqrs.process", process = P::NAME, instance = %instance, position = recorded.position.get());
+            self.react_and_save(&id, recorded, &events)
+                .instrument(span)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn react_and_save(
+        &self,
+        id: &StreamId,
+        recorded: &RecordedEvent,
+        events: &[P::Event],
+    ) -> Result<(), ProcessError> {
+        for _ in 0..SAVE_ATTEMPTS {
+            let stored = self.storage.load_process(id).await?;
+            let (mut state, version) = match &stored {
+                Some(s) if s.completed || s.last_position >= recorded.position => return Ok(()),
+                Some(s) => (
+                    Some(
+                        s.state
+                            .decode::<P>()
+                            .map_err(|e| ProcessError::Encode(e.to_string()))?,
+                    ),
+                    s.version,
+                ),
+                None => (None, Version::ZERO),
+            };
+            let now = self.clock.now();
+            let context = EventContext { recorded, now };
+            let mut sends = Vec::new();
+            let mut completed = false;
+            let mut changed = false;
+            for event in events {
+                match P::react(state.as_ref(), event, &context) {
+                    Ok(reaction) => {
+                        changed |= !reaction.is_unchanged();
+                        if let Some(new) = reaction.state {
+                            state = Some(new);
+                        }
+                        sends.extend(reaction.sends);
+                        completed |= reaction.completed;
+                    }
+                    Err(err) => {
+                        tracing::warn!(process = %id, position = recorded.position.get(), event_type = %recorded.event_type, error = %err, "process manager refused an event; skipping it");
+                    }
+                }
+                if completed {
+                    break;
+                }
+            }
+            if !changed {
+                return Ok(());
+            }
+            let Some(state) = state else {
+                return Err(ProcessError::NoState(id.clone()));
+            };
+            let outbox = sends
+                .into_iter()
+                .map(|s| {
+                    s.into_scheduled(
+                        recorded.metadata.correlation_id,
+                        recorded.metadata.event_id,
+                        now,
+                    )
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let has_outbox = !outbox.is_empty();
+            let save = ProcessSave {
+                id: id.clone(),
+                expected: version,
+                state: Json::encode(&state).map_err(|e| ProcessError::Encode(e.to_string()))?,
+                completed,
+                last_position: recorded.position,
+                outbox,
+                handled: None,
+                saved_at: now,
+            };
+            match self.storage.save_process(save).await {
+                Ok(()) => {
+                    if has_outbox && let Some(waker) = &self.waker {
+                        waker.wake();
+                    }
+                    return Ok(());
+                }
+                Err(StoreError::Conflict { .. }) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(ProcessError::Conflict(id.clone()))
+    }
+
+    async fn handle_timeout(&self, envelope: CommandEnvelope) -> Result<Delivery, ProcessError> {
+        for _ in 0..SAVE_ATTEMPTS {
+            let Some(stored) = self.storage.load_process(&envelope.target).await? else {
+                return Ok(Delivery::Ignored);
+            };
+            if stored.completed {
+                return Ok(Delivery::Ignored);
+            }
+            let state = stored
+                .state
+                .decode::<P>()
+                .map_err(|e| ProcessError::Encode(e.to_string()))?;
+            let timeout =
+                decode_message::<P::Timeout>(&envelope.command_type, envelope.payload.as_str())
+                    .map_err(|e| ProcessError::Encode(e.to_string()))?;
+            let now = self.clock.now();
+            let reaction = match P::on_timeout(
+                &state,
+                timeout,
+                &TimeoutContext {
+                    command_id: envelope.id,
+                    now,
+                },
+            ) {
+                Ok(reaction) => reaction,
+                Err(err) => {
+                    tracing::warn!(process = %envelope.target, error = %err, "process manager refused a timeout");
+                    return Ok(Delivery::Rejected(err.to_string()));
+                }
+            };
+            let outbox = reaction
+                .sends
+                .into_iter()
+                .map(|s| s.into_scheduled(envelope.correlation_id, envelope.id, now))
+                .collect::<Result<Vec<_>, _>>()?;
+            let has_outbox = !outbox.is_empty();
+            let new_state = reaction.state.unwrap_or(state);
+            let version = stored.version.next();
+            let save = ProcessSave {
+                id: envelope.target.clone(),
+                expected: stored.version,
+                state: Json::encode(&new_state).map_err(|e| ProcessError::Encode(e.to_string()))?,
+                completed: reaction.completed,
+                last_position: stored.last_position,
+                outbox,
+                handled: Some(CommandRecord::from_envelope(
+                    &envelope,
+                    now,
+                    Outcome::Accepted { version, events: 0 },
+                )),
+                saved_at: now,
+            };
+            match self.storage.save_process(save).await {
+                Ok(()) => {
+                    if has_outbox && let Some(waker) = &self.waker {
+                        waker.wake();
+                    }
+                    return Ok(Delivery::Accepted);
+                }
+                Err(StoreError::Conflict { .. }) => {}
+                Err(StoreError::DuplicateCommand { .. }) => return Ok(Delivery::Duplicate),
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(ProcessError::Conflict(envelope.target))
+    }
+}
+
+#[async_trait]
+impl<P: ProcessManager> Projection for ProcessManagerRunner<P> {
+    fn name(&self) -> &str {
+        P::NAME
+    }
+
+    fn filter(&self) -> EventFilter {
+        self.upcasters
+            .expand_filter(EventFilter::all().with_types(P::Event::event_types().iter().copied()))
+    }
+
+    fn key(&self) -> String {
+        format!("process:{}", P::NAME)
+    }
+
+    async fn checkpoint(&self) -> Result<Option<Position>, ProjectionError> {
+        Ok(self.storage.load_checkpoint(&Projection::key(self)).await?)
+    }
+
+    async fn apply(
+        &self,
+        events: &[RecordedEvent],
+        checkpoint: Position,
+    ) -> Result<(), ProjectionError> {
+        for event in events {
+            self.handle_event(event)
+                .await
+                .map_err(ProjectionError::from_error)?;
+        }
+        Ok(self
+            .storage
+            .save_checkpoint(&Projection::key(self), checkpoint)
+            .await?)
+    }
+
+    async fn reset(&self) -> Result<(), ProjectionError> {
+        // Replaying a process manager would send its commands again.
+        Err(ProjectionError::new(
+            "a process manager cannot be rebuilt: it would send its commands again",
+        ))
+    }
+}
+
+#[async_trait]
+impl<P: ProcessManager> CommandHandler for ProcessManagerRunner<P> {
+    async fn deliver(&self, envelope: CommandEnvelope) -> Result<Delivery, DispatchError> {
+        if envelope.target.category() != P::NAME {
+            return Err(DispatchError::Invalid(format!(
+                "{} is not a {} instance",
+                envelope.target,
+                P::NAME
+            )));
+        }
+        self.handle_timeout(envelope).await.map_err(|e| match e {
+            ProcessError::Encode(why) => DispatchError::Invalid(why),
+            other => DispatchError::Failed(Box::new(other)),
+        })
+    }
+}
+
+/// Delivers scheduled commands (timeouts and outboxes) when they fall due.
+///
+/// It claims due commands with a lease, hands each to its [`CommandHandler`] (usually a
+/// [`CommandRouter`]), and removes the delivered ones. A command whose delivery fails is
+/// retried when its lease runs out; one that can never be delivered is recorded in the message
+/// log as rejected and dropped. Time comes from the [`Clock`], so tests fire a 29-minute timeout
+/// by advancing a [`ManualClock`](crate::ManualClock).
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use cqrs_core::{CommandDispatcher, CommandRouter, InMemoryEventStore};
+///
+/// # tokio_test::block_on(async {
+/// let store = Arc::new(InMemoryEventStore::new());
+/// let dispatcher = CommandDispatcher::new(store, Arc::new(CommandRouter::new()));
+/// assert_eq!(dispatcher.run_due().await?, 0, "nothing scheduled");
+/// # Ok::<(), cqrs_core::StoreError>(()) }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct CommandDispatcher {
+    storage: Arc<dyn Storage>,
+    handler: Arc<dyn CommandHandler>,
+    clock: Arc<dyn Clock>,
+    waker: DispatchWaker,
+    lease: chrono::Duration,
+    batch: usize,
+    idle_poll: chrono::Duration,
+}
+
+impl fmt::Debug for CommandDispatcher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CommandDispatcher")
+            .field("lease", &self.lease)
+            .field("batch", &self.batch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CommandDispatcher {
+    /// A dispatcher over `storage` delivering to `handler`, on the system clock.
+    #[must_use]
+    pub fn new(storage: Arc<dyn Storage>, handler: Arc<dyn CommandHandler>) -> Self {
+        Self {
+            storage,
+            handler,
+            clock: Arc::new(SystemClock),
+            waker: DispatchWaker::new(),
+            lease: chrono::Duration::seconds(30),
+            batch: 64,
+            idle_poll: chrono::Duration::seconds(1),
+        }
+    }
+
+    /// Uses `clock` for due times.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Listens to `waker` (give the same waker to the process-manager runners).
+    #[must_use]
+    pub fn with_waker(mut self, waker: DispatchWaker) -> Self {
+        self.waker = waker;
+        self
+    }
+
+    /// Hides a claimed command from other dispatchers for `lease` (30 s by default).
+    #[must_use]
+    pub fn with_lease(mut self, lease: chrono::Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Checks the store at least this often while idle (1 s by default), for commands
+    /// scheduled by other processes.
+    #[must_use]
+    pub fn with_idle_poll(mut self, every: chrono::Duration) -> Self {
+        self.idle_poll = every;
+        self
+    }
+
+    /// The waker that makes this dispatcher look for new commands.
+    #[must_use]
+    pub fn waker(&self) -> DispatchWaker {
+        self.waker.clone()
+    }
+
+    /// Delivers every command due now, and returns how many were handled.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] if claiming or completing fails; delivery failures are logged and
+    /// retried later.
+    pub async fn run_due(&self) -> Result<usize, StoreError> {
+        let mut handled = 0;
+        loop {
+            let now = self.clock.now();
+            let due = self.storage.claim_due(now, self.batch, self.lease).await?;
+            let claimed = due.len();
+            let mut done = Vec::with_capacity(claimed);
+            for scheduled in due {
+                let envelope = scheduled.command;
+                let id = envelope.id;
+                let span = tracing::debug_span!("cqrs.dispatch", command = %envelope.command_type, command_id = %id, target = %envelope.target);
+                match self
+                    .handler
+                    .deliver(envelope.clone())
+                    .instrument(span)
+                    .await
+                {
+                    Ok(delivery) => {
+                        tracing::debug!(command_id = %id, ?delivery, "delivered");
+                        done.push(id);
+                    }
+                    Err(DispatchError::Invalid(why)) => {
+                        tracing::error!(command_id = %id, command = %envelope.command_type, reason = %why, "dropping an undeliverable command");
+                        self.record_undeliverable(&envelope, &why, now).await?;
+                        done.push(id);
+                    }
+                    Err(DispatchError::Failed(err)) => {
+                        tracing::warn!(command_id = %id, command = %envelope.command_type, error = %err, "delivery failed; it will be retried");
+                    }
+                }
+            }
+            handled += done.len();
+            if !done.is_empty() {
+                self.storage.complete_scheduled(&done).await?;
+            }
+            if claimed < self.batch {
+                return Ok(handled);
+            }
+        }
+    }
+
+    async fn record_undeliverable(
+        &self,
+        envelope: &CommandEnvelope,
+        why: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let outcome = Outcome::Rejected {
+            error: Json::encode(why).unwrap_or_else(|_| Json::null()),
+            message: why.to_owned(),
+        };
+        let commit = Commit::new(envelope.target.clone(), ExpectedVersion::Any, Vec::new())
+            .with_command(CommandRecord::from_envelope(envelope, now, outcome));
+        match self.storage.commit(commit).await {
+            Ok(_) | Err(StoreError::DuplicateCommand { .. }) => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Runs in the background until stopped: delivers due commands, then sleeps until the next
+    /// one is due, a [`DispatchWaker`] wakes it, or the idle poll comes round.
+    ///
+    /// # Panics
+    ///
+    /// Panics if called outside a tokio runtime.
+    #[must_use]
+    pub fn spawn(self) -> DispatcherHandle {
+        let (stop_tx, mut stop) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            loop {
+                let next = match self.run_due().await {
+                    Ok(_) => self.storage.next_due().await.unwrap_or_else(|err| {
+                        tracing::warn!(error = %err, "reading the next due time failed");
+                        None
+                    }),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "delivering scheduled commands failed; retrying");
+                        None
+                    }
+                };
+                let now = self.clock.now();
+                let deadline =
+                    next.map_or(now + self.idle_poll, |due| due.min(now + self.idle_poll));
+                tokio::select! {
+                    () = self.clock.sleep_until(deadline) => {}
+                    () = self.waker.notify.notified() => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        });
+        DispatcherHandle {
+            stop: stop_tx,
+            task: std::sync::Mutex::new(Some(task)),
+        }
+    }
+}
+
+/// A [`CommandDispatcher`] running in the background.
+#[derive(Debug)]
+pub struct DispatcherHandle {
+    stop: watch::Sender<bool>,
+    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl DispatcherHandle {
+    /// Stops the dispatcher and waits until it has stopped. A command interrupted mid-delivery
+    /// is delivered again after its lease (receivers deduplicate by id).
+    pub async fn stop(&self) {
+        let _ = self.stop.send(true);
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for DispatcherHandle {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Sends a command to an aggregate through the schedule, to be delivered by a
+/// [`CommandDispatcher`] at `due_at` (or at once): the way to schedule a durable command outside
+/// a process manager.
+///
+/// # Errors
+///
+/// [`EnvelopeError`] if the command does not serialize, wrapped in [`ProcessError::Encode`], or
+/// the store's error.
+pub async fn schedule_command<A: Aggregate>(
+    storage: &dyn Storage,
+    id: &A::Id,
+    command: &A::Command,
+    context: CommandContext,
+    due_at: DateTime<Utc>,
+) -> Result<Uuid, ProcessError> {
+    let envelope = CommandEnvelope::for_aggregate::<A>(id, command, context)
+        .map_err(|e: EnvelopeError| ProcessError::Encode(e.to_string()))?;
+    let command_id = envelope.id;
+    storage
+        .schedule(vec![ScheduledCommand {
+            command: envelope,
+            due_at: crate::clock::truncate_to_micros(due_at),
+        }])
+        .await?;
+    Ok(command_id)
+}

@@ -1,0 +1,708 @@
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::event::{EventFilter, RecordedEvent};
+use crate::store::{CheckpointStore, EventReader, StoreError};
+use crate::upcast::DecodeError;
+use crate::version::Position;
+
+/// A read model fed from the global log: named, versioned and checkpointed.
+///
+/// The runner hands a projection batches of the events that pass its [`Projection::filter`],
+/// in log order, together with the position up to which the log has been read. The projection
+/// applies them and records that position as its checkpoint. **A projection whose read model
+/// lives in the same database as its checkpoint commits both in one transaction**, which
+/// makes its effect exactly-once; that is the hook transactional stores plug into (the SQLite
+/// and PostgreSQL stores provide such projections). Otherwise apply idempotently: the runner
+/// is at-least-once, as [`Checkpointed`] is.
+///
+/// A new version of a projection has a new checkpoint key ([`Projection::key`]), so it can be
+/// built from position zero beside the old one and swapped in once it has caught up.
+///
+/// # Examples
+///
+/// See [`MemoryProjection`] for a complete read model.
+#[async_trait]
+pub trait Projection: Send + Sync + 'static {
+    /// The read model's name, such as `"remaining_seats"`.
+    fn name(&self) -> &str;
+
+    /// The read model's version; a new version rebuilds beside the old one.
+    fn version(&self) -> u32 {
+        1
+    }
+
+    /// The events it reads (by type or stream category); all by default.
+    fn filter(&self) -> EventFilter {
+        EventFilter::all()
+    }
+
+    /// The checkpoint key: `"{name}@v{version}"`.
+    fn key(&self) -> String {
+        format!("{}@v{}", self.name(), self.version())
+    }
+
+    /// The last position the read model has processed, `None` if it has processed nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`ProjectionError`] if the checkpoint cannot be read.
+    async fn checkpoint(&self) -> Result<Option<Position>, ProjectionError>;
+
+    /// Applies `events` (possibly none) and records `checkpoint`, the position up to which the
+    /// log has been read.
+    ///
+    /// # Errors
+    ///
+    /// [`ProjectionError`] if the batch cannot be applied; the runner retries from the last
+    /// checkpoint after a pause.
+    async fn apply(
+        &self,
+        events: &[RecordedEvent],
+        checkpoint: Position,
+    ) -> Result<(), ProjectionError>;
+
+    /// Empties the read model and forgets the checkpoint, to rebuild from the start.
+    ///
+    /// # Errors
+    ///
+    /// [`ProjectionError`] if the read model cannot be reset.
+    async fn reset(&self) -> Result<(), ProjectionError>;
+}
+
+/// Why a projection failed to apply a batch.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::ProjectionError;
+///
+/// let err = ProjectionError::new("the seat type is unknown");
+/// assert_eq!(err.to_string(), "projection failed: the seat type is unknown");
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[error("projection failed: {message}")]
+pub struct ProjectionError {
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl ProjectionError {
+    /// An error with this message.
+    #[must_use]
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Wraps another error.
+    pub fn from_error(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self {
+            message: err.to_string(),
+            source: Some(Box::new(err)),
+        }
+    }
+}
+
+impl From<StoreError> for ProjectionError {
+    fn from(err: StoreError) -> Self {
+        Self::from_error(err)
+    }
+}
+
+impl From<DecodeError> for ProjectionError {
+    fn from(err: DecodeError) -> Self {
+        Self::from_error(err)
+    }
+}
+
+/// Handles events one at a time, for [`Checkpointed`] projections.
+///
+/// Implemented for closures `Fn(&RecordedEvent) -> Result<(), ProjectionError>`.
+#[async_trait]
+pub trait EventHandler: Send + Sync + 'static {
+    /// Handles one event. It may see an event again after a crash: be idempotent.
+    ///
+    /// # Errors
+    ///
+    /// [`ProjectionError`] to stop the batch; it is retried.
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), ProjectionError>;
+
+    /// Empties what the handler built, to rebuild from the start. Does nothing by default.
+    ///
+    /// # Errors
+    ///
+    /// [`ProjectionError`] if it cannot.
+    async fn reset(&self) -> Result<(), ProjectionError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl<F> EventHandler for F
+where
+    F: Fn(&RecordedEvent) -> Result<(), ProjectionError> + Send + Sync + 'static,
+{
+    async fn handle(&self, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        self(event)
+    }
+}
+
+/// A projection made of an [`EventHandler`] and a [`CheckpointStore`]: at-least-once, for read
+/// models that live outside the event store (a search index, an e-mail sender).
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use cqrs_core::{Checkpointed, EventFilter, InMemoryEventStore, ProjectionError, ProjectionRunner, RecordedEvent};
+///
+/// # tokio_test::block_on(async {
+/// let store = InMemoryEventStore::new();
+/// let seen = Arc::new(AtomicUsize::new(0));
+/// let counter = Arc::clone(&seen);
+/// let projection = Checkpointed::new("mailer", Arc::new(store.clone()), move |_: &RecordedEvent| {
+///     counter.fetch_add(1, Ordering::SeqCst);
+///     Ok::<(), ProjectionError>(())
+/// })
+/// .with_filter(EventFilter::all().with_types(["order.confirmed"]));
+/// let runner = ProjectionRunner::new(Arc::new(store), Arc::new(projection));
+/// runner.catch_up().await?;
+/// assert_eq!(seen.load(Ordering::SeqCst), 0);
+/// # Ok::<(), ProjectionError>(()) }).unwrap();
+/// ```
+pub struct Checkpointed<H> {
+    name: String,
+    version: u32,
+    filter: EventFilter,
+    checkpoints: Arc<dyn CheckpointStore>,
+    handler: H,
+}
+
+impl<H: EventHandler> Checkpointed<H> {
+    /// A projection named `name`, version 1, over every event.
+    pub fn new(name: impl Into<String>, checkpoints: Arc<dyn CheckpointStore>, handler: H) -> Self {
+        Self {
+            name: name.into(),
+            version: 1,
+            filter: EventFilter::all(),
+            checkpoints,
+            handler,
+        }
+    }
+
+    /// Sets the version.
+    #[must_use]
+    pub fn with_version(mut self, version: u32) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// Sets the filter.
+    #[must_use]
+    pub fn with_filter(mut self, filter: EventFilter) -> Self {
+        self.filter = filter;
+        self
+    }
+}
+
+impl<H> fmt::Debug for Checkpointed<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Checkpointed")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("filter", &self.filter)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl<H: EventHandler> Projection for Checkpointed<H> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn version(&self) -> u32 {
+        self.version
+    }
+
+    fn filter(&self) -> EventFilter {
+        self.filter.clone()
+    }
+
+    async fn checkpoint(&self) -> Result<Option<Position>, ProjectionError> {
+        Ok(self.checkpoints.load_checkpoint(&self.key()).await?)
+    }
+
+    async fn apply(
+        &self,
+        events: &[RecordedEvent],
+        checkpoint: Position,
+    ) -> Result<(), ProjectionError> {
+        for event in events {
+            self.handler.handle(event).await?;
+        }
+        Ok(self
+            .checkpoints
+            .save_checkpoint(&self.key(), checkpoint)
+            .await?)
+    }
+
+    async fn reset(&self) -> Result<(), ProjectionError> {
+        self.handler.reset().await?;
+        Ok(self.checkpoints.delete_checkpoint(&self.key()).await?)
+    }
+}
+
+type ApplyFn<S> = dyn Fn(&mut S, &RecordedEvent) -> Result<(), ProjectionError> + Send + Sync;
+
+/// A read model held in memory, with its checkpoint beside it under one lock: exactly-once,
+/// because the state and the checkpoint always change together.
+///
+/// Good for tests, examples and small caches; durable read models use a store's transactional
+/// projection instead.
+///
+/// # Examples
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::Arc;
+/// use cqrs_core::{EventFilter, EventStore, ExpectedVersion, InMemoryEventStore, Json, MemoryProjection, NewEvent, ProjectionRunner, StreamId};
+///
+/// # tokio_test::block_on(async {
+/// let store = InMemoryEventStore::new();
+/// for (stream, n) in [("seats-a", 3), ("seats-b", 5), ("seats-a", 2)] {
+///     let payload = Json::encode(&serde_json::json!({ "quantity": n }))?;
+///     store.append(&StreamId::new(stream)?, ExpectedVersion::Any, vec![NewEvent::new("seats.added", payload)]).await?;
+/// }
+///
+/// // Seats added per conference.
+/// let totals = Arc::new(
+///     MemoryProjection::new("seat_totals", HashMap::<String, u64>::new(), |totals, event| {
+///         let added: serde_json::Value = event.payload.decode().map_err(cqrs_core::ProjectionError::from_error)?;
+///         *totals.entry(event.stream.to_string()).or_default() += added["quantity"].as_u64().unwrap_or(0);
+///         Ok(())
+///     })
+///     .with_filter(EventFilter::all().with_types(["seats.added"])),
+/// );
+/// ProjectionRunner::new(Arc::new(store), totals.clone()).catch_up().await?;
+/// assert_eq!(totals.read(|t| t["seats-a"]), 5);
+/// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+/// ```
+pub struct MemoryProjection<S> {
+    name: String,
+    version: u32,
+    filter: EventFilter,
+    initial: S,
+    state: Mutex<(S, Option<Position>)>,
+    apply: Box<ApplyFn<S>>,
+}
+
+impl<S: Clone + Send + Sync + 'static> MemoryProjection<S> {
+    /// A read model named `name` (version 1, every event) starting from `initial`, evolved by
+    /// `apply`.
+    pub fn new<F>(name: impl Into<String>, initial: S, apply: F) -> Self
+    where
+        F: Fn(&mut S, &RecordedEvent) -> Result<(), ProjectionError> + Send + Sync + 'static,
+    {
+        Self {
+            name: name.into(),
+            version: 1,
+            filter: EventFilter::all(),
+            state: Mutex::new((initial.clone(), None)),
+            initial,
+            apply: Box::new(apply),
+        }
+    }
+
+    /// Sets the version.
+    #[must_use]
+    pub fn with_version(mut self, version: u32) -> Self {
+        self.version = version;
+        self
+    }
+
+    /// Sets the filter.
+    #[must_use]
+    pub fn with_filter(mut self, filter: EventFilter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// Reads the current state.
+    pub fn read<R>(&self, f: impl FnOnce(&S) -> R) -> R {
+        f(&self.lock().0)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (S, Option<Position>)> {
+        // `apply` runs under the lock; a panic in it leaves at worst one event half-applied,
+        // which the checkpoint (not advanced) already accounts for as unprocessed.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl<S> fmt::Debug for MemoryProjection<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryProjection")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl<S: Clone + Send + Sync + 'static> Projection for MemoryProjection<S> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn version(&self) -> u32 {
+        self.version
+    }
+
+    fn filter(&self) -> EventFilter {
+        self.filter.clone()
+    }
+
+    async fn checkpoint(&self) -> Result<Option<Position>, ProjectionError> {
+        Ok(self.lock().1)
+    }
+
+    async fn apply(
+        &self,
+        events: &[RecordedEvent],
+        checkpoint: Position,
+    ) -> Result<(), ProjectionError> {
+        let mut guard = self.lock();
+        let (state, at) = &mut *guard;
+        for event in events {
+            if at.is_some_and(|p| event.position <= p) {
+                continue;
+            }
+            (self.apply)(state, event)?;
+            // Advancing per event keeps state and checkpoint in step even if a later event fails.
+            *at = Some(event.position);
+        }
+        *at = Some(at.map_or(checkpoint, |p| p.max(checkpoint)));
+        Ok(())
+    }
+
+    async fn reset(&self) -> Result<(), ProjectionError> {
+        *self.lock() = (self.initial.clone(), None);
+        Ok(())
+    }
+}
+
+/// Where a running projection stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectionStatus {
+    /// The projection's checkpoint key.
+    pub key: String,
+    /// How far the log has been read and applied.
+    pub position: Position,
+    /// Whether the runner has caught up with the log and is following it live.
+    pub live: bool,
+    /// The last error, if the runner is retrying after one.
+    pub last_error: Option<String>,
+}
+
+/// Feeds a [`Projection`] from the global log: catches up, then follows live.
+///
+/// Batches are applied in log order; after an error the runner waits and resumes from the
+/// projection's checkpoint, so nothing is skipped. Each batch runs in a `cqrs.projection` span.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use cqrs_core::{EventStore, ExpectedVersion, InMemoryEventStore, Json, MemoryProjection, NewEvent, ProjectionRunner, StreamId};
+///
+/// # tokio_test::block_on(async {
+/// let store = InMemoryEventStore::new();
+/// let count = Arc::new(MemoryProjection::new("count", 0u64, |n, _| { *n += 1; Ok(()) }));
+/// let live = ProjectionRunner::new(Arc::new(store.clone()), count.clone()).spawn();
+///
+/// let appended = store
+///     .append(&StreamId::new("s-1")?, ExpectedVersion::Any, vec![NewEvent::new("e", Json::null())])
+///     .await?;
+/// live.wait_for(appended.position.unwrap()).await;
+/// assert_eq!(count.read(|n| *n), 1);
+/// live.stop().await;
+/// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct ProjectionRunner {
+    reader: Arc<dyn EventReader>,
+    projection: Arc<dyn Projection>,
+    batch_size: usize,
+    retry_delay: Duration,
+}
+
+impl fmt::Debug for ProjectionRunner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProjectionRunner")
+            .field("projection", &self.projection.key())
+            .field("batch_size", &self.batch_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How far past the saved checkpoint filtered-out events may carry a projection before the
+/// runner saves the progress anyway.
+const IDLE_CHECKPOINT_GAP: u64 = 1024;
+
+impl ProjectionRunner {
+    /// A runner for `projection` over `reader`, applying up to 256 events per batch.
+    #[must_use]
+    pub fn new(reader: Arc<dyn EventReader>, projection: Arc<dyn Projection>) -> Self {
+        Self {
+            reader,
+            projection,
+            batch_size: 256,
+            retry_delay: Duration::from_millis(500),
+        }
+    }
+
+    /// Applies up to `events` events per batch (at least 1).
+    #[must_use]
+    pub fn with_batch_size(mut self, events: usize) -> Self {
+        self.batch_size = events.max(1);
+        self
+    }
+
+    /// Waits `delay` before retrying after an error (doubling up to 30 s while errors repeat).
+    #[must_use]
+    pub fn with_retry_delay(mut self, delay: Duration) -> Self {
+        self.retry_delay = delay;
+        self
+    }
+
+    /// The projection this runner feeds.
+    #[must_use]
+    pub fn projection(&self) -> &Arc<dyn Projection> {
+        &self.projection
+    }
+
+    /// Applies everything in the log now, then returns the position reached.
+    ///
+    /// # Errors
+    ///
+    /// The first [`ProjectionError`]; the checkpoint stays at the last applied batch.
+    pub async fn catch_up(&self) -> Result<Position, ProjectionError> {
+        let filter = self.projection.filter();
+        let saved = self
+            .projection
+            .checkpoint()
+            .await?
+            .unwrap_or(Position::ZERO);
+        let mut position = saved;
+        loop {
+            let batch = self
+                .reader
+                .read_filtered(position.next(), self.batch_size, &filter)
+                .await?;
+            let reached = Position::new(batch.next.get().saturating_sub(1)).max(position);
+            if !batch.events.is_empty() || reached > saved {
+                self.apply_batch(&batch.events, reached).await?;
+            }
+            position = reached;
+            if batch.end {
+                return Ok(position);
+            }
+        }
+    }
+
+    /// Empties the read model and applies the whole log again.
+    ///
+    /// # Errors
+    ///
+    /// As [`ProjectionRunner::catch_up`], or the error of [`Projection::reset`].
+    pub async fn rebuild(&self) -> Result<Position, ProjectionError> {
+        self.projection.reset().await?;
+        self.catch_up().await
+    }
+
+    async fn apply_batch(
+        &self,
+        events: &[RecordedEvent],
+        checkpoint: Position,
+    ) -> Result<(), ProjectionError> {
+        let span = tracing::debug_span!(
+            "cqrs.projection",
+            projection = %self.projection.key(),
+            events = events.len(),
+            checkpoint = checkpoint.get(),
+            elapsed_us = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let result = self
+            .projection
+            .apply(events, checkpoint)
+            .instrument(span.clone())
+            .await;
+        span.record(
+            "elapsed_us",
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        );
+        result
+    }
+
+    /// Runs the projection in the background: catch up, then follow the log live, retrying
+    /// after errors, until [`ProjectionHandle::stop`].
+    ///
+    /// # Panics
+    ///
+    /// Panics if called outside a tokio runtime.
+    #[must_use]
+    pub fn spawn(self) -> ProjectionHandle {
+        let (status_tx, status_rx) = watch::channel(ProjectionStatus {
+            key: self.projection.key(),
+            position: Position::ZERO,
+            live: false,
+            last_error: None,
+        });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(self.run(status_tx, stop_rx));
+        ProjectionHandle {
+            status: status_rx,
+            stop: stop_tx,
+            task: Mutex::new(Some(task)),
+        }
+    }
+
+    async fn run(self, status: watch::Sender<ProjectionStatus>, mut stop: watch::Receiver<bool>) {
+        let mut delay = self.retry_delay;
+        loop {
+            let result = tokio::select! {
+                result = self.follow(&status) => result,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            let err = match result {
+                Ok(()) => ProjectionError::new("the store closed the subscription"),
+                Err(err) => err,
+            };
+            tracing::warn!(projection = %self.projection.key(), error = %err, retry_in_ms = delay.as_millis(), "projection failed; retrying");
+            status.send_modify(|s| {
+                s.live = false;
+                s.last_error = Some(err.to_string());
+            });
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    /// Follows the log from the checkpoint until an error.
+    async fn follow(
+        &self,
+        status: &watch::Sender<ProjectionStatus>,
+    ) -> Result<(), ProjectionError> {
+        let mut saved = self
+            .projection
+            .checkpoint()
+            .await?
+            .unwrap_or(Position::ZERO);
+        status.send_modify(|s| s.position = s.position.max(saved));
+        let mut batches = self
+            .reader
+            .subscribe_batches(saved.next(), self.projection.filter());
+        let mut position = saved;
+        while let Some(batch) = batches.next().await {
+            let batch = batch?;
+            let reached = Position::new(batch.next.get().saturating_sub(1)).max(position);
+            let chunks = batch.events.len().div_ceil(self.batch_size);
+            for (i, chunk) in batch.events.chunks(self.batch_size).enumerate() {
+                // The last chunk also covers the filtered-out events read after it.
+                let checkpoint = if i + 1 == chunks {
+                    reached
+                } else {
+                    chunk[chunk.len() - 1].position
+                };
+                self.apply_batch(chunk, checkpoint).await?;
+                saved = checkpoint;
+                position = checkpoint;
+                status.send_modify(|s| {
+                    s.position = checkpoint;
+                    s.last_error = None;
+                });
+            }
+            if batch.events.is_empty() && reached.get() >= saved.get() + IDLE_CHECKPOINT_GAP {
+                self.apply_batch(&[], reached).await?;
+                saved = reached;
+            }
+            position = position.max(reached);
+            status.send_modify(|s| {
+                s.position = position;
+                s.live = batch.end;
+                s.last_error = None;
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A projection running in the background.
+#[derive(Debug)]
+pub struct ProjectionHandle {
+    status: watch::Receiver<ProjectionStatus>,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl ProjectionHandle {
+    /// Where the projection stands now.
+    #[must_use]
+    pub fn status(&self) -> ProjectionStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver of status changes.
+    #[must_use]
+    pub fn watch(&self) -> watch::Receiver<ProjectionStatus> {
+        self.status.clone()
+    }
+
+    /// Waits until the projection has applied the log up to `position` (returns at once if
+    /// it has). Wrap it in a timeout where the caller must not wait for long.
+    pub async fn wait_for(&self, position: Position) {
+        let mut status = self.status.clone();
+        // The sender lives as long as the task, which lives until `stop`.
+        let _ = status.wait_for(|s| s.position >= position).await;
+    }
+
+    /// Stops the runner and waits until it has stopped. A batch interrupted half-way is
+    /// applied again on the next start (transactional projections roll it back).
+    pub async fn stop(&self) {
+        let _ = self.stop.send(true);
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for ProjectionHandle {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}

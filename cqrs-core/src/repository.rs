@@ -1,0 +1,735 @@
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{Instrument, field};
+use uuid::Uuid;
+
+use crate::aggregate::{Aggregate, ApplyError};
+use crate::clock::{Clock, SystemClock};
+use crate::command::{CommandContext, CommandRecord, Outcome};
+use crate::event::{InvalidStreamId, Json, Metadata, NewEvent, StreamId};
+use crate::message::{MessageError, decode_message, encode_message};
+use crate::store::{Commit, Snapshot, Storage, StoreError};
+use crate::upcast::{DecodeError, Upcasters};
+use crate::version::{ExpectedVersion, Position, Version};
+
+/// When to snapshot an aggregate.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::{SnapshotPolicy, Version};
+///
+/// let policy = SnapshotPolicy::every(100);
+/// assert!(policy.is_due(Version::new(99), Version::new(101)));
+/// assert!(!policy.is_due(Version::new(101), Version::new(150)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotPolicy {
+    every: u64,
+}
+
+impl SnapshotPolicy {
+    /// Snapshots whenever a command carries the stream across a multiple of `events` (at
+    /// least 1), so that loading never replays more than about `events` events.
+    #[must_use]
+    pub fn every(events: u64) -> Self {
+        Self {
+            every: events.max(1),
+        }
+    }
+
+    /// Whether a command that moved the stream from `before` to `after` should snapshot.
+    #[must_use]
+    pub fn is_due(&self, before: Version, after: Version) -> bool {
+        before.get() / self.every != after.get() / self.every
+    }
+}
+
+struct SnapshotCodec<A> {
+    policy: SnapshotPolicy,
+    encode: fn(&A) -> Result<Json, serde_json::Error>,
+    decode: fn(&Json) -> Result<A, serde_json::Error>,
+}
+
+impl<A> Clone for SnapshotCodec<A> {
+    fn clone(&self) -> Self {
+        Self {
+            policy: self.policy,
+            encode: self.encode,
+            decode: self.decode,
+        }
+    }
+}
+
+/// Loads aggregates and handles commands against a [`Storage`]: the command side of the
+/// framework.
+///
+/// Handling a command loads the aggregate (from its latest snapshot plus the events after
+/// it), decides with [`Aggregate::handle`], and appends the events at the loaded version
+/// together with the command's record in the message log, in one commit. On a concurrency
+/// conflict it reloads and decides again, a bounded number of times. A command id that was
+/// handled before is not executed again: the recorded result comes back. Events inherit the
+/// command's correlation id and get its id as causation id.
+///
+/// Cloning is cheap.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use cqrs_core::{Aggregate, ApplyError, DomainEvent, InMemoryEventStore, Repository, Version};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Clone, Serialize, Deserialize)]
+/// struct Room { seats: u32 }
+///
+/// #[derive(Debug, Serialize, Deserialize)]
+/// enum RoomCommand {
+///     #[serde(rename = "room.open")]
+///     Open { seats: u32 },
+///     #[serde(rename = "room.book")]
+///     Book,
+/// }
+///
+/// #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// enum RoomEvent {
+///     #[serde(rename = "room.opened")]
+///     Opened { seats: u32 },
+///     #[serde(rename = "room.booked")]
+///     Booked,
+/// }
+/// impl DomainEvent for RoomEvent {}
+///
+/// #[derive(Debug, PartialEq, thiserror::Error, Serialize, Deserialize)]
+/// enum RoomError {
+///     #[error("no such room")]
+///     NotFound,
+///     #[error("the room is full")]
+///     Full,
+///     #[error("the room is already open")]
+///     AlreadyOpen,
+/// }
+///
+/// impl Aggregate for Room {
+///     const TYPE: &'static str = "room";
+///     type Id = u32;
+///     type Command = RoomCommand;
+///     type Event = RoomEvent;
+///     type Error = RoomError;
+///
+///     fn handle(state: Option<&Self>, _id: &u32, command: RoomCommand) -> Result<Vec<RoomEvent>, RoomError> {
+///         match (state, command) {
+///             (None, RoomCommand::Open { seats }) => Ok(vec![RoomEvent::Opened { seats }]),
+///             (Some(_), RoomCommand::Open { .. }) => Err(RoomError::AlreadyOpen),
+///             (None, RoomCommand::Book) => Err(RoomError::NotFound),
+///             (Some(room), RoomCommand::Book) if room.seats == 0 => Err(RoomError::Full),
+///             (Some(_), RoomCommand::Book) => Ok(vec![RoomEvent::Booked]),
+///         }
+///     }
+///
+///     fn apply(state: Option<Self>, event: &RoomEvent) -> Result<Self, ApplyError> {
+///         match (state, event) {
+///             (None, RoomEvent::Opened { seats }) => Ok(Room { seats: *seats }),
+///             (Some(room), RoomEvent::Booked) => Ok(Room { seats: room.seats - 1 }),
+///             (state, event) => Err(ApplyError::unexpected(state.is_some(), event)),
+///         }
+///     }
+/// }
+///
+/// # tokio_test::block_on(async {
+/// let rooms = Repository::<Room>::new(Arc::new(InMemoryEventStore::new()));
+/// rooms.handle(&7, RoomCommand::Open { seats: 1 }).await?;
+/// rooms.handle(&7, RoomCommand::Book).await?;
+/// let full = rooms.handle(&7, RoomCommand::Book).await.unwrap_err();
+/// assert_eq!(full.rejection(), Some(&RoomError::Full));
+///
+/// let room = rooms.load(&7).await?;
+/// assert_eq!(room.version, Version::new(2));
+/// assert_eq!(room.state.unwrap().seats, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+/// ```
+pub struct Repository<A: Aggregate> {
+    storage: Arc<dyn Storage>,
+    upcasters: Upcasters,
+    clock: Arc<dyn Clock>,
+    snapshots: Option<SnapshotCodec<A>>,
+    max_attempts: u32,
+    _aggregate: PhantomData<fn() -> A>,
+}
+
+impl<A: Aggregate> Clone for Repository<A> {
+    fn clone(&self) -> Self {
+        Self {
+            storage: Arc::clone(&self.storage),
+            upcasters: self.upcasters.clone(),
+            clock: Arc::clone(&self.clock),
+            snapshots: self.snapshots.clone(),
+            max_attempts: self.max_attempts,
+            _aggregate: PhantomData,
+        }
+    }
+}
+
+impl<A: Aggregate> fmt::Debug for Repository<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Repository")
+            .field("aggregate", &A::TYPE)
+            .field("upcasters", &self.upcasters)
+            .field("clock", &self.clock)
+            .field("snapshots", &self.snapshots.as_ref().map(|s| s.policy))
+            .field("max_attempts", &self.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An aggregate as loaded: its state (`None` if it does not exist) and its stream version.
+#[derive(Debug, Clone)]
+pub struct Loaded<A> {
+    /// The aggregate's stream.
+    pub stream: StreamId,
+    /// The state, or `None` if the stream has no events.
+    pub state: Option<A>,
+    /// The stream version the state includes.
+    pub version: Version,
+}
+
+/// What handling a command did.
+#[derive(Debug, Clone)]
+pub struct Handled<A: Aggregate> {
+    /// The aggregate's stream.
+    pub stream: StreamId,
+    /// The stream's version after the command.
+    pub version: Version,
+    /// The global position of the command's last event (`None` if it caused none).
+    pub position: Option<Position>,
+    /// The events the command caused.
+    pub events: Vec<A::Event>,
+    /// The command id.
+    pub command_id: Uuid,
+    /// True when the command id had been handled before and this is the recorded result.
+    pub replayed: bool,
+}
+
+impl<A: Aggregate> Repository<A> {
+    /// The default number of attempts when appends conflict.
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+
+    /// A repository over `storage` with no upcasters, the system clock, no snapshots and
+    /// [`Repository::DEFAULT_MAX_ATTEMPTS`].
+    #[must_use]
+    pub fn new(storage: Arc<dyn Storage>) -> Self {
+        Self {
+            storage,
+            upcasters: Upcasters::new(),
+            clock: Arc::new(SystemClock),
+            snapshots: None,
+            max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
+            _aggregate: PhantomData,
+        }
+    }
+
+    /// Decodes stored events through `upcasters`.
+    #[must_use]
+    pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
+        self.upcasters = upcasters;
+        self
+    }
+
+    /// Stamps events and records with `clock`.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Tries a command at most `attempts` times (at least once) when appends conflict.
+    #[must_use]
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Takes snapshots by `policy` and loads from them.
+    #[must_use]
+    pub fn with_snapshots(mut self, policy: SnapshotPolicy) -> Self
+    where
+        A: Serialize + DeserializeOwned,
+    {
+        self.snapshots = Some(SnapshotCodec {
+            policy,
+            encode: |a| Json::encode(a),
+            decode: Json::decode,
+        });
+        self
+    }
+
+    /// The storage this repository works on.
+    #[must_use]
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// The upcaster chain this repository decodes with.
+    #[must_use]
+    pub fn upcasters(&self) -> &Upcasters {
+        &self.upcasters
+    }
+
+    /// Loads the aggregate `id`: its latest usable snapshot, then the events after it.
+    ///
+    /// # Errors
+    ///
+    /// [`LoadError`] if the id is invalid, the store fails, or an event cannot be decoded or
+    /// applied.
+    pub async fn load(&self, id: &A::Id) -> Result<Loaded<A>, LoadError> {
+        let stream = A::stream_id(id)?;
+        self.load_stream(stream).await
+    }
+
+    async fn load_stream(&self, stream: StreamId) -> Result<Loaded<A>, LoadError> {
+        let span = tracing::debug_span!("cqrs.load", stream = %stream, snapshot = field::Empty, events = field::Empty);
+        async move {
+            let mut state = None;
+            let mut version = Version::ZERO;
+            if let Some(codec) = &self.snapshots
+                && let Some(snapshot) = self.storage.load_snapshot(&stream).await?
+            {
+                if snapshot.schema_version == A::SNAPSHOT_VERSION {
+                    match (codec.decode)(&snapshot.state) {
+                        Ok(s) => {
+                            state = Some(s);
+                            version = snapshot.version;
+                            tracing::Span::current().record("snapshot", snapshot.version.get());
+                        }
+                        Err(err) => tracing::warn!(%stream, error = %err, "ignoring a snapshot that does not decode"),
+                    }
+                } else {
+                    tracing::debug!(%stream, found = snapshot.schema_version, "ignoring a snapshot of another schema version");
+                }
+            }
+            let events = self.storage.read_stream(&stream, version.next()).await?;
+            tracing::Span::current().record("events", events.len());
+            for recorded in &events {
+                if recorded.version != version.next() {
+                    return Err(LoadError::Store(StoreError::Corrupt {
+                        position: Some(recorded.position),
+                        what: format!("stream {stream} jumps from version {version} to {}", recorded.version),
+                    }));
+                }
+                for event in self.upcasters.decode::<A::Event>(recorded)? {
+                    state = Some(A::apply(state, &event).map_err(|source| LoadError::History {
+                        stream: stream.clone(),
+                        version: recorded.version,
+                        source,
+                    })?);
+                }
+                version = recorded.version;
+            }
+            Ok(Loaded { stream, state, version })
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Handles `command` for the aggregate `id` with a fresh command id.
+    ///
+    /// # Errors
+    ///
+    /// As [`Repository::handle_with`].
+    pub async fn handle(
+        &self,
+        id: &A::Id,
+        command: A::Command,
+    ) -> Result<Handled<A>, CommandError<A::Error>> {
+        self.handle_with(id, command, CommandContext::new()).await
+    }
+
+    /// Handles `command` for the aggregate `id` with the ids in `context`.
+    ///
+    /// # Errors
+    ///
+    /// [`CommandError::Rejected`] with the domain error (also when the command id was rejected
+    /// before), [`CommandError::Conflict`] if every attempt conflicted, and the load, encoding
+    /// and store errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe: a dropped call may or may not have committed. Call again with the same
+    /// command id to get the outcome without doing it twice.
+    pub async fn handle_with(
+        &self,
+        id: &A::Id,
+        command: A::Command,
+        context: CommandContext,
+    ) -> Result<Handled<A>, CommandError<A::Error>> {
+        let stream = A::stream_id(id).map_err(LoadError::from)?;
+        let (command_type, payload) = encode_message(&command).map_err(CommandError::Encode)?;
+        let span = tracing::info_span!(
+            "cqrs.command",
+            aggregate = A::TYPE,
+            stream = %stream,
+            command = command_type,
+            command_id = %context.command_id,
+            version = field::Empty,
+            events = field::Empty,
+            attempts = field::Empty,
+            outcome = field::Empty,
+            elapsed_us = field::Empty,
+        );
+        let started = Instant::now();
+        let result = self
+            .handle_inner(id, stream, command, command_type, payload, context)
+            .instrument(span.clone())
+            .await;
+        let outcome = match &result {
+            Ok(h) if h.replayed => "replayed",
+            Ok(_) => "accepted",
+            Err(CommandError::Rejected(_)) => "rejected",
+            Err(_) => "failed",
+        };
+        span.record("outcome", outcome);
+        span.record(
+            "elapsed_us",
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        );
+        result
+    }
+
+    async fn handle_inner(
+        &self,
+        id: &A::Id,
+        stream: StreamId,
+        command: A::Command,
+        command_type: &'static str,
+        payload: Json,
+        context: CommandContext,
+    ) -> Result<Handled<A>, CommandError<A::Error>> {
+        if let Some(record) = self.storage.find_command(context.command_id).await? {
+            return self.replay(&stream, record).await;
+        }
+        let correlation_id = context.correlation_id();
+        let mut first = Some(command);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            tracing::Span::current().record("attempts", attempt);
+            let loaded = self.load_stream(stream.clone()).await?;
+            // Decide again from the stored payload on retries, so commands need not be Clone.
+            let this_attempt = match first.take() {
+                Some(c) => c,
+                None => {
+                    decode_message(command_type, payload.as_str()).map_err(CommandError::Encode)?
+                }
+            };
+            let now = self.clock.now();
+            let decision = A::handle(loaded.state.as_ref(), id, this_attempt);
+            let record = |outcome| CommandRecord {
+                command_id: context.command_id,
+                command_type: command_type.to_owned(),
+                target: stream.clone(),
+                payload: payload.clone(),
+                correlation_id: Some(correlation_id),
+                causation_id: context.causation_id,
+                recorded_at: now,
+                headers: context.headers.clone(),
+                outcome,
+            };
+            let events = match decision {
+                Ok(events) => events,
+                Err(rejection) => {
+                    let outcome = Outcome::Rejected {
+                        error: Json::encode(&rejection)
+                            .map_err(|e| CommandError::Encode(MessageError::Payload(e)))?,
+                        message: rejection.to_string(),
+                    };
+                    // Recording at the loaded version makes the rejection stand only if it was
+                    // decided on the latest state.
+                    let commit = Commit::new(
+                        stream.clone(),
+                        ExpectedVersion::Exact(loaded.version),
+                        Vec::new(),
+                    )
+                    .with_command(record(outcome));
+                    match self.storage.commit(commit).await {
+                        Ok(_) => return Err(CommandError::Rejected(rejection)),
+                        Err(StoreError::Conflict { .. }) if attempt < self.max_attempts => continue,
+                        Err(StoreError::Conflict { .. }) => {
+                            return Err(CommandError::Conflict {
+                                stream,
+                                attempts: attempt,
+                            });
+                        }
+                        Err(StoreError::DuplicateCommand { .. }) => {
+                            return self.replay_from_store(&stream, &context).await;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            };
+            let mut new_events = Vec::with_capacity(events.len());
+            for event in &events {
+                let (event_type, payload) = encode_message(event).map_err(CommandError::Encode)?;
+                let metadata = Metadata {
+                    event_id: Uuid::now_v7(),
+                    correlation_id: Some(correlation_id),
+                    causation_id: Some(context.command_id),
+                    command_id: Some(context.command_id),
+                    recorded_at: now,
+                    headers: context.headers.clone(),
+                };
+                new_events.push(NewEvent {
+                    event_type: event_type.to_owned(),
+                    schema_version: <A::Event as crate::DomainEvent>::schema_version(event_type),
+                    payload,
+                    metadata,
+                });
+            }
+            let count = events.len() as u64;
+            let target = loaded.version.add(count);
+            let commit = Commit::new(
+                stream.clone(),
+                ExpectedVersion::Exact(loaded.version),
+                new_events,
+            )
+            .with_command(record(Outcome::Accepted {
+                version: target,
+                events: count,
+            }));
+            match self.storage.commit(commit).await {
+                Ok(appended) => {
+                    tracing::Span::current().record("version", appended.version.get());
+                    tracing::Span::current().record("events", count);
+                    if let Some(codec) = &self.snapshots
+                        && codec.policy.is_due(loaded.version, appended.version)
+                    {
+                        self.save_snapshot(codec, &stream, loaded.state, &events, appended.version)
+                            .await;
+                    }
+                    return Ok(Handled {
+                        stream,
+                        version: appended.version,
+                        position: appended.position,
+                        events,
+                        command_id: context.command_id,
+                        replayed: false,
+                    });
+                }
+                Err(StoreError::Conflict { .. }) if attempt < self.max_attempts => {}
+                Err(StoreError::Conflict { .. }) => {
+                    return Err(CommandError::Conflict {
+                        stream,
+                        attempts: attempt,
+                    });
+                }
+                Err(StoreError::DuplicateCommand { .. }) => {
+                    return self.replay_from_store(&stream, &context).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn save_snapshot(
+        &self,
+        codec: &SnapshotCodec<A>,
+        stream: &StreamId,
+        mut state: Option<A>,
+        events: &[A::Event],
+        version: Version,
+    ) {
+        for event in events {
+            match A::apply(state, event) {
+                Ok(s) => state = Some(s),
+                Err(err) => {
+                    tracing::warn!(%stream, error = %err, "not snapshotting: an event just decided does not apply");
+                    return;
+                }
+            }
+        }
+        let Some(state) = state else { return };
+        let encoded = match (codec.encode)(&state) {
+            Ok(json) => json,
+            Err(err) => {
+                tracing::warn!(%stream, error = %err, "not snapshotting: the state does not serialize");
+                return;
+            }
+        };
+        let snapshot = Snapshot {
+            stream: stream.clone(),
+            version,
+            schema_version: A::SNAPSHOT_VERSION,
+            state: encoded,
+            taken_at: self.clock.now(),
+        };
+        // The command has committed; a failed snapshot only costs a longer load later.
+        if let Err(err) = self.storage.save_snapshot(snapshot).await {
+            tracing::warn!(%stream, error = %err, "saving a snapshot failed");
+        }
+    }
+
+    async fn replay_from_store(
+        &self,
+        stream: &StreamId,
+        context: &CommandContext,
+    ) -> Result<Handled<A>, CommandError<A::Error>> {
+        match self.storage.find_command(context.command_id).await? {
+            Some(record) => self.replay(stream, record).await,
+            None => Err(CommandError::Store(StoreError::Corrupt {
+                position: None,
+                what: format!(
+                    "command {} was reported handled but has no record",
+                    context.command_id
+                ),
+            })),
+        }
+    }
+
+    /// Rebuilds the result of a command handled before from its record.
+    async fn replay(
+        &self,
+        stream: &StreamId,
+        record: CommandRecord,
+    ) -> Result<Handled<A>, CommandError<A::Error>> {
+        if record.target != *stream {
+            return Err(CommandError::CommandIdReused {
+                command_id: record.command_id,
+                target: record.target,
+            });
+        }
+        match record.outcome {
+            Outcome::Accepted {
+                version,
+                events: count,
+            } => {
+                let first = Version::new(version.get().saturating_sub(count).saturating_add(1));
+                let recorded = if count == 0 {
+                    Vec::new()
+                } else {
+                    self.storage.read_stream(stream, first).await?
+                };
+                let mut events = Vec::with_capacity(recorded.len());
+                let mut position = None;
+                for r in recorded.iter().take_while(|r| r.version <= version) {
+                    events.extend(
+                        self.upcasters
+                            .decode::<A::Event>(r)
+                            .map_err(LoadError::from)?,
+                    );
+                    position = Some(r.position);
+                }
+                Ok(Handled {
+                    stream: stream.clone(),
+                    version,
+                    position,
+                    events,
+                    command_id: record.command_id,
+                    replayed: true,
+                })
+            }
+            Outcome::Rejected { error, .. } => match error.decode::<A::Error>() {
+                Ok(rejection) => Err(CommandError::Rejected(rejection)),
+                Err(e) => Err(CommandError::Encode(MessageError::Payload(e))),
+            },
+        }
+    }
+}
+
+/// Why an aggregate could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The aggregate id does not make a valid stream id.
+    #[error("invalid aggregate id")]
+    InvalidId(#[from] InvalidStreamId),
+    /// A stored event could not be decoded (it names its position).
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A stored event does not apply to the state before it: the history is broken.
+    #[error("event {version} of stream {stream} does not apply")]
+    History {
+        /// The stream.
+        stream: StreamId,
+        /// The event's version.
+        version: Version,
+        /// What `apply` said.
+        #[source]
+        source: ApplyError,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a command was not handled.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError<E> {
+    /// The aggregate rejected the command.
+    #[error("command rejected")]
+    Rejected(#[source] E),
+    /// Every attempt lost a race with another writer.
+    #[error("stream {stream} kept changing: gave up after {attempts} attempts")]
+    Conflict {
+        /// The stream.
+        stream: StreamId,
+        /// How many attempts were made.
+        attempts: u32,
+    },
+    /// The command id was used before for another aggregate.
+    #[error("command id {command_id} was already used for {target}")]
+    CommandIdReused {
+        /// The command id.
+        command_id: Uuid,
+        /// The stream it was used for.
+        target: StreamId,
+    },
+    /// The aggregate could not be loaded.
+    #[error("cannot load the aggregate")]
+    Load(#[from] LoadError),
+    /// A command, event or error did not (de)serialize.
+    #[error("cannot encode a message")]
+    Encode(#[source] MessageError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl<E> CommandError<E> {
+    /// The domain error, if the aggregate rejected the command.
+    #[must_use]
+    pub fn rejection(&self) -> Option<&E> {
+        match self {
+            Self::Rejected(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The domain error, if the aggregate rejected the command.
+    ///
+    /// # Errors
+    ///
+    /// Gives `self` back if it is not a rejection.
+    pub fn into_rejection(self) -> Result<E, Self> {
+        match self {
+            Self::Rejected(e) => Ok(e),
+            other => Err(other),
+        }
+    }
+
+    /// Whether the aggregate rejected the command.
+    #[must_use]
+    pub fn is_rejected(&self) -> bool {
+        matches!(self, Self::Rejected(_))
+    }
+
+    /// Whether every attempt conflicted.
+    #[must_use]
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Conflict { .. })
+    }
+}

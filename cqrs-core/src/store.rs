@@ -1,0 +1,784 @@
+//! The storage contracts: what every store provides, and the types that cross the boundary.
+
+pub(crate) mod memory;
+
+use std::error::Error as StdError;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::command::{CommandEnvelope, CommandRecord};
+use crate::event::{EventFilter, Json, MAX_TYPE_NAME_LEN, NewEvent, RecordedEvent, StreamId};
+use crate::version::{ExpectedVersion, Position, Version};
+
+/// A live stream of events from the global log, as [`EventReader::subscribe`] returns it.
+pub type EventStream = BoxStream<'static, Result<RecordedEvent, StoreError>>;
+
+/// A live stream of read batches, as [`EventReader::subscribe_batches`] returns it.
+pub type BatchStream = BoxStream<'static, Result<ReadBatch, StoreError>>;
+
+/// Reads events: by stream, from the global log, and live.
+///
+/// Projections need only this role, so they take `Arc<dyn EventReader>`.
+///
+/// # Contract
+///
+/// - `read_stream` returns the stream's events with version ≥ `from`, in version order;
+///   versions start at 1 and have no gaps (conformance: `read_stream_from_version`).
+/// - `read_all` returns up to `limit` events with position ≥ `from`, in position order
+///   (conformance: `read_all_pages_in_global_order`).
+/// - **Gap safety:** once any reader has seen position *p*, no event with a lower position
+///   becomes visible later (conformance: `live_subscriber_sees_every_event_once_in_order`).
+/// - `subscribe` yields every matching event with position ≥ `from`, in position order, then
+///   follows new commits, woken by the store rather than by polling sleeps (conformance:
+///   `subscription_catches_up_then_follows_live`).
+#[async_trait]
+pub trait EventReader: Send + Sync + 'static {
+    /// Reads `stream` from version `from` on.
+    ///
+    /// A stream that does not exist reads as empty.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] or [`StoreError::Corrupt`] if the store fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: Version,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Reads up to `limit` events of the global log from position `from` on.
+    ///
+    /// # Errors
+    ///
+    /// As [`EventReader::read_stream`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
+    async fn read_all(
+        &self,
+        from: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Reads events of the global log that pass `filter`, scanning from `from` on, and says
+    /// where to continue.
+    ///
+    /// Stores that can filter in their queries override this; the default scans
+    /// [`EventReader::read_all`] pages of `limit` events.
+    ///
+    /// # Errors
+    ///
+    /// As [`EventReader::read_stream`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
+    async fn read_filtered(
+        &self,
+        from: Position,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> Result<ReadBatch, StoreError> {
+        let limit = limit.max(1);
+        let page = self.read_all(from, limit).await?;
+        let end = page.len() < limit;
+        let next = page.last().map_or(from, |e| e.position.next());
+        let events = if filter.is_all() {
+            page
+        } else {
+            page.into_iter().filter(|e| filter.matches(e)).collect()
+        };
+        Ok(ReadBatch { events, next, end })
+    }
+
+    /// The position of the newest event a reader can see ([`Position::ZERO`] when empty).
+    ///
+    /// # Errors
+    ///
+    /// As [`EventReader::read_stream`].
+    async fn head(&self) -> Result<Position, StoreError>;
+
+    /// Streams every event that passes `filter` from position `from` on, in batches: first
+    /// those already stored, then new ones as they commit.
+    ///
+    /// A batch may hold no events when only filtered-out events went by; its
+    /// [`ReadBatch::next`] still advances, and [`ReadBatch::end`] tells that the subscription
+    /// has caught up with what was visible. Stores build this with
+    /// [`subscription`](crate::subscription). The stream ends only when the store is closed; an
+    /// error item is followed by the end.
+    fn subscribe_batches(&self, from: Position, filter: EventFilter) -> BatchStream;
+
+    /// Streams every event that passes `filter` from position `from` on: first those already
+    /// stored, then new ones as they commit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cqrs_core::{EventFilter, EventReader, EventStore, ExpectedVersion, InMemoryEventStore, Json, NewEvent, Position, StreamId};
+    /// use futures::StreamExt;
+    ///
+    /// # tokio_test::block_on(async {
+    /// let store = InMemoryEventStore::new();
+    /// let mut live = store.subscribe(Position::START, EventFilter::all().with_categories(["seats"]));
+    /// let stream = StreamId::new("seats-1")?;
+    /// store.append(&stream, ExpectedVersion::Any, vec![NewEvent::new("seats.added", Json::parse("{}")?)]).await?;
+    /// let first = live.next().await.unwrap()?;
+    /// assert_eq!(first.event_type, "seats.added");
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
+    fn subscribe(&self, from: Position, filter: EventFilter) -> EventStream {
+        self.subscribe_batches(from, filter)
+            .flat_map(|batch| {
+                let items: Vec<Result<RecordedEvent, StoreError>> = match batch {
+                    Ok(batch) => batch.events.into_iter().map(Ok).collect(),
+                    Err(err) => vec![Err(err)],
+                };
+                futures::stream::iter(items)
+            })
+            .boxed()
+    }
+}
+
+/// Appends events atomically with optimistic concurrency.
+///
+/// Usable as `Arc<dyn EventStore>`, so that an application picks its store at run time.
+///
+/// # Contract
+///
+/// - An append is all or nothing (conformance: `conflicting_batch_writes_nothing`).
+/// - The expectation is checked atomically with the write: among concurrent appends at the same
+///   expected version, exactly one wins (conformance: `concurrent_writers_on_one_stream`).
+/// - A stale expectation fails with [`StoreError::Conflict`] carrying the actual version.
+/// - A commit carrying a [`CommandRecord`] whose id the store already holds writes nothing and
+///   fails with [`StoreError::DuplicateCommand`] (conformance: `duplicate_command_id_writes_nothing`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not an event store",
+    note = "stores implement `cqrs_core::EventStore` and run `cqrs_core::conformance_suite!` to prove it"
+)]
+#[async_trait]
+pub trait EventStore: EventReader {
+    /// Commits events and, optionally, the record of the command that caused them.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Conflict`] if the stream is not at the expected version,
+    /// [`StoreError::DuplicateCommand`] if the command id is already recorded,
+    /// [`StoreError::Invalid`] if the commit breaks a limit, [`StoreError::Backend`] if the
+    /// store fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel-safe: if the future is dropped, the commit may or may not have happened.
+    /// Retry with the same command id to find out.
+    async fn commit(&self, commit: Commit) -> Result<Appended, StoreError>;
+
+    /// Appends `events` to `stream` if it is at `expected`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cqrs_core::{EventReader, EventStore, ExpectedVersion, InMemoryEventStore, Json, NewEvent, StreamId, Version};
+    ///
+    /// # tokio_test::block_on(async {
+    /// let store = InMemoryEventStore::new();
+    /// let stream = StreamId::new("seats-1")?;
+    /// let added = NewEvent::new("seats.added", Json::parse(r#"{"quantity":10}"#)?);
+    /// let appended = store.append(&stream, ExpectedVersion::NoStream, vec![added.clone()]).await?;
+    /// assert_eq!(appended.version, Version::new(1));
+    ///
+    /// // A second writer that also expected an empty stream loses.
+    /// let err = store.append(&stream, ExpectedVersion::NoStream, vec![added]).await.unwrap_err();
+    /// assert!(err.is_conflict());
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`EventStore::commit`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`EventStore::commit`].
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> Result<Appended, StoreError> {
+        self.commit(Commit::new(stream.clone(), expected, events))
+            .await
+    }
+}
+
+/// One atomic write: events for one stream and, optionally, the command that caused them.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    /// The stream to append to.
+    pub stream: StreamId,
+    /// The version the stream must be at.
+    pub expected: ExpectedVersion,
+    /// The events, in order (may be empty, to record a command alone).
+    pub events: Vec<NewEvent>,
+    /// The command to record in the message log with the events.
+    pub command: Option<CommandRecord>,
+}
+
+impl Commit {
+    /// A commit of `events` without a command record.
+    #[must_use]
+    pub fn new(stream: StreamId, expected: ExpectedVersion, events: Vec<NewEvent>) -> Self {
+        Self {
+            stream,
+            expected,
+            events,
+            command: None,
+        }
+    }
+
+    /// Records `command` with the events.
+    #[must_use]
+    pub fn with_command(mut self, command: CommandRecord) -> Self {
+        self.command = Some(command);
+        self
+    }
+
+    /// Checks the limits every store enforces: type names are 1 to 200 bytes.
+    ///
+    /// Stores call this first, so that every store rejects the same commits.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Invalid`] naming the offending part.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        for (i, event) in self.events.iter().enumerate() {
+            check_type_name(&event.event_type)
+                .map_err(|why| StoreError::Invalid(format!("event {i}: {why}")))?;
+        }
+        if let Some(command) = &self.command {
+            check_type_name(&command.command_type)
+                .map_err(|why| StoreError::Invalid(format!("command: {why}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks a type name against the limits every store enforces.
+///
+/// # Errors
+///
+/// A description of the problem.
+pub fn check_type_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_TYPE_NAME_LEN || name.chars().any(char::is_control) {
+        return Err(format!(
+            "type name {name:?} must be 1 to {MAX_TYPE_NAME_LEN} bytes without control characters"
+        ));
+    }
+    Ok(())
+}
+
+/// Where a commit landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Appended {
+    /// The stream's version after the commit.
+    pub version: Version,
+    /// The global position of the last event appended (`None` if none were).
+    pub position: Option<Position>,
+}
+
+/// A page of [`EventReader::read_filtered`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadBatch {
+    /// The events that passed the filter, in position order.
+    pub events: Vec<RecordedEvent>,
+    /// Where the next read continues.
+    pub next: Position,
+    /// Whether the read reached the end of what is visible now.
+    pub end: bool,
+}
+
+/// Keeps the newest snapshot of each stream.
+///
+/// # Contract
+///
+/// A saved snapshot replaces the stored one unless the stored one is of a higher stream
+/// version (conformance: `snapshots_keep_the_newest`).
+#[async_trait]
+pub trait SnapshotStore: Send + Sync + 'static {
+    /// The newest snapshot of `stream`, if any.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] if the store fails.
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError>;
+
+    /// Stores `snapshot`, unless a snapshot of a higher version is already stored.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] if the store fails.
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError>;
+}
+
+/// An aggregate's serialized state at a stream version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The aggregate's stream.
+    pub stream: StreamId,
+    /// The stream version the state includes.
+    pub version: Version,
+    /// The schema version of the serialized state ([`Aggregate::SNAPSHOT_VERSION`](crate::Aggregate::SNAPSHOT_VERSION)).
+    pub schema_version: u16,
+    /// The serialized state.
+    pub state: Json,
+    /// When it was taken.
+    pub taken_at: DateTime<Utc>,
+}
+
+/// Remembers how far each projection (or other log consumer) has read.
+///
+/// # Contract
+///
+/// Saving overwrites; a name never saved loads as `None` (conformance: `checkpoints_round_trip`).
+#[async_trait]
+pub trait CheckpointStore: Send + Sync + 'static {
+    /// The last position `name` processed.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] if the store fails.
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<Position>, StoreError>;
+
+    /// Records that `name` has processed everything up to `position`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] if the store fails.
+    async fn save_checkpoint(&self, name: &str, position: Position) -> Result<(), StoreError>;
+
+    /// Forgets `name`'s checkpoint (to rebuild from the start).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] if the store fails.
+    async fn delete_checkpoint(&self, name: &str) -> Result<(), StoreError>;
+}
+
+/// The log of every command and every event, for audit, debugging and replay.
+///
+/// Commands get in through [`EventStore::commit`] and [`ProcessStore::save_process`]; events are
+/// the event log itself. Log order is (`recorded_at`, commands before events, then store
+/// sequence: command sequence or event position).
+///
+/// # Contract
+///
+/// Conformance: `message_log_queries_combine_criteria`, `command_records_round_trip`.
+#[async_trait]
+pub trait MessageLog: Send + Sync + 'static {
+    /// The record of command `id`, if it was handled.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] if the store fails.
+    async fn find_command(&self, id: Uuid) -> Result<Option<CommandRecord>, StoreError>;
+
+    /// Commands and events that match `query`, in log order.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] if the store fails.
+    async fn query_log(&self, query: &LogQuery) -> Result<Vec<LogEntry>, StoreError>;
+}
+
+/// Whether a log entry is a command or an event. Commands sort first at equal times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageKind {
+    /// A command.
+    Command,
+    /// An event.
+    Event,
+}
+
+/// Where an entry sits in log order; pass the last one seen as [`LogQuery::after`] to page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LogCursor {
+    /// When the message was recorded.
+    pub recorded_at: DateTime<Utc>,
+    /// Commands first.
+    pub kind: MessageKind,
+    /// The store's sequence: a command's log sequence or an event's position.
+    pub sequence: u64,
+}
+
+/// A filter over the message log. Values within one criterion are OR-ed, criteria are AND-ed,
+/// and an empty criterion matches everything.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::{LogQuery, MessageKind};
+/// use uuid::Uuid;
+///
+/// let flow = Uuid::new_v4();
+/// let query = LogQuery::new()
+///     .with_kind(MessageKind::Event)
+///     .with_types(["order.placed", "order.confirmed"])
+///     .with_correlation_ids([flow])
+///     .with_limit(50);
+/// assert_eq!(query.limit, 50);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogQuery {
+    /// Only commands or only events.
+    pub kind: Option<MessageKind>,
+    /// Type names (command or event).
+    pub types: Vec<String>,
+    /// Streams: an event's stream or a command's target.
+    pub streams: Vec<StreamId>,
+    /// Correlation ids.
+    pub correlation_ids: Vec<Uuid>,
+    /// Recorded at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Recorded strictly before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Strictly after this entry (for paging).
+    pub after: Option<LogCursor>,
+    /// At most this many entries.
+    pub limit: usize,
+}
+
+impl LogQuery {
+    /// The default page size.
+    pub const DEFAULT_LIMIT: usize = 100;
+
+    /// A query for everything, [`LogQuery::DEFAULT_LIMIT`] entries at a time.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            kind: None,
+            types: Vec::new(),
+            streams: Vec::new(),
+            correlation_ids: Vec::new(),
+            since: None,
+            until: None,
+            after: None,
+            limit: Self::DEFAULT_LIMIT,
+        }
+    }
+
+    /// Only commands or only events.
+    #[must_use]
+    pub fn with_kind(mut self, kind: MessageKind) -> Self {
+        self.kind = Some(kind);
+        self
+    }
+
+    /// Adds type names.
+    #[must_use]
+    pub fn with_types<I: IntoIterator<Item = S>, S: Into<String>>(mut self, types: I) -> Self {
+        self.types.extend(types.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds streams.
+    #[must_use]
+    pub fn with_streams<I: IntoIterator<Item = StreamId>>(mut self, streams: I) -> Self {
+        self.streams.extend(streams);
+        self
+    }
+
+    /// Adds correlation ids.
+    #[must_use]
+    pub fn with_correlation_ids<I: IntoIterator<Item = Uuid>>(mut self, ids: I) -> Self {
+        self.correlation_ids.extend(ids);
+        self
+    }
+
+    /// Only entries recorded in `[since, until)`; either end may be open.
+    #[must_use]
+    pub fn with_time_range(
+        mut self,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    ) -> Self {
+        self.since = since;
+        self.until = until;
+        self
+    }
+
+    /// Continues after `cursor`.
+    #[must_use]
+    pub fn with_after(mut self, cursor: LogCursor) -> Self {
+        self.after = Some(cursor);
+        self
+    }
+
+    /// Returns at most `limit` entries.
+    #[must_use]
+    pub fn with_limit(mut self, limit: usize) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Whether an entry with these parts matches (stores that filter in memory use this).
+    #[must_use]
+    pub fn matches(
+        &self,
+        cursor: &LogCursor,
+        message_type: &str,
+        stream: &StreamId,
+        correlation: Option<Uuid>,
+    ) -> bool {
+        self.kind.is_none_or(|k| k == cursor.kind)
+            && (self.types.is_empty() || self.types.iter().any(|t| t == message_type))
+            && (self.streams.is_empty() || self.streams.contains(stream))
+            && (self.correlation_ids.is_empty()
+                || correlation.is_some_and(|c| self.correlation_ids.contains(&c)))
+            && self.since.is_none_or(|t| cursor.recorded_at >= t)
+            && self.until.is_none_or(|t| cursor.recorded_at < t)
+            && self.after.is_none_or(|a| *cursor > a)
+    }
+}
+
+impl Default for LogQuery {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One entry of the message log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// Where it sits in log order.
+    pub cursor: LogCursor,
+    /// The command or event.
+    pub message: LoggedMessage,
+}
+
+impl LogEntry {
+    /// The entry's type name.
+    #[must_use]
+    pub fn message_type(&self) -> &str {
+        match &self.message {
+            LoggedMessage::Command(c) => &c.command_type,
+            LoggedMessage::Event(e) => &e.event_type,
+        }
+    }
+}
+
+/// A command or an event, as the message log holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "message", rename_all = "snake_case")]
+pub enum LoggedMessage {
+    /// A command and its outcome.
+    Command(CommandRecord),
+    /// An event.
+    Event(RecordedEvent),
+}
+
+/// Durable scheduled commands: timeouts and the outbox of process managers.
+///
+/// A scheduled command is delivered at or after its due time, at least once; receivers
+/// deduplicate by command id, so its effect happens once.
+///
+/// # Contract
+///
+/// Conformance: `scheduled_commands_fire_when_due_and_once_claimed`.
+#[async_trait]
+pub trait ScheduleStore: Send + Sync + 'static {
+    /// Stores commands to deliver at their due time. An id already scheduled is left as it is.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] if the store fails.
+    async fn schedule(&self, commands: Vec<ScheduledCommand>) -> Result<(), StoreError>;
+
+    /// Claims up to `limit` commands due at `now`, earliest first, hiding them from other
+    /// claims until `now + lease`. A claimed command that is not completed in time becomes
+    /// claimable again.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] if the store fails.
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: chrono::Duration,
+    ) -> Result<Vec<ScheduledCommand>, StoreError>;
+
+    /// Removes delivered commands.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] if the store fails.
+    async fn complete_scheduled(&self, ids: &[Uuid]) -> Result<(), StoreError>;
+
+    /// When the next command becomes claimable, if any is scheduled.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] if the store fails.
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+}
+
+/// A command to deliver at a time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduledCommand {
+    /// The command.
+    pub command: CommandEnvelope,
+    /// When to deliver it, to the microsecond.
+    pub due_at: DateTime<Utc>,
+}
+
+/// Keeps process-manager instances, saving each one's state together with the commands it
+/// sends (the outbox), so that a crash neither loses nor duplicates a command.
+///
+/// # Contract
+///
+/// Conformance: `process_state_and_outbox_commit_together`.
+#[async_trait]
+pub trait ProcessStore: Send + Sync + 'static {
+    /// The instance `id`, if it was ever saved.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] if the store fails.
+    async fn load_process(&self, id: &StreamId) -> Result<Option<ProcessState>, StoreError>;
+
+    /// Saves an instance's new state, schedules its outbox and records the command it handled,
+    /// all or nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Conflict`] if the instance is not at `save.expected` (its `stream` is the
+    /// instance id), [`StoreError::DuplicateCommand`] if `save.handled` was already recorded.
+    async fn save_process(&self, save: ProcessSave) -> Result<(), StoreError>;
+}
+
+/// A stored process-manager instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessState {
+    /// `"{process manager name}-{instance}"`.
+    pub id: StreamId,
+    /// Bumped by every save; 1 after the first.
+    pub version: Version,
+    /// The serialized state.
+    pub state: Json,
+    /// Whether the instance has finished (it then ignores further messages).
+    pub completed: bool,
+    /// The position of the last event the instance handled.
+    pub last_position: Position,
+    /// When it was last saved.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One atomic process-manager save.
+#[derive(Debug, Clone)]
+pub struct ProcessSave {
+    /// The instance.
+    pub id: StreamId,
+    /// The version the instance must be at ([`Version::ZERO`] for a new one).
+    pub expected: Version,
+    /// The new state.
+    pub state: Json,
+    /// Whether the instance has finished.
+    pub completed: bool,
+    /// The position of the last event handled.
+    pub last_position: Position,
+    /// Commands to deliver (now or later).
+    pub outbox: Vec<ScheduledCommand>,
+    /// The command this save handled, recorded in the message log.
+    pub handled: Option<CommandRecord>,
+    /// When the save happens.
+    pub saved_at: DateTime<Utc>,
+}
+
+/// Everything a complete store provides. Applications hold one `Arc<dyn Storage>`.
+///
+/// Implemented for every type that implements all the store traits.
+pub trait Storage:
+    EventStore + SnapshotStore + CheckpointStore + MessageLog + ScheduleStore + ProcessStore
+{
+}
+
+impl<T> Storage for T where
+    T: EventStore + SnapshotStore + CheckpointStore + MessageLog + ScheduleStore + ProcessStore
+{
+}
+
+/// What a store reports when it cannot do what was asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another writer got there first. Reload and retry.
+    #[error("stream {stream} is at version {actual}, expected {expected}")]
+    Conflict {
+        /// The stream (or process instance).
+        stream: StreamId,
+        /// What the writer expected.
+        expected: ExpectedVersion,
+        /// What the store found.
+        actual: Version,
+    },
+    /// The commit's command id is already recorded: the command was handled before.
+    #[error("command {command_id} was already handled")]
+    DuplicateCommand {
+        /// The command id.
+        command_id: Uuid,
+    },
+    /// The request breaks a limit every store enforces.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// A stored row cannot be read back.
+    #[error("corrupt row{}: {what}", position.map(|p| format!(" at position {p}")).unwrap_or_default())]
+    Corrupt {
+        /// The event's position, when the row is an event.
+        position: Option<Position>,
+        /// What is wrong.
+        what: String,
+    },
+    /// The store was written by a newer version of the software.
+    #[error("the store's schema version {found} is newer than the {supported} this build supports")]
+    SchemaTooNew {
+        /// The version found.
+        found: u32,
+        /// The newest version this build knows.
+        supported: u32,
+    },
+    /// The store has been closed.
+    #[error("the store is closed")]
+    Closed,
+    /// The storage backend failed.
+    #[error("storage backend failed")]
+    Backend(#[source] Box<dyn StdError + Send + Sync>),
+}
+
+impl StoreError {
+    /// Wraps a backend error.
+    pub fn backend(err: impl StdError + Send + Sync + 'static) -> Self {
+        Self::Backend(Box::new(err))
+    }
+
+    /// Whether this is an optimistic-concurrency conflict.
+    #[must_use]
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Conflict { .. })
+    }
+
+    /// Whether this is a command id handled before.
+    #[must_use]
+    pub fn is_duplicate_command(&self) -> bool {
+        matches!(self, Self::DuplicateCommand { .. })
+    }
+}

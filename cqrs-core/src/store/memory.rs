@@ -1,0 +1,442 @@
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use crate::clock::truncate_to_micros;
+use crate::command::CommandRecord;
+use crate::event::{EventFilter, RecordedEvent, StreamId};
+use crate::store::{
+    Appended, BatchStream, CheckpointStore, Commit, EventReader, EventStore, LogCursor, LogEntry,
+    LogQuery, LoggedMessage, MessageKind, MessageLog, ProcessSave, ProcessState, ProcessStore,
+    ReadBatch, ScheduleStore, ScheduledCommand, Snapshot, SnapshotStore, StoreError,
+};
+use crate::subscription::{CommitNotifier, SubscriptionOptions, subscription};
+use crate::version::{ExpectedVersion, Position, Version};
+
+/// A complete store in memory: the reference implementation and the test oracle.
+///
+/// It keeps every invariant the durable stores keep — atomic appends, version checks under
+/// concurrency, gap-free global order, duplicate-command detection, microsecond timestamps —
+/// so a test that passes here fails for the same reasons as in production. Clones share one
+/// store.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::{EventReader, EventStore, ExpectedVersion, InMemoryEventStore, Json, NewEvent, Position, StreamId};
+///
+/// # tokio_test::block_on(async {
+/// let store = InMemoryEventStore::new();
+/// let stream = StreamId::new("seats-1")?;
+/// store.append(&stream, ExpectedVersion::Any, vec![NewEvent::new("seats.added", Json::parse("{}")?)]).await?;
+/// let all = store.read_all(Position::START, 10).await?;
+/// assert_eq!(all.len(), 1);
+/// assert_eq!(all[0].position, Position::START);
+/// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct InMemoryEventStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    state: Mutex<State>,
+    notifier: CommitNotifier,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// The global log; an event at position p sits at index p - 1.
+    events: Vec<RecordedEvent>,
+    /// Each stream's events, as indices into `events`.
+    streams: HashMap<StreamId, Vec<usize>>,
+    snapshots: HashMap<StreamId, Snapshot>,
+    checkpoints: HashMap<String, Position>,
+    commands: HashMap<Uuid, (u64, CommandRecord)>,
+    command_sequence: u64,
+    scheduled: HashMap<Uuid, Scheduled>,
+    processes: HashMap<StreamId, ProcessState>,
+}
+
+#[derive(Debug, Clone)]
+struct Scheduled {
+    command: ScheduledCommand,
+    claimed_until: Option<DateTime<Utc>>,
+}
+
+impl Scheduled {
+    fn available_at(&self) -> DateTime<Utc> {
+        self.claimed_until
+            .map_or(self.command.due_at, |until| until.max(self.command.due_at))
+    }
+}
+
+impl InMemoryEventStore {
+    /// An empty store.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The notifier this store signals after each commit (to build subscriptions over it).
+    #[must_use]
+    pub fn notifier(&self) -> &CommitNotifier {
+        &self.inner.notifier
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the state half-written: every mutation
+        // is validated first and applied without fallible steps, so the state is usable.
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl State {
+    fn version(&self, stream: &StreamId) -> Version {
+        Version::new(self.streams.get(stream).map_or(0, |s| s.len() as u64))
+    }
+
+    fn record_command(&mut self, mut record: CommandRecord) {
+        record.recorded_at = truncate_to_micros(record.recorded_at);
+        self.command_sequence += 1;
+        self.commands
+            .insert(record.command_id, (self.command_sequence, record));
+    }
+
+    fn schedule(&mut self, commands: Vec<ScheduledCommand>) {
+        for mut command in commands {
+            command.due_at = truncate_to_micros(command.due_at);
+            self.scheduled
+                .entry(command.command.id)
+                .or_insert(Scheduled {
+                    command,
+                    claimed_until: None,
+                });
+        }
+    }
+}
+
+#[async_trait]
+impl EventReader for InMemoryEventStore {
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: Version,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let state = self.lock();
+        let Some(indices) = state.streams.get(stream) else {
+            return Ok(Vec::new());
+        };
+        let skip = usize::try_from(from.get().saturating_sub(1)).unwrap_or(usize::MAX);
+        Ok(indices
+            .iter()
+            .skip(skip)
+            .map(|&i| state.events[i].clone())
+            .collect())
+    }
+
+    async fn read_all(
+        &self,
+        from: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let state = self.lock();
+        let start = usize::try_from(from.get().saturating_sub(1)).unwrap_or(usize::MAX);
+        Ok(state
+            .events
+            .iter()
+            .skip(start)
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn read_filtered(
+        &self,
+        from: Position,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> Result<ReadBatch, StoreError> {
+        let state = self.lock();
+        let start = usize::try_from(from.get().saturating_sub(1)).unwrap_or(usize::MAX);
+        let limit = limit.max(1);
+        let mut events = Vec::new();
+        let mut next = from;
+        for event in state.events.iter().skip(start) {
+            next = event.position.next();
+            if filter.matches(event) {
+                events.push(event.clone());
+                if events.len() == limit {
+                    break;
+                }
+            }
+        }
+        let end = next.get() > state.events.len() as u64;
+        Ok(ReadBatch { events, next, end })
+    }
+
+    async fn head(&self) -> Result<Position, StoreError> {
+        Ok(Position::new(self.lock().events.len() as u64))
+    }
+
+    fn subscribe_batches(&self, from: Position, filter: EventFilter) -> BatchStream {
+        subscription(
+            Arc::new(self.clone()),
+            &self.inner.notifier,
+            from,
+            filter,
+            SubscriptionOptions::default(),
+        )
+    }
+}
+
+#[async_trait]
+impl EventStore for InMemoryEventStore {
+    async fn commit(&self, commit: Commit) -> Result<Appended, StoreError> {
+        commit.validate()?;
+        let appended = {
+            let mut state = self.lock();
+            if let Some(command) = &commit.command
+                && state.commands.contains_key(&command.command_id)
+            {
+                return Err(StoreError::DuplicateCommand {
+                    command_id: command.command_id,
+                });
+            }
+            let actual = state.version(&commit.stream);
+            if !commit.expected.matches(actual) {
+                return Err(StoreError::Conflict {
+                    stream: commit.stream,
+                    expected: commit.expected,
+                    actual,
+                });
+            }
+            let mut version = actual;
+            let mut position = None;
+            for mut event in commit.events {
+                event.metadata.recorded_at = truncate_to_micros(event.metadata.recorded_at);
+                version = version.next();
+                let index = state.events.len();
+                let at = Position::new(index as u64 + 1);
+                position = Some(at);
+                state.events.push(RecordedEvent::from_new(
+                    event,
+                    commit.stream.clone(),
+                    version,
+                    at,
+                ));
+                state
+                    .streams
+                    .entry(commit.stream.clone())
+                    .or_default()
+                    .push(index);
+            }
+            if let Some(command) = commit.command {
+                state.record_command(command);
+            }
+            Appended { version, position }
+        };
+        if appended.position.is_some() {
+            self.inner.notifier.notify();
+        }
+        Ok(appended)
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for InMemoryEventStore {
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+        Ok(self.lock().snapshots.get(stream).cloned())
+    }
+
+    async fn save_snapshot(&self, mut snapshot: Snapshot) -> Result<(), StoreError> {
+        snapshot.taken_at = truncate_to_micros(snapshot.taken_at);
+        let mut state = self.lock();
+        match state.snapshots.get(&snapshot.stream) {
+            Some(stored) if stored.version > snapshot.version => {}
+            _ => {
+                state.snapshots.insert(snapshot.stream.clone(), snapshot);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for InMemoryEventStore {
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<Position>, StoreError> {
+        Ok(self.lock().checkpoints.get(name).copied())
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: Position) -> Result<(), StoreError> {
+        self.lock().checkpoints.insert(name.to_owned(), position);
+        Ok(())
+    }
+
+    async fn delete_checkpoint(&self, name: &str) -> Result<(), StoreError> {
+        self.lock().checkpoints.remove(name);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl MessageLog for InMemoryEventStore {
+    async fn find_command(&self, id: Uuid) -> Result<Option<CommandRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .commands
+            .get(&id)
+            .map(|(_, record)| record.clone()))
+    }
+
+    async fn query_log(&self, query: &LogQuery) -> Result<Vec<LogEntry>, StoreError> {
+        let state = self.lock();
+        let mut entries: Vec<LogEntry> = Vec::new();
+        for (sequence, record) in state.commands.values() {
+            let cursor = LogCursor {
+                recorded_at: record.recorded_at,
+                kind: MessageKind::Command,
+                sequence: *sequence,
+            };
+            if query.matches(
+                &cursor,
+                &record.command_type,
+                &record.target,
+                record.correlation_id,
+            ) {
+                entries.push(LogEntry {
+                    cursor,
+                    message: LoggedMessage::Command(record.clone()),
+                });
+            }
+        }
+        for event in &state.events {
+            let cursor = LogCursor {
+                recorded_at: event.metadata.recorded_at,
+                kind: MessageKind::Event,
+                sequence: event.position.get(),
+            };
+            if query.matches(
+                &cursor,
+                &event.event_type,
+                &event.stream,
+                event.metadata.correlation_id,
+            ) {
+                entries.push(LogEntry {
+                    cursor,
+                    message: LoggedMessage::Event(event.clone()),
+                });
+            }
+        }
+        entries.sort_by_key(|e| e.cursor);
+        entries.truncate(query.limit);
+        Ok(entries)
+    }
+}
+
+#[async_trait]
+impl ScheduleStore for InMemoryEventStore {
+    async fn schedule(&self, commands: Vec<ScheduledCommand>) -> Result<(), StoreError> {
+        for command in &commands {
+            crate::store::check_type_name(&command.command.command_type)
+                .map_err(StoreError::Invalid)?;
+        }
+        self.lock().schedule(commands);
+        Ok(())
+    }
+
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: chrono::Duration,
+    ) -> Result<Vec<ScheduledCommand>, StoreError> {
+        let mut state = self.lock();
+        let mut due: Vec<&mut Scheduled> = state
+            .scheduled
+            .values_mut()
+            .filter(|s| s.available_at() <= now)
+            .collect();
+        due.sort_by_key(|s| (s.command.due_at, s.command.command.id));
+        let until = truncate_to_micros(now + lease);
+        Ok(due
+            .into_iter()
+            .take(limit)
+            .map(|s| {
+                s.claimed_until = Some(until);
+                s.command.clone()
+            })
+            .collect())
+    }
+
+    async fn complete_scheduled(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        for id in ids {
+            state.scheduled.remove(id);
+        }
+        Ok(())
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(self
+            .lock()
+            .scheduled
+            .values()
+            .map(Scheduled::available_at)
+            .min())
+    }
+}
+
+#[async_trait]
+impl ProcessStore for InMemoryEventStore {
+    async fn load_process(&self, id: &StreamId) -> Result<Option<ProcessState>, StoreError> {
+        Ok(self.lock().processes.get(id).cloned())
+    }
+
+    async fn save_process(&self, save: ProcessSave) -> Result<(), StoreError> {
+        for command in &save.outbox {
+            crate::store::check_type_name(&command.command.command_type)
+                .map_err(StoreError::Invalid)?;
+        }
+        let mut state = self.lock();
+        if let Some(handled) = &save.handled
+            && state.commands.contains_key(&handled.command_id)
+        {
+            return Err(StoreError::DuplicateCommand {
+                command_id: handled.command_id,
+            });
+        }
+        let actual = state
+            .processes
+            .get(&save.id)
+            .map_or(Version::ZERO, |p| p.version);
+        if actual != save.expected {
+            return Err(StoreError::Conflict {
+                stream: save.id,
+                expected: ExpectedVersion::Exact(save.expected),
+                actual,
+            });
+        }
+        let process = ProcessState {
+            id: save.id.clone(),
+            version: actual.next(),
+            state: save.state,
+            completed: save.completed,
+            last_position: save.last_position,
+            updated_at: truncate_to_micros(save.saved_at),
+        };
+        state.processes.insert(save.id, process);
+        state.schedule(save.outbox);
+        if let Some(handled) = save.handled {
+            state.record_command(handled);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,557 @@
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::event::{EventFilter, Json, NewEvent, RecordedEvent};
+use crate::store::{Storage, StoreError};
+use crate::testing::conformance::fixtures::{event, events, full_metadata, n_of, stream};
+use crate::version::{ExpectedVersion, Position, Version};
+
+/// Every field of an event comes back as written: stream, versions from 1, increasing
+/// positions, type, schema version, payload and all metadata, from `read_stream` and `read_all`.
+pub async fn append_and_read_back_round_trips_every_field(store: Arc<dyn Storage>) {
+    let s = stream("order");
+    let first = NewEvent::new(
+        "registration.order_placed",
+        Json::from(json!({
+            "seats": [{"type": "✓ general", "quantity": 3}],
+            "text": "quotes \" and \\ and\nnewlines and emoji 🎟",
+            "n": 1.5, "big": 9_007_199_254_740_993_u64, "none": null, "nested": {"a": {"b": [true, false]}}
+        })),
+    )
+    .with_schema_version(3)
+    .with_metadata(full_metadata(0));
+    let second = NewEvent::new("registration.order_updated", Json::from(json!([])))
+        .with_metadata(full_metadata(1).with_header("extra", ""));
+    let written = vec![first, second];
+
+    let appended = store
+        .append(&s, ExpectedVersion::NoStream, written.clone())
+        .await
+        .expect("append");
+    assert_eq!(
+        appended.version,
+        Version::new(2),
+        "append returns the new stream version"
+    );
+
+    let read = store
+        .read_stream(&s, Version::START)
+        .await
+        .expect("read_stream");
+    assert_eq!(read.len(), 2);
+    assert_eq!(
+        appended.position,
+        Some(read[1].position),
+        "append returns the last event's position"
+    );
+    assert!(read[0].position >= Position::START, "positions start at 1");
+    assert!(
+        read[0].position < read[1].position,
+        "positions grow in append order"
+    );
+    for (i, (got, want)) in read.iter().zip(&written).enumerate() {
+        assert_same_event(got, want, &s, Version::new(i as u64 + 1));
+    }
+
+    let all = store.read_all(Position::START, 10).await.expect("read_all");
+    assert_eq!(all, read, "read_all returns the same events as read_stream");
+}
+
+fn assert_same_event(
+    got: &RecordedEvent,
+    want: &NewEvent,
+    s: &crate::event::StreamId,
+    version: Version,
+) {
+    assert_eq!(&got.stream, s);
+    assert_eq!(got.version, version, "versions count from 1 without gaps");
+    assert_eq!(got.event_type, want.event_type);
+    assert_eq!(got.schema_version, want.schema_version);
+    assert_eq!(
+        got.payload.to_value().expect("valid"),
+        want.payload.to_value().expect("valid"),
+        "payload changed"
+    );
+    assert_eq!(got.metadata, want.metadata, "metadata changed");
+}
+
+/// A stream that was never written reads as empty, and `head` of an empty store is zero.
+pub async fn read_stream_of_missing_stream_is_empty(store: Arc<dyn Storage>) {
+    assert!(
+        store
+            .read_stream(&stream("nothing"), Version::START)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    assert_eq!(
+        store.head().await.expect("head"),
+        Position::ZERO,
+        "an empty store's head is zero"
+    );
+    assert!(
+        store
+            .read_all(Position::START, 10)
+            .await
+            .expect("read_all")
+            .is_empty()
+    );
+}
+
+/// `read_stream(from)` returns the events with version ≥ `from`, in order; zero reads all.
+pub async fn read_stream_from_version(store: Arc<dyn Storage>) {
+    let s = stream("seats");
+    store
+        .append(&s, ExpectedVersion::NoStream, events("seats.added", 1, 5))
+        .await
+        .expect("append");
+    let versions =
+        |events: Vec<RecordedEvent>| events.iter().map(|e| e.version.get()).collect::<Vec<_>>();
+    assert_eq!(
+        versions(store.read_stream(&s, Version::new(3)).await.expect("read")),
+        [3, 4, 5]
+    );
+    assert_eq!(
+        versions(store.read_stream(&s, Version::new(5)).await.expect("read")),
+        [5]
+    );
+    assert!(
+        store
+            .read_stream(&s, Version::new(6))
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    assert_eq!(
+        versions(store.read_stream(&s, Version::ZERO).await.expect("read")),
+        [1, 2, 3, 4, 5]
+    );
+    let ns: Vec<u64> = store
+        .read_stream(&s, Version::START)
+        .await
+        .expect("read")
+        .iter()
+        .map(n_of)
+        .collect();
+    assert_eq!(
+        ns,
+        [1, 2, 3, 4, 5],
+        "events keep their order within a batch"
+    );
+}
+
+/// `NoStream` succeeds on a new stream and conflicts, with the actual version, on one that has
+/// events.
+pub async fn no_stream_expectation(store: Arc<dyn Storage>) {
+    let s = stream("order");
+    store
+        .append(&s, ExpectedVersion::NoStream, vec![event("e", 1)])
+        .await
+        .expect("first append");
+    let err = store
+        .append(&s, ExpectedVersion::NoStream, vec![event("e", 2)])
+        .await
+        .expect_err("second must conflict");
+    assert_conflict(&err, &s, ExpectedVersion::NoStream, Version::new(1));
+}
+
+/// `Exact(v)` succeeds only at version `v`; `Exact(0)` means no stream.
+pub async fn exact_expectation(store: Arc<dyn Storage>) {
+    let s = stream("order");
+    let a = store
+        .append(
+            &s,
+            ExpectedVersion::Exact(Version::ZERO),
+            vec![event("e", 1)],
+        )
+        .await
+        .expect("exact 0");
+    assert_eq!(a.version, Version::new(1));
+    let a = store
+        .append(
+            &s,
+            ExpectedVersion::Exact(Version::new(1)),
+            events("e", 2, 2),
+        )
+        .await
+        .expect("exact 1");
+    assert_eq!(a.version, Version::new(3));
+    let stale = store
+        .append(
+            &s,
+            ExpectedVersion::Exact(Version::new(1)),
+            vec![event("e", 9)],
+        )
+        .await;
+    assert_conflict(
+        &stale.expect_err("stale"),
+        &s,
+        ExpectedVersion::Exact(Version::new(1)),
+        Version::new(3),
+    );
+    let ahead = store
+        .append(
+            &s,
+            ExpectedVersion::Exact(Version::new(7)),
+            vec![event("e", 9)],
+        )
+        .await;
+    assert_conflict(
+        &ahead.expect_err("ahead"),
+        &s,
+        ExpectedVersion::Exact(Version::new(7)),
+        Version::new(3),
+    );
+    let fresh = stream("order");
+    let missing = store
+        .append(
+            &fresh,
+            ExpectedVersion::Exact(Version::new(1)),
+            vec![event("e", 1)],
+        )
+        .await;
+    assert_conflict(
+        &missing.expect_err("missing"),
+        &fresh,
+        ExpectedVersion::Exact(Version::new(1)),
+        Version::ZERO,
+    );
+}
+
+/// `Any` appends whatever the version.
+pub async fn any_expectation_always_appends(store: Arc<dyn Storage>) {
+    let s = stream("log");
+    for n in 1..=3 {
+        let a = store
+            .append(&s, ExpectedVersion::Any, vec![event("e", n)])
+            .await
+            .expect("any");
+        assert_eq!(a.version, Version::new(n));
+    }
+}
+
+/// A batch that conflicts writes nothing: not its first event, not a position.
+pub async fn conflicting_batch_writes_nothing(store: Arc<dyn Storage>) {
+    let s = stream("order");
+    let first = store
+        .append(&s, ExpectedVersion::NoStream, vec![event("e", 1)])
+        .await
+        .expect("append");
+    let err = store
+        .append(&s, ExpectedVersion::NoStream, events("e", 2, 3))
+        .await
+        .expect_err("conflict");
+    assert!(err.is_conflict());
+    assert_eq!(
+        store
+            .read_stream(&s, Version::START)
+            .await
+            .expect("read")
+            .len(),
+        1,
+        "a failed batch left events"
+    );
+    assert_eq!(
+        store
+            .read_all(Position::START, 100)
+            .await
+            .expect("read_all")
+            .len(),
+        1
+    );
+    assert_eq!(
+        store.head().await.expect("head"),
+        first.position.expect("position"),
+        "head moved"
+    );
+    let next = store
+        .append(
+            &s,
+            ExpectedVersion::Exact(Version::new(1)),
+            vec![event("e", 5)],
+        )
+        .await
+        .expect("append");
+    assert_eq!(
+        next.version,
+        Version::new(2),
+        "versions stay dense after a failed batch"
+    );
+}
+
+/// An empty append checks the expectation and changes nothing.
+pub async fn empty_append_checks_the_expectation(store: Arc<dyn Storage>) {
+    let s = stream("order");
+    let a = store
+        .append(&s, ExpectedVersion::NoStream, Vec::new())
+        .await
+        .expect("empty append");
+    assert_eq!((a.version, a.position), (Version::ZERO, None));
+    store
+        .append(&s, ExpectedVersion::NoStream, vec![event("e", 1)])
+        .await
+        .expect("append");
+    let a = store
+        .append(&s, ExpectedVersion::Exact(Version::new(1)), Vec::new())
+        .await
+        .expect("empty append");
+    assert_eq!((a.version, a.position), (Version::new(1), None));
+    let err = store
+        .append(&s, ExpectedVersion::Exact(Version::new(4)), Vec::new())
+        .await
+        .expect_err("conflict");
+    assert!(err.is_conflict());
+    assert_eq!(
+        store
+            .read_all(Position::START, 10)
+            .await
+            .expect("read_all")
+            .len(),
+        1
+    );
+}
+
+/// Type names must be 1 to 200 bytes without control characters; a batch with a bad one
+/// writes nothing.
+pub async fn invalid_type_names_are_rejected(store: Arc<dyn Storage>) {
+    let s = stream("order");
+    for bad in [String::new(), "x".repeat(201), "bad\u{0}name".to_owned()] {
+        let err = store
+            .append(
+                &s,
+                ExpectedVersion::Any,
+                vec![event("ok", 1), event(&bad, 2)],
+            )
+            .await
+            .expect_err("invalid");
+        assert!(
+            matches!(err, StoreError::Invalid(_)),
+            "expected Invalid for {bad:?}, got {err:?}"
+        );
+    }
+    assert!(
+        store
+            .read_stream(&s, Version::START)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    store
+        .append(&s, ExpectedVersion::Any, vec![event(&"x".repeat(200), 1)])
+        .await
+        .expect("200 bytes is allowed");
+}
+
+/// A batch of 1,000 events and a 256 KiB payload round-trip.
+pub async fn large_batches_and_payloads_round_trip(store: Arc<dyn Storage>) {
+    let s = stream("bulk");
+    store
+        .append(&s, ExpectedVersion::NoStream, events("bulk.item", 1, 1000))
+        .await
+        .expect("append 1000");
+    let read = store.read_stream(&s, Version::START).await.expect("read");
+    assert_eq!(read.len(), 1000);
+    assert!(
+        read.iter()
+            .enumerate()
+            .all(|(i, e)| e.version.get() == i as u64 + 1 && n_of(e) == i as u64 + 1)
+    );
+    assert!(read.windows(2).all(|w| w[0].position < w[1].position));
+
+    let big = "é".repeat(128 * 1024);
+    let b = stream("bulk");
+    store
+        .append(
+            &b,
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new(
+                "bulk.big",
+                Json::from(json!({ "text": big })),
+            )],
+        )
+        .await
+        .expect("append big");
+    let read = store.read_stream(&b, Version::START).await.expect("read");
+    assert_eq!(
+        read[0].payload.to_value().expect("valid")["text"],
+        json!(big)
+    );
+}
+
+/// `read_all` returns events in position order, pages by `from` and `limit`, and agrees with
+/// `head`.
+pub async fn read_all_pages_in_global_order(store: Arc<dyn Storage>) {
+    let streams = [stream("a"), stream("b"), stream("c")];
+    let mut n = 0;
+    for round in 0..10 {
+        for s in &streams {
+            n += 1;
+            let batch = if round % 3 == 0 {
+                events("e", n * 10, 2)
+            } else {
+                vec![event("e", n * 10)]
+            };
+            store
+                .append(s, ExpectedVersion::Any, batch)
+                .await
+                .expect("append");
+        }
+    }
+    let everything = store
+        .read_all(Position::START, 10_000)
+        .await
+        .expect("read_all");
+    assert!(
+        everything.windows(2).all(|w| w[0].position < w[1].position),
+        "read_all is in position order"
+    );
+    let order: Vec<(String, u64)> = everything
+        .iter()
+        .map(|e| (e.stream.to_string(), n_of(e)))
+        .collect();
+    let mut expected = Vec::new();
+    let mut m = 0;
+    for round in 0..10 {
+        for s in &streams {
+            m += 1;
+            let count = if round % 3 == 0 { 2 } else { 1 };
+            for k in 0..count {
+                expected.push((s.to_string(), m * 10 + k));
+            }
+        }
+    }
+    assert_eq!(order, expected, "read_all follows commit order");
+    assert_eq!(
+        store.head().await.expect("head"),
+        everything.last().expect("events").position
+    );
+
+    let mut paged = Vec::new();
+    let mut from = Position::START;
+    loop {
+        let page = store.read_all(from, 7).await.expect("page");
+        assert!(page.len() <= 7, "a page holds at most `limit` events");
+        let Some(last) = page.last() else { break };
+        assert!(page[0].position >= from, "a page starts at `from`");
+        from = last.position.next();
+        paged.extend(page);
+    }
+    assert_eq!(paged, everything, "paging loses or repeats nothing");
+    let after = store.head().await.expect("head").next();
+    assert!(
+        store
+            .read_all(after, 10)
+            .await
+            .expect("read_all")
+            .is_empty()
+    );
+}
+
+/// `read_filtered` selects by type or category, reports where to continue, and ends.
+pub async fn read_filtered_selects_types_and_categories(store: Arc<dyn Storage>) {
+    let (orders, seats, other) = (stream("order"), stream("seats"), stream("payment"));
+    for i in 0..12 {
+        store
+            .append(
+                &orders,
+                ExpectedVersion::Any,
+                vec![event(
+                    if i % 2 == 0 {
+                        "order.placed"
+                    } else {
+                        "order.updated"
+                    },
+                    i,
+                )],
+            )
+            .await
+            .expect("append");
+        store
+            .append(
+                &seats,
+                ExpectedVersion::Any,
+                vec![event("seats.reserved", i)],
+            )
+            .await
+            .expect("append");
+        store
+            .append(&other, ExpectedVersion::Any, vec![event("payment.done", i)])
+            .await
+            .expect("append");
+    }
+    let filter = EventFilter::all()
+        .with_types(["order.placed"])
+        .with_categories(["seats"]);
+    let mut got = Vec::new();
+    let mut from = Position::START;
+    for _ in 0..1000 {
+        let batch = store
+            .read_filtered(from, 4, &filter)
+            .await
+            .expect("read_filtered");
+        assert!(batch.events.len() <= 4);
+        assert!(batch.next >= from, "next never goes back");
+        assert!(
+            batch
+                .events
+                .iter()
+                .all(|e| e.position >= from && e.position < batch.next),
+            "events lie in [from, next)"
+        );
+        got.extend(batch.events);
+        from = batch.next;
+        if batch.end {
+            break;
+        }
+    }
+    let expected: Vec<_> = store
+        .read_all(Position::START, 1000)
+        .await
+        .expect("read_all")
+        .into_iter()
+        .filter(|e| e.event_type == "order.placed" || e.stream.category() == "seats")
+        .collect();
+    assert_eq!(got.len(), 18);
+    assert_eq!(
+        got, expected,
+        "read_filtered returns exactly the matching events, in order"
+    );
+    let tail = store
+        .read_filtered(from, 4, &filter)
+        .await
+        .expect("read_filtered");
+    assert!(
+        tail.events.is_empty() && tail.end,
+        "after the end there is nothing"
+    );
+    let none = store
+        .read_filtered(
+            Position::START,
+            4,
+            &EventFilter::all().with_types(["nothing"]),
+        )
+        .await
+        .expect("read");
+    assert!(none.events.is_empty());
+}
+
+fn assert_conflict(
+    err: &StoreError,
+    s: &crate::event::StreamId,
+    expected: ExpectedVersion,
+    actual: Version,
+) {
+    match err {
+        StoreError::Conflict {
+            stream,
+            expected: e,
+            actual: a,
+        } => {
+            assert_eq!(stream, s, "the conflict names the stream");
+            assert_eq!(*e, expected, "the conflict carries the expectation");
+            assert_eq!(*a, actual, "the conflict carries the actual version");
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}

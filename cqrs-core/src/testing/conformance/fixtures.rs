@@ -1,0 +1,158 @@
+//! Small helpers and a test aggregate shared by the cases.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::aggregate::{Aggregate, ApplyError};
+use crate::event::{Json, Metadata, NewEvent, RecordedEvent, StreamId};
+use crate::message::DomainEvent;
+use crate::store::EventStream;
+
+/// How long a case waits for something that should happen at once before failing.
+pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A stream id unique to this call, in `category`.
+pub(crate) fn stream(category: &str) -> StreamId {
+    StreamId::new(format!("{category}-{}", Uuid::new_v4().simple())).expect("valid stream id")
+}
+
+/// An event of type `ty` whose payload carries `n`.
+pub(crate) fn event(ty: &str, n: u64) -> NewEvent {
+    NewEvent::new(ty, Json::from(json!({ "n": n })))
+}
+
+/// `count` events of type `ty`, numbered from `first`.
+pub(crate) fn events(ty: &str, first: u64, count: u64) -> Vec<NewEvent> {
+    (first..first + count).map(|n| event(ty, n)).collect()
+}
+
+/// The `n` an event of [`event`] carries.
+pub(crate) fn n_of(event: &RecordedEvent) -> u64 {
+    event.payload.to_value().expect("valid payload")["n"]
+        .as_u64()
+        .expect("payload has n")
+}
+
+/// A fixed instant, to the microsecond, `minutes` after a base time.
+pub(crate) fn at(minutes: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_767_225_600 + minutes * 60, 123_456_000).expect("valid time")
+}
+
+/// Metadata with every field set.
+pub(crate) fn full_metadata(minutes: i64) -> Metadata {
+    Metadata::at(at(minutes))
+        .with_correlation_id(Uuid::new_v4())
+        .with_causation_id(Uuid::new_v4())
+        .with_command_id(Uuid::new_v4())
+        .with_header("tenant", "acme")
+        .with_header("ünïcode", "✓ \"quoted\"")
+}
+
+/// Takes `count` events from a subscription, failing after [`PATIENCE`].
+pub(crate) async fn take(subscription: &mut EventStream, count: usize) -> Vec<RecordedEvent> {
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count {
+        match tokio::time::timeout(PATIENCE, subscription.next()).await {
+            Ok(Some(Ok(event))) => out.push(event),
+            Ok(Some(Err(err))) => panic!("the subscription failed: {err}"),
+            Ok(None) => panic!(
+                "the subscription ended after {} of {count} events",
+                out.len()
+            ),
+            Err(_) => panic!(
+                "the subscription delivered {} of {count} events, then nothing for {PATIENCE:?}",
+                out.len()
+            ),
+        }
+    }
+    out
+}
+
+/// Asserts that a subscription has nothing more to deliver right now.
+pub(crate) async fn assert_quiet(subscription: &mut EventStream) {
+    if let Ok(item) = tokio::time::timeout(Duration::from_millis(200), subscription.next()).await {
+        panic!("the subscription delivered more than was appended: {item:?}");
+    }
+}
+
+/// A counter: the aggregate the repository cases drive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Tally {
+    pub(crate) total: u64,
+    pub(crate) limit: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum TallyCommand {
+    #[serde(rename = "tally.open")]
+    Open { limit: u64 },
+    #[serde(rename = "tally.add")]
+    Add { amount: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) enum TallyEvent {
+    #[serde(rename = "tally.opened")]
+    Opened { limit: u64 },
+    #[serde(rename = "tally.added")]
+    Added { amount: u64 },
+}
+
+impl DomainEvent for TallyEvent {}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
+pub(crate) enum TallyError {
+    #[error("the tally does not exist")]
+    Missing,
+    #[error("the tally is already open")]
+    AlreadyOpen,
+    #[error("adding {amount} would pass the limit of {limit}")]
+    OverLimit { amount: u64, limit: u64 },
+}
+
+impl Aggregate for Tally {
+    const TYPE: &'static str = "tally";
+    type Id = String;
+    type Command = TallyCommand;
+    type Event = TallyEvent;
+    type Error = TallyError;
+
+    fn handle(
+        state: Option<&Self>,
+        _id: &String,
+        command: TallyCommand,
+    ) -> Result<Vec<TallyEvent>, TallyError> {
+        match (state, command) {
+            (None, TallyCommand::Open { limit }) => Ok(vec![TallyEvent::Opened { limit }]),
+            (Some(_), TallyCommand::Open { .. }) => Err(TallyError::AlreadyOpen),
+            (None, TallyCommand::Add { .. }) => Err(TallyError::Missing),
+            (Some(t), TallyCommand::Add { amount }) if t.total + amount > t.limit => {
+                Err(TallyError::OverLimit {
+                    amount,
+                    limit: t.limit,
+                })
+            }
+            (Some(_), TallyCommand::Add { amount: 0 }) => Ok(vec![]),
+            (Some(_), TallyCommand::Add { amount }) => Ok(vec![TallyEvent::Added { amount }]),
+        }
+    }
+
+    fn apply(state: Option<Self>, event: &TallyEvent) -> Result<Self, ApplyError> {
+        match (state, event) {
+            (None, TallyEvent::Opened { limit }) => Ok(Self {
+                total: 0,
+                limit: *limit,
+            }),
+            (Some(t), TallyEvent::Added { amount }) => Ok(Self {
+                total: t.total + amount,
+                limit: t.limit,
+            }),
+            (state, event) => Err(ApplyError::unexpected(state.is_some(), event)),
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! The test kit: given/when/then scenarios for aggregates and process managers, and the store
+//! conformance suite.
+//!
+//! Enable it in tests with the `testing` feature:
+//!
+//! ```toml
+//! [dev-dependencies]
+//! cqrs-core = { version = "0.1", features = ["testing"] }
+//! ```
+//!
+//! - [`Scenario`]: given these events, when this command, then these events (or this error).
+//!   Pure and synchronous; [`Scenario::when_on`] runs the same through a [`Repository`](crate::Repository)
+//!   and a store, for async tests that also want the encoding checked end to end.
+//! - [`ProcessScenario`]: given these events, when this event or timeout, then these commands
+//!   are sent, and the instance is (or is not) finished.
+//! - [`conformance`]: the suite every store runs; [`conformance_suite!`](crate::conformance_suite)
+//!   adopts it in one line.
+
+pub mod conformance;
+mod process;
+mod scenario;
+
+pub use crate::testing::process::{ProcessScenario, ProcessThen};
+pub use crate::testing::scenario::{Scenario, Then};
