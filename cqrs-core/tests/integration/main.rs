@@ -1,0 +1,14 @@
+//! Integration tests of `cqrs-core` through its public API, on the in-memory store.
+//!
+//! One test binary; each module is a theme.
+
+/// A small registration domain (orders, seats, a process manager) the other modules drive.
+mod domain;
+/// Process managers, the outbox and durable timeouts, across restarts and redeliveries.
+mod processes;
+/// Projections: catch-up, live following, rebuilds, retries after errors, blue/green keys.
+mod projections;
+/// Command handling: conflicts under concurrency, upcasting on load, lineage, tracing spans.
+mod repository;
+/// Given/when/then scenarios, sync and async.
+mod scenarios;

@@ -1,0 +1,344 @@
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use chrono::Duration;
+use cqrs_core::{
+    Clock, CommandContext, CommandDispatcher, CommandEnvelope, CommandHandler, CommandRouter,
+    Delivery, DispatchWaker, EventFilter, EventReader, InMemoryEventStore, LogQuery, ManualClock,
+    ProcessManagerRunner, Projection, ProjectionRunner, Repository, Storage, Version,
+};
+
+use crate::domain::{
+    CONFERENCE, Order, OrderCommand, OrderStatus, Registration, RegistrationTimeout, Seats,
+    SeatsCommand, WINDOW_MINUTES,
+};
+
+/// The registration flow wired as an application would: repositories, the process manager,
+/// a router and a dispatcher, on one store and one manual clock.
+struct System {
+    storage: Arc<dyn Storage>,
+    clock: ManualClock,
+    orders: Repository<Order>,
+    seats: Repository<Seats>,
+    process: ProcessManagerRunner<Registration>,
+    dispatcher: CommandDispatcher,
+}
+
+impl System {
+    fn new(storage: Arc<dyn Storage>, clock: ManualClock) -> Self {
+        let clock_arc: Arc<dyn cqrs_core::Clock> = Arc::new(clock.clone());
+        let waker = DispatchWaker::new();
+        let orders =
+            Repository::<Order>::new(Arc::clone(&storage)).with_clock(Arc::clone(&clock_arc));
+        let seats =
+            Repository::<Seats>::new(Arc::clone(&storage)).with_clock(Arc::clone(&clock_arc));
+        let process = ProcessManagerRunner::<Registration>::new(Arc::clone(&storage))
+            .with_clock(Arc::clone(&clock_arc))
+            .with_waker(waker.clone());
+        let router = CommandRouter::new()
+            .route_aggregate(orders.clone())
+            .route_aggregate(seats.clone())
+            .route_process(process.clone());
+        let dispatcher = CommandDispatcher::new(Arc::clone(&storage), Arc::new(router))
+            .with_clock(clock_arc)
+            .with_waker(waker);
+        Self {
+            storage,
+            clock,
+            orders,
+            seats,
+            process,
+            dispatcher,
+        }
+    }
+
+    /// Runs the process manager and the dispatcher until neither has anything left to do.
+    async fn settle(&self) {
+        let runner = ProjectionRunner::new(
+            Arc::clone(&self.storage) as Arc<dyn EventReader>,
+            Arc::new(self.process.clone()),
+        );
+        for _ in 0..20 {
+            let before = self.storage.head().await.unwrap();
+            runner.catch_up().await.unwrap();
+            let delivered = self.dispatcher.run_due().await.unwrap();
+            if delivered == 0 && self.storage.head().await.unwrap() == before {
+                return;
+            }
+        }
+        panic!("the system did not settle");
+    }
+
+    async fn order_status(&self, id: &str) -> OrderStatus {
+        self.orders
+            .load(&id.to_owned())
+            .await
+            .unwrap()
+            .state
+            .unwrap()
+            .status
+    }
+
+    async fn available(&self) -> u32 {
+        self.seats
+            .load(&CONFERENCE.to_owned())
+            .await
+            .unwrap()
+            .state
+            .map_or(0, |s| s.available)
+    }
+}
+
+async fn system() -> System {
+    let system = System::new(Arc::new(InMemoryEventStore::new()), ManualClock::default());
+    system
+        .seats
+        .handle(&CONFERENCE.to_owned(), SeatsCommand::Add { quantity: 10 })
+        .await
+        .unwrap();
+    system
+}
+
+#[tokio::test]
+async fn confirmed_order_completes_and_its_timeout_is_ignored() {
+    let s = system().await;
+    s.orders
+        .handle(&"o1".to_owned(), OrderCommand::Place { seats: 2 })
+        .await
+        .unwrap();
+    s.settle().await;
+    assert_eq!(s.available().await, 8, "the process reserved the seats");
+    let (state, completed) = s.process.load("o1").await.unwrap().unwrap();
+    assert!(state.reserved && !completed);
+
+    s.orders
+        .handle(&"o1".to_owned(), OrderCommand::Confirm)
+        .await
+        .unwrap();
+    s.settle().await;
+    assert!(
+        s.process.load("o1").await.unwrap().unwrap().1,
+        "confirmation completes the process"
+    );
+
+    s.clock.advance(Duration::minutes(WINDOW_MINUTES + 1));
+    s.settle().await;
+    assert_eq!(
+        s.order_status("o1").await,
+        OrderStatus::Confirmed,
+        "a late timeout of a finished process changes nothing"
+    );
+    assert_eq!(s.available().await, 8);
+    assert_eq!(
+        s.storage.next_due().await.unwrap(),
+        None,
+        "the timeout was consumed"
+    );
+}
+
+#[tokio::test]
+async fn unconfirmed_order_expires_and_releases_its_seats_in_one_flow() {
+    let s = system().await;
+    let place = CommandContext::new();
+    s.orders
+        .handle_with(
+            &"o2".to_owned(),
+            OrderCommand::Place { seats: 3 },
+            place.clone(),
+        )
+        .await
+        .unwrap();
+    s.settle().await;
+    assert_eq!(s.available().await, 7);
+
+    s.clock.advance(Duration::minutes(WINDOW_MINUTES - 1));
+    s.settle().await;
+    assert_eq!(
+        s.order_status("o2").await,
+        OrderStatus::Pending,
+        "not yet due"
+    );
+
+    s.clock.advance(Duration::minutes(1));
+    s.settle().await;
+    assert_eq!(
+        s.order_status("o2").await,
+        OrderStatus::Rejected,
+        "the timeout rejected the order"
+    );
+    assert_eq!(s.available().await, 10, "and released its seats");
+    assert!(s.process.load("o2").await.unwrap().unwrap().1);
+
+    let flow = s
+        .storage
+        .query_log(
+            &LogQuery::new()
+                .with_correlation_ids([place.command_id])
+                .with_limit(100),
+        )
+        .await
+        .unwrap();
+    let types: Vec<&str> = flow.iter().map(|e| e.message_type()).collect();
+    for expected in [
+        "order.place",
+        "order.placed",
+        "seats.reserve",
+        "seats.reserved",
+        "registration.expire",
+        "order.reject",
+        "order.rejected",
+        "seats.cancel",
+        "seats.cancelled",
+    ] {
+        assert!(
+            types.contains(&expected),
+            "{expected} is missing from the flow's log: {types:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn timeouts_survive_a_restart_and_take_effect_once() {
+    let store: Arc<dyn Storage> = Arc::new(InMemoryEventStore::new());
+    let clock = ManualClock::default();
+    {
+        let before = System::new(Arc::clone(&store), clock.clone());
+        before
+            .seats
+            .handle(&CONFERENCE.to_owned(), SeatsCommand::Add { quantity: 5 })
+            .await
+            .unwrap();
+        before
+            .orders
+            .handle(&"o3".to_owned(), OrderCommand::Place { seats: 5 })
+            .await
+            .unwrap();
+        before.settle().await;
+        assert_eq!(before.available().await, 0);
+    }
+
+    // A new process, with nothing in memory, on the same store.
+    let after = Arc::new(System::new(Arc::clone(&store), clock.clone()));
+    clock.advance(Duration::minutes(WINDOW_MINUTES));
+    // Two dispatchers race for the due timeout; leases and idempotency make it count once.
+    let (a, b) = (Arc::clone(&after), Arc::clone(&after));
+    let (ra, rb) = tokio::join!(async move { a.dispatcher.run_due().await }, async move {
+        b.dispatcher.run_due().await
+    });
+    ra.unwrap();
+    rb.unwrap();
+    after.settle().await;
+    assert_eq!(after.order_status("o3").await, OrderStatus::Rejected);
+    assert_eq!(after.available().await, 5);
+    let order_events = store
+        .read_stream(&"order-o3".parse().unwrap(), Version::START)
+        .await
+        .unwrap();
+    assert_eq!(order_events.len(), 2, "placed, then rejected once");
+}
+
+#[tokio::test]
+async fn a_redelivered_timeout_takes_effect_once() {
+    let s = system().await;
+    s.orders
+        .handle(&"o4".to_owned(), OrderCommand::Place { seats: 1 })
+        .await
+        .unwrap();
+    s.settle().await;
+    let (state, _) = s.process.load("o4").await.unwrap().unwrap();
+    let timeout = |id| {
+        CommandEnvelope::new(
+            "registration-o4".parse().unwrap(),
+            &RegistrationTimeout::Expire,
+            CommandContext::new().with_command_id(id),
+        )
+        .unwrap()
+    };
+
+    // A stale timeout (not the one the process is waiting for) is handled, and recorded, once.
+    let stale = timeout(uuid::Uuid::new_v4());
+    assert_eq!(
+        s.process.deliver(stale.clone()).await.unwrap(),
+        Delivery::Accepted
+    );
+    assert_eq!(s.process.deliver(stale).await.unwrap(), Delivery::Duplicate);
+    assert_eq!(s.order_status("o4").await, OrderStatus::Pending);
+
+    let real = timeout(state.expiry);
+    assert_eq!(
+        s.process.deliver(real.clone()).await.unwrap(),
+        Delivery::Accepted
+    );
+    assert_eq!(
+        s.process.deliver(real).await.unwrap(),
+        Delivery::Ignored,
+        "the process finished, so a copy is dropped"
+    );
+}
+
+#[tokio::test]
+async fn redelivered_events_do_not_react_twice() {
+    let s = system().await;
+    s.orders
+        .handle(&"o5".to_owned(), OrderCommand::Place { seats: 1 })
+        .await
+        .unwrap();
+    let placed = s
+        .storage
+        .read_filtered(
+            cqrs_core::Position::START,
+            10,
+            &EventFilter::all().with_types(["order.placed"]),
+        )
+        .await
+        .unwrap()
+        .events;
+    s.process.handle_event(&placed[0]).await.unwrap();
+    s.process.handle_event(&placed[0]).await.unwrap();
+    let due = s
+        .storage
+        .claim_due(s.clock.now(), 100, Duration::seconds(30))
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 1, "one reservation command, not two: {due:?}");
+    assert_eq!(s.process.name(), "registration");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_runners_drive_the_flow_live() {
+    let s = system().await;
+    let process = ProjectionRunner::new(
+        Arc::clone(&s.storage) as Arc<dyn EventReader>,
+        Arc::new(s.process.clone()),
+    )
+    .spawn();
+    let dispatcher = s.dispatcher.clone().spawn();
+
+    s.orders
+        .handle(&"o6".to_owned(), OrderCommand::Place { seats: 4 })
+        .await
+        .unwrap();
+    eventually(|| async { s.available().await == 6 }).await;
+    s.clock.advance(Duration::minutes(WINDOW_MINUTES));
+    eventually(|| async { s.order_status("o6").await == OrderStatus::Rejected }).await;
+    eventually(|| async { s.available().await == 10 }).await;
+
+    dispatcher.stop().await;
+    process.stop().await;
+}
+
+/// Waits (up to 10 s) for a condition that background tasks will make true.
+async fn eventually<F, Fut>(condition: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + StdDuration::from_secs(10);
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the condition did not become true"
+        );
+        tokio::time::sleep(StdDuration::from_millis(5)).await;
+    }
+}

@@ -1,0 +1,245 @@
+use std::sync::{Arc, Mutex};
+
+use cqrs_core::{
+    CommandContext, DecodeErrorKind, EventReader, EventStore, ExpectedVersion, InMemoryEventStore,
+    Json, LoadError, NewEvent, Repository, StreamId, Upcasters, Version,
+};
+use serde_json::json;
+use tokio::sync::Barrier;
+use tracing_subscriber::layer::SubscriberExt;
+
+use crate::domain::{Order, OrderCommand, OrderEvent, OrderStatus, Seats, SeatsCommand};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_commands_on_one_aggregate_all_land_through_retries() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let seats = Repository::<Seats>::new(store.clone()).with_max_attempts(64);
+    let conference = "busy".to_owned();
+    seats
+        .handle(&conference, SeatsCommand::Add { quantity: 100 })
+        .await
+        .unwrap();
+    let barrier = Arc::new(Barrier::new(16));
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let (seats, barrier, conference) =
+                (seats.clone(), Arc::clone(&barrier), conference.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                seats
+                    .handle(
+                        &conference,
+                        SeatsCommand::Reserve {
+                            order: format!("o{i}"),
+                            seats: 2,
+                        },
+                    )
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().expect("every reservation lands");
+    }
+    let loaded = seats.load(&conference).await.unwrap();
+    assert_eq!(loaded.version, Version::new(17));
+    assert_eq!(loaded.state.unwrap().available, 100 - 32);
+}
+
+#[tokio::test]
+async fn old_event_shapes_are_upcast_on_load() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let stream = StreamId::new("order-legacy").unwrap();
+    store
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![
+                NewEvent::new(
+                    "OrderPlaced",
+                    Json::from(json!({ "OrderId": "legacy", "Seats": 2 })),
+                ),
+                NewEvent::new(
+                    "OrderPaymentConfirmed",
+                    Json::from(json!({ "OrderId": "legacy" })),
+                ),
+            ],
+        )
+        .await
+        .unwrap();
+    let upcasters = Upcasters::new()
+        .register(
+            "OrderPlaced",
+            1,
+            ["order.placed"],
+            |old: serde_json::Value| {
+                Ok(vec![cqrs_core::Upcasted::new(
+                    "order.placed",
+                    1,
+                    json!({ "order": old["OrderId"], "seats": old["Seats"] }),
+                )])
+            },
+        )
+        .register(
+            "OrderPaymentConfirmed",
+            1,
+            ["order.confirmed"],
+            |old: serde_json::Value| {
+                Ok(vec![cqrs_core::Upcasted::new(
+                    "order.confirmed",
+                    1,
+                    json!({ "order": old["OrderId"] }),
+                )])
+            },
+        );
+    let orders = Repository::<Order>::new(store.clone()).with_upcasters(upcasters);
+    let order = orders.load(&"legacy".to_owned()).await.unwrap();
+    assert_eq!(order.state.unwrap().status, OrderStatus::Confirmed);
+    let stored = store.read_stream(&stream, Version::START).await.unwrap();
+    assert_eq!(
+        stored[0].event_type, "OrderPlaced",
+        "upcasting never rewrites stored rows"
+    );
+
+    let err = orders
+        .handle(&"legacy".to_owned(), OrderCommand::Confirm)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.rejection(),
+        Some(&crate::domain::OrderError::NotPending)
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_event_type_fails_the_load_naming_its_position() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let stream = StreamId::new("order-broken").unwrap();
+    store
+        .append(
+            &StreamId::new("order-other").unwrap(),
+            ExpectedVersion::Any,
+            vec![NewEvent::new(
+                "order.placed",
+                Json::from(json!({"order": "other", "seats": 1})),
+            )],
+        )
+        .await
+        .unwrap();
+    let placed = NewEvent::new(
+        "order.placed",
+        Json::from(json!({ "order": "broken", "seats": 1 })),
+    );
+    let alien = NewEvent::new("order.teleported", Json::from(json!({})));
+    let appended = store
+        .append(&stream, ExpectedVersion::NoStream, vec![placed, alien])
+        .await
+        .unwrap();
+    let orders = Repository::<Order>::new(store.clone());
+    match orders.load(&"broken".to_owned()).await.unwrap_err() {
+        LoadError::Decode(err) => {
+            assert_eq!(err.position, appended.position.unwrap());
+            assert_eq!(err.version, Version::new(2));
+            assert!(matches!(err.kind, DecodeErrorKind::UnknownType));
+            assert!(
+                err.to_string()
+                    .contains(&format!("position {}", appended.position.unwrap()))
+            );
+        }
+        other => panic!("expected a decode error, got {other:?}"),
+    }
+    assert!(
+        orders.load(&"other".to_owned()).await.is_ok(),
+        "other streams still load"
+    );
+}
+
+#[tokio::test]
+async fn events_carry_the_commands_lineage() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let orders = Repository::<Order>::new(store.clone());
+    let flow = uuid::Uuid::new_v4();
+    let cause = uuid::Uuid::new_v4();
+    let cx = CommandContext::new()
+        .with_correlation_id(flow)
+        .with_causation_id(cause)
+        .with_header("user", "ana");
+    let handled = orders
+        .handle_with(
+            &"o1".to_owned(),
+            OrderCommand::Place { seats: 1 },
+            cx.clone(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        handled.events,
+        [OrderEvent::Placed {
+            order: "o1".into(),
+            seats: 1
+        }]
+    );
+    let stored = store
+        .read_stream(&handled.stream, Version::START)
+        .await
+        .unwrap();
+    let meta = &stored[0].metadata;
+    assert_eq!(
+        meta.correlation_id,
+        Some(flow),
+        "events inherit the correlation id"
+    );
+    assert_eq!(
+        meta.causation_id,
+        Some(cx.command_id),
+        "the command caused the event"
+    );
+    assert_eq!(meta.command_id, Some(cx.command_id));
+    assert_eq!(meta.headers["user"], "ana");
+    let record = cqrs_core::MessageLog::find_command(&*store, cx.command_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (record.correlation_id, record.causation_id),
+        (Some(flow), Some(cause))
+    );
+}
+
+#[derive(Clone, Default)]
+struct SpanNames(Arc<Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for SpanNames {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(attrs.metadata().name().to_owned());
+    }
+}
+
+#[test]
+fn command_handling_and_loading_run_in_spans() {
+    let names = SpanNames::default();
+    let subscriber = tracing_subscriber::registry().with(names.clone());
+    tracing::subscriber::with_default(subscriber, || {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let orders = Repository::<Order>::new(Arc::new(InMemoryEventStore::new()));
+                orders
+                    .handle(&"o1".to_owned(), OrderCommand::Place { seats: 1 })
+                    .await
+                    .unwrap();
+            });
+    });
+    let names = names.0.lock().unwrap().clone();
+    assert!(names.contains(&"cqrs.command".to_owned()), "{names:?}");
+    assert!(names.contains(&"cqrs.load".to_owned()), "{names:?}");
+}
