@@ -94,7 +94,8 @@
 //! - **Processes:** [`ProcessManager`], [`ProcessManagerRunner`], [`CommandDispatcher`] for
 //!   durable timeouts and outboxes, [`CommandRouter`]; time comes from a [`Clock`].
 //! - **Observability:** command handling, loads, projection batches and deliveries run in
-//!   `tracing` spans (`cqrs.command`, `cqrs.load`, `cqrs.projection`, `cqrs.process`,
+//!   `tracing` spans (`cqrs.command`, `cqrs.load`, `cqrs.store.read_stream`,
+//!   `cqrs.store.load_snapshot`, `cqrs.store.commit`, `cqrs.projection`, `cqrs.process`,
 //!   `cqrs.dispatch`) with stream, command type, versions and durations.
 //!
 //! Fallible constructors return `Result`; `try_` is not used because there is no panicking

@@ -296,8 +296,15 @@ impl<A: Aggregate> Repository<A> {
         async move {
             let mut state = None;
             let mut version = Version::ZERO;
+            let snapshot = match &self.snapshots {
+                Some(_) => {
+                    let span = tracing::debug_span!("cqrs.store.load_snapshot", stream = %stream);
+                    self.storage.load_snapshot(&stream).instrument(span).await?
+                }
+                None => None,
+            };
             if let Some(codec) = &self.snapshots
-                && let Some(snapshot) = self.storage.load_snapshot(&stream).await?
+                && let Some(snapshot) = snapshot
             {
                 if snapshot.schema_version == A::SNAPSHOT_VERSION {
                     match (codec.decode)(&snapshot.state) {
@@ -312,7 +319,8 @@ impl<A: Aggregate> Repository<A> {
                     tracing::debug!(%stream, found = snapshot.schema_version, "ignoring a snapshot of another schema version");
                 }
             }
-            let events = self.storage.read_stream(&stream, version.next()).await?;
+            let read_span = tracing::debug_span!("cqrs.store.read_stream", stream = %stream, from = version.next().get());
+            let events = self.storage.read_stream(&stream, version.next()).instrument(read_span).await?;
             tracing::Span::current().record("events", events.len());
             for recorded in &events {
                 if recorded.version != version.next() {
@@ -455,7 +463,7 @@ impl<A: Aggregate> Repository<A> {
                         Vec::new(),
                     )
                     .with_command(record(outcome));
-                    match self.storage.commit(commit).await {
+                    match self.commit(commit).await {
                         Ok(_) => return Err(CommandError::Rejected(rejection)),
                         Err(StoreError::Conflict { .. }) if attempt < self.max_attempts => continue,
                         Err(StoreError::Conflict { .. }) => {
@@ -500,7 +508,7 @@ impl<A: Aggregate> Repository<A> {
                 version: target,
                 events: count,
             }));
-            match self.storage.commit(commit).await {
+            match self.commit(commit).await {
                 Ok(appended) => {
                     tracing::Span::current().record("version", appended.version.get());
                     tracing::Span::current().record("events", count);
@@ -532,6 +540,24 @@ impl<A: Aggregate> Repository<A> {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Commits through the store in a `cqrs.store.commit` span.
+    async fn commit(&self, commit: Commit) -> Result<crate::store::Appended, StoreError> {
+        let span = tracing::debug_span!(
+            "cqrs.store.commit",
+            stream = %commit.stream,
+            expected = %commit.expected,
+            events = commit.events.len(),
+            elapsed_us = field::Empty,
+        );
+        let started = Instant::now();
+        let result = self.storage.commit(commit).instrument(span.clone()).await;
+        span.record(
+            "elapsed_us",
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        );
+        result
     }
 
     async fn save_snapshot(

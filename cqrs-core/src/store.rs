@@ -151,7 +151,17 @@ pub trait EventReader: Send + Sync + 'static {
 
 /// Appends events atomically with optimistic concurrency.
 ///
-/// Usable as `Arc<dyn EventStore>`, so that an application picks its store at run time.
+/// Usable as `Arc<dyn EventStore>`, so that an application picks its store at run time:
+///
+/// ```
+/// use std::sync::Arc;
+/// use cqrs_core::{EventStore, InMemoryEventStore, Storage};
+///
+/// let events: Arc<dyn EventStore> = Arc::new(InMemoryEventStore::new());
+/// let everything: Arc<dyn Storage> = Arc::new(InMemoryEventStore::new());
+/// let upcast: Arc<dyn EventStore> = everything; // a `Storage` is an `EventStore`
+/// # drop((events, upcast));
+/// ```
 ///
 /// # Contract
 ///

@@ -242,4 +242,9 @@ fn command_handling_and_loading_run_in_spans() {
     let names = names.0.lock().unwrap().clone();
     assert!(names.contains(&"cqrs.command".to_owned()), "{names:?}");
     assert!(names.contains(&"cqrs.load".to_owned()), "{names:?}");
+    assert!(
+        names.contains(&"cqrs.store.read_stream".to_owned()),
+        "{names:?}"
+    );
+    assert!(names.contains(&"cqrs.store.commit".to_owned()), "{names:?}");
 }

@@ -24,7 +24,8 @@
 //! queries; idempotent command handling through a [`Repository`](crate::Repository);
 //! scheduled commands and leases; process state with its outbox; stress cases (16 concurrent
 //! writers on one stream; concurrent writers on many streams under a live subscriber that must
-//! see every event once, in order); and a proptest model check of random appends and reads
+//! see every event once, in order; concurrent claims of scheduled commands and concurrent
+//! process saves); and a proptest model check of random appends and reads
 //! against a plain model (`PROPTEST_CASES` sets the number of cases, 32 by default).
 //!
 //! # What the suite does not check
@@ -96,6 +97,7 @@ macro_rules! conformance_suite {
             scheduled_commands_fire_when_due_and_once_claimed,
             process_state_and_outbox_commit_together,
             concurrent_writers_on_one_stream,
+            concurrent_claims_and_process_saves_do_not_overlap,
             live_subscriber_sees_every_event_once_in_order,
             model_check,
         }
