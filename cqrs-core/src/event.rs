@@ -262,17 +262,20 @@ impl fmt::Display for Json {
 
 impl Serialize for Json {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        // Embeds the document as JSON rather than as a string holding JSON.
-        let raw: &serde_json::value::RawValue =
+        // Embeds the document as JSON rather than as a string holding JSON. Going through a
+        // `Value` works with every serializer (a raw value only works with serde_json's own).
+        let value: serde_json::Value =
             serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
-        raw.serialize(serializer)
+        value.serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for Json {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let raw = Box::<serde_json::value::RawValue>::deserialize(deserializer)?;
-        Ok(Self(Arc::from(raw.get())))
+        // A `Value` also deserializes from buffered content (inside tagged enums), where a raw
+        // value cannot.
+        let value = serde_json::Value::deserialize(deserializer)?;
+        Ok(Self::from(&value))
     }
 }
 
@@ -561,6 +564,19 @@ mod tests {
         let plain = StreamId::new("plain").unwrap();
         assert_eq!(plain.category(), "plain");
         assert_eq!(plain.local_id(), None);
+    }
+
+    #[test]
+    fn json_round_trips_inside_tagged_enums() {
+        let outcome = crate::command::Outcome::Rejected {
+            error: Json::parse(r#"{"a":1}"#).unwrap(),
+            message: "m".into(),
+        };
+        let text = serde_json::to_string(&outcome).unwrap();
+        assert_eq!(
+            serde_json::from_str::<crate::command::Outcome>(&text).unwrap(),
+            outcome
+        );
     }
 
     #[test]

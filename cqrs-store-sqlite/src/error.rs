@@ -1,0 +1,92 @@
+//! Conversions between SQLite's errors and values and the core's.
+
+use chrono::{DateTime, Utc};
+use cqrs_core::{Headers, Position, StoreError};
+use uuid::Uuid;
+
+/// Wraps any backend error.
+pub(crate) fn backend(err: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::backend(err)
+}
+
+/// Whether `err` is a UNIQUE constraint violation (the extended result code, never the text).
+pub(crate) fn is_unique_violation(err: &rusqlite::Error) -> bool {
+    matches!(
+        err,
+        rusqlite::Error::SqliteFailure(e, _)
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+    )
+}
+
+/// A timestamp as stored: microseconds since the Unix epoch.
+pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+/// A stored timestamp back.
+pub(crate) fn from_micros(
+    us: i64,
+    position: Option<Position>,
+) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_micros(us).ok_or_else(|| StoreError::Corrupt {
+        position,
+        what: format!("timestamp {us} is out of range"),
+    })
+}
+
+/// A stored UUID back (16 bytes).
+pub(crate) fn uuid(bytes: &[u8], position: Option<Position>) -> Result<Uuid, StoreError> {
+    Uuid::from_slice(bytes).map_err(|_| StoreError::Corrupt {
+        position,
+        what: format!("a {}-byte id", bytes.len()),
+    })
+}
+
+/// An optional stored UUID back.
+pub(crate) fn opt_uuid(
+    bytes: Option<Vec<u8>>,
+    position: Option<Position>,
+) -> Result<Option<Uuid>, StoreError> {
+    bytes.map(|b| uuid(&b, position)).transpose()
+}
+
+/// Headers as stored: `NULL` when empty, a JSON object otherwise.
+pub(crate) fn headers_text(headers: &Headers) -> Option<String> {
+    if headers.is_empty() {
+        None
+    } else {
+        serde_json::to_string(headers).ok()
+    }
+}
+
+/// Stored headers back.
+pub(crate) fn headers(
+    text: Option<String>,
+    position: Option<Position>,
+) -> Result<Headers, StoreError> {
+    match text {
+        None => Ok(Headers::new()),
+        Some(t) => serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
+            position,
+            what: format!("headers are not a JSON object of strings: {e}"),
+        }),
+    }
+}
+
+/// A stored non-negative integer back.
+pub(crate) fn unsigned(
+    value: i64,
+    what: &str,
+    position: Option<Position>,
+) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt {
+        position,
+        what: format!("{what} {value} is negative"),
+    })
+}
+
+/// An unsigned value to store.
+pub(crate) fn signed(value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Invalid(format!("{value} does not fit the store")))
+}

@@ -1,0 +1,285 @@
+//! Reading the store's rows back into the core's types, and writing them.
+
+use std::collections::HashMap;
+
+use cqrs_core::{
+    Appended, CommandRecord, Commit, Json, Metadata, Outcome, Position, RecordedEvent,
+    ScheduledCommand, StoreError, StreamId, Version,
+};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::error::{
+    backend, from_micros, headers, headers_text, is_unique_violation, micros, opt_uuid, signed,
+    unsigned, uuid,
+};
+
+/// The event columns, in the order [`EventRow::read`] expects, for `e` joined with streams `s`.
+pub(crate) const EVENT_COLUMNS: &str = "e.position, e.stream_id, s.name, e.version, e.event_type, e.schema_version, \
+     e.payload, e.event_id, e.correlation_id, e.causation_id, e.command_id, e.recorded_at, e.headers";
+
+/// Turns event rows into [`RecordedEvent`]s, sharing one `StreamId` per stream.
+#[derive(Default)]
+pub(crate) struct EventRows {
+    streams: HashMap<i64, StreamId>,
+}
+
+impl EventRows {
+    /// Reads one row selected with [`EVENT_COLUMNS`].
+    pub(crate) fn read(&mut self, row: &Row<'_>) -> Result<RecordedEvent, StoreError> {
+        let position = Position::new(unsigned(row.get(0).map_err(backend)?, "position", None)?);
+        let at = Some(position);
+        let corrupt = |what: String| StoreError::Corrupt { position: at, what };
+        let stream_key: i64 = row.get(1).map_err(backend)?;
+        let stream = match self.streams.get(&stream_key) {
+            Some(s) => s.clone(),
+            None => {
+                let name: String = row.get(2).map_err(backend)?;
+                let s = StreamId::new(&name).map_err(|e| corrupt(e.to_string()))?;
+                self.streams.insert(stream_key, s.clone());
+                s
+            }
+        };
+        let version = Version::new(unsigned(row.get(3).map_err(backend)?, "version", at)?);
+        let event_type: String = row.get(4).map_err(backend)?;
+        let schema_version: i64 = row.get(5).map_err(backend)?;
+        let schema_version = u16::try_from(schema_version)
+            .map_err(|_| corrupt(format!("schema version {schema_version}")))?;
+        let payload: String = row
+            .get(6)
+            .map_err(|e| corrupt(format!("payload is not text: {e}")))?;
+        let event_id: Vec<u8> = row.get(7).map_err(backend)?;
+        let metadata = Metadata {
+            event_id: uuid(&event_id, at)?,
+            correlation_id: opt_uuid(row.get(8).map_err(backend)?, at)?,
+            causation_id: opt_uuid(row.get(9).map_err(backend)?, at)?,
+            command_id: opt_uuid(row.get(10).map_err(backend)?, at)?,
+            recorded_at: from_micros(row.get(11).map_err(backend)?, at)?,
+            headers: headers(row.get(12).map_err(backend)?, at)?,
+        };
+        Ok(RecordedEvent {
+            stream,
+            version,
+            position,
+            event_type,
+            schema_version,
+            payload: Json::from_stored(payload),
+            metadata,
+        })
+    }
+}
+
+/// The command-record columns, in the order [`command_record`] expects.
+pub(crate) const COMMAND_COLUMNS: &str = "sequence, command_id, command_type, target, payload, correlation_id, causation_id, recorded_at, headers, outcome";
+
+/// Reads a command record selected with [`COMMAND_COLUMNS`], with its log sequence.
+pub(crate) fn command_record(row: &Row<'_>) -> Result<(u64, CommandRecord), StoreError> {
+    let sequence = unsigned(row.get(0).map_err(backend)?, "sequence", None)?;
+    let corrupt = |what: String| StoreError::Corrupt {
+        position: None,
+        what: format!("command record {sequence}: {what}"),
+    };
+    let id: Vec<u8> = row.get(1).map_err(backend)?;
+    let target: String = row.get(3).map_err(backend)?;
+    let payload: String = row.get(4).map_err(backend)?;
+    let outcome: String = row.get(9).map_err(backend)?;
+    Ok((
+        sequence,
+        CommandRecord {
+            command_id: uuid(&id, None)?,
+            command_type: row.get(2).map_err(backend)?,
+            target: StreamId::new(&target).map_err(|e| corrupt(e.to_string()))?,
+            payload: Json::from_stored(payload),
+            correlation_id: opt_uuid(row.get(5).map_err(backend)?, None)?,
+            causation_id: opt_uuid(row.get(6).map_err(backend)?, None)?,
+            recorded_at: from_micros(row.get(7).map_err(backend)?, None)?,
+            headers: headers(row.get(8).map_err(backend)?, None)?,
+            outcome: serde_json::from_str::<Outcome>(&outcome)
+                .map_err(|e| corrupt(e.to_string()))?,
+        },
+    ))
+}
+
+/// Inserts a command record; a known command id is [`StoreError::DuplicateCommand`].
+pub(crate) fn insert_command(conn: &Connection, record: &CommandRecord) -> Result<(), StoreError> {
+    let outcome = serde_json::to_string(&record.outcome).map_err(backend)?;
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO cqrs_commands (command_id, command_type, target, payload, correlation_id, causation_id, \
+             recorded_at, headers, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .map_err(backend)?;
+    insert
+        .execute(params![
+            record.command_id.as_bytes().as_slice(),
+            record.command_type,
+            record.target.as_str(),
+            record.payload.as_str(),
+            record
+                .correlation_id
+                .as_ref()
+                .map(|u| u.as_bytes().to_vec()),
+            record.causation_id.as_ref().map(|u| u.as_bytes().to_vec()),
+            micros(record.recorded_at),
+            headers_text(&record.headers),
+            outcome,
+        ])
+        .map_err(|e| {
+            if is_unique_violation(&e) {
+                StoreError::DuplicateCommand {
+                    command_id: record.command_id,
+                }
+            } else {
+                backend(e)
+            }
+        })?;
+    Ok(())
+}
+
+/// Whether command `id` is recorded.
+pub(crate) fn command_exists(conn: &Connection, id: &uuid::Uuid) -> Result<bool, StoreError> {
+    let mut find = conn
+        .prepare_cached("SELECT 1 FROM cqrs_commands WHERE command_id = ?1")
+        .map_err(backend)?;
+    find.exists([id.as_bytes().as_slice()]).map_err(backend)
+}
+
+/// Writes a commit inside the writer's transaction: checks the command id and the expected
+/// version, appends the events, records the command.
+pub(crate) fn write_commit(conn: &Connection, commit: Commit) -> Result<Appended, StoreError> {
+    if let Some(command) = &commit.command
+        && command_exists(conn, &command.command_id)?
+    {
+        return Err(StoreError::DuplicateCommand {
+            command_id: command.command_id,
+        });
+    }
+    let mut lookup = conn
+        .prepare_cached("SELECT id, version FROM cqrs_streams WHERE name = ?1")
+        .map_err(backend)?;
+    let found: Option<(i64, i64)> = lookup
+        .query_row([commit.stream.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(backend)?;
+    let actual = Version::new(found.map_or(Ok(0), |(_, v)| unsigned(v, "stream version", None))?);
+    if !commit.expected.matches(actual) {
+        return Err(StoreError::Conflict {
+            stream: commit.stream,
+            expected: commit.expected,
+            actual,
+        });
+    }
+    let mut version = actual;
+    let mut position = None;
+    if !commit.events.is_empty() {
+        let stream_key = match found {
+            Some((key, _)) => key,
+            None => {
+                let mut create = conn
+                    .prepare_cached(
+                        "INSERT INTO cqrs_streams (name, category, version) VALUES (?1, ?2, 0)",
+                    )
+                    .map_err(backend)?;
+                create
+                    .execute(params![commit.stream.as_str(), commit.stream.category()])
+                    .map_err(backend)?;
+                conn.last_insert_rowid()
+            }
+        };
+        let mut insert = conn
+            .prepare_cached(
+                "INSERT INTO cqrs_events (stream_id, version, event_type, schema_version, payload, event_id, \
+                 correlation_id, causation_id, command_id, recorded_at, headers) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )
+            .map_err(backend)?;
+        for event in &commit.events {
+            version = version.next();
+            let meta = &event.metadata;
+            insert
+                .execute(params![
+                    stream_key,
+                    signed(version.get())?,
+                    event.event_type,
+                    event.schema_version,
+                    event.payload.as_str(),
+                    meta.event_id.as_bytes().as_slice(),
+                    meta.correlation_id.as_ref().map(|u| u.as_bytes().to_vec()),
+                    meta.causation_id.as_ref().map(|u| u.as_bytes().to_vec()),
+                    meta.command_id.as_ref().map(|u| u.as_bytes().to_vec()),
+                    micros(meta.recorded_at),
+                    headers_text(&meta.headers),
+                ])
+                .map_err(backend)?;
+        }
+        position = Some(Position::new(unsigned(
+            conn.last_insert_rowid(),
+            "position",
+            None,
+        )?));
+        let mut bump = conn
+            .prepare_cached("UPDATE cqrs_streams SET version = ?1 WHERE id = ?2")
+            .map_err(backend)?;
+        bump.execute(params![signed(version.get())?, stream_key])
+            .map_err(backend)?;
+    }
+    if let Some(command) = &commit.command {
+        insert_command(conn, command)?;
+    }
+    Ok(Appended { version, position })
+}
+
+/// The scheduled-command columns, in the order [`scheduled`] expects.
+pub(crate) const SCHEDULED_COLUMNS: &str =
+    "id, target, command_type, payload, correlation_id, causation_id, headers, due_at";
+
+/// Reads a scheduled command selected with [`SCHEDULED_COLUMNS`].
+pub(crate) fn scheduled(row: &Row<'_>) -> Result<ScheduledCommand, StoreError> {
+    let id: Vec<u8> = row.get(0).map_err(backend)?;
+    let target: String = row.get(1).map_err(backend)?;
+    let payload: String = row.get(3).map_err(backend)?;
+    Ok(ScheduledCommand {
+        command: cqrs_core::CommandEnvelope {
+            id: uuid(&id, None)?,
+            target: StreamId::new(&target).map_err(|e| StoreError::Corrupt {
+                position: None,
+                what: format!("scheduled command target: {e}"),
+            })?,
+            command_type: row.get(2).map_err(backend)?,
+            payload: Json::from_stored(payload),
+            correlation_id: opt_uuid(row.get(4).map_err(backend)?, None)?,
+            causation_id: opt_uuid(row.get(5).map_err(backend)?, None)?,
+            headers: headers(row.get(6).map_err(backend)?, None)?,
+        },
+        due_at: from_micros(row.get(7).map_err(backend)?, None)?,
+    })
+}
+
+/// Schedules commands; ids already scheduled are left as they are.
+pub(crate) fn insert_scheduled(
+    conn: &Connection,
+    commands: &[ScheduledCommand],
+) -> Result<(), StoreError> {
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO cqrs_scheduled (id, target, command_type, payload, correlation_id, causation_id, \
+             headers, due_at, available_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+        )
+        .map_err(backend)?;
+    for s in commands {
+        cqrs_core::check_type_name(&s.command.command_type).map_err(StoreError::Invalid)?;
+        let c = &s.command;
+        insert
+            .execute(params![
+                c.id.as_bytes().as_slice(),
+                c.target.as_str(),
+                c.command_type,
+                c.payload.as_str(),
+                c.correlation_id.as_ref().map(|u| u.as_bytes().to_vec()),
+                c.causation_id.as_ref().map(|u| u.as_bytes().to_vec()),
+                headers_text(&c.headers),
+                micros(s.due_at),
+            ])
+            .map_err(backend)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! The store's tables, created and upgraded by versioned migrations recorded in the file.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::error::backend;
+use cqrs_core::StoreError;
+
+/// The schema version this build writes and understands.
+pub(crate) const CURRENT_VERSION: u32 = 1;
+
+/// Migrations in order; migration `i` moves the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: the event log, streams, the message log of commands, snapshots, checkpoints, the
+    // schedule (timeouts and outboxes) and process-manager state.
+    r"
+    CREATE TABLE cqrs_streams (
+        id       INTEGER PRIMARY KEY,
+        name     TEXT NOT NULL UNIQUE,
+        category TEXT NOT NULL,
+        version  INTEGER NOT NULL
+    );
+    CREATE INDEX cqrs_streams_category ON cqrs_streams (category);
+
+    -- `position` is the rowid: the single writer hands positions out in commit order, densely.
+    CREATE TABLE cqrs_events (
+        position       INTEGER PRIMARY KEY,
+        stream_id      INTEGER NOT NULL REFERENCES cqrs_streams (id),
+        version        INTEGER NOT NULL,
+        event_type     TEXT NOT NULL,
+        schema_version INTEGER NOT NULL,
+        payload        TEXT NOT NULL,
+        event_id       BLOB NOT NULL,
+        correlation_id BLOB,
+        causation_id   BLOB,
+        command_id     BLOB,
+        recorded_at    INTEGER NOT NULL,
+        headers        TEXT,
+        UNIQUE (stream_id, version)
+    );
+
+    CREATE TABLE cqrs_commands (
+        sequence       INTEGER PRIMARY KEY,
+        command_id     BLOB NOT NULL UNIQUE,
+        command_type   TEXT NOT NULL,
+        target         TEXT NOT NULL,
+        payload        TEXT NOT NULL,
+        correlation_id BLOB,
+        causation_id   BLOB,
+        recorded_at    INTEGER NOT NULL,
+        headers        TEXT,
+        outcome        TEXT NOT NULL
+    );
+    CREATE INDEX cqrs_commands_recorded_at ON cqrs_commands (recorded_at);
+
+    CREATE TABLE cqrs_snapshots (
+        stream         TEXT PRIMARY KEY,
+        version        INTEGER NOT NULL,
+        schema_version INTEGER NOT NULL,
+        state          TEXT NOT NULL,
+        taken_at       INTEGER NOT NULL
+    );
+
+    CREATE TABLE cqrs_checkpoints (
+        name     TEXT PRIMARY KEY,
+        position INTEGER NOT NULL
+    );
+
+    -- `available_at` is the due time, or the end of the current claim's lease.
+    CREATE TABLE cqrs_scheduled (
+        id             BLOB PRIMARY KEY,
+        target         TEXT NOT NULL,
+        command_type   TEXT NOT NULL,
+        payload        TEXT NOT NULL,
+        correlation_id BLOB,
+        causation_id   BLOB,
+        headers        TEXT,
+        due_at         INTEGER NOT NULL,
+        available_at   INTEGER NOT NULL
+    );
+    CREATE INDEX cqrs_scheduled_available ON cqrs_scheduled (available_at);
+
+    CREATE TABLE cqrs_processes (
+        id            TEXT PRIMARY KEY,
+        version       INTEGER NOT NULL,
+        state         TEXT NOT NULL,
+        completed     INTEGER NOT NULL,
+        last_position INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL
+    );
+    ",
+];
+
+/// Creates the schema, or upgrades it to [`CURRENT_VERSION`], in one transaction.
+///
+/// # Errors
+///
+/// [`StoreError::SchemaTooNew`] if the file was written by a newer build, or the backend error.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(backend)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS cqrs_schema (
+             version    INTEGER PRIMARY KEY,
+             applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+         );",
+    )
+    .map_err(backend)?;
+    let found: u32 = tx
+        .query_row("SELECT max(version) FROM cqrs_schema", [], |row| {
+            row.get::<_, Option<u32>>(0)
+        })
+        .optional()
+        .map_err(backend)?
+        .flatten()
+        .unwrap_or(0);
+    if found > CURRENT_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found,
+            supported: CURRENT_VERSION,
+        });
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        tx.execute_batch(migration).map_err(backend)?;
+        let version = u32::try_from(i + 1).map_err(backend)?;
+        tx.execute(
+            "INSERT INTO cqrs_schema (version) VALUES (?1)",
+            params![version],
+        )
+        .map_err(backend)?;
+        tracing::info!(version, "sqlite store schema migrated");
+    }
+    tx.commit().map_err(backend)
+}

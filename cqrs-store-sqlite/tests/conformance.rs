@@ -1,0 +1,19 @@
+//! The whole store conformance suite, on a file in a temporary directory and in memory.
+
+mod file {
+    cqrs_core::conformance_suite!(async || {
+        // The directory is leaked for the test's lifetime; the OS temp dir is cleaned by the test runner's host.
+        let dir = tempfile::tempdir().expect("a temporary directory").keep();
+        cqrs_store_sqlite::SqliteEventStore::open(dir.join("events.db"))
+            .await
+            .expect("the store opens")
+    });
+}
+
+mod memory {
+    cqrs_core::conformance_suite!(async || {
+        cqrs_store_sqlite::SqliteEventStore::open_in_memory()
+            .await
+            .expect("the store opens")
+    });
+}

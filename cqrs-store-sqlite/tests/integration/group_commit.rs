@@ -1,0 +1,155 @@
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use cqrs_core::{
+    EventReader, EventStore, ExpectedVersion, Json, NewEvent, Position, StreamId, Version,
+};
+use cqrs_store_sqlite::SqliteEventStore;
+
+/// Holds the writer busy until released, so that writes pile up behind it.
+async fn stall(store: &SqliteEventStore) -> (mpsc::Sender<()>, tokio::task::JoinHandle<()>) {
+    let (release, wait) = mpsc::channel::<()>();
+    let taken_before = store.writer_stats().writes;
+    let blocker = store.clone();
+    let task = tokio::spawn(async move {
+        blocker
+            .write(move |_| {
+                let _ = wait.recv();
+                Ok(())
+            })
+            .await
+            .unwrap();
+    });
+    // The stall is running once the writer has taken its write.
+    while store.writer_stats().writes <= taken_before {
+        tokio::task::yield_now().await;
+    }
+    (release, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn waiting_appends_share_one_transaction_and_a_conflict_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteEventStore::open(dir.path().join("events.db"))
+        .await
+        .unwrap();
+    let contested = StreamId::new("seats-1").unwrap();
+    store
+        .append(
+            &contested,
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("seats.added", Json::null())],
+        )
+        .await
+        .unwrap();
+
+    let before = store.writer_stats();
+    let (release, stalled) = stall(&store).await;
+    let mut appends = Vec::new();
+    for i in 0..63 {
+        let store = store.clone();
+        appends.push(tokio::spawn(async move {
+            let stream = StreamId::new(format!("order-{i}")).unwrap();
+            store
+                .append(
+                    &stream,
+                    ExpectedVersion::NoStream,
+                    vec![NewEvent::new("order.placed", Json::null())],
+                )
+                .await
+        }));
+    }
+    let loser = {
+        let store = store.clone();
+        let contested = contested.clone();
+        tokio::spawn(async move {
+            // Stale: the stream is at version 1.
+            store
+                .append(
+                    &contested,
+                    ExpectedVersion::NoStream,
+                    vec![NewEvent::new("seats.added", Json::null())],
+                )
+                .await
+        })
+    };
+    while store.writer_stats().queued < 64 {
+        tokio::task::yield_now().await;
+    }
+    release.send(()).unwrap();
+    stalled.await.unwrap();
+    for append in appends {
+        append.await.unwrap().expect("the other appends commit");
+    }
+    let err = loser.await.unwrap().expect_err("the stale append fails");
+    assert!(err.is_conflict(), "got {err:?}");
+
+    let after = store.writer_stats();
+    assert_eq!(after.writes - before.writes, 65, "the stall and 64 appends");
+    assert_eq!(
+        after.transactions - before.transactions,
+        2,
+        "the stall, then all 64 appends in one transaction"
+    );
+    assert_eq!(
+        store.read_all(Position::START, 1000).await.unwrap().len(),
+        64
+    );
+    assert_eq!(
+        store
+            .read_stream(&contested, Version::START)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "the conflict wrote nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_write_rolls_back_alone() {
+    let store = Arc::new(SqliteEventStore::open_in_memory().await.unwrap());
+    let (release, stalled) = stall(&store).await;
+    let good = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            store
+                .append(
+                    &StreamId::new("a-1").unwrap(),
+                    ExpectedVersion::Any,
+                    vec![NewEvent::new("e", Json::null())],
+                )
+                .await
+        })
+    };
+    let bad = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            store
+                .write(|conn| {
+                    conn.execute(
+                        "INSERT INTO cqrs_checkpoints (name, position) VALUES ('half-done', 1)",
+                        [],
+                    )
+                    .map_err(cqrs_core::StoreError::backend)?;
+                    Err::<(), _>(cqrs_core::StoreError::Invalid("changed my mind".into()))
+                })
+                .await
+        })
+    };
+    while store.writer_stats().queued < 2 {
+        tokio::task::yield_now().await;
+    }
+    release.send(()).unwrap();
+    stalled.await.unwrap();
+    good.await.unwrap().expect("the good write commits");
+    assert!(bad.await.unwrap().is_err());
+    assert_eq!(
+        cqrs_core::CheckpointStore::load_checkpoint(&*store, "half-done")
+            .await
+            .unwrap(),
+        None,
+        "rolled back"
+    );
+    assert_eq!(store.head().await.unwrap(), Position::new(1));
+}

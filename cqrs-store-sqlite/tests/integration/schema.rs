@@ -1,0 +1,124 @@
+use cqrs_core::{
+    EventReader, EventStore, ExpectedVersion, Json, NewEvent, StoreError, StreamId, Version,
+};
+use cqrs_store_sqlite::{Durability, SqliteEventStore, SqliteOptions, rusqlite};
+
+#[tokio::test]
+async fn reopening_a_file_keeps_its_events_and_its_schema_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let stream = StreamId::new("order-1").unwrap();
+    {
+        let store = SqliteEventStore::open(&path).await.unwrap();
+        store
+            .append(
+                &stream,
+                ExpectedVersion::NoStream,
+                vec![NewEvent::new("order.placed", Json::null())],
+            )
+            .await
+            .unwrap();
+    }
+    let store = SqliteEventStore::open(&path).await.unwrap();
+    assert_eq!(
+        store
+            .read_stream(&stream, Version::START)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let appended = store
+        .append(
+            &stream,
+            ExpectedVersion::Exact(Version::new(1)),
+            vec![NewEvent::new("e", Json::null())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(appended.version, Version::new(2));
+    let versions: Vec<i64> = store
+        .read(|conn| {
+            let mut s = conn
+                .prepare("SELECT version FROM cqrs_schema ORDER BY version")
+                .map_err(StoreError::backend)?;
+            let rows = s.query_map([], |r| r.get(0)).map_err(StoreError::backend)?;
+            rows.collect::<Result<_, _>>().map_err(StoreError::backend)
+        })
+        .await
+        .unwrap();
+    assert_eq!(versions, [1], "each migration is recorded once");
+    assert_eq!(store.path(), Some(path.as_path()));
+}
+
+#[tokio::test]
+async fn a_file_from_a_newer_version_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    drop(SqliteEventStore::open(&path).await.unwrap());
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute("INSERT INTO cqrs_schema (version) VALUES (99)", [])
+            .unwrap();
+    }
+    match SqliteEventStore::open(&path).await {
+        Err(StoreError::SchemaTooNew { found, supported }) => {
+            assert_eq!((found, supported), (99, 1))
+        }
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let max: i64 = conn
+        .query_row("SELECT max(version) FROM cqrs_schema", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(max, 99, "a refused file is left as it was");
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_database_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.txt");
+    std::fs::write(
+        &path,
+        "this is not a database, but it is long enough to look like a header ......",
+    )
+    .unwrap();
+    let err = SqliteEventStore::open(&path).await.unwrap_err();
+    assert!(matches!(err, StoreError::Backend(_)), "got {err:?}");
+}
+
+#[tokio::test]
+async fn durability_is_a_setting_and_wal_is_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteEventStore::open_with(
+        dir.path().join("fast.db"),
+        SqliteOptions::default().with_durability(Durability::Normal),
+    )
+    .await
+    .unwrap();
+    let (mode, synchronous): (String, i64) = store
+        .read(|conn| {
+            let mode = conn
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .map_err(StoreError::backend)?;
+            let sync = conn
+                .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .map_err(StoreError::backend)?;
+            Ok((mode, sync))
+        })
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+    assert_eq!(synchronous, 1, "NORMAL");
+    let full = SqliteEventStore::open(dir.path().join("safe.db"))
+        .await
+        .unwrap();
+    let synchronous: i64 = full
+        .read(|conn| {
+            conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .map_err(StoreError::backend)
+        })
+        .await
+        .unwrap();
+    assert_eq!(synchronous, 2, "FULL by default");
+}
