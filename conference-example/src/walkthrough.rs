@@ -381,7 +381,7 @@ impl ProcessManager for Registration {
     fn on_timeout(
         state: &Self,
         _: RegistrationTimeout,
-        cx: &TimeoutContext,
+        cx: &TimeoutContext<'_>,
     ) -> Result<Reaction<Self>, Self::Error> {
         if cx.command_id != state.expiry {
             return Ok(Reaction::unchanged());

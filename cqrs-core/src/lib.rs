@@ -133,13 +133,13 @@ pub use crate::message::{
     message_type, message_types,
 };
 pub use crate::process::{
-    CommandDispatcher, CommandHandler, CommandRouter, Delivery, DispatchError, DispatchWaker,
-    DispatcherHandle, EventContext, Outgoing, ProcessError, ProcessManager, ProcessManagerRunner,
-    Reaction, TimeoutContext, schedule_command,
+    Cause, CommandDispatcher, CommandHandler, CommandRouter, Delivery, DispatchError,
+    DispatchWaker, DispatcherHandle, EventContext, Outgoing, ProcessError, ProcessManager,
+    ProcessManagerRunner, Reaction, TimeoutContext, schedule_command,
 };
 pub use crate::projection::{
     Checkpointed, EventHandler, MemoryProjection, Projection, ProjectionError, ProjectionHandle,
-    ProjectionRunner, ProjectionStatus,
+    ProjectionRunner, ProjectionStatus, RunnerStopped,
 };
 pub use crate::repository::{CommandError, Handled, LoadError, Loaded, Repository, SnapshotPolicy};
 pub use crate::store::memory::InMemoryEventStore;
@@ -147,7 +147,7 @@ pub use crate::store::{
     Appended, BatchStream, CheckpointStore, Commit, EventReader, EventStore, EventStream,
     LogCursor, LogEntry, LogQuery, LoggedMessage, MessageKind, MessageLog, ProcessSave,
     ProcessState, ProcessStore, ReadBatch, ScheduleStore, ScheduledCommand, Snapshot,
-    SnapshotStore, Storage, StoreError, check_type_name,
+    SnapshotStore, Storage, StoreError, check_headers, check_type_name,
 };
 pub use crate::subscription::{CommitNotifier, SubscriptionOptions, subscription};
 pub use crate::upcast::{

@@ -79,7 +79,7 @@ use crate::version::{ExpectedVersion, Position, Version};
 ///         })
 ///     }
 ///
-///     fn on_timeout(_state: &Self, _timeout: Timeout, _cx: &TimeoutContext) -> Result<Reaction<Self>, Self::Error> {
+///     fn on_timeout(_state: &Self, _timeout: Timeout, _cx: &TimeoutContext<'_>) -> Result<Reaction<Self>, Self::Error> {
 ///         Ok(Reaction::unchanged().complete())
 ///     }
 /// }
@@ -117,13 +117,15 @@ pub trait ProcessManager: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn on_timeout(
         state: &Self,
         timeout: Self::Timeout,
-        context: &TimeoutContext,
+        context: &TimeoutContext<'_>,
     ) -> Result<Reaction<Self>, Self::Error>;
 }
 
 /// What a process manager gets with an event.
 #[derive(Debug, Clone, Copy)]
 pub struct EventContext<'a> {
+    /// The instance the event was routed to.
+    pub instance: &'a str,
     /// The stored event, with its metadata (correlation and causation ids, time, position).
     pub recorded: &'a RecordedEvent,
     /// The current time, from the runner's clock.
@@ -132,7 +134,9 @@ pub struct EventContext<'a> {
 
 /// What a process manager gets with a timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimeoutContext {
+pub struct TimeoutContext<'a> {
+    /// The instance the timeout is for.
+    pub instance: &'a str,
     /// The timeout's command id (as [`Outgoing::id`] returned when it was scheduled).
     pub command_id: Uuid,
     /// The current time, from the runner's clock.
@@ -312,15 +316,16 @@ impl Outgoing {
         self.command.as_ref().ok().map(|(_, _, payload)| payload)
     }
 
-    /// Puts the command in an envelope with the ids of the message that caused it.
+    /// Puts the command in an envelope carrying the lineage of the message that caused it:
+    /// its correlation id (or, if it had none, its own id, which starts the flow), its id as
+    /// causation id, and its headers.
     ///
     /// # Errors
     ///
     /// [`ProcessError::Encode`] if the command did not serialize.
     pub fn into_scheduled(
         self,
-        correlation_id: Option<Uuid>,
-        causation_id: Uuid,
+        cause: &Cause<'_>,
         now: DateTime<Utc>,
     ) -> Result<ScheduledCommand, ProcessError> {
         let (target, command_type, payload) = self.command.map_err(ProcessError::Encode)?;
@@ -330,12 +335,46 @@ impl Outgoing {
                 target,
                 command_type: command_type.to_owned(),
                 payload,
-                correlation_id,
-                causation_id: Some(causation_id),
-                headers: Default::default(),
+                correlation_id: Some(cause.correlation_id.unwrap_or(cause.id)),
+                causation_id: Some(cause.id),
+                headers: cause.headers.clone(),
             },
             due_at: self.due_at.unwrap_or(now),
+            attempts: 0,
         })
+    }
+}
+
+/// The message that caused a process manager's commands: what their lineage is copied from.
+#[derive(Debug, Clone, Copy)]
+pub struct Cause<'a> {
+    /// The message's id (an event id or a command id).
+    pub id: Uuid,
+    /// The flow it belongs to.
+    pub correlation_id: Option<Uuid>,
+    /// Its headers.
+    pub headers: &'a crate::event::Headers,
+}
+
+impl<'a> Cause<'a> {
+    /// The lineage of a stored event.
+    #[must_use]
+    pub fn event(event: &'a RecordedEvent) -> Self {
+        Self {
+            id: event.metadata.event_id,
+            correlation_id: event.metadata.correlation_id,
+            headers: &event.metadata.headers,
+        }
+    }
+
+    /// The lineage of a command.
+    #[must_use]
+    pub fn command(command: &'a CommandEnvelope) -> Self {
+        Self {
+            id: command.id,
+            correlation_id: command.correlation_id,
+            headers: &command.headers,
+        }
     }
 }
 
@@ -460,9 +499,19 @@ impl CommandRouter {
     }
 
     /// Sends commands whose target is in `category` to `handler`.
+    ///
+    /// # Panics
+    ///
+    /// Panics if `category` is already routed: one of the two handlers would silently never
+    /// receive anything (an aggregate and a process manager with the same name, say).
     #[must_use]
     pub fn route(mut self, category: impl Into<String>, handler: Arc<dyn CommandHandler>) -> Self {
-        self.routes.insert(category.into(), handler);
+        let category = category.into();
+        assert!(
+            !self.routes.contains_key(&category),
+            "the category {category:?} is routed twice"
+        );
+        self.routes.insert(category, handler);
         self
     }
 
@@ -567,8 +616,17 @@ const SAVE_ATTEMPTS: u32 = 10;
 
 impl<P: ProcessManager> ProcessManagerRunner<P> {
     /// A runner over `storage` with the system clock and no upcasters.
+    ///
+    /// # Panics
+    ///
+    /// Panics if [`ProcessManager::NAME`] is empty or contains `-` (see [`Repository::new`]).
     #[must_use]
     pub fn new(storage: Arc<dyn Storage>) -> Self {
+        assert!(
+            !P::NAME.is_empty() && !P::NAME.contains('-'),
+            "ProcessManager::NAME {:?} must be non-empty and free of '-'",
+            P::NAME
+        );
         Self {
             storage,
             upcasters: Upcasters::new(),
@@ -631,10 +689,15 @@ impl<P: ProcessManager> ProcessManagerRunner<P> {
     /// Handles one stored event: routes it, reacts, and saves each affected instance with its
     /// outbox. Events an instance has already handled are skipped.
     ///
+    /// An event the manager cannot take — it refuses it, its reaction sends commands for an
+    /// instance that has no state, a command does not serialize, the stored state does not
+    /// decode — is logged at error level and skipped: retrying would not change the outcome,
+    /// and one bad event must not stop every other instance.
+    ///
     /// # Errors
     ///
-    /// [`ProcessError`] if the event does not decode or the store fails. A refusal by the
-    /// manager itself is logged and skipped, not returned: retrying would not change it.
+    /// [`ProcessError`] if the event does not decode (retrying after an upcaster is deployed
+    /// helps) or the store fails.
     pub async fn handle_event(&self, recorded: &RecordedEvent) -> Result<(), ProcessError> {
         // A split (upcast) event may route several parts to one instance: keep them together.
         let mut by_instance: Vec<(String, Vec<P::Event>)> = Vec::new();
@@ -648,23 +711,36 @@ impl<P: ProcessManager> ProcessManagerRunner<P> {
             }
         }
         for (instance, events) in by_instance {
-            let id = Self::instance_id(&instance)?;
             let span = tracing::debug_span!("cqrs.process", process = P::NAME, instance = %instance, position = recorded.position.get());
-            self.react_and_save(&id, recorded, &events)
+            match self
+                .react_and_save(&instance, recorded, &events)
                 .instrument(span)
-                .await?;
+                .await
+            {
+                Ok(()) => {}
+                Err(err @ (ProcessError::Store(_) | ProcessError::Conflict(_))) => return Err(err),
+                Err(err) => tracing::error!(
+                    process = P::NAME,
+                    %instance,
+                    position = recorded.position.get(),
+                    event_type = %recorded.event_type,
+                    error = %err,
+                    "process manager cannot take this event; skipping it"
+                ),
+            }
         }
         Ok(())
     }
 
     async fn react_and_save(
         &self,
-        id: &StreamId,
+        instance: &str,
         recorded: &RecordedEvent,
         events: &[P::Event],
     ) -> Result<(), ProcessError> {
+        let id = Self::instance_id(instance)?;
         for _ in 0..SAVE_ATTEMPTS {
-            let stored = self.storage.load_process(id).await?;
+            let stored = self.storage.load_process(&id).await?;
             let (mut state, version) = match &stored {
                 Some(s) if s.completed || s.last_position >= recorded.position => return Ok(()),
                 Some(s) => (
@@ -678,7 +754,11 @@ impl<P: ProcessManager> ProcessManagerRunner<P> {
                 None => (None, Version::ZERO),
             };
             let now = self.clock.now();
-            let context = EventContext { recorded, now };
+            let context = EventContext {
+                instance,
+                recorded,
+                now,
+            };
             let mut sends = Vec::new();
             let mut completed = false;
             let mut changed = false;
@@ -704,17 +784,12 @@ impl<P: ProcessManager> ProcessManagerRunner<P> {
                 return Ok(());
             }
             let Some(state) = state else {
-                return Err(ProcessError::NoState(id.clone()));
+                return Err(ProcessError::NoState(id));
             };
+            let cause = Cause::event(recorded);
             let outbox = sends
                 .into_iter()
-                .map(|s| {
-                    s.into_scheduled(
-                        recorded.metadata.correlation_id,
-                        recorded.metadata.event_id,
-                        now,
-                    )
-                })
+                .map(|s| s.into_scheduled(&cause, now))
                 .collect::<Result<Vec<_>, _>>()?;
             let has_outbox = !outbox.is_empty();
             let save = ProcessSave {
@@ -734,14 +809,15 @@ impl<P: ProcessManager> ProcessManagerRunner<P> {
                     }
                     return Ok(());
                 }
-                Err(StoreError::Conflict { .. }) => {}
+                Err(StoreError::Conflict { .. }) => tokio::task::yield_now().await,
                 Err(err) => return Err(err.into()),
             }
         }
-        Err(ProcessError::Conflict(id.clone()))
+        Err(ProcessError::Conflict(id))
     }
 
     async fn handle_timeout(&self, envelope: CommandEnvelope) -> Result<Delivery, ProcessError> {
+        let instance = envelope.target.local_id().unwrap_or_default().to_owned();
         for _ in 0..SAVE_ATTEMPTS {
             let Some(stored) = self.storage.load_process(&envelope.target).await? else {
                 return Ok(Delivery::Ignored);
@@ -757,28 +833,38 @@ impl<P: ProcessManager> ProcessManagerRunner<P> {
                 decode_message::<P::Timeout>(&envelope.command_type, envelope.payload.as_str())
                     .map_err(|e| ProcessError::Encode(e.to_string()))?;
             let now = self.clock.now();
-            let reaction = match P::on_timeout(
-                &state,
-                timeout,
-                &TimeoutContext {
-                    command_id: envelope.id,
-                    now,
-                },
-            ) {
-                Ok(reaction) => reaction,
+            let context = TimeoutContext {
+                instance: &instance,
+                command_id: envelope.id,
+                now,
+            };
+            let version = stored.version.next();
+            let (reaction, outcome, delivery) = match P::on_timeout(&state, timeout, &context) {
+                Ok(reaction) => (
+                    reaction,
+                    Outcome::Accepted { version, events: 0 },
+                    Delivery::Accepted,
+                ),
                 Err(err) => {
                     tracing::warn!(process = %envelope.target, error = %err, "process manager refused a timeout");
-                    return Ok(Delivery::Rejected(err.to_string()));
+                    let message = err.to_string();
+                    let outcome = Outcome::Rejected {
+                        error: Json::encode(&message).unwrap_or_else(|_| Json::null()),
+                        message: message.clone(),
+                    };
+                    (Reaction::unchanged(), outcome, Delivery::Rejected(message))
                 }
             };
+            let cause = Cause::command(&envelope);
             let outbox = reaction
                 .sends
                 .into_iter()
-                .map(|s| s.into_scheduled(envelope.correlation_id, envelope.id, now))
+                .map(|s| s.into_scheduled(&cause, now))
                 .collect::<Result<Vec<_>, _>>()?;
             let has_outbox = !outbox.is_empty();
             let new_state = reaction.state.unwrap_or(state);
-            let version = stored.version.next();
+            // The save records the timeout as handled (or refused) in the message log; that
+            // record is what makes a redelivered copy a duplicate.
             let save = ProcessSave {
                 id: envelope.target.clone(),
                 expected: stored.version,
@@ -786,11 +872,7 @@ impl<P: ProcessManager> ProcessManagerRunner<P> {
                 completed: reaction.completed,
                 last_position: stored.last_position,
                 outbox,
-                handled: Some(CommandRecord::from_envelope(
-                    &envelope,
-                    now,
-                    Outcome::Accepted { version, events: 0 },
-                )),
+                handled: Some(CommandRecord::from_envelope(&envelope, now, outcome)),
                 saved_at: now,
             };
             match self.storage.save_process(save).await {
@@ -798,9 +880,9 @@ impl<P: ProcessManager> ProcessManagerRunner<P> {
                     if has_outbox && let Some(waker) = &self.waker {
                         waker.wake();
                     }
-                    return Ok(Delivery::Accepted);
+                    return Ok(delivery);
                 }
-                Err(StoreError::Conflict { .. }) => {}
+                Err(StoreError::Conflict { .. }) => tokio::task::yield_now().await,
                 Err(StoreError::DuplicateCommand { .. }) => return Ok(Delivery::Duplicate),
                 Err(err) => return Err(err.into()),
             }
@@ -898,6 +980,7 @@ pub struct CommandDispatcher {
     lease: chrono::Duration,
     batch: usize,
     idle_poll: chrono::Duration,
+    max_attempts: u32,
 }
 
 impl fmt::Debug for CommandDispatcher {
@@ -905,6 +988,7 @@ impl fmt::Debug for CommandDispatcher {
         f.debug_struct("CommandDispatcher")
             .field("lease", &self.lease)
             .field("batch", &self.batch)
+            .field("max_attempts", &self.max_attempts)
             .finish_non_exhaustive()
     }
 }
@@ -921,6 +1005,7 @@ impl CommandDispatcher {
             lease: chrono::Duration::seconds(30),
             batch: 64,
             idle_poll: chrono::Duration::seconds(1),
+            max_attempts: 10,
         }
     }
 
@@ -938,18 +1023,27 @@ impl CommandDispatcher {
         self
     }
 
-    /// Hides a claimed command from other dispatchers for `lease` (30 s by default).
+    /// Hides a claimed command from other dispatchers for `lease` (30 s by default, at least
+    /// 1 s): also the pause before a failed delivery is tried again.
     #[must_use]
     pub fn with_lease(mut self, lease: chrono::Duration) -> Self {
-        self.lease = lease;
+        self.lease = lease.max(chrono::Duration::seconds(1));
         self
     }
 
-    /// Checks the store at least this often while idle (1 s by default), for commands
-    /// scheduled by other processes.
+    /// Checks the store at least this often while idle (1 s by default, at least 10 ms), for
+    /// commands scheduled by other processes.
     #[must_use]
     pub fn with_idle_poll(mut self, every: chrono::Duration) -> Self {
-        self.idle_poll = every;
+        self.idle_poll = every.max(chrono::Duration::milliseconds(10));
+        self
+    }
+
+    /// Gives a command up after `attempts` failed deliveries (10 by default, at least 1): it is
+    /// then recorded as rejected in the message log and dropped.
+    #[must_use]
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
         self
     }
 
@@ -959,12 +1053,16 @@ impl CommandDispatcher {
         self.waker.clone()
     }
 
-    /// Delivers every command due now, and returns how many were handled.
+    /// Delivers every command due now, and returns how many were completed (delivered or
+    /// given up).
+    ///
+    /// A delivery that fails, whether for a passing reason or because this build cannot handle
+    /// the command (an unknown type during a rolling upgrade, say), is tried again when its
+    /// lease ends; after [`CommandDispatcher::with_max_attempts`] attempts it is given up.
     ///
     /// # Errors
     ///
-    /// [`StoreError`] if claiming or completing fails; delivery failures are logged and
-    /// retried later.
+    /// [`StoreError`] if claiming or completing fails.
     pub async fn run_due(&self) -> Result<usize, StoreError> {
         let mut handled = 0;
         loop {
@@ -975,8 +1073,8 @@ impl CommandDispatcher {
             for scheduled in due {
                 let envelope = scheduled.command;
                 let id = envelope.id;
-                let span = tracing::debug_span!("cqrs.dispatch", command = %envelope.command_type, command_id = %id, target = %envelope.target);
-                match self
+                let span = tracing::debug_span!("cqrs.dispatch", command = %envelope.command_type, command_id = %id, target = %envelope.target, attempt = scheduled.attempts);
+                let error = match self
                     .handler
                     .deliver(envelope.clone())
                     .instrument(span)
@@ -985,15 +1083,17 @@ impl CommandDispatcher {
                     Ok(delivery) => {
                         tracing::debug!(command_id = %id, ?delivery, "delivered");
                         done.push(id);
+                        continue;
                     }
-                    Err(DispatchError::Invalid(why)) => {
-                        tracing::error!(command_id = %id, command = %envelope.command_type, reason = %why, "dropping an undeliverable command");
-                        self.record_undeliverable(&envelope, &why, now).await?;
-                        done.push(id);
-                    }
-                    Err(DispatchError::Failed(err)) => {
-                        tracing::warn!(command_id = %id, command = %envelope.command_type, error = %err, "delivery failed; it will be retried");
-                    }
+                    Err(err) => err,
+                };
+                if scheduled.attempts >= self.max_attempts {
+                    let why = format!("gave up after {} attempts: {error}", scheduled.attempts);
+                    tracing::error!(command_id = %id, command = %envelope.command_type, reason = %why, "dropping an undeliverable command");
+                    self.record_undeliverable(&envelope, &why, now).await?;
+                    done.push(id);
+                } else {
+                    tracing::warn!(command_id = %id, command = %envelope.command_type, attempt = scheduled.attempts, error = %error, "delivery failed; it will be tried again");
                 }
             }
             handled += done.len();
@@ -1046,8 +1146,10 @@ impl CommandDispatcher {
                     }
                 };
                 let now = self.clock.now();
-                let deadline =
-                    next.map_or(now + self.idle_poll, |due| due.min(now + self.idle_poll));
+                let poll = now
+                    .checked_add_signed(self.idle_poll)
+                    .unwrap_or(DateTime::<Utc>::MAX_UTC);
+                let deadline = next.map_or(poll, |due| due.min(poll));
                 tokio::select! {
                     () = self.clock.sleep_until(deadline) => {}
                     () = self.waker.notify.notified() => {}
@@ -1110,10 +1212,10 @@ pub async fn schedule_command<A: Aggregate>(
         .map_err(|e: EnvelopeError| ProcessError::Encode(e.to_string()))?;
     let command_id = envelope.id;
     storage
-        .schedule(vec![ScheduledCommand {
-            command: envelope,
-            due_at: crate::clock::truncate_to_micros(due_at),
-        }])
+        .schedule(vec![ScheduledCommand::new(
+            envelope,
+            crate::clock::truncate_to_micros(due_at),
+        )])
         .await?;
     Ok(command_id)
 }

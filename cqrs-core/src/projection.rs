@@ -1,9 +1,10 @@
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -439,7 +440,7 @@ pub struct ProjectionStatus {
 /// let appended = store
 ///     .append(&StreamId::new("s-1")?, ExpectedVersion::Any, vec![NewEvent::new("e", Json::null())])
 ///     .await?;
-/// live.wait_for(appended.position.unwrap()).await;
+/// live.wait_for(appended.position.unwrap()).await.unwrap();
 /// assert_eq!(count.read(|n| *n), 1);
 /// live.stop().await;
 /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
@@ -504,11 +505,7 @@ impl ProjectionRunner {
     /// The first [`ProjectionError`]; the checkpoint stays at the last applied batch.
     pub async fn catch_up(&self) -> Result<Position, ProjectionError> {
         let filter = self.projection.filter();
-        let saved = self
-            .projection
-            .checkpoint()
-            .await?
-            .unwrap_or(Position::ZERO);
+        let saved = self.checked_checkpoint().await?;
         let mut position = saved;
         loop {
             let batch = self
@@ -524,6 +521,26 @@ impl ProjectionRunner {
                 return Ok(position);
             }
         }
+    }
+
+    /// The projection's checkpoint, refusing one ahead of the log: that happens when the event
+    /// store was restored from a backup older than the read model, and going on would skip
+    /// every new event up to the old checkpoint.
+    async fn checked_checkpoint(&self) -> Result<Position, ProjectionError> {
+        let saved = self
+            .projection
+            .checkpoint()
+            .await?
+            .unwrap_or(Position::ZERO);
+        let head = self.reader.head().await?;
+        if saved > head {
+            return Err(ProjectionError::new(format!(
+                "the checkpoint of {} is at {saved}, ahead of the log's head {head}: was the event store restored \
+                 from an older backup? Rebuild the read model",
+                self.projection.key()
+            )));
+        }
+        Ok(saved)
     }
 
     /// Empties the read model and applies the whole log again.
@@ -587,14 +604,24 @@ impl ProjectionRunner {
     async fn run(self, status: watch::Sender<ProjectionStatus>, mut stop: watch::Receiver<bool>) {
         let mut delay = self.retry_delay;
         loop {
+            let mut progressed = false;
+            // A panic in a projection is caught and retried like an error, so one bad event
+            // cannot silently end the runner.
             let result = tokio::select! {
-                result = self.follow(&status) => result,
+                result = AssertUnwindSafe(self.follow(&status, &mut progressed)).catch_unwind() => result,
                 _ = stop.wait_for(|s| *s) => return,
             };
             let err = match result {
-                Ok(()) => ProjectionError::new("the store closed the subscription"),
-                Err(err) => err,
+                Ok(Ok(())) => ProjectionError::new("the store closed the subscription"),
+                Ok(Err(err)) => err,
+                Err(panic) => ProjectionError::new(format!(
+                    "the projection panicked: {}",
+                    panic_message(&*panic)
+                )),
             };
+            if progressed {
+                delay = self.retry_delay;
+            }
             tracing::warn!(projection = %self.projection.key(), error = %err, retry_in_ms = delay.as_millis(), "projection failed; retrying");
             status.send_modify(|s| {
                 s.live = false;
@@ -604,7 +631,7 @@ impl ProjectionRunner {
                 () = tokio::time::sleep(delay) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
-            delay = (delay * 2).min(Duration::from_secs(30));
+            delay = delay.saturating_mul(2).min(Duration::from_secs(30));
         }
     }
 
@@ -612,12 +639,9 @@ impl ProjectionRunner {
     async fn follow(
         &self,
         status: &watch::Sender<ProjectionStatus>,
+        progressed: &mut bool,
     ) -> Result<(), ProjectionError> {
-        let mut saved = self
-            .projection
-            .checkpoint()
-            .await?
-            .unwrap_or(Position::ZERO);
+        let mut saved = self.checked_checkpoint().await?;
         status.send_modify(|s| s.position = s.position.max(saved));
         let mut batches = self
             .reader
@@ -635,6 +659,7 @@ impl ProjectionRunner {
                     chunk[chunk.len() - 1].position
                 };
                 self.apply_batch(chunk, checkpoint).await?;
+                *progressed = true;
                 saved = checkpoint;
                 position = checkpoint;
                 status.send_modify(|s| {
@@ -655,6 +680,19 @@ impl ProjectionRunner {
         }
         Ok(())
     }
+}
+
+/// The runner stopped before the projection reached the position waited for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the projection runner stopped")]
+pub struct RunnerStopped;
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 /// A projection running in the background.
@@ -680,10 +718,17 @@ impl ProjectionHandle {
 
     /// Waits until the projection has applied the log up to `position` (returns at once if
     /// it has). Wrap it in a timeout where the caller must not wait for long.
-    pub async fn wait_for(&self, position: Position) {
+    ///
+    /// # Errors
+    ///
+    /// [`RunnerStopped`] if the runner stopped before reaching `position`.
+    pub async fn wait_for(&self, position: Position) -> Result<(), RunnerStopped> {
         let mut status = self.status.clone();
-        // The sender lives as long as the task, which lives until `stop`.
-        let _ = status.wait_for(|s| s.position >= position).await;
+        status
+            .wait_for(|s| s.position >= position)
+            .await
+            .map(|_| ())
+            .map_err(|_| RunnerStopped)
     }
 
     /// Stops the runner and waits until it has stopped. A batch interrupted half-way is

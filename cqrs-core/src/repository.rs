@@ -221,8 +221,18 @@ impl<A: Aggregate> Repository<A> {
 
     /// A repository over `storage` with no upcasters, the system clock, no snapshots and
     /// [`Repository::DEFAULT_MAX_ATTEMPTS`].
+    ///
+    /// # Panics
+    ///
+    /// Panics if [`Aggregate::TYPE`] is empty or contains `-`: the stream category could not
+    /// be told from the id, and commands could not be routed back to the aggregate.
     #[must_use]
     pub fn new(storage: Arc<dyn Storage>) -> Self {
+        assert!(
+            !A::TYPE.is_empty() && !A::TYPE.contains('-'),
+            "Aggregate::TYPE {:?} must be non-empty and free of '-'",
+            A::TYPE
+        );
         Self {
             storage,
             upcasters: Upcasters::new(),
@@ -299,24 +309,21 @@ impl<A: Aggregate> Repository<A> {
             let snapshot = match &self.snapshots {
                 Some(_) => {
                     let span = tracing::debug_span!("cqrs.store.load_snapshot", stream = %stream);
-                    self.storage.load_snapshot(&stream).instrument(span).await?
+                    self.storage.load_snapshot(&stream, A::SNAPSHOT_VERSION).instrument(span).await?
                 }
                 None => None,
             };
             if let Some(codec) = &self.snapshots
                 && let Some(snapshot) = snapshot
+                && snapshot.schema_version == A::SNAPSHOT_VERSION
             {
-                if snapshot.schema_version == A::SNAPSHOT_VERSION {
-                    match (codec.decode)(&snapshot.state) {
-                        Ok(s) => {
-                            state = Some(s);
-                            version = snapshot.version;
-                            tracing::Span::current().record("snapshot", snapshot.version.get());
-                        }
-                        Err(err) => tracing::warn!(%stream, error = %err, "ignoring a snapshot that does not decode"),
+                match (codec.decode)(&snapshot.state) {
+                    Ok(s) => {
+                        state = Some(s);
+                        version = snapshot.version;
+                        tracing::Span::current().record("snapshot", snapshot.version.get());
                     }
-                } else {
-                    tracing::debug!(%stream, found = snapshot.schema_version, "ignoring a snapshot of another schema version");
+                    Err(err) => tracing::warn!(%stream, error = %err, "ignoring a snapshot that does not decode"),
                 }
             }
             let read_span = tracing::debug_span!("cqrs.store.read_stream", stream = %stream, from = version.next().get());
@@ -417,9 +424,8 @@ impl<A: Aggregate> Repository<A> {
         payload: Json,
         context: CommandContext,
     ) -> Result<Handled<A>, CommandError<A::Error>> {
-        if let Some(record) = self.storage.find_command(context.command_id).await? {
-            return self.replay(&stream, record).await;
-        }
+        // A command id handled before is found by the commit itself (its record's id is unique
+        // in the store), which then replays the recorded result: no lookup on the hot path.
         let correlation_id = context.correlation_id();
         let mut first = Some(command);
         let mut attempt = 0;
@@ -465,7 +471,11 @@ impl<A: Aggregate> Repository<A> {
                     .with_command(record(outcome));
                     match self.commit(commit).await {
                         Ok(_) => return Err(CommandError::Rejected(rejection)),
-                        Err(StoreError::Conflict { .. }) if attempt < self.max_attempts => continue,
+                        Err(StoreError::Conflict { .. }) if attempt < self.max_attempts => {
+                            // Let the writer that won go on before deciding again.
+                            tokio::task::yield_now().await;
+                            continue;
+                        }
                         Err(StoreError::Conflict { .. }) => {
                             return Err(CommandError::Conflict {
                                 stream,
@@ -473,7 +483,9 @@ impl<A: Aggregate> Repository<A> {
                             });
                         }
                         Err(StoreError::DuplicateCommand { .. }) => {
-                            return self.replay_from_store(&stream, &context).await;
+                            return self
+                                .replay_from_store(&stream, command_type, &context)
+                                .await;
                         }
                         Err(e) => return Err(e.into()),
                     }
@@ -527,7 +539,9 @@ impl<A: Aggregate> Repository<A> {
                         replayed: false,
                     });
                 }
-                Err(StoreError::Conflict { .. }) if attempt < self.max_attempts => {}
+                Err(StoreError::Conflict { .. }) if attempt < self.max_attempts => {
+                    tokio::task::yield_now().await;
+                }
                 Err(StoreError::Conflict { .. }) => {
                     return Err(CommandError::Conflict {
                         stream,
@@ -535,7 +549,9 @@ impl<A: Aggregate> Repository<A> {
                     });
                 }
                 Err(StoreError::DuplicateCommand { .. }) => {
-                    return self.replay_from_store(&stream, &context).await;
+                    return self
+                        .replay_from_store(&stream, command_type, &context)
+                        .await;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -601,10 +617,11 @@ impl<A: Aggregate> Repository<A> {
     async fn replay_from_store(
         &self,
         stream: &StreamId,
+        command_type: &str,
         context: &CommandContext,
     ) -> Result<Handled<A>, CommandError<A::Error>> {
         match self.storage.find_command(context.command_id).await? {
-            Some(record) => self.replay(stream, record).await,
+            Some(record) => self.replay(stream, command_type, record).await,
             None => Err(CommandError::Store(StoreError::Corrupt {
                 position: None,
                 what: format!(
@@ -619,12 +636,14 @@ impl<A: Aggregate> Repository<A> {
     async fn replay(
         &self,
         stream: &StreamId,
+        command_type: &str,
         record: CommandRecord,
     ) -> Result<Handled<A>, CommandError<A::Error>> {
-        if record.target != *stream {
+        if record.target != *stream || record.command_type != command_type {
             return Err(CommandError::CommandIdReused {
                 command_id: record.command_id,
                 target: record.target,
+                command_type: record.command_type,
             });
         }
         match record.outcome {
@@ -706,13 +725,15 @@ pub enum CommandError<E> {
         /// How many attempts were made.
         attempts: u32,
     },
-    /// The command id was used before for another aggregate.
-    #[error("command id {command_id} was already used for {target}")]
+    /// The command id was used before for another command or another aggregate.
+    #[error("command id {command_id} was already used for {command_type} on {target}")]
     CommandIdReused {
         /// The command id.
         command_id: Uuid,
         /// The stream it was used for.
         target: StreamId,
+        /// The type of the command it was used for.
+        command_type: String,
     },
     /// The aggregate could not be loaded.
     #[error("cannot load the aggregate")]

@@ -73,6 +73,12 @@ pub trait EventReader: Send + Sync + 'static {
     /// Reads events of the global log that pass `filter`, scanning from `from` on, and says
     /// where to continue.
     ///
+    /// `limit` bounds the events returned; a store may also bound the rows it scans, so a
+    /// batch can hold fewer events than `limit`, or none, without being at the end. Every
+    /// batch either advances ([`ReadBatch::next`] > `from`) or is at the end
+    /// ([`ReadBatch::end`]), so a reader never spins in place. `next` never passes an event
+    /// that is not yet visible to readers: that is what keeps filtered readers gap-safe.
+    ///
     /// Stores that can filter in their queries override this; the default scans
     /// [`EventReader::read_all`] pages of `limit` events.
     ///
@@ -170,7 +176,12 @@ pub trait EventReader: Send + Sync + 'static {
 ///   expected version, exactly one wins (conformance: `concurrent_writers_on_one_stream`).
 /// - A stale expectation fails with [`StoreError::Conflict`] carrying the actual version.
 /// - A commit carrying a [`CommandRecord`] whose id the store already holds writes nothing and
-///   fails with [`StoreError::DuplicateCommand`] (conformance: `duplicate_command_id_writes_nothing`).
+///   fails with [`StoreError::DuplicateCommand`], checked *before* the expected version, so a
+///   redelivered command is recognised even when its stream has moved on (conformance:
+///   `duplicate_command_id_writes_nothing`). Command ids are one namespace across commits and
+///   [`ProcessStore::save_process`].
+/// - A commit with no events still checks its expectation atomically with the other writes to
+///   the stream (it is how a rejection is recorded "at the version it was decided on").
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not an event store",
     note = "stores implement `cqrs_core::EventStore` and run `cqrs_core::conformance_suite!` to prove it"
@@ -262,7 +273,9 @@ impl Commit {
         self
     }
 
-    /// Checks the limits every store enforces: type names are 1 to 200 bytes.
+    /// Checks the limits every store enforces: type names are 1 to 200 bytes without control
+    /// characters; header names are non-empty; no header holds a NUL character; the command
+    /// record is for this commit's stream.
     ///
     /// Stores call this first, so that every store rejects the same commits.
     ///
@@ -273,10 +286,20 @@ impl Commit {
         for (i, event) in self.events.iter().enumerate() {
             check_type_name(&event.event_type)
                 .map_err(|why| StoreError::Invalid(format!("event {i}: {why}")))?;
+            check_headers(&event.metadata.headers)
+                .map_err(|why| StoreError::Invalid(format!("event {i}: {why}")))?;
         }
         if let Some(command) = &self.command {
             check_type_name(&command.command_type)
                 .map_err(|why| StoreError::Invalid(format!("command: {why}")))?;
+            check_headers(&command.headers)
+                .map_err(|why| StoreError::Invalid(format!("command: {why}")))?;
+            if command.target != self.stream {
+                return Err(StoreError::Invalid(format!(
+                    "the command record is for {} but the commit is for {}",
+                    command.target, self.stream
+                )));
+            }
         }
         Ok(())
     }
@@ -296,6 +319,24 @@ pub fn check_type_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks headers against the limits every store enforces: names are non-empty, and neither
+/// names nor values hold a NUL character (which some databases cannot store in text).
+///
+/// # Errors
+///
+/// A description of the problem.
+pub fn check_headers(headers: &crate::event::Headers) -> Result<(), String> {
+    for (name, value) in headers {
+        if name.is_empty() {
+            return Err("a header name is empty".to_owned());
+        }
+        if name.contains('\0') || value.contains('\0') {
+            return Err(format!("header {name:?} holds a NUL character"));
+        }
+    }
+    Ok(())
+}
+
 /// Where a commit landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Appended {
@@ -305,7 +346,7 @@ pub struct Appended {
     pub position: Option<Position>,
 }
 
-/// A page of [`EventReader::read_filtered`].
+/// A page of [`EventReader::read_filtered`]: it advances or it is at the end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadBatch {
     /// The events that passed the filter, in position order.
@@ -316,22 +357,30 @@ pub struct ReadBatch {
     pub end: bool,
 }
 
-/// Keeps the newest snapshot of each stream.
+/// Keeps the newest snapshot of each stream, per snapshot schema version.
+///
+/// Keeping one snapshot per schema version lets an old and a new build of an aggregate run
+/// side by side (during a rolling upgrade) without replacing each other's snapshots.
 ///
 /// # Contract
 ///
-/// A saved snapshot replaces the stored one unless the stored one is of a higher stream
-/// version (conformance: `snapshots_keep_the_newest`).
+/// A saved snapshot replaces the stored one of the same stream and schema version unless that
+/// one is of a higher stream version (conformance: `snapshots_keep_the_newest`).
 #[async_trait]
 pub trait SnapshotStore: Send + Sync + 'static {
-    /// The newest snapshot of `stream`, if any.
+    /// The newest snapshot of `stream` written with `schema_version`, if any.
     ///
     /// # Errors
     ///
     /// [`StoreError::Backend`] if the store fails.
-    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError>;
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        schema_version: u16,
+    ) -> Result<Option<Snapshot>, StoreError>;
 
-    /// Stores `snapshot`, unless a snapshot of a higher version is already stored.
+    /// Stores `snapshot`, unless a snapshot of the same stream and schema version with a higher
+    /// stream version is already stored.
     ///
     /// # Errors
     ///
@@ -606,7 +655,8 @@ pub enum LoggedMessage {
 /// Conformance: `scheduled_commands_fire_when_due_and_once_claimed`.
 #[async_trait]
 pub trait ScheduleStore: Send + Sync + 'static {
-    /// Stores commands to deliver at their due time. An id already scheduled is left as it is.
+    /// Stores commands to deliver at their due time. An id already scheduled is left as it is
+    /// (an id completed and then scheduled again is delivered again: receivers deduplicate).
     ///
     /// # Errors
     ///
@@ -614,8 +664,10 @@ pub trait ScheduleStore: Send + Sync + 'static {
     async fn schedule(&self, commands: Vec<ScheduledCommand>) -> Result<(), StoreError>;
 
     /// Claims up to `limit` commands due at `now`, earliest first, hiding them from other
-    /// claims until `now + lease`. A claimed command that is not completed in time becomes
-    /// claimable again.
+    /// claims until `now + lease`, and counts the claim in their
+    /// [`attempts`](ScheduledCommand::attempts). A claimed command that is not completed in
+    /// time becomes claimable again. `now` is the caller's clock: dispatchers sharing a store
+    /// need clocks that agree to within a small part of the lease.
     ///
     /// # Errors
     ///
@@ -649,6 +701,22 @@ pub struct ScheduledCommand {
     pub command: CommandEnvelope,
     /// When to deliver it, to the microsecond.
     pub due_at: DateTime<Utc>,
+    /// How many times it has been claimed, the current claim included: 0 until the first
+    /// claim. Stores count it; the value given to [`ScheduleStore::schedule`] is ignored.
+    #[serde(default)]
+    pub attempts: u32,
+}
+
+impl ScheduledCommand {
+    /// `command`, due at `due_at`.
+    #[must_use]
+    pub fn new(command: CommandEnvelope, due_at: DateTime<Utc>) -> Self {
+        Self {
+            command,
+            due_at,
+            attempts: 0,
+        }
+    }
 }
 
 /// Keeps process-manager instances, saving each one's state together with the commands it

@@ -53,7 +53,7 @@ use crate::store::{SqliteEventStore, load_checkpoint, save_checkpoint};
 /// let counts = Arc::new(store.projection(CategoryCounts));
 /// ProjectionRunner::new(Arc::new(store.clone()), counts).catch_up().await?;
 /// let n: i64 = store
-///     .read(|conn| Ok(conn.query_row("SELECT n FROM category_counts WHERE category = 'seats'", [], |r| r.get(0))?))
+///     .query(|conn| conn.query_row("SELECT n FROM category_counts WHERE category = 'seats'", [], |r| r.get(0)))
 ///     .await?;
 /// assert_eq!(n, 1);
 /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
@@ -135,7 +135,7 @@ impl<P: SqliteProjection> Transactional<P> {
         let projection = Arc::clone(&self.projection);
         let set_up = Arc::clone(&self.set_up);
         self.store
-            .write(move |conn| {
+            .write_with(move |conn| {
                 let run = || {
                     if !set_up.load(Ordering::Acquire) {
                         projection.setup(conn)?;

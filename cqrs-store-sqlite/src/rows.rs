@@ -230,7 +230,7 @@ pub(crate) fn write_commit(conn: &Connection, commit: Commit) -> Result<Appended
 
 /// The scheduled-command columns, in the order [`scheduled`] expects.
 pub(crate) const SCHEDULED_COLUMNS: &str =
-    "id, target, command_type, payload, correlation_id, causation_id, headers, due_at";
+    "id, target, command_type, payload, correlation_id, causation_id, headers, due_at, attempts";
 
 /// Reads a scheduled command selected with [`SCHEDULED_COLUMNS`].
 pub(crate) fn scheduled(row: &Row<'_>) -> Result<ScheduledCommand, StoreError> {
@@ -251,6 +251,7 @@ pub(crate) fn scheduled(row: &Row<'_>) -> Result<ScheduledCommand, StoreError> {
             headers: headers(row.get(6).map_err(backend)?, None)?,
         },
         due_at: from_micros(row.get(7).map_err(backend)?, None)?,
+        attempts: u32::try_from(row.get::<_, i64>(8).map_err(backend)?).unwrap_or(u32::MAX),
     })
 }
 
@@ -267,6 +268,7 @@ pub(crate) fn insert_scheduled(
         .map_err(backend)?;
     for s in commands {
         cqrs_core::check_type_name(&s.command.command_type).map_err(StoreError::Invalid)?;
+        cqrs_core::check_headers(&s.command.headers).map_err(StoreError::Invalid)?;
         let c = &s.command;
         insert
             .execute(params![

@@ -53,11 +53,12 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX cqrs_commands_recorded_at ON cqrs_commands (recorded_at);
 
     CREATE TABLE cqrs_snapshots (
-        stream         TEXT PRIMARY KEY,
-        version        INTEGER NOT NULL,
+        stream         TEXT NOT NULL,
         schema_version INTEGER NOT NULL,
+        version        INTEGER NOT NULL,
         state          TEXT NOT NULL,
-        taken_at       INTEGER NOT NULL
+        taken_at       INTEGER NOT NULL,
+        PRIMARY KEY (stream, schema_version)
     );
 
     CREATE TABLE cqrs_checkpoints (
@@ -75,7 +76,8 @@ const MIGRATIONS: &[&str] = &[
         causation_id   BLOB,
         headers        TEXT,
         due_at         INTEGER NOT NULL,
-        available_at   INTEGER NOT NULL
+        available_at   INTEGER NOT NULL,
+        attempts       INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX cqrs_scheduled_available ON cqrs_scheduled (available_at);
 

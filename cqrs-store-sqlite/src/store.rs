@@ -231,7 +231,7 @@ impl SqliteEventStore {
     /// # tokio_test::block_on(async {
     /// let store = cqrs_store_sqlite::SqliteEventStore::open_in_memory().await?;
     /// let tables: i64 = store
-    ///     .read(|conn| Ok(conn.query_row("SELECT count(*) FROM sqlite_master WHERE name LIKE 'cqrs_%'", [], |r| r.get(0))?))
+    ///     .query(|conn| conn.query_row("SELECT count(*) FROM sqlite_master WHERE name LIKE 'cqrs_%'", [], |r| r.get(0)))
     ///     .await?;
     /// assert!(tables > 0);
     /// # Ok::<(), cqrs_core::StoreError>(()) }).unwrap();
@@ -239,8 +239,34 @@ impl SqliteEventStore {
     ///
     /// # Errors
     ///
-    /// `f`'s error, or [`StoreError::Backend`] if no connection can be opened.
-    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// `f`'s error, or a failure to open a connection, as [`StoreError::Backend`].
+    pub async fn query<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.read(move |conn| f(conn).map_err(backend)).await
+    }
+
+    /// Runs `f` on the writer, inside a transaction shared with other writes (in its own
+    /// savepoint, rolled back if `f` fails). The result comes back once it is committed.
+    ///
+    /// # Errors
+    ///
+    /// `f`'s error, or the commit's, as [`StoreError::Backend`].
+    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.inner
+            .writer
+            .write(false, move |conn| f(conn).map_err(backend))
+            .await
+    }
+
+    /// Runs `f` on a read connection (or the writer's, in memory).
+    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -262,14 +288,8 @@ impl SqliteEventStore {
         }
     }
 
-    /// Runs `f` on the writer, inside a transaction shared with other writes (in its own
-    /// savepoint): what a transactional read model uses to change its tables. The result comes
-    /// back once it is committed.
-    ///
-    /// # Errors
-    ///
-    /// `f`'s error (its writes are rolled back), or the commit's.
-    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// Runs `f` on the writer in its own savepoint.
+    pub(crate) async fn write_with<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -528,26 +548,27 @@ impl EventStore for SqliteEventStore {
 
 #[async_trait]
 impl SnapshotStore for SqliteEventStore {
-    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        schema_version: u16,
+    ) -> Result<Option<Snapshot>, StoreError> {
         let stream = stream.clone();
         self.read(move |conn| {
             let mut select = conn
                 .prepare_cached(
-                    "SELECT version, schema_version, state, taken_at FROM cqrs_snapshots WHERE stream = ?1",
+                    "SELECT version, state, taken_at FROM cqrs_snapshots WHERE stream = ?1 AND schema_version = ?2",
                 )
                 .map_err(backend)?;
-            let row: Option<(i64, i64, String, i64)> = select
-                .query_row([stream.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            let row: Option<(i64, String, i64)> = select
+                .query_row(params![stream.as_str(), schema_version], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .optional()
                 .map_err(backend)?;
-            row.map(|(version, schema_version, state, taken_at)| {
+            row.map(|(version, state, taken_at)| {
                 Ok(Snapshot {
                     stream: stream.clone(),
                     version: Version::new(unsigned(version, "snapshot version", None)?),
-                    schema_version: u16::try_from(schema_version).map_err(|_| StoreError::Corrupt {
-                        position: None,
-                        what: format!("snapshot of {stream} has schema version {schema_version}"),
-                    })?,
+                    schema_version,
                     state: Json::from_stored(state),
                     taken_at: from_micros(taken_at, None)?,
                 })
@@ -565,8 +586,8 @@ impl SnapshotStore for SqliteEventStore {
                     .prepare_cached(
                         "INSERT INTO cqrs_snapshots (stream, version, schema_version, state, taken_at) \
                          VALUES (?1, ?2, ?3, ?4, ?5) \
-                         ON CONFLICT (stream) DO UPDATE SET version = excluded.version, \
-                         schema_version = excluded.schema_version, state = excluded.state, taken_at = excluded.taken_at \
+                         ON CONFLICT (stream, schema_version) DO UPDATE SET version = excluded.version, \
+                         state = excluded.state, taken_at = excluded.taken_at \
                          WHERE excluded.version >= cqrs_snapshots.version",
                     )
                     .map_err(backend)?;
@@ -848,14 +869,13 @@ impl ScheduleStore for SqliteEventStore {
                 while let Some(row) = rows.next().map_err(backend)? {
                     claimed.push(scheduled(row)?);
                 }
-                let until = micros(now + lease);
+                let until = micros(now.checked_add_signed(lease).unwrap_or(DateTime::<Utc>::MAX_UTC));
                 let mut claim = conn
-                    .prepare_cached("UPDATE cqrs_scheduled SET available_at = ?1 WHERE id = ?2")
+                    .prepare_cached("UPDATE cqrs_scheduled SET available_at = ?1, attempts = attempts + 1 WHERE id = ?2")
                     .map_err(backend)?;
-                for c in &claimed {
-                    claim
-                        .execute(params![until, c.command.id.as_bytes().as_slice()])
-                        .map_err(backend)?;
+                for c in &mut claimed {
+                    claim.execute(params![until, c.command.id.as_bytes().as_slice()]).map_err(backend)?;
+                    c.attempts = c.attempts.saturating_add(1);
                 }
                 Ok(claimed)
             })
@@ -926,6 +946,7 @@ impl ProcessStore for SqliteEventStore {
         for command in &save.outbox {
             cqrs_core::check_type_name(&command.command.command_type)
                 .map_err(StoreError::Invalid)?;
+            cqrs_core::check_headers(&command.command.headers).map_err(StoreError::Invalid)?;
         }
         self.inner
             .writer

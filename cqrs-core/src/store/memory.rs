@@ -54,7 +54,7 @@ struct State {
     events: Vec<RecordedEvent>,
     /// Each stream's events, as indices into `events`.
     streams: HashMap<StreamId, Vec<usize>>,
-    snapshots: HashMap<StreamId, Snapshot>,
+    snapshots: HashMap<(StreamId, u16), Snapshot>,
     checkpoints: HashMap<String, Position>,
     commands: HashMap<Uuid, (u64, CommandRecord)>,
     command_sequence: u64,
@@ -113,6 +113,7 @@ impl State {
     fn schedule(&mut self, commands: Vec<ScheduledCommand>) {
         for mut command in commands {
             command.due_at = truncate_to_micros(command.due_at);
+            command.attempts = 0;
             self.scheduled
                 .entry(command.command.id)
                 .or_insert(Scheduled {
@@ -252,17 +253,26 @@ impl EventStore for InMemoryEventStore {
 
 #[async_trait]
 impl SnapshotStore for InMemoryEventStore {
-    async fn load_snapshot(&self, stream: &StreamId) -> Result<Option<Snapshot>, StoreError> {
-        Ok(self.lock().snapshots.get(stream).cloned())
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        schema_version: u16,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        Ok(self
+            .lock()
+            .snapshots
+            .get(&(stream.clone(), schema_version))
+            .cloned())
     }
 
     async fn save_snapshot(&self, mut snapshot: Snapshot) -> Result<(), StoreError> {
         snapshot.taken_at = truncate_to_micros(snapshot.taken_at);
+        let key = (snapshot.stream.clone(), snapshot.schema_version);
         let mut state = self.lock();
-        match state.snapshots.get(&snapshot.stream) {
+        match state.snapshots.get(&key) {
             Some(stored) if stored.version > snapshot.version => {}
             _ => {
-                state.snapshots.insert(snapshot.stream.clone(), snapshot);
+                state.snapshots.insert(key, snapshot);
             }
         }
         Ok(())
@@ -347,6 +357,7 @@ impl ScheduleStore for InMemoryEventStore {
         for command in &commands {
             crate::store::check_type_name(&command.command.command_type)
                 .map_err(StoreError::Invalid)?;
+            crate::store::check_headers(&command.command.headers).map_err(StoreError::Invalid)?;
         }
         self.lock().schedule(commands);
         Ok(())
@@ -365,12 +376,16 @@ impl ScheduleStore for InMemoryEventStore {
             .filter(|s| s.available_at() <= now)
             .collect();
         due.sort_by_key(|s| (s.command.due_at, s.command.command.id));
-        let until = truncate_to_micros(now + lease);
+        let until = truncate_to_micros(
+            now.checked_add_signed(lease)
+                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+        );
         Ok(due
             .into_iter()
             .take(limit)
             .map(|s| {
                 s.claimed_until = Some(until);
+                s.command.attempts = s.command.attempts.saturating_add(1);
                 s.command.clone()
             })
             .collect())
@@ -404,6 +419,7 @@ impl ProcessStore for InMemoryEventStore {
         for command in &save.outbox {
             crate::store::check_type_name(&command.command.command_type)
                 .map_err(StoreError::Invalid)?;
+            crate::store::check_headers(&command.command.headers).map_err(StoreError::Invalid)?;
         }
         let mut state = self.lock();
         if let Some(handled) = &save.handled

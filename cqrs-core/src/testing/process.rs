@@ -37,7 +37,7 @@ use crate::version::{Position, Version};
 /// #             _ => Reaction::unchanged(),
 /// #         })
 /// #     }
-/// #     fn on_timeout(_: &Self, _: Timeout, _: &TimeoutContext) -> Result<Reaction<Self>, Self::Error> { Ok(Reaction::unchanged().complete()) }
+/// #     fn on_timeout(_: &Self, _: Timeout, _: &TimeoutContext<'_>) -> Result<Reaction<Self>, Self::Error> { Ok(Reaction::unchanged().complete()) }
 /// # }
 /// use cqrs_core::testing::ProcessScenario;
 ///
@@ -59,6 +59,7 @@ pub struct ProcessScenario<P: ProcessManager> {
     completed: bool,
     clock: ManualClock,
     position: u64,
+    instance: Option<String>,
 }
 
 impl<P: ProcessManager> ProcessScenario<P> {
@@ -70,6 +71,7 @@ impl<P: ProcessManager> ProcessScenario<P> {
             completed: false,
             clock: ManualClock::default(),
             position: 0,
+            instance: None,
         }
     }
 
@@ -93,11 +95,14 @@ impl<P: ProcessManager> ProcessScenario<P> {
         self
     }
 
-    /// Feeds events that already happened through [`ProcessManager::react`].
+    /// Feeds events that already happened through [`ProcessManager::react`], as the runner
+    /// would: events that route nowhere, and everything after the instance finishes, change
+    /// nothing.
     ///
     /// # Panics
     ///
-    /// Panics (failing the test) if the manager refuses one.
+    /// Panics (failing the test) if the manager refuses one: a given history should be one
+    /// the manager accepts.
     #[must_use]
     #[track_caller]
     pub fn given(mut self, events: impl IntoIterator<Item = P::Event>) -> Self
@@ -105,16 +110,11 @@ impl<P: ProcessManager> ProcessScenario<P> {
         P::Error: Debug,
     {
         for event in events {
-            let recorded = self.record(&event, Metadata::at(self.clock.now()));
-            let context = EventContext {
-                recorded: &recorded,
-                now: self.clock.now(),
-            };
-            let reaction = match P::react(self.state.as_ref(), &event, &context) {
-                Ok(r) => r,
+            let metadata = Metadata::at(self.clock.now());
+            match self.react(&event, metadata) {
+                Ok(reaction) => self.absorb(reaction),
                 Err(err) => panic!("a given event was refused: {err:?}"),
-            };
-            self.absorb(reaction);
+            }
         }
         self
     }
@@ -131,12 +131,7 @@ impl<P: ProcessManager> ProcessScenario<P> {
     #[must_use]
     #[track_caller]
     pub fn when_with(mut self, event: P::Event, metadata: Metadata) -> ProcessThen<P> {
-        let recorded = self.record(&event, metadata);
-        let context = EventContext {
-            recorded: &recorded,
-            now: self.clock.now(),
-        };
-        let result = P::react(self.state.as_ref(), &event, &context);
+        let result = self.react(&event, metadata);
         ProcessThen {
             before: self.state,
             completed_before: self.completed,
@@ -152,6 +147,7 @@ impl<P: ProcessManager> ProcessScenario<P> {
     }
 
     /// Reacts to a timeout with command id `id` (as [`Outgoing::id`] gave when it was sent).
+    /// As with the runner, a finished instance ignores it.
     ///
     /// # Panics
     ///
@@ -163,19 +159,44 @@ impl<P: ProcessManager> ProcessScenario<P> {
             .state
             .as_ref()
             .expect("a timeout needs a started instance: add `given` events");
-        let result = P::on_timeout(
-            state,
-            timeout,
-            &TimeoutContext {
-                command_id: id,
-                now: self.clock.now(),
-            },
-        );
+        let result = if self.completed {
+            Ok(Reaction::unchanged())
+        } else {
+            let instance = self.instance.as_deref().unwrap_or("scenario");
+            P::on_timeout(
+                state,
+                timeout,
+                &TimeoutContext {
+                    instance,
+                    command_id: id,
+                    now: self.clock.now(),
+                },
+            )
+        };
         ProcessThen {
             before: self.state,
             completed_before: self.completed,
             result,
         }
+    }
+
+    /// Runs `event` through routing and [`ProcessManager::react`] as the runner does.
+    fn react(&mut self, event: &P::Event, metadata: Metadata) -> Result<Reaction<P>, P::Error> {
+        let recorded = self.record(event, metadata);
+        let Some(instance) = P::route(event) else {
+            return Ok(Reaction::unchanged());
+        };
+        if self.completed {
+            return Ok(Reaction::unchanged());
+        }
+        let context = EventContext {
+            instance: &instance,
+            recorded: &recorded,
+            now: self.clock.now(),
+        };
+        let result = P::react(self.state.as_ref(), event, &context);
+        self.instance.get_or_insert(instance);
+        result
     }
 
     fn record(&mut self, event: &P::Event, metadata: Metadata) -> RecordedEvent {

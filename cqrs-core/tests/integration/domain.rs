@@ -267,7 +267,7 @@ impl ProcessManager for Registration {
     fn on_timeout(
         state: &Self,
         _timeout: RegistrationTimeout,
-        cx: &TimeoutContext,
+        cx: &TimeoutContext<'_>,
     ) -> Result<Reaction<Self>, Unexpected> {
         if cx.command_id != state.expiry {
             return Ok(Reaction::unchanged());

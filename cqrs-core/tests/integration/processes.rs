@@ -342,3 +342,121 @@ where
         tokio::time::sleep(StdDuration::from_millis(5)).await;
     }
 }
+
+#[tokio::test]
+async fn an_undeliverable_command_is_retried_then_given_up_and_logged() {
+    let s = system().await;
+    let lost = CommandEnvelope::new(
+        "nowhere-1".parse().unwrap(),
+        &OrderCommand::Confirm,
+        CommandContext::new(),
+    )
+    .unwrap();
+    s.storage
+        .schedule(vec![cqrs_core::ScheduledCommand::new(
+            lost.clone(),
+            s.clock.now(),
+        )])
+        .await
+        .unwrap();
+    let dispatcher = s
+        .dispatcher
+        .clone()
+        .with_max_attempts(3)
+        .with_lease(Duration::seconds(30));
+    for attempt in 1..=3 {
+        let completed = dispatcher.run_due().await.unwrap();
+        assert_eq!(completed, usize::from(attempt == 3), "attempt {attempt}");
+        s.clock.advance(Duration::seconds(31));
+    }
+    assert_eq!(
+        s.storage.next_due().await.unwrap(),
+        None,
+        "given up after three attempts"
+    );
+    let record = s
+        .storage
+        .find_command(lost.id)
+        .await
+        .unwrap()
+        .expect("the give-up is in the message log");
+    assert!(matches!(
+        record.outcome,
+        cqrs_core::Outcome::Rejected { .. }
+    ));
+}
+
+/// A process manager with a bug: it finishes instances it never started.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Careless;
+
+impl cqrs_core::ProcessManager for Careless {
+    const NAME: &'static str = "careless";
+    type Event = crate::domain::RegistrationInput;
+    type Timeout = RegistrationTimeout;
+    type Error = std::convert::Infallible;
+
+    fn route(event: &Self::Event) -> Option<String> {
+        <Registration as cqrs_core::ProcessManager>::route(event)
+    }
+
+    fn react(
+        state: Option<&Self>,
+        event: &Self::Event,
+        _: &cqrs_core::EventContext<'_>,
+    ) -> Result<cqrs_core::Reaction<Self>, Self::Error> {
+        Ok(match (state, event) {
+            (None, crate::domain::RegistrationInput::OrderConfirmed { .. }) => {
+                cqrs_core::Reaction::unchanged().complete()
+            }
+            _ => cqrs_core::Reaction::new(Careless),
+        })
+    }
+
+    fn on_timeout(
+        _: &Self,
+        _: RegistrationTimeout,
+        _: &cqrs_core::TimeoutContext<'_>,
+    ) -> Result<cqrs_core::Reaction<Self>, Self::Error> {
+        Ok(cqrs_core::Reaction::unchanged())
+    }
+}
+
+#[tokio::test]
+async fn an_event_a_process_manager_cannot_take_is_skipped_not_retried_forever() {
+    let s = system().await;
+    // A confirmation for an order Careless never saw: its reaction finishes an instance that
+    // has no state, which no retry can fix.
+    s.storage
+        .append(
+            &"order-ghost".parse().unwrap(),
+            cqrs_core::ExpectedVersion::Any,
+            vec![cqrs_core::NewEvent::new(
+                "order.confirmed",
+                cqrs_core::Json::parse(r#"{"order":"ghost"}"#).unwrap(),
+            )],
+        )
+        .await
+        .unwrap();
+    s.orders
+        .handle(&"later".to_owned(), OrderCommand::Place { seats: 1 })
+        .await
+        .unwrap();
+    let careless = ProcessManagerRunner::<Careless>::new(Arc::clone(&s.storage));
+    let runner = ProjectionRunner::new(
+        Arc::clone(&s.storage) as Arc<dyn EventReader>,
+        Arc::new(careless.clone()),
+    );
+    runner
+        .catch_up()
+        .await
+        .expect("the runner goes past the poison event");
+    assert!(
+        careless.load("ghost").await.unwrap().is_none(),
+        "nothing was saved for it"
+    );
+    assert!(
+        careless.load("later").await.unwrap().is_some(),
+        "later events are still handled"
+    );
+}

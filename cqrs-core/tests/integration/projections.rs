@@ -42,7 +42,7 @@ async fn catches_up_then_follows_live() {
     let sums = Arc::new(sum_by_stream());
     let handle = ProjectionRunner::new(Arc::new(store.clone()), sums.clone()).spawn();
     let last = append(&store, "a-1", "x", 2).await;
-    handle.wait_for(last).await;
+    handle.wait_for(last).await.unwrap();
     assert_eq!(sums.read(|s| (s["a-1"], s["b-1"])), (3, 10));
     let status = handle.status();
     assert_eq!(status.key, "sums@v1");
@@ -93,7 +93,7 @@ async fn a_failing_batch_is_retried_without_double_effects() {
     for i in 1..=5 {
         last = append(&store, "s-1", "x", i).await;
     }
-    handle.wait_for(last).await;
+    handle.wait_for(last).await.unwrap();
     assert_eq!(
         sums.read(|t| *t),
         15,
@@ -121,7 +121,7 @@ async fn filtered_projections_still_report_progress_past_other_events() {
     let handle = ProjectionRunner::new(Arc::new(store.clone()), orders.clone()).spawn();
     append(&store, "order-1", "order.placed", 1).await;
     let unrelated = append(&store, "seats-1", "seats.added", 1).await;
-    handle.wait_for(unrelated).await;
+    handle.wait_for(unrelated).await.unwrap();
     assert_eq!(orders.read(|c| *c), 1);
     assert!(handle.status().live);
     handle.stop().await;
@@ -187,12 +187,12 @@ async fn a_stopped_projection_resumes_from_its_checkpoint() {
     let sums = Arc::new(sum_by_stream());
     let first = ProjectionRunner::new(Arc::new(store.clone()), sums.clone()).spawn();
     let p = append(&store, "a-1", "x", 1).await;
-    first.wait_for(p).await;
+    first.wait_for(p).await.unwrap();
     first.stop().await;
     append(&store, "a-1", "x", 2).await;
     let p = append(&store, "a-1", "x", 3).await;
     let second = ProjectionRunner::new(Arc::new(store.clone()), sums.clone()).spawn();
-    second.wait_for(p).await;
+    second.wait_for(p).await.unwrap();
     assert_eq!(sums.read(|s| s["a-1"]), 6);
     second.stop().await;
 }
@@ -210,4 +210,50 @@ async fn read_filtered_sees_upcast_names_when_the_filter_is_expanded() {
         .await
         .unwrap();
     assert_eq!(batch.events.iter().map(n).collect::<Vec<_>>(), [1, 2]);
+}
+
+#[tokio::test]
+async fn a_checkpoint_ahead_of_the_log_is_refused() {
+    let store = InMemoryEventStore::new();
+    append(&store, "s-1", "x", 1).await;
+    let sums = Arc::new(sum_by_stream());
+    sums.apply(&[], Position::new(99)).await.unwrap();
+    let err = ProjectionRunner::new(Arc::new(store), sums)
+        .catch_up()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("ahead of the log"), "{err}");
+}
+
+#[tokio::test]
+async fn a_panicking_projection_is_retried_and_waiting_on_a_stopped_runner_fails() {
+    let store = InMemoryEventStore::new();
+    let panicked = Arc::new(AtomicU32::new(0));
+    let seen = Arc::clone(&panicked);
+    let total = Arc::new(MemoryProjection::new("touchy", 0u64, move |t, event| {
+        assert!(
+            n(event) != 2 || seen.fetch_add(1, Ordering::SeqCst) > 0,
+            "a bug on the first try"
+        );
+        *t += n(event);
+        Ok(())
+    }));
+    let handle = ProjectionRunner::new(Arc::new(store.clone()), total.clone())
+        .with_retry_delay(Duration::from_millis(1))
+        .spawn();
+    append(&store, "s-1", "x", 1).await;
+    let last = append(&store, "s-1", "x", 2).await;
+    handle.wait_for(last).await.unwrap();
+    assert_eq!(total.read(|t| *t), 3);
+    assert_eq!(
+        panicked.load(Ordering::SeqCst),
+        2,
+        "panicked once, then passed"
+    );
+    handle.stop().await;
+    let beyond = append(&store, "s-1", "x", 3).await;
+    assert!(
+        handle.wait_for(beyond).await.is_err(),
+        "a stopped runner reaches nothing"
+    );
 }

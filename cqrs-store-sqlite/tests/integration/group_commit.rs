@@ -130,9 +130,9 @@ async fn a_failing_write_rolls_back_alone() {
                     conn.execute(
                         "INSERT INTO cqrs_checkpoints (name, position) VALUES ('half-done', 1)",
                         [],
-                    )
-                    .map_err(cqrs_core::StoreError::backend)?;
-                    Err::<(), _>(cqrs_core::StoreError::Invalid("changed my mind".into()))
+                    )?;
+                    // Fail after writing: the savepoint must take the write back.
+                    Err::<(), _>(cqrs_store_sqlite::rusqlite::Error::InvalidQuery)
                 })
                 .await
         })

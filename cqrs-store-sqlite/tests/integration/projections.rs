@@ -3,7 +3,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use cqrs_core::{
     EventFilter, EventStore, ExpectedVersion, Json, NewEvent, Projection, ProjectionError,
-    ProjectionRunner, RecordedEvent, StoreError, StreamId,
+    ProjectionRunner, RecordedEvent, StreamId,
 };
 use cqrs_store_sqlite::{SqliteEventStore, SqliteProjection, rusqlite::Connection};
 use serde_json::json;
@@ -90,15 +90,13 @@ async fn seats(
 async fn remaining(store: &SqliteEventStore, conference: &str) -> Option<i64> {
     let conference = conference.to_owned();
     store
-        .read(move |conn| {
+        .query(move |conn| {
             use cqrs_store_sqlite::rusqlite::OptionalExtension;
-            let exists: bool = conn
-                .query_row(
-                    "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'remaining_seats'",
-                    [],
-                    |r| r.get(0),
-                )
-                .map_err(StoreError::backend)?;
+            let exists: bool = conn.query_row(
+                "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'remaining_seats'",
+                [],
+                |r| r.get(0),
+            )?;
             if !exists {
                 return Ok(None);
             }
@@ -108,7 +106,6 @@ async fn remaining(store: &SqliteEventStore, conference: &str) -> Option<i64> {
                 |r| r.get(0),
             )
             .optional()
-            .map_err(StoreError::backend)
         })
         .await
         .unwrap()
@@ -197,7 +194,7 @@ async fn a_live_runner_keeps_the_read_model_current() {
     let live = ProjectionRunner::new(Arc::new(store.clone()), projection).spawn();
     seats(&store, "a", "seats.added", 5).await;
     let last = seats(&store, "a", "seats.reserved", 2).await;
-    live.wait_for(last).await;
+    live.wait_for(last).await.unwrap();
     assert_eq!(remaining(&store, "a").await, Some(3));
     live.stop().await;
 }

@@ -38,12 +38,10 @@ async fn reopening_a_file_keeps_its_events_and_its_schema_version() {
         .unwrap();
     assert_eq!(appended.version, Version::new(2));
     let versions: Vec<i64> = store
-        .read(|conn| {
-            let mut s = conn
-                .prepare("SELECT version FROM cqrs_schema ORDER BY version")
-                .map_err(StoreError::backend)?;
-            let rows = s.query_map([], |r| r.get(0)).map_err(StoreError::backend)?;
-            rows.collect::<Result<_, _>>().map_err(StoreError::backend)
+        .query(|conn| {
+            let mut s = conn.prepare("SELECT version FROM cqrs_schema ORDER BY version")?;
+            let rows = s.query_map([], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()
         })
         .await
         .unwrap();
@@ -97,13 +95,9 @@ async fn durability_is_a_setting_and_wal_is_on() {
     .await
     .unwrap();
     let (mode, synchronous): (String, i64) = store
-        .read(|conn| {
-            let mode = conn
-                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-                .map_err(StoreError::backend)?;
-            let sync = conn
-                .query_row("PRAGMA synchronous", [], |r| r.get(0))
-                .map_err(StoreError::backend)?;
+        .query(|conn| {
+            let mode = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+            let sync = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
             Ok((mode, sync))
         })
         .await
@@ -114,10 +108,7 @@ async fn durability_is_a_setting_and_wal_is_on() {
         .await
         .unwrap();
     let synchronous: i64 = full
-        .read(|conn| {
-            conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
-                .map_err(StoreError::backend)
-        })
+        .query(|conn| conn.query_row("PRAGMA synchronous", [], |r| r.get(0)))
         .await
         .unwrap();
     assert_eq!(synchronous, 2, "FULL by default");

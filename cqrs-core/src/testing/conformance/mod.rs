@@ -80,7 +80,7 @@ macro_rules! conformance_suite {
             any_expectation_always_appends,
             conflicting_batch_writes_nothing,
             empty_append_checks_the_expectation,
-            invalid_type_names_are_rejected,
+            invalid_commits_are_rejected,
             large_batches_and_payloads_round_trip,
             read_all_pages_in_global_order,
             read_filtered_selects_types_and_categories,

@@ -312,9 +312,10 @@ pub async fn empty_append_checks_the_expectation(store: Arc<dyn Storage>) {
     );
 }
 
-/// Type names must be 1 to 200 bytes without control characters; a batch with a bad one
-/// writes nothing.
-pub async fn invalid_type_names_are_rejected(store: Arc<dyn Storage>) {
+/// Commits that break a limit every store enforces are rejected whole: type names of 1 to
+/// 200 bytes without control characters, headers without empty names or NUL characters, a
+/// command record for the commit's own stream.
+pub async fn invalid_commits_are_rejected(store: Arc<dyn Storage>) {
     let s = stream("order");
     for bad in [String::new(), "x".repeat(201), "bad\u{0}name".to_owned()] {
         let err = store
@@ -330,12 +331,47 @@ pub async fn invalid_type_names_are_rejected(store: Arc<dyn Storage>) {
             "expected Invalid for {bad:?}, got {err:?}"
         );
     }
+    let nul =
+        event("ok", 3).with_metadata(crate::event::Metadata::new().with_header("h", "a\u{0}b"));
+    let err = store
+        .append(&s, ExpectedVersion::Any, vec![nul])
+        .await
+        .expect_err("NUL in a header");
+    assert!(matches!(err, StoreError::Invalid(_)), "got {err:?}");
+    let unnamed = event("ok", 4).with_metadata(crate::event::Metadata::new().with_header("", "v"));
+    assert!(matches!(
+        store.append(&s, ExpectedVersion::Any, vec![unnamed]).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let elsewhere = crate::command::CommandRecord {
+        command_id: uuid::Uuid::new_v4(),
+        command_type: "order.place".into(),
+        target: stream("order"),
+        payload: Json::null(),
+        correlation_id: None,
+        causation_id: None,
+        recorded_at: crate::testing::conformance::fixtures::at(0),
+        headers: Default::default(),
+        outcome: crate::command::Outcome::Accepted {
+            version: Version::new(1),
+            events: 1,
+        },
+    };
+    let err = store
+        .commit(
+            crate::store::Commit::new(s.clone(), ExpectedVersion::Any, vec![event("ok", 5)])
+                .with_command(elsewhere),
+        )
+        .await
+        .expect_err("a record for another stream");
+    assert!(matches!(err, StoreError::Invalid(_)), "got {err:?}");
     assert!(
         store
             .read_stream(&s, Version::START)
             .await
             .expect("read")
-            .is_empty()
+            .is_empty(),
+        "a rejected commit wrote events"
     );
     store
         .append(&s, ExpectedVersion::Any, vec![event(&"x".repeat(200), 1)])

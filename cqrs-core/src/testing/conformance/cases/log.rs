@@ -162,8 +162,12 @@ pub async fn duplicate_command_id_writes_nothing(store: Arc<dyn Storage>) {
     );
     let err = store
         .commit(
-            Commit::new(a.clone(), ExpectedVersion::NoStream, vec![event("e", 3)])
-                .with_command(again),
+            Commit::new(a.clone(), ExpectedVersion::NoStream, vec![event("e", 3)]).with_command(
+                CommandRecord {
+                    target: a.clone(),
+                    ..again
+                },
+            ),
         )
         .await
         .expect_err("duplicate");
@@ -452,6 +456,14 @@ pub async fn repository_commands_are_idempotent(store: Arc<dyn Storage>) {
         "the recorded rejection comes back"
     );
 
+    let err = tallies
+        .handle_with(&id, TallyCommand::Open { limit: 1 }, add.clone())
+        .await
+        .expect_err("reused id");
+    assert!(
+        matches!(err, crate::repository::CommandError::CommandIdReused { .. }),
+        "a command id reused for another command type is an error, got {err:?}"
+    );
     let other = format!("t{}", Uuid::new_v4().simple());
     let err = tallies
         .handle_with(&other, TallyCommand::Open { limit: 1 }, add)

@@ -22,6 +22,14 @@ fn scheduled(target: &StreamId, minutes: i64) -> ScheduledCommand {
             headers: [("h".to_owned(), "✓".to_owned())].into(),
         },
         due_at: at(minutes),
+        attempts: 0,
+    }
+}
+
+fn attempt(command: &ScheduledCommand, attempts: u32) -> ScheduledCommand {
+    ScheduledCommand {
+        attempts,
+        ..command.clone()
     }
 }
 
@@ -59,8 +67,8 @@ pub async fn scheduled_commands_fire_when_due_and_once_claimed(store: Arc<dyn St
         .expect("claim");
     assert_eq!(
         claimed,
-        [a.clone(), b.clone()],
-        "due commands come whole, earliest first, once"
+        [attempt(&a, 1), attempt(&b, 1)],
+        "due commands come whole, earliest first, once, counting the claim"
     );
     assert!(
         store
@@ -86,8 +94,8 @@ pub async fn scheduled_commands_fire_when_due_and_once_claimed(store: Arc<dyn St
         .expect("claim");
     assert_eq!(
         again,
-        std::slice::from_ref(&b),
-        "an unfinished claim is claimable after its lease"
+        [attempt(&b, 2)],
+        "an unfinished claim is claimable after its lease, as a second attempt"
     );
     store
         .schedule(vec![scheduled(&target, 6)])
@@ -100,7 +108,7 @@ pub async fn scheduled_commands_fire_when_due_and_once_claimed(store: Arc<dyn St
     assert_eq!(limited.len(), 2, "claims respect the limit");
     assert_eq!(
         limited[..2],
-        [b.clone(), c.clone()],
+        [attempt(&b, 3), attempt(&c, 1)],
         "the earliest due come first"
     );
     let last = store
@@ -165,7 +173,7 @@ pub async fn process_state_and_outbox_commit_together(store: Arc<dyn Storage>) {
             .claim_due(at(0), 10, Duration::seconds(30))
             .await
             .expect("claim"),
-        std::slice::from_ref(&first),
+        [attempt(&first, 1)],
         "the outbox is scheduled"
     );
     store

@@ -9,46 +9,66 @@ use crate::store::{Snapshot, Storage};
 use crate::testing::conformance::fixtures::{Tally, TallyCommand, at, stream};
 use crate::version::{Position, Version};
 
-/// A snapshot round-trips; a newer one replaces it, an older one does not; streams are
-/// independent.
+/// A snapshot round-trips; a newer one replaces it, an older one does not; each stream and
+/// each schema version keeps its own.
 pub async fn snapshots_keep_the_newest(store: Arc<dyn Storage>) {
     let (s, other) = (stream("tally"), stream("tally"));
-    assert_eq!(store.load_snapshot(&s).await.expect("load"), None);
-    let snap = |version: u64, schema: u16| Snapshot {
+    assert_eq!(store.load_snapshot(&s, 1).await.expect("load"), None);
+    let snap = |version: u64, schema: u16, label: &str| Snapshot {
         stream: s.clone(),
         version: Version::new(version),
         schema_version: schema,
-        state: Json::from(json!({ "total": version, "name": "✓" })),
+        state: Json::from(json!({ "total": version, "label": label, "name": "✓" })),
         taken_at: at(i64::try_from(version).expect("small")),
     };
-    store.save_snapshot(snap(5, 1)).await.expect("save");
+    store.save_snapshot(snap(5, 1, "a")).await.expect("save");
     assert_eq!(
-        store.load_snapshot(&s).await.expect("load"),
-        Some(snap(5, 1)),
+        store.load_snapshot(&s, 1).await.expect("load"),
+        Some(snap(5, 1, "a")),
         "a snapshot round-trips"
     );
-    store.save_snapshot(snap(3, 1)).await.expect("save older");
+    store
+        .save_snapshot(snap(3, 1, "b"))
+        .await
+        .expect("save older");
     assert_eq!(
-        store.load_snapshot(&s).await.expect("load"),
-        Some(snap(5, 1)),
+        store.load_snapshot(&s, 1).await.expect("load"),
+        Some(snap(5, 1, "a")),
         "an older snapshot must not replace a newer one"
     );
     store
-        .save_snapshot(snap(5, 2))
+        .save_snapshot(snap(5, 1, "c"))
         .await
-        .expect("save same version, new schema");
+        .expect("save same version");
     assert_eq!(
-        store.load_snapshot(&s).await.expect("load"),
-        Some(snap(5, 2)),
+        store.load_snapshot(&s, 1).await.expect("load"),
+        Some(snap(5, 1, "c")),
         "the same version may be re-snapshotted"
     );
-    store.save_snapshot(snap(8, 2)).await.expect("save newer");
+    store
+        .save_snapshot(snap(4, 2, "d"))
+        .await
+        .expect("save another schema");
     assert_eq!(
-        store.load_snapshot(&s).await.expect("load"),
-        Some(snap(8, 2))
+        store.load_snapshot(&s, 2).await.expect("load"),
+        Some(snap(4, 2, "d"))
     );
     assert_eq!(
-        store.load_snapshot(&other).await.expect("load"),
+        store.load_snapshot(&s, 1).await.expect("load"),
+        Some(snap(5, 1, "c")),
+        "schema versions live side by side"
+    );
+    store
+        .save_snapshot(snap(8, 1, "e"))
+        .await
+        .expect("save newer");
+    assert_eq!(
+        store.load_snapshot(&s, 1).await.expect("load"),
+        Some(snap(8, 1, "e"))
+    );
+    assert_eq!(store.load_snapshot(&s, 3).await.expect("load"), None);
+    assert_eq!(
+        store.load_snapshot(&other, 1).await.expect("load"),
         None,
         "snapshots are per stream"
     );
@@ -108,7 +128,7 @@ pub async fn repository_loads_through_snapshots(store: Arc<dyn Storage>) {
     }
     let s = <Tally as Aggregate>::stream_id(&id).expect("stream");
     let snapshot = store
-        .load_snapshot(&s)
+        .load_snapshot(&s, Tally::SNAPSHOT_VERSION)
         .await
         .expect("load")
         .expect("a snapshot was taken");
@@ -127,7 +147,7 @@ pub async fn repository_loads_through_snapshots(store: Arc<dyn Storage>) {
         })
     );
 
-    // A snapshot of another schema is ignored, not misread.
+    // A snapshot of another schema (a newer build's, say) is ignored, not misread.
     store
         .save_snapshot(Snapshot {
             stream: s.clone(),

@@ -203,6 +203,7 @@ pub async fn concurrent_claims_and_process_saves_do_not_overlap(store: Arc<dyn S
                 headers: Default::default(),
             },
             due_at: at(0),
+            attempts: 0,
         })
         .collect();
     store.schedule(commands.clone()).await.expect("schedule");
