@@ -1,1 +1,280 @@
-//! Benchmarks (work in progress).
+//! Shared pieces of the benchmarks: a bank-account aggregate, and the raw SQLite baseline that
+//! writes and reads the same rows as the store with no framework.
+//!
+//! Every benchmark measures the framework beside the raw engine doing the same work at the
+//! same durability, in the same run, so that the ratio between them means something on any
+//! machine.
+
+use std::path::Path;
+
+use cqrs_core::{Aggregate, ApplyError, DomainEvent};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+/// A bank account: the workload of every command benchmark.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// The balance, in cents.
+    pub balance: i64,
+}
+
+/// What an account can be asked to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum AccountCommand {
+    /// Open it.
+    #[serde(rename = "account.open")]
+    Open {
+        /// The owner.
+        owner: String,
+    },
+    /// Put money in.
+    #[serde(rename = "account.deposit")]
+    Deposit {
+        /// How much, in cents.
+        amount: i64,
+    },
+}
+
+/// What happened to an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AccountEvent {
+    /// It was opened.
+    #[serde(rename = "account.opened")]
+    Opened {
+        /// The owner.
+        owner: String,
+    },
+    /// Money was put in.
+    #[serde(rename = "account.deposited")]
+    Deposited {
+        /// How much, in cents.
+        amount: i64,
+    },
+}
+
+impl DomainEvent for AccountEvent {}
+
+/// Why an account refuses a command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum AccountError {
+    /// It is open already.
+    #[error("the account is open already")]
+    AlreadyOpen,
+    /// It does not exist.
+    #[error("no such account")]
+    NotFound,
+}
+
+impl Aggregate for Account {
+    const TYPE: &'static str = "account";
+    type Id = String;
+    type Command = AccountCommand;
+    type Event = AccountEvent;
+    type Error = AccountError;
+
+    fn handle(
+        state: Option<&Self>,
+        _id: &String,
+        command: AccountCommand,
+    ) -> Result<Vec<AccountEvent>, AccountError> {
+        match (state, command) {
+            (None, AccountCommand::Open { owner }) => Ok(vec![AccountEvent::Opened { owner }]),
+            (Some(_), AccountCommand::Open { .. }) => Err(AccountError::AlreadyOpen),
+            (None, AccountCommand::Deposit { .. }) => Err(AccountError::NotFound),
+            (Some(_), AccountCommand::Deposit { amount }) => {
+                Ok(vec![AccountEvent::Deposited { amount }])
+            }
+        }
+    }
+
+    fn apply(state: Option<Self>, event: &AccountEvent) -> Result<Self, ApplyError> {
+        match (state, event) {
+            (None, AccountEvent::Opened { .. }) => Ok(Account { balance: 0 }),
+            (Some(a), AccountEvent::Deposited { amount }) => Ok(Account {
+                balance: a.balance + amount,
+            }),
+            (state, event) => Err(ApplyError::unexpected(state.is_some(), event)),
+        }
+    }
+}
+
+/// The raw baseline: one SQLite connection, the same pragmas and the same event rows as the
+/// store (stream, version, type, schema version, payload, ids, time, headers, unique per
+/// stream version), and no framework.
+pub struct RawSqlite {
+    conn: Connection,
+}
+
+impl RawSqlite {
+    /// Opens `path` with WAL and `synchronous` (`"FULL"` or `"NORMAL"`), as the store does.
+    ///
+    /// # Panics
+    ///
+    /// Panics if SQLite fails: a benchmark cannot go on.
+    #[must_use]
+    pub fn open(path: &Path, synchronous: &str) -> Self {
+        let conn = Connection::open(path).expect("open");
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA temp_store = MEMORY;
+             PRAGMA cache_size = -16000;
+             CREATE TABLE IF NOT EXISTS raw_events (
+                 position INTEGER PRIMARY KEY, stream TEXT NOT NULL, version INTEGER NOT NULL,
+                 event_type TEXT NOT NULL, schema_version INTEGER NOT NULL, payload TEXT NOT NULL,
+                 event_id BLOB NOT NULL, correlation_id BLOB, causation_id BLOB, command_id BLOB,
+                 recorded_at INTEGER NOT NULL, headers TEXT, UNIQUE (stream, version));
+             CREATE TABLE IF NOT EXISTS raw_commands (
+                 sequence INTEGER PRIMARY KEY, command_id BLOB NOT NULL UNIQUE, command_type TEXT NOT NULL,
+                 target TEXT NOT NULL, payload TEXT NOT NULL, correlation_id BLOB, causation_id BLOB,
+                 recorded_at INTEGER NOT NULL, headers TEXT, outcome TEXT NOT NULL);"
+        ))
+        .expect("schema");
+        Self { conn }
+    }
+
+    /// Appends one event in its own transaction: what a hand-written append does.
+    ///
+    /// # Panics
+    ///
+    /// Panics if SQLite fails.
+    pub fn append_one(&self, stream: &str, version: i64, payload: &str) {
+        self.conn.execute_batch("BEGIN IMMEDIATE").expect("begin");
+        self.insert(stream, version, payload);
+        self.conn.execute_batch("COMMIT").expect("commit");
+    }
+
+    /// Handles a command the hand-written way, in one transaction: read the stream's version,
+    /// insert the next event and the command's record (the same rows the store writes).
+    ///
+    /// # Panics
+    ///
+    /// Panics if SQLite fails.
+    pub fn command(&self, stream: &str, payload: &str) {
+        self.conn.execute_batch("BEGIN IMMEDIATE").expect("begin");
+        let version: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT max(version) FROM raw_events WHERE stream = ?1")
+            .expect("prepare")
+            .query_row([stream], |r| r.get(0))
+            .optional()
+            .expect("select")
+            .flatten();
+        self.insert(stream, version.unwrap_or(0) + 1, payload);
+        let id = uuid::Uuid::now_v7();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO raw_commands (command_id, command_type, target, payload, correlation_id, causation_id, \
+                 recorded_at, headers, outcome) VALUES (?1, 'account.open', ?2, ?3, ?1, NULL, ?4, NULL, ?5)",
+            )
+            .expect("prepare")
+            .execute(params![
+                id.as_bytes().as_slice(),
+                stream,
+                r#"{"owner":"ana"}"#,
+                1_767_225_600_000_000_i64,
+                r#"{"outcome":"accepted","version":1,"events":1}"#
+            ])
+            .expect("insert");
+        self.conn.execute_batch("COMMIT").expect("commit");
+    }
+
+    /// Inserts `count` events of `stream` in one transaction (for setting up reads).
+    ///
+    /// # Panics
+    ///
+    /// Panics if SQLite fails.
+    pub fn fill(&self, stream: &str, first_version: i64, count: i64, payload: &str) {
+        self.conn.execute_batch("BEGIN").expect("begin");
+        for v in first_version..first_version + count {
+            self.insert(stream, v, payload);
+        }
+        self.conn.execute_batch("COMMIT").expect("commit");
+    }
+
+    fn insert(&self, stream: &str, version: i64, payload: &str) {
+        let id = uuid::Uuid::now_v7();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO raw_events (stream, version, event_type, schema_version, payload, event_id, \
+                 correlation_id, causation_id, command_id, recorded_at, headers) \
+                 VALUES (?1, ?2, 'account.deposited', 1, ?3, ?4, ?4, ?4, ?4, ?5, NULL)",
+            )
+            .expect("prepare")
+            .execute(params![stream, version, payload, id.as_bytes().as_slice(), 1_767_225_600_000_000_i64])
+            .expect("insert");
+    }
+
+    /// Loads a stream the hand-written way: select its rows in order and deserialize each
+    /// payload into the event type, folding into the state.
+    ///
+    /// # Panics
+    ///
+    /// Panics if SQLite fails.
+    #[must_use]
+    pub fn load(&self, stream: &str) -> (i64, usize) {
+        let mut select = self
+            .conn
+            .prepare_cached(
+                "SELECT position, version, event_type, schema_version, payload, event_id, correlation_id, \
+                 causation_id, command_id, recorded_at, headers FROM raw_events WHERE stream = ?1 ORDER BY version",
+            )
+            .expect("prepare");
+        let mut rows = select.query([stream]).expect("query");
+        let (mut balance, mut n) = (0, 0);
+        while let Some(row) = rows.next().expect("row") {
+            let payload: String = row.get(4).expect("payload");
+            let _id: Vec<u8> = row.get(5).expect("id");
+            if let Ok(AccountEvent::Deposited { amount }) =
+                cqrs_core::decode_message("account.deposited", &payload)
+            {
+                balance += amount;
+            }
+            n += 1;
+        }
+        (balance, n)
+    }
+
+    /// Scans every row in position order, reading every column: the raw sequential scan.
+    ///
+    /// # Panics
+    ///
+    /// Panics if SQLite fails.
+    #[must_use]
+    pub fn scan(&self) -> usize {
+        let mut select = self
+            .conn
+            .prepare_cached(
+                "SELECT position, stream, version, event_type, schema_version, payload, event_id, correlation_id, \
+                 causation_id, command_id, recorded_at, headers FROM raw_events ORDER BY position",
+            )
+            .expect("prepare");
+        let mut rows = select.query([]).expect("query");
+        let mut n = 0;
+        while let Some(row) = rows.next().expect("row") {
+            let _stream: String = row.get(1).expect("stream");
+            let _type: String = row.get(3).expect("type");
+            let _payload: String = row.get(5).expect("payload");
+            let _id: Vec<u8> = row.get(6).expect("id");
+            n += 1;
+        }
+        n
+    }
+}
+
+/// The payload of one deposit, as the framework writes it.
+#[must_use]
+pub fn deposit_payload() -> String {
+    cqrs_core::encode_message(&AccountEvent::Deposited { amount: 100 })
+        .expect("encodes")
+        .1
+        .as_str()
+        .to_owned()
+}
+
+/// The number of events for the 1M-event benchmarks: `CQRS_BENCH_EVENTS`, or 1,000,000.
+#[must_use]
+pub fn big_log_size() -> u64 {
+    std::env::var("CQRS_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}

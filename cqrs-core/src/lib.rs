@@ -95,7 +95,7 @@
 //!   durable timeouts and outboxes, [`CommandRouter`]; time comes from a [`Clock`].
 //! - **Observability:** command handling, loads, projection batches and deliveries run in
 //!   `tracing` spans (`cqrs.command`, `cqrs.load`, `cqrs.store.read_stream`,
-//!   `cqrs.store.load_snapshot`, `cqrs.store.commit`, `cqrs.projection`, `cqrs.process`,
+//!   `cqrs.store.load_snapshot`, `cqrs.store.read_then_commit`, `cqrs.projection`, `cqrs.process`,
 //!   `cqrs.dispatch`) with stream, command type, versions and durations.
 //!
 //! Fallible constructors return `Result`; `try_` is not used because there is no panicking
@@ -144,7 +144,7 @@ pub use crate::projection::{
 pub use crate::repository::{CommandError, Handled, LoadError, Loaded, Repository, SnapshotPolicy};
 pub use crate::store::memory::InMemoryEventStore;
 pub use crate::store::{
-    Appended, BatchStream, CheckpointStore, Commit, EventReader, EventStore, EventStream,
+    Appended, BatchStream, CheckpointStore, Commit, Decide, EventReader, EventStore, EventStream,
     LogCursor, LogEntry, LogQuery, LoggedMessage, MessageKind, MessageLog, ProcessSave,
     ProcessState, ProcessStore, ReadBatch, ScheduleStore, ScheduledCommand, Snapshot,
     SnapshotStore, Storage, StoreError, check_headers, check_type_name,

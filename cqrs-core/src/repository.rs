@@ -1,6 +1,6 @@
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -13,7 +13,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::command::{CommandContext, CommandRecord, Outcome};
 use crate::event::{InvalidStreamId, Json, Metadata, NewEvent, StreamId};
 use crate::message::{MessageError, decode_message, encode_message};
-use crate::store::{Commit, Snapshot, Storage, StoreError};
+use crate::store::{Commit, Decide, Snapshot, Storage, StoreError};
 use crate::upcast::{DecodeError, Upcasters};
 use crate::version::{ExpectedVersion, Position, Version};
 
@@ -304,51 +304,44 @@ impl<A: Aggregate> Repository<A> {
     async fn load_stream(&self, stream: StreamId) -> Result<Loaded<A>, LoadError> {
         let span = tracing::debug_span!("cqrs.load", stream = %stream, snapshot = field::Empty, events = field::Empty);
         async move {
-            let mut state = None;
-            let mut version = Version::ZERO;
-            let snapshot = match &self.snapshots {
-                Some(_) => {
-                    let span = tracing::debug_span!("cqrs.store.load_snapshot", stream = %stream);
-                    self.storage.load_snapshot(&stream, A::SNAPSHOT_VERSION).instrument(span).await?
-                }
-                None => None,
-            };
-            if let Some(codec) = &self.snapshots
-                && let Some(snapshot) = snapshot
-                && snapshot.schema_version == A::SNAPSHOT_VERSION
-            {
-                match (codec.decode)(&snapshot.state) {
-                    Ok(s) => {
-                        state = Some(s);
-                        version = snapshot.version;
-                        tracing::Span::current().record("snapshot", snapshot.version.get());
-                    }
-                    Err(err) => tracing::warn!(%stream, error = %err, "ignoring a snapshot that does not decode"),
-                }
-            }
+            let (state, version) = self.load_snapshot(&stream).await?;
             let read_span = tracing::debug_span!("cqrs.store.read_stream", stream = %stream, from = version.next().get());
             let events = self.storage.read_stream(&stream, version.next()).instrument(read_span).await?;
             tracing::Span::current().record("events", events.len());
-            for recorded in &events {
-                if recorded.version != version.next() {
-                    return Err(LoadError::Store(StoreError::Corrupt {
-                        position: Some(recorded.position),
-                        what: format!("stream {stream} jumps from version {version} to {}", recorded.version),
-                    }));
-                }
-                for event in self.upcasters.decode::<A::Event>(recorded)? {
-                    state = Some(A::apply(state, &event).map_err(|source| LoadError::History {
-                        stream: stream.clone(),
-                        version: recorded.version,
-                        source,
-                    })?);
-                }
-                version = recorded.version;
-            }
+            let (state, version) = fold::<A>(&self.upcasters, &stream, state, version, &events)?;
             Ok(Loaded { stream, state, version })
         }
         .instrument(span)
         .await
+    }
+
+    /// The state and version of the aggregate's latest usable snapshot (nothing and zero
+    /// without one).
+    async fn load_snapshot(&self, stream: &StreamId) -> Result<(Option<A>, Version), LoadError> {
+        let Some(codec) = &self.snapshots else {
+            return Ok((None, Version::ZERO));
+        };
+        let span = tracing::debug_span!("cqrs.store.load_snapshot", stream = %stream);
+        let snapshot = self
+            .storage
+            .load_snapshot(stream, A::SNAPSHOT_VERSION)
+            .instrument(span)
+            .await?;
+        match snapshot {
+            Some(snapshot) if snapshot.schema_version == A::SNAPSHOT_VERSION => {
+                match (codec.decode)(&snapshot.state) {
+                    Ok(state) => {
+                        tracing::Span::current().record("snapshot", snapshot.version.get());
+                        Ok((Some(state), snapshot.version))
+                    }
+                    Err(err) => {
+                        tracing::warn!(%stream, error = %err, "ignoring a snapshot that does not decode");
+                        Ok((None, Version::ZERO))
+                    }
+                }
+            }
+            _ => Ok((None, Version::ZERO)),
+        }
     }
 
     /// Handles `command` for the aggregate `id` with a fresh command id.
@@ -426,154 +419,107 @@ impl<A: Aggregate> Repository<A> {
     ) -> Result<Handled<A>, CommandError<A::Error>> {
         // A command id handled before is found by the commit itself (its record's id is unique
         // in the store), which then replays the recorded result: no lookup on the hot path.
-        let correlation_id = context.correlation_id();
         let mut first = Some(command);
         let mut attempt = 0;
         loop {
             attempt += 1;
             tracing::Span::current().record("attempts", attempt);
-            let loaded = self.load_stream(stream.clone()).await?;
+            let (base, base_version) = self.load_snapshot(&stream).await?;
             // Decide again from the stored payload on retries, so commands need not be Clone.
-            let this_attempt = match first.take() {
+            let command = match first.take() {
                 Some(c) => c,
                 None => {
                     decode_message(command_type, payload.as_str()).map_err(CommandError::Encode)?
                 }
             };
-            let now = self.clock.now();
-            let decision = A::handle(loaded.state.as_ref(), id, this_attempt);
-            let record = |outcome| CommandRecord {
-                command_id: context.command_id,
-                command_type: command_type.to_owned(),
-                target: stream.clone(),
+            let decision = Decision {
+                id: id.clone(),
+                stream: stream.clone(),
+                base,
+                base_version,
+                command,
+                command_type,
                 payload: payload.clone(),
-                correlation_id: Some(correlation_id),
-                causation_id: context.causation_id,
-                recorded_at: now,
-                headers: context.headers.clone(),
-                outcome,
+                context: context.clone(),
+                now: self.clock.now(),
+                upcasters: self.upcasters.clone(),
             };
-            let events = match decision {
-                Ok(events) => events,
-                Err(rejection) => {
-                    let outcome = Outcome::Rejected {
-                        error: Json::encode(&rejection)
-                            .map_err(|e| CommandError::Encode(MessageError::Payload(e)))?,
-                        message: rejection.to_string(),
-                    };
-                    // Recording at the loaded version makes the rejection stand only if it was
-                    // decided on the latest state.
-                    let commit = Commit::new(
-                        stream.clone(),
-                        ExpectedVersion::Exact(loaded.version),
-                        Vec::new(),
-                    )
-                    .with_command(record(outcome));
-                    match self.commit(commit).await {
-                        Ok(_) => return Err(CommandError::Rejected(rejection)),
-                        Err(StoreError::Conflict { .. }) if attempt < self.max_attempts => {
-                            // Let the writer that won go on before deciding again.
-                            tokio::task::yield_now().await;
-                            continue;
-                        }
-                        Err(StoreError::Conflict { .. }) => {
-                            return Err(CommandError::Conflict {
-                                stream,
-                                attempts: attempt,
-                            });
-                        }
-                        Err(StoreError::DuplicateCommand { .. }) => {
-                            return self
-                                .replay_from_store(&stream, command_type, &context)
-                                .await;
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-            };
-            let mut new_events = Vec::with_capacity(events.len());
-            for event in &events {
-                let (event_type, payload) = encode_message(event).map_err(CommandError::Encode)?;
-                let metadata = Metadata {
-                    event_id: Uuid::now_v7(),
-                    correlation_id: Some(correlation_id),
-                    causation_id: Some(context.command_id),
-                    command_id: Some(context.command_id),
-                    recorded_at: now,
-                    headers: context.headers.clone(),
+            let slot = Arc::new(Mutex::new(None));
+            let decided = Arc::clone(&slot);
+            // The store may run this inside its write path (SQLite does, on its writer thread):
+            // then the read and the commit are one atomic step and cannot conflict.
+            let decide: Decide = Box::new(move |events| {
+                let (commit, outcome) = match decision.decide(&events) {
+                    Ok((commit, outcome)) => (Some(commit), Ok(outcome)),
+                    Err(err) => (None, Err(err)),
                 };
-                new_events.push(NewEvent {
-                    event_type: event_type.to_owned(),
-                    schema_version: <A::Event as crate::DomainEvent>::schema_version(event_type),
-                    payload,
-                    metadata,
-                });
-            }
-            let count = events.len() as u64;
-            let target = loaded.version.add(count);
-            let commit = Commit::new(
-                stream.clone(),
-                ExpectedVersion::Exact(loaded.version),
-                new_events,
-            )
-            .with_command(record(Outcome::Accepted {
-                version: target,
-                events: count,
-            }));
-            match self.commit(commit).await {
-                Ok(appended) => {
+                *decided
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(outcome);
+                commit
+            });
+            let span = tracing::debug_span!("cqrs.store.read_then_commit", stream = %stream, from = base_version.next().get());
+            let result = self
+                .storage
+                .read_then_commit(&stream, base_version.next(), decide)
+                .instrument(span)
+                .await;
+            let outcome = slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            match (result, outcome) {
+                (Ok(Some(appended)), Some(Ok(decided))) => {
                     tracing::Span::current().record("version", appended.version.get());
-                    tracing::Span::current().record("events", count);
+                    tracing::Span::current().record("events", decided.events.len());
+                    if let Some(rejection) = decided.rejection {
+                        return Err(CommandError::Rejected(rejection));
+                    }
                     if let Some(codec) = &self.snapshots
-                        && codec.policy.is_due(loaded.version, appended.version)
+                        && codec.policy.is_due(decided.version, appended.version)
                     {
-                        self.save_snapshot(codec, &stream, loaded.state, &events, appended.version)
-                            .await;
+                        self.save_snapshot(
+                            codec,
+                            &stream,
+                            decided.state,
+                            &decided.events,
+                            appended.version,
+                        )
+                        .await;
                     }
                     return Ok(Handled {
                         stream,
                         version: appended.version,
                         position: appended.position,
-                        events,
+                        events: decided.events,
                         command_id: context.command_id,
                         replayed: false,
                     });
                 }
-                Err(StoreError::Conflict { .. }) if attempt < self.max_attempts => {
+                (_, Some(Err(err))) => return Err(err),
+                (Err(StoreError::Conflict { .. }), _) if attempt < self.max_attempts => {
+                    // Let the writer that won go on before deciding again.
                     tokio::task::yield_now().await;
                 }
-                Err(StoreError::Conflict { .. }) => {
+                (Err(StoreError::Conflict { .. }), _) => {
                     return Err(CommandError::Conflict {
                         stream,
                         attempts: attempt,
                     });
                 }
-                Err(StoreError::DuplicateCommand { .. }) => {
+                (Err(StoreError::DuplicateCommand { .. }), _) => {
                     return self
                         .replay_from_store(&stream, command_type, &context)
                         .await;
                 }
-                Err(e) => return Err(e.into()),
+                (Err(err), _) => return Err(err.into()),
+                (Ok(_), _) => {
+                    return Err(CommandError::Store(StoreError::Backend(
+                        "the store did not run the decision it was given".into(),
+                    )));
+                }
             }
         }
-    }
-
-    /// Commits through the store in a `cqrs.store.commit` span.
-    async fn commit(&self, commit: Commit) -> Result<crate::store::Appended, StoreError> {
-        let span = tracing::debug_span!(
-            "cqrs.store.commit",
-            stream = %commit.stream,
-            expected = %commit.expected,
-            events = commit.events.len(),
-            elapsed_us = field::Empty,
-        );
-        let started = Instant::now();
-        let result = self.storage.commit(commit).instrument(span.clone()).await;
-        span.record(
-            "elapsed_us",
-            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        );
-        result
     }
 
     async fn save_snapshot(
@@ -680,6 +626,154 @@ impl<A: Aggregate> Repository<A> {
                 Ok(rejection) => Err(CommandError::Rejected(rejection)),
                 Err(e) => Err(CommandError::Encode(MessageError::Payload(e))),
             },
+        }
+    }
+}
+
+/// Folds stored events onto a state, checking that versions follow each other.
+fn fold<A: Aggregate>(
+    upcasters: &Upcasters,
+    stream: &StreamId,
+    mut state: Option<A>,
+    mut version: Version,
+    events: &[crate::event::RecordedEvent],
+) -> Result<(Option<A>, Version), LoadError> {
+    for recorded in events {
+        if recorded.version != version.next() {
+            return Err(LoadError::Store(StoreError::Corrupt {
+                position: Some(recorded.position),
+                what: format!(
+                    "stream {stream} jumps from version {version} to {}",
+                    recorded.version
+                ),
+            }));
+        }
+        for event in upcasters.decode::<A::Event>(recorded)? {
+            state = Some(
+                A::apply(state, &event).map_err(|source| LoadError::History {
+                    stream: stream.clone(),
+                    version: recorded.version,
+                    source,
+                })?,
+            );
+        }
+        version = recorded.version;
+    }
+    Ok((state, version))
+}
+
+/// Everything one attempt at a command needs to decide, owned, so that the store may run it
+/// on another thread.
+struct Decision<A: Aggregate> {
+    id: A::Id,
+    stream: StreamId,
+    base: Option<A>,
+    base_version: Version,
+    command: A::Command,
+    command_type: &'static str,
+    payload: Json,
+    context: CommandContext,
+    now: chrono::DateTime<chrono::Utc>,
+    upcasters: Upcasters,
+}
+
+/// What a decision made, for the caller.
+struct Decided<A: Aggregate> {
+    /// The state the command was decided on, and its version.
+    state: Option<A>,
+    version: Version,
+    /// The events it caused.
+    events: Vec<A::Event>,
+    /// The rejection, if it was rejected (the commit then only records it).
+    rejection: Option<A::Error>,
+}
+
+impl<A: Aggregate> Decision<A> {
+    /// Folds `events` onto the snapshot, decides, and builds the commit: the events with their
+    /// lineage and the command's record, at the version decided on.
+    fn decide(
+        self,
+        events: &[crate::event::RecordedEvent],
+    ) -> Result<(Commit, Decided<A>), CommandError<A::Error>> {
+        let (state, version) = fold::<A>(
+            &self.upcasters,
+            &self.stream,
+            self.base,
+            self.base_version,
+            events,
+        )?;
+        let correlation_id = self.context.correlation_id();
+        let record = |outcome| CommandRecord {
+            command_id: self.context.command_id,
+            command_type: self.command_type.to_owned(),
+            target: self.stream.clone(),
+            payload: self.payload.clone(),
+            correlation_id: Some(correlation_id),
+            causation_id: self.context.causation_id,
+            recorded_at: self.now,
+            headers: self.context.headers.clone(),
+            outcome,
+        };
+        // Committing at the loaded version makes the decision (a rejection too) stand only if it
+        // was made on the latest state.
+        let expected = ExpectedVersion::Exact(version);
+        match A::handle(state.as_ref(), &self.id, self.command) {
+            Err(rejection) => {
+                let outcome = Outcome::Rejected {
+                    error: Json::encode(&rejection)
+                        .map_err(|e| CommandError::Encode(MessageError::Payload(e)))?,
+                    message: rejection.to_string(),
+                };
+                let commit = Commit::new(self.stream.clone(), expected, Vec::new())
+                    .with_command(record(outcome));
+                Ok((
+                    commit,
+                    Decided {
+                        state,
+                        version,
+                        events: Vec::new(),
+                        rejection: Some(rejection),
+                    },
+                ))
+            }
+            Ok(decided) => {
+                let mut new_events = Vec::with_capacity(decided.len());
+                for event in &decided {
+                    let (event_type, payload) =
+                        encode_message(event).map_err(CommandError::Encode)?;
+                    new_events.push(NewEvent {
+                        event_type: event_type.to_owned(),
+                        schema_version: <A::Event as crate::DomainEvent>::schema_version(
+                            event_type,
+                        ),
+                        payload,
+                        metadata: Metadata {
+                            event_id: Uuid::now_v7(),
+                            correlation_id: Some(correlation_id),
+                            causation_id: Some(self.context.command_id),
+                            command_id: Some(self.context.command_id),
+                            recorded_at: self.now,
+                            headers: self.context.headers.clone(),
+                        },
+                    });
+                }
+                let count = decided.len() as u64;
+                let outcome = Outcome::Accepted {
+                    version: version.add(count),
+                    events: count,
+                };
+                let commit = Commit::new(self.stream.clone(), expected, new_events)
+                    .with_command(record(outcome));
+                Ok((
+                    commit,
+                    Decided {
+                        state,
+                        version,
+                        events: decided,
+                        rejection: None,
+                    },
+                ))
+            }
         }
     }
 }

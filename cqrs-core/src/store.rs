@@ -203,6 +203,37 @@ pub trait EventStore: EventReader {
     /// Retry with the same command id to find out.
     async fn commit(&self, commit: Commit) -> Result<Appended, StoreError>;
 
+    /// Reads `stream` from version `from`, hands the events to `decide`, and commits what it
+    /// returns: how a command is handled.
+    ///
+    /// The default reads, decides and commits as three steps, and the commit's expected version
+    /// guards against a writer that came in between (a [`StoreError::Conflict`] then asks the
+    /// caller to try again). A store with a single writer overrides it to run all three in its
+    /// write path, atomically, so that commands on one stream never conflict; `decide` must
+    /// then be quick and must not block, as it holds up other writes.
+    ///
+    /// Returns `None` if `decide` returned `None` (nothing was written).
+    ///
+    /// # Errors
+    ///
+    /// As [`EventStore::commit`], and the read's errors.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`EventStore::commit`].
+    async fn read_then_commit(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        decide: Decide,
+    ) -> Result<Option<Appended>, StoreError> {
+        let events = self.read_stream(stream, from).await?;
+        match decide(events) {
+            Some(commit) => self.commit(commit).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Appends `events` to `stream` if it is at `expected`.
     ///
     /// # Examples
@@ -240,6 +271,10 @@ pub trait EventStore: EventReader {
             .await
     }
 }
+
+/// A decision over a stream's events, as [`EventStore::read_then_commit`] takes it: given the
+/// events read, what to commit (or nothing).
+pub type Decide = Box<dyn FnOnce(Vec<RecordedEvent>) -> Option<Commit> + Send>;
 
 /// One atomic write: events for one stream and, optionally, the command that caused them.
 #[derive(Debug, Clone)]

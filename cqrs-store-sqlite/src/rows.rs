@@ -6,21 +6,22 @@ use cqrs_core::{
     Appended, CommandRecord, Commit, Json, Metadata, Outcome, Position, RecordedEvent,
     ScheduledCommand, StoreError, StreamId, Version,
 };
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, Row, params};
 
 use crate::error::{
     backend, from_micros, headers, headers_text, is_unique_violation, micros, opt_uuid, signed,
     unsigned, uuid,
 };
+use crate::writer::WriteError;
 
-/// The event columns, in the order [`EventRow::read`] expects, for `e` joined with streams `s`.
-pub(crate) const EVENT_COLUMNS: &str = "e.position, e.stream_id, s.name, e.version, e.event_type, e.schema_version, \
-     e.payload, e.event_id, e.correlation_id, e.causation_id, e.command_id, e.recorded_at, e.headers";
+/// The event columns, in the order [`EventRows::read`] expects, for the events table as `e`.
+pub(crate) const EVENT_COLUMNS: &str = "e.position, e.stream, e.version, e.event_type, e.schema_version, e.payload, \
+     e.event_id, e.correlation_id, e.causation_id, e.command_id, e.recorded_at, e.headers";
 
 /// Turns event rows into [`RecordedEvent`]s, sharing one `StreamId` per stream.
 #[derive(Default)]
 pub(crate) struct EventRows {
-    streams: HashMap<i64, StreamId>,
+    streams: HashMap<Box<str>, StreamId>,
 }
 
 impl EventRows {
@@ -29,32 +30,43 @@ impl EventRows {
         let position = Position::new(unsigned(row.get(0).map_err(backend)?, "position", None)?);
         let at = Some(position);
         let corrupt = |what: String| StoreError::Corrupt { position: at, what };
-        let stream_key: i64 = row.get(1).map_err(backend)?;
-        let stream = match self.streams.get(&stream_key) {
+        let name = row
+            .get_ref(1)
+            .map_err(backend)?
+            .as_str()
+            .map_err(|e| corrupt(format!("stream: {e}")))?;
+        let stream = match self.streams.get(name) {
             Some(s) => s.clone(),
             None => {
-                let name: String = row.get(2).map_err(backend)?;
-                let s = StreamId::new(&name).map_err(|e| corrupt(e.to_string()))?;
-                self.streams.insert(stream_key, s.clone());
+                let s = StreamId::new(name).map_err(|e| corrupt(e.to_string()))?;
+                self.streams.insert(name.into(), s.clone());
                 s
             }
         };
-        let version = Version::new(unsigned(row.get(3).map_err(backend)?, "version", at)?);
-        let event_type: String = row.get(4).map_err(backend)?;
-        let schema_version: i64 = row.get(5).map_err(backend)?;
+        let version = Version::new(unsigned(row.get(2).map_err(backend)?, "version", at)?);
+        let event_type: String = row.get(3).map_err(backend)?;
+        let schema_version: i64 = row.get(4).map_err(backend)?;
         let schema_version = u16::try_from(schema_version)
             .map_err(|_| corrupt(format!("schema version {schema_version}")))?;
-        let payload: String = row
-            .get(6)
+        // Read the text in place and copy it once, straight into the shared payload.
+        let payload = row
+            .get_ref(5)
+            .map_err(backend)?
+            .as_str()
             .map_err(|e| corrupt(format!("payload is not text: {e}")))?;
-        let event_id: Vec<u8> = row.get(7).map_err(backend)?;
+        let payload = Json::from_stored(payload);
+        let event_id = row
+            .get_ref(6)
+            .map_err(backend)?
+            .as_blob()
+            .map_err(|e| corrupt(format!("event id: {e}")))?;
         let metadata = Metadata {
-            event_id: uuid(&event_id, at)?,
-            correlation_id: opt_uuid(row.get(8).map_err(backend)?, at)?,
-            causation_id: opt_uuid(row.get(9).map_err(backend)?, at)?,
-            command_id: opt_uuid(row.get(10).map_err(backend)?, at)?,
-            recorded_at: from_micros(row.get(11).map_err(backend)?, at)?,
-            headers: headers(row.get(12).map_err(backend)?, at)?,
+            event_id: uuid(event_id, at)?,
+            correlation_id: blob_uuid(row, 7, at)?,
+            causation_id: blob_uuid(row, 8, at)?,
+            command_id: blob_uuid(row, 9, at)?,
+            recorded_at: from_micros(row.get(10).map_err(backend)?, at)?,
+            headers: headers(row.get(11).map_err(backend)?, at)?,
         };
         Ok(RecordedEvent {
             stream,
@@ -62,9 +74,25 @@ impl EventRows {
             position,
             event_type,
             schema_version,
-            payload: Json::from_stored(payload),
+            payload,
             metadata,
         })
+    }
+}
+
+/// An optional UUID column, read without allocating.
+fn blob_uuid(
+    row: &Row<'_>,
+    column: usize,
+    at: Option<Position>,
+) -> Result<Option<uuid::Uuid>, StoreError> {
+    match row.get_ref(column).map_err(backend)?.as_blob_or_null() {
+        Ok(Some(bytes)) => uuid(bytes, at).map(Some),
+        Ok(None) => Ok(None),
+        Err(e) => Err(StoreError::Corrupt {
+            position: at,
+            what: format!("column {column}: {e}"),
+        }),
     }
 }
 
@@ -135,61 +163,68 @@ pub(crate) fn insert_command(conn: &Connection, record: &CommandRecord) -> Resul
     Ok(())
 }
 
-/// Whether command `id` is recorded.
-pub(crate) fn command_exists(conn: &Connection, id: &uuid::Uuid) -> Result<bool, StoreError> {
-    let mut find = conn
-        .prepare_cached("SELECT 1 FROM cqrs_commands WHERE command_id = ?1")
-        .map_err(backend)?;
-    find.exists([id.as_bytes().as_slice()]).map_err(backend)
-}
-
-/// Writes a commit inside the writer's transaction: checks the command id and the expected
-/// version, appends the events, records the command.
-pub(crate) fn write_commit(conn: &Connection, commit: Commit) -> Result<Appended, StoreError> {
+/// Writes a commit inside the writer's transaction, checking before writing: the command id
+/// is unknown (a duplicate is reported before a conflict), the expected version holds. `known`
+/// is the stream's version when the caller has just read it in the same transaction.
+///
+/// Runs without a savepoint: a failed check writes nothing ([`WriteError::Refused`]); a write
+/// that fails after the checks is [`WriteError::Broken`].
+pub(crate) fn write_commit(
+    conn: &Connection,
+    commit: Commit,
+    known: Option<Version>,
+) -> Result<Appended, WriteError> {
     if let Some(command) = &commit.command
         && command_exists(conn, &command.command_id)?
     {
-        return Err(StoreError::DuplicateCommand {
+        return Err(WriteError::Refused(StoreError::DuplicateCommand {
             command_id: command.command_id,
-        });
+        }));
     }
-    let mut lookup = conn
-        .prepare_cached("SELECT id, version FROM cqrs_streams WHERE name = ?1")
-        .map_err(backend)?;
-    let found: Option<(i64, i64)> = lookup
-        .query_row([commit.stream.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()
-        .map_err(backend)?;
-    let actual = Version::new(found.map_or(Ok(0), |(_, v)| unsigned(v, "stream version", None))?);
+    let actual = match known {
+        Some(version) => version,
+        None => {
+            let mut current = conn
+                .prepare_cached("SELECT max(version) FROM cqrs_events WHERE stream = ?1")
+                .map_err(backend)?;
+            let found: Option<i64> = current
+                .query_row([commit.stream.as_str()], |r| r.get(0))
+                .map_err(backend)?;
+            Version::new(found.map_or(Ok(0), |v| unsigned(v, "stream version", None))?)
+        }
+    };
     if !commit.expected.matches(actual) {
-        return Err(StoreError::Conflict {
+        return Err(WriteError::Refused(StoreError::Conflict {
             stream: commit.stream,
             expected: commit.expected,
             actual,
-        });
+        }));
+    }
+    let last = actual
+        .get()
+        .checked_add(commit.events.len() as u64)
+        .ok_or_else(|| StoreError::Invalid("the stream is full".into()))?;
+    signed(last)?;
+    // From here on a failure leaves writes behind: the transaction must go.
+    write_events(conn, &commit, actual).map_err(WriteError::Broken)
+}
+
+fn write_events(
+    conn: &Connection,
+    commit: &Commit,
+    actual: Version,
+) -> Result<Appended, StoreError> {
+    if let Some(command) = &commit.command {
+        insert_command(conn, command)?;
     }
     let mut version = actual;
     let mut position = None;
     if !commit.events.is_empty() {
-        let stream_key = match found {
-            Some((key, _)) => key,
-            None => {
-                let mut create = conn
-                    .prepare_cached(
-                        "INSERT INTO cqrs_streams (name, category, version) VALUES (?1, ?2, 0)",
-                    )
-                    .map_err(backend)?;
-                create
-                    .execute(params![commit.stream.as_str(), commit.stream.category()])
-                    .map_err(backend)?;
-                conn.last_insert_rowid()
-            }
-        };
         let mut insert = conn
             .prepare_cached(
-                "INSERT INTO cqrs_events (stream_id, version, event_type, schema_version, payload, event_id, \
+                "INSERT INTO cqrs_events (stream, category, version, event_type, schema_version, payload, event_id, \
                  correlation_id, causation_id, command_id, recorded_at, headers) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )
             .map_err(backend)?;
         for event in &commit.events {
@@ -197,15 +232,18 @@ pub(crate) fn write_commit(conn: &Connection, commit: Commit) -> Result<Appended
             let meta = &event.metadata;
             insert
                 .execute(params![
-                    stream_key,
+                    commit.stream.as_str(),
+                    commit.stream.category(),
                     signed(version.get())?,
                     event.event_type,
                     event.schema_version,
                     event.payload.as_str(),
                     meta.event_id.as_bytes().as_slice(),
-                    meta.correlation_id.as_ref().map(|u| u.as_bytes().to_vec()),
-                    meta.causation_id.as_ref().map(|u| u.as_bytes().to_vec()),
-                    meta.command_id.as_ref().map(|u| u.as_bytes().to_vec()),
+                    meta.correlation_id
+                        .as_ref()
+                        .map(|u| u.as_bytes().as_slice()),
+                    meta.causation_id.as_ref().map(|u| u.as_bytes().as_slice()),
+                    meta.command_id.as_ref().map(|u| u.as_bytes().as_slice()),
                     micros(meta.recorded_at),
                     headers_text(&meta.headers),
                 ])
@@ -216,16 +254,16 @@ pub(crate) fn write_commit(conn: &Connection, commit: Commit) -> Result<Appended
             "position",
             None,
         )?));
-        let mut bump = conn
-            .prepare_cached("UPDATE cqrs_streams SET version = ?1 WHERE id = ?2")
-            .map_err(backend)?;
-        bump.execute(params![signed(version.get())?, stream_key])
-            .map_err(backend)?;
-    }
-    if let Some(command) = &commit.command {
-        insert_command(conn, command)?;
     }
     Ok(Appended { version, position })
+}
+
+/// Whether command `id` is recorded.
+pub(crate) fn command_exists(conn: &Connection, id: &uuid::Uuid) -> Result<bool, StoreError> {
+    let mut find = conn
+        .prepare_cached("SELECT 1 FROM cqrs_commands WHERE command_id = ?1")
+        .map_err(backend)?;
+    find.exists([id.as_bytes().as_slice()]).map_err(backend)
 }
 
 /// The scheduled-command columns, in the order [`scheduled`] expects.

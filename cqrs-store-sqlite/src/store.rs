@@ -6,19 +6,19 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_core::{
-    Appended, BatchStream, CheckpointStore, CommandRecord, Commit, CommitNotifier, EventFilter,
-    EventReader, EventStore, ExpectedVersion, Json, LogCursor, LogEntry, LogQuery, LoggedMessage,
-    MessageKind, MessageLog, Position, ProcessSave, ProcessState, ProcessStore, ReadBatch,
-    RecordedEvent, ScheduleStore, ScheduledCommand, Snapshot, SnapshotStore, StoreError, StreamId,
-    SubscriptionOptions, Version, subscription,
+    Appended, BatchStream, CheckpointStore, CommandRecord, Commit, CommitNotifier, Decide,
+    EventFilter, EventReader, EventStore, ExpectedVersion, Json, LogCursor, LogEntry, LogQuery,
+    LoggedMessage, MessageKind, MessageLog, Position, ProcessSave, ProcessState, ProcessStore,
+    ReadBatch, RecordedEvent, ScheduleStore, ScheduledCommand, Snapshot, SnapshotStore, StoreError,
+    StreamId, SubscriptionOptions, Version, subscription,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 use uuid::Uuid;
 
 use crate::error::{backend, from_micros, micros, signed, unsigned};
 use crate::rows::{
-    COMMAND_COLUMNS, EVENT_COLUMNS, EventRows, SCHEDULED_COLUMNS, command_exists, command_record,
-    insert_command, insert_scheduled, scheduled, write_commit,
+    COMMAND_COLUMNS, EVENT_COLUMNS, EventRows, SCHEDULED_COLUMNS, command_record, insert_command,
+    insert_scheduled, scheduled, write_commit,
 };
 use crate::schema;
 use crate::writer::{Writer, WriterStats};
@@ -374,28 +374,8 @@ impl EventReader for SqliteEventStore {
         from: Version,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let stream = stream.clone();
-        let from = signed(from.get())?;
-        self.read(move |conn| {
-            let mut lookup = conn.prepare_cached("SELECT id FROM cqrs_streams WHERE name = ?1").map_err(backend)?;
-            let Some(key): Option<i64> = lookup.query_row([stream.as_str()], |r| r.get(0)).optional().map_err(backend)?
-            else {
-                return Ok(Vec::new());
-            };
-            let mut select = conn
-                .prepare_cached(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM cqrs_events e JOIN cqrs_streams s ON s.id = e.stream_id \
-                     WHERE e.stream_id = ?1 AND e.version >= ?2 ORDER BY e.version"
-                ))
-                .map_err(backend)?;
-            let mut rows = select.query(params![key, from]).map_err(backend)?;
-            let mut decoder = EventRows::default();
-            let mut events = Vec::new();
-            while let Some(row) = rows.next().map_err(backend)? {
-                events.push(decoder.read(row)?);
-            }
-            Ok(events)
-        })
-        .await
+        self.read(move |conn| read_stream(conn, &stream, from))
+            .await
     }
 
     async fn read_all(
@@ -408,7 +388,7 @@ impl EventReader for SqliteEventStore {
         self.read(move |conn| {
             let mut select = conn
                 .prepare_cached(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM cqrs_events e JOIN cqrs_streams s ON s.id = e.stream_id \
+                    "SELECT {EVENT_COLUMNS} FROM cqrs_events e \
                      WHERE e.position >= ?1 ORDER BY e.position LIMIT ?2"
                 ))
                 .map_err(backend)?;
@@ -450,6 +430,29 @@ impl EventReader for SqliteEventStore {
     }
 }
 
+/// Reads `stream` from version `from` on `conn`.
+fn read_stream(
+    conn: &Connection,
+    stream: &StreamId,
+    from: Version,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let from = signed(from.get())?;
+    let mut select = conn
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM cqrs_events e WHERE e.stream = ?1 AND e.version >= ?2 ORDER BY e.version"
+        ))
+        .map_err(backend)?;
+    let mut rows = select
+        .query(params![stream.as_str(), from])
+        .map_err(backend)?;
+    let mut decoder = EventRows::default();
+    let mut events = Vec::new();
+    while let Some(row) = rows.next().map_err(backend)? {
+        events.push(decoder.read(row)?);
+    }
+    Ok(events)
+}
+
 fn head(conn: &Connection) -> Result<Position, StoreError> {
     let max: Option<i64> = conn
         .query_row("SELECT max(position) FROM cqrs_events", [], |r| r.get(0))
@@ -485,7 +488,7 @@ fn read_filtered(
         .saturating_add(1)
         .min(from.get().saturating_add(SCAN_WINDOW.max(limit as u64)));
     let mut sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM cqrs_events e JOIN cqrs_streams s ON s.id = e.stream_id \
+        "SELECT {EVENT_COLUMNS} FROM cqrs_events e \
          WHERE e.position >= ?1 AND e.position < ?2"
     );
     let mut args: Vec<rusqlite::types::Value> =
@@ -501,7 +504,7 @@ fn read_filtered(
         }
         if !filter.categories.is_empty() {
             alternatives.push(format!(
-                "s.category IN ({})",
+                "e.category IN ({})",
                 placeholders(args.len() + 1, filter.categories.len())
             ));
             args.extend(filter.categories.iter().map(|c| c.clone().into()));
@@ -541,7 +544,38 @@ impl EventStore for SqliteEventStore {
         let appends = !commit.events.is_empty();
         self.inner
             .writer
-            .write(appends, move |conn| write_commit(conn, commit))
+            .write_checked(appends, move |conn| write_commit(conn, commit, None))
+            .await
+    }
+
+    /// Reads, decides and commits in one step on the writer thread, inside its transaction:
+    /// a command never conflicts with another, and costs one round trip to the writer.
+    async fn read_then_commit(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        decide: Decide,
+    ) -> Result<Option<Appended>, StoreError> {
+        let stream = stream.clone();
+        self.inner
+            .writer
+            .write_checked(true, move |conn| {
+                let events = read_stream(conn, &stream, from)?;
+                // The stream cannot have moved since this read (same transaction, one writer):
+                // its version is the last one read, or zero if it was read whole and is empty.
+                let known = match events.last() {
+                    Some(last) => Some(last.version),
+                    None if from <= Version::START => Some(Version::ZERO),
+                    None => None,
+                };
+                match decide(events) {
+                    Some(commit) => {
+                        commit.validate()?;
+                        write_commit(conn, commit, known).map(Some)
+                    }
+                    None => Ok(None),
+                }
+            })
             .await
     }
 }
@@ -725,14 +759,12 @@ fn query_log(conn: &Connection, query: &LogQuery) -> Result<Vec<LogEntry>, Store
         }
     }
     if query.kind != Some(MessageKind::Command) {
-        let mut sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM cqrs_events e JOIN cqrs_streams s ON s.id = e.stream_id WHERE 1 = 1"
-        );
+        let mut sql = format!("SELECT {EVENT_COLUMNS} FROM cqrs_events e WHERE 1 = 1");
         let args = log_conditions(
             query,
             &mut sql,
             "e.event_type",
-            "s.name",
+            "e.stream",
             "e.correlation_id",
             "e.recorded_at",
             1,
@@ -951,10 +983,10 @@ impl ProcessStore for SqliteEventStore {
         self.inner
             .writer
             .write(false, move |conn| {
-                if let Some(handled) = &save.handled
-                    && command_exists(conn, &handled.command_id)?
-                {
-                    return Err(StoreError::DuplicateCommand { command_id: handled.command_id });
+                // Recording the handled command first reports a duplicate before a conflict;
+                // any error rolls the whole save back.
+                if let Some(handled) = &save.handled {
+                    insert_command(conn, handled)?;
                 }
                 let mut select =
                     conn.prepare_cached("SELECT version FROM cqrs_processes WHERE id = ?1").map_err(backend)?;
@@ -987,9 +1019,6 @@ impl ProcessStore for SqliteEventStore {
                     ])
                     .map_err(backend)?;
                 insert_scheduled(conn, &save.outbox)?;
-                if let Some(handled) = &save.handled {
-                    insert_command(conn, handled)?;
-                }
                 Ok(())
             })
             .await

@@ -1,11 +1,13 @@
 //! The writer thread: it owns the write connection and commits every waiting write in one
-//! transaction (group commit), each write in its own savepoint so that one failure does not
-//! spoil the others.
+//! transaction (group commit). A write that may fail half-way runs in its own savepoint; a
+//! write that checks everything before it writes (an append, a command) runs without one, and
+//! if it still fails half-way the whole transaction is rolled back and every write in it fails.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use cqrs_core::{CommitNotifier, StoreError};
 use rusqlite::Connection;
@@ -14,8 +16,10 @@ use tokio::sync::oneshot;
 /// The most writes one transaction takes, so that a flood of writers still sees commits.
 const MAX_GROUP: usize = 1024;
 
-/// A unit of work for the writer: runs inside the group transaction, in a savepoint.
+/// A unit of work for the writer, run inside the group transaction.
 pub(crate) struct Job {
+    /// Whether it runs in a savepoint of its own.
+    savepoint: bool,
     run: RunFn,
 }
 
@@ -26,28 +30,85 @@ type RunFn = Box<dyn FnOnce(Result<&Connection, String>) -> Ran + Send>;
 struct Ran {
     /// Whether its writes stand (false rolls back its savepoint).
     ok: bool,
+    /// Whether it failed after writing without a savepoint: the transaction must go.
+    spoiled: bool,
     /// Whether it appended events (subscribers are woken after the commit).
     appended: bool,
     /// Answers the caller once the transaction has ended: `Ok` if it committed.
     done: Box<dyn FnOnce(Result<(), String>) + Send>,
 }
 
+/// How a write that runs without a savepoint failed.
+#[derive(Debug)]
+pub(crate) enum WriteError {
+    /// It failed before writing anything: the others go on.
+    Refused(StoreError),
+    /// It failed after writing: the whole transaction is rolled back.
+    Broken(StoreError),
+}
+
+impl From<StoreError> for WriteError {
+    /// An error from a check before any write.
+    fn from(err: StoreError) -> Self {
+        Self::Refused(err)
+    }
+}
+
 impl Job {
-    /// A job running `f`, and the receiver of its result, which arrives only once its writes
-    /// are durable (or have failed).
+    /// A job running `f` in a savepoint, and the receiver of its result, which arrives only
+    /// once its writes are durable (or have failed).
     pub(crate) fn new<T, F>(appends: bool, f: F) -> (Self, oneshot::Receiver<Result<T, StoreError>>)
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        Self::build(appends, true, move |conn| {
+            f(conn).map_err(WriteError::Refused)
+        })
+    }
+
+    /// A job running `f` without a savepoint: `f` must check before it writes, and say with
+    /// [`WriteError::Broken`] if it failed after writing.
+    pub(crate) fn checked<T, F>(
+        appends: bool,
+        f: F,
+    ) -> (Self, oneshot::Receiver<Result<T, StoreError>>)
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, WriteError> + Send + 'static,
+    {
+        Self::build(appends, false, f)
+    }
+
+    fn build<T, F>(
+        appends: bool,
+        savepoint: bool,
+        f: F,
+    ) -> (Self, oneshot::Receiver<Result<T, StoreError>>)
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, WriteError> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
-        let run = Box::new(move |conn: Result<&Connection, String>| {
-            match conn
-                .map_err(|why| StoreError::backend(CommitFailed(why)))
-                .and_then(f)
-            {
+        let run: RunFn = Box::new(move |conn: Result<&Connection, String>| {
+            let result = match conn {
+                Err(why) => Err(WriteError::Refused(StoreError::backend(CommitFailed(why)))),
+                // A panic in a write (user code in a decision, say) must not end the writer:
+                // it fails this write alone if a savepoint can undo it, else the transaction.
+                Ok(conn) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
+                    .unwrap_or_else(|panic| {
+                        let err = StoreError::backend(Panicked(panic_message(&*panic)));
+                        Err(if savepoint {
+                            WriteError::Refused(err)
+                        } else {
+                            WriteError::Broken(err)
+                        })
+                    }),
+            };
+            match result {
                 Ok(value) => Ran {
                     ok: true,
+                    spoiled: false,
                     appended: appends,
                     done: Box::new(move |committed: Result<(), String>| {
                         let _ = tx.send(
@@ -57,8 +118,17 @@ impl Job {
                         );
                     }),
                 },
-                Err(err) => Ran {
+                Err(WriteError::Refused(err)) => Ran {
                     ok: false,
+                    spoiled: false,
+                    appended: false,
+                    done: Box::new(move |_| {
+                        let _ = tx.send(Err(err));
+                    }),
+                },
+                Err(WriteError::Broken(err)) => Ran {
+                    ok: false,
+                    spoiled: true,
                     appended: false,
                     done: Box::new(move |_| {
                         let _ = tx.send(Err(err));
@@ -66,8 +136,21 @@ impl Job {
                 },
             }
         });
-        (Self { run }, rx)
+        (Self { savepoint, run }, rx)
     }
+}
+
+/// A write panicked.
+#[derive(Debug, thiserror::Error)]
+#[error("the write panicked: {0}")]
+struct Panicked(String);
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
 }
 
 /// The group transaction failed to commit.
@@ -153,6 +236,29 @@ impl Writer {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (job, rx) = Job::new(appends, f);
+        self.submit(job, rx).await
+    }
+
+    /// Runs `f` on the writer without a savepoint (see [`Job::checked`]) and waits for its
+    /// durable result.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Closed`] if the writer has stopped, or `f`'s error.
+    pub(crate) async fn write_checked<T, F>(&self, appends: bool, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, WriteError> + Send + 'static,
+    {
+        let (job, rx) = Job::checked(appends, f);
+        self.submit(job, rx).await
+    }
+
+    async fn submit<T>(
+        &self,
+        job: Job,
+        rx: oneshot::Receiver<Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
         self.stats.submitted.fetch_add(1, Ordering::AcqRel);
         self.jobs.send(job).map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -163,7 +269,7 @@ fn run(conn: Connection, jobs: &mpsc::Receiver<Job>, notifier: &CommitNotifier, 
     let mut group = Vec::with_capacity(MAX_GROUP);
     // The thread ends when every handle to the store is gone; dropping `conn` then closes the
     // file cleanly (and checkpoints the WAL).
-    while let Ok(first) = jobs.recv() {
+    while let Some(first) = next_job(jobs) {
         group.push(first);
         while group.len() < MAX_GROUP {
             match jobs.try_recv() {
@@ -172,46 +278,99 @@ fn run(conn: Connection, jobs: &mpsc::Receiver<Job>, notifier: &CommitNotifier, 
             }
         }
         stats.writes.fetch_add(group.len() as u64, Ordering::AcqRel);
-        commit_group(&conn, &mut group, notifier);
-        stats.transactions.fetch_add(1, Ordering::AcqRel);
+        commit_group(&conn, &mut group, notifier, stats);
     }
 }
 
-fn commit_group(conn: &Connection, group: &mut Vec<Job>, notifier: &CommitNotifier) {
+/// How long the writer keeps looking for the next write before it sleeps. Waking a sleeping
+/// thread costs tens of microseconds on some machines, more than a whole write without sync;
+/// a caller that sends its next write right after the last answer finds the writer awake.
+const SPIN: Duration = Duration::from_micros(50);
+
+/// The next write, or `None` once every handle to the store is gone.
+fn next_job(jobs: &mpsc::Receiver<Job>) -> Option<Job> {
+    let started = Instant::now();
+    let mut spins = 0u32;
+    loop {
+        match jobs.try_recv() {
+            Ok(job) => return Some(job),
+            Err(mpsc::TryRecvError::Disconnected) => return None,
+            Err(mpsc::TryRecvError::Empty) => {
+                spins = spins.wrapping_add(1);
+                // Reading the clock costs more than a spin; look at it now and then.
+                if spins.is_multiple_of(64) && started.elapsed() >= SPIN {
+                    return jobs.recv().ok();
+                }
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
+
+fn commit_group(
+    conn: &Connection,
+    group: &mut Vec<Job>,
+    notifier: &CommitNotifier,
+    stats: &Counters,
+) {
+    // Counted before anyone is answered, so that a caller who sees its answer sees the count.
+    stats.transactions.fetch_add(1, Ordering::AcqRel);
     let size = group.len();
     let span = tracing::trace_span!("cqrs.sqlite.group_commit", jobs = size);
     let _enter = span.enter();
-    if let Err(err) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(err) = execute(conn, "BEGIN IMMEDIATE") {
         // Without a transaction nothing may run: every job fails alike.
         let why = format!("cannot begin a write transaction: {err}");
         tracing::error!(error = %why, "sqlite writer");
-        for job in group.drain(..) {
-            ((job.run)(Err(why.clone())).done)(Err(why.clone()));
-        }
+        fail_all(group.drain(..), &why);
         return;
     }
     let mut ran = Vec::with_capacity(size);
     let mut appended = false;
-    for job in group.drain(..) {
-        let savepoint = conn.execute_batch("SAVEPOINT job");
-        let outcome = match savepoint {
-            Ok(()) => (job.run)(Ok(conn)),
-            Err(err) => (job.run)(Err(format!("cannot open a savepoint: {err}"))),
-        };
-        let closed = if outcome.ok {
-            conn.execute_batch("RELEASE job")
+    // A write alone in its transaction needs no savepoint: if it fails, the whole transaction
+    // is rolled back instead.
+    let alone = size == 1;
+    let mut jobs = group.drain(..);
+    while let Some(job) = jobs.next() {
+        let outcome = if alone || !job.savepoint {
+            (job.run)(Ok(conn))
         } else {
-            conn.execute_batch("ROLLBACK TO job; RELEASE job")
+            match execute(conn, "SAVEPOINT job") {
+                Ok(()) => {
+                    let outcome = (job.run)(Ok(conn));
+                    let closed = if outcome.ok {
+                        execute(conn, "RELEASE job")
+                    } else {
+                        execute(conn, "ROLLBACK TO job").and_then(|()| execute(conn, "RELEASE job"))
+                    };
+                    if let Err(err) = closed {
+                        tracing::error!(error = %err, "sqlite: cannot close a savepoint");
+                    }
+                    outcome
+                }
+                Err(err) => (job.run)(Err(format!("cannot open a savepoint: {err}"))),
+            }
         };
-        if let Err(err) = closed {
-            tracing::error!(error = %err, "sqlite: cannot close a savepoint");
-        }
+        let spoiled = outcome.spoiled || (alone && !outcome.ok);
         appended |= outcome.ok && outcome.appended;
         ran.push(outcome);
+        if spoiled {
+            // A write failed half-way without a savepoint: nothing in this transaction can be
+            // trusted. Roll it all back; every write in it fails.
+            let _ = execute(conn, "ROLLBACK");
+            let why =
+                "an earlier write in the same transaction failed; nothing was written".to_owned();
+            for outcome in ran {
+                (outcome.done)(Err(why.clone()));
+            }
+            fail_all(jobs, &why);
+            return;
+        }
     }
-    let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+    drop(jobs);
+    let committed = execute(conn, "COMMIT").map_err(|e| e.to_string());
     if committed.is_err() {
-        let _ = conn.execute_batch("ROLLBACK");
+        let _ = execute(conn, "ROLLBACK");
     }
     if committed.is_ok() && appended {
         notifier.notify();
@@ -219,4 +378,17 @@ fn commit_group(conn: &Connection, group: &mut Vec<Job>, notifier: &CommitNotifi
     for outcome in ran {
         (outcome.done)(committed.clone());
     }
+}
+
+/// Fails `jobs` without running them.
+fn fail_all(jobs: impl Iterator<Item = Job>, why: &str) {
+    for job in jobs {
+        let outcome = (job.run)(Err(why.to_owned()));
+        (outcome.done)(Err(why.to_owned()));
+    }
+}
+
+/// Runs a statement without parameters through the statement cache (no parsing each time).
+fn execute(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }

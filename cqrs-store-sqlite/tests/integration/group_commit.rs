@@ -153,3 +153,95 @@ async fn a_failing_write_rolls_back_alone() {
     );
     assert_eq!(store.head().await.unwrap(), Position::new(1));
 }
+
+#[tokio::test]
+async fn a_panicking_decision_fails_alone_and_the_writer_lives_on() {
+    let store = SqliteEventStore::open_in_memory().await.unwrap();
+    let stream = StreamId::new("order-1").unwrap();
+    let err = store
+        .read_then_commit(
+            &stream,
+            Version::START,
+            Box::new(|_| panic!("a bug in a decision")),
+        )
+        .await
+        .expect_err("the panic is an error");
+    assert!(err.to_string().contains("storage backend failed"), "{err}");
+    store
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("order.placed", Json::null())],
+        )
+        .await
+        .expect("the writer still writes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_append_that_breaks_half_way_takes_its_whole_transaction_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteEventStore::open(dir.path().join("events.db"))
+        .await
+        .unwrap();
+    // A fault the checks cannot foresee: the database itself refuses one event type.
+    store
+        .write(|conn| {
+            conn.execute_batch(
+                "CREATE TRIGGER refuse_poison BEFORE INSERT ON cqrs_events WHEN NEW.event_type = 'poison' \
+                 BEGIN SELECT RAISE(ABORT, 'poison refused'); END;",
+            )
+        })
+        .await
+        .unwrap();
+    let append = |stream: &'static str, ty: &'static str| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let events = vec![
+                NewEvent::new("fine", Json::null()),
+                NewEvent::new(ty, Json::null()),
+            ];
+            store
+                .append(
+                    &StreamId::new(stream).unwrap(),
+                    ExpectedVersion::NoStream,
+                    events,
+                )
+                .await
+        })
+    };
+    let (release, stalled) = stall(&store).await;
+    let before = store.writer_stats().queued;
+    let first = append("a-1", "fine");
+    let poison = append("b-1", "poison");
+    let last = append("c-1", "fine");
+    while store.writer_stats().queued < before + 3 {
+        tokio::task::yield_now().await;
+    }
+    release.send(()).unwrap();
+    stalled.await.unwrap();
+    assert!(poison.await.unwrap().is_err(), "the broken append fails");
+    assert!(
+        first.await.unwrap().is_err(),
+        "so does every append in its transaction"
+    );
+    assert!(last.await.unwrap().is_err());
+    assert_eq!(
+        store.head().await.unwrap(),
+        Position::ZERO,
+        "nothing was written, not even half a batch"
+    );
+
+    append("d-1", "fine")
+        .await
+        .unwrap()
+        .expect("the next transaction is clean");
+    assert!(
+        append("e-1", "poison").await.unwrap().is_err(),
+        "alone, it fails too"
+    );
+    assert_eq!(
+        store.read_all(Position::START, 10).await.unwrap().len(),
+        2,
+        "only the clean append is there"
+    );
+}

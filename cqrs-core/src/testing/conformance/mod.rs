@@ -82,6 +82,7 @@ macro_rules! conformance_suite {
             empty_append_checks_the_expectation,
             invalid_commits_are_rejected,
             large_batches_and_payloads_round_trip,
+            read_then_commit_decides_on_the_stream,
             read_all_pages_in_global_order,
             read_filtered_selects_types_and_categories,
             subscription_catches_up_then_follows_live,

@@ -591,3 +591,53 @@ fn assert_conflict(
         other => panic!("expected a conflict, got {other:?}"),
     }
 }
+
+/// `read_then_commit` hands the decision the stream's events from `from`, commits what it
+/// returns, and writes nothing when it returns nothing.
+pub async fn read_then_commit_decides_on_the_stream(store: Arc<dyn Storage>) {
+    let s = stream("tally");
+    store
+        .append(&s, ExpectedVersion::NoStream, events("e", 1, 3))
+        .await
+        .expect("append");
+    let decided_on = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&decided_on);
+    let target = s.clone();
+    let appended = store
+        .read_then_commit(
+            &s,
+            Version::new(2),
+            Box::new(move |events| {
+                let last = events.last().map_or(Version::ZERO, |e| e.version);
+                *seen.lock().expect("lock") = events.iter().map(n_of).collect();
+                Some(crate::store::Commit::new(
+                    target,
+                    ExpectedVersion::Exact(last),
+                    vec![event("e", 4)],
+                ))
+            }),
+        )
+        .await
+        .expect("read_then_commit")
+        .expect("it committed");
+    assert_eq!(
+        *decided_on.lock().expect("lock"),
+        [2, 3],
+        "the decision sees the events from `from`"
+    );
+    assert_eq!(appended.version, Version::new(4));
+    let nothing = store
+        .read_then_commit(&s, Version::START, Box::new(|_| None))
+        .await
+        .expect("read_then_commit");
+    assert_eq!(nothing, None);
+    assert_eq!(
+        store
+            .read_stream(&s, Version::START)
+            .await
+            .expect("read")
+            .len(),
+        4,
+        "declining wrote nothing"
+    );
+}

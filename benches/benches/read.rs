@@ -1,0 +1,72 @@
+//! Reading the whole global log (1,000,000 events by default; `CQRS_BENCH_EVENTS` sets it)
+//! beside a raw sequential scan of the same rows.
+
+use std::time::Duration;
+
+use benches::{RawSqlite, big_log_size, deposit_payload};
+use cqrs_core::{EventReader, EventStore, ExpectedVersion, Json, NewEvent, Position, StreamId};
+use cqrs_store_sqlite::SqliteEventStore;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+fn read(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let size = big_log_size();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = rt
+        .block_on(SqliteEventStore::open(dir.path().join("store.db")))
+        .expect("store");
+    let raw = RawSqlite::open(&dir.path().join("raw.db"), "FULL");
+    let payload = deposit_payload();
+    const BATCH: u64 = 1000;
+    rt.block_on(async {
+        for b in 0..size.div_ceil(BATCH) {
+            let stream = StreamId::new(format!("account-{}", b % 1000)).expect("stream");
+            let events = (0..BATCH.min(size - b * BATCH))
+                .map(|_| NewEvent::new("account.deposited", Json::from_stored(payload.as_str())))
+                .collect();
+            store
+                .append(&stream, ExpectedVersion::Any, events)
+                .await
+                .expect("fill");
+        }
+    });
+    for b in 0..size.div_ceil(BATCH) {
+        let count = i64::try_from(BATCH.min(size - b * BATCH)).expect("small");
+        let first = i64::try_from(b / 1000 * BATCH + 1).expect("small");
+        raw.fill(&format!("account-{}", b % 1000), first, count, &payload);
+    }
+
+    let mut group = c.benchmark_group("sqlite_full/read_all");
+    group.throughput(Throughput::Elements(size));
+    group.sample_size(10);
+    group.bench_function("raw_scan", |b| {
+        b.iter(|| assert_eq!(raw.scan() as u64, size))
+    });
+    group.bench_function("store_read_all", |b| {
+        b.to_async(&rt).iter(|| async {
+            let mut from = Position::START;
+            let mut seen = 0u64;
+            loop {
+                let page = store.read_all(from, 10_000).await.expect("read");
+                let Some(last) = page.last() else { break };
+                from = last.position.next();
+                seen += page.len() as u64;
+            }
+            assert_eq!(seen, size);
+        });
+    });
+    group.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(10))
+}
+
+criterion_group! { name = benches; config = config(); targets = read }
+criterion_main!(benches);
