@@ -146,6 +146,18 @@ impl<'de> Deserialize<'de> for StreamId {
     }
 }
 
+/// Checks that `name` can be a stream category: what routes commands back to their handler.
+///
+/// # Panics
+///
+/// Panics if `name` is empty or contains `-` (the category would not be told from the id).
+pub(crate) fn assert_category(what: &str, name: &str) {
+    assert!(
+        !name.is_empty() && !name.contains('-'),
+        "{what} {name:?} must be non-empty and free of '-'"
+    );
+}
+
 /// A stream id that is empty, too long, or contains control characters.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid stream id {id:?}: it must be 1 to 200 bytes without control characters")]

@@ -115,6 +115,7 @@ mod projection;
 mod repository;
 mod store;
 mod subscription;
+mod task;
 mod upcast;
 mod version;
 

@@ -7,8 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::{Notify, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::Notify;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -20,6 +19,7 @@ use crate::message::{DomainEvent, Message, decode_message};
 use crate::projection::{Projection, ProjectionError};
 use crate::repository::{CommandError, Repository};
 use crate::store::{Commit, ProcessSave, ScheduledCommand, Storage, StoreError};
+use crate::task::Background;
 use crate::upcast::Upcasters;
 use crate::version::{ExpectedVersion, Position, Version};
 
@@ -622,11 +622,7 @@ impl<P: ProcessManager> ProcessManagerRunner<P> {
     /// Panics if [`ProcessManager::NAME`] is empty or contains `-` (see [`Repository::new`]).
     #[must_use]
     pub fn new(storage: Arc<dyn Storage>) -> Self {
-        assert!(
-            !P::NAME.is_empty() && !P::NAME.contains('-'),
-            "ProcessManager::NAME {:?} must be non-empty and free of '-'",
-            P::NAME
-        );
+        crate::event::assert_category("ProcessManager::NAME", P::NAME);
         Self {
             storage,
             upcasters: Upcasters::new(),
@@ -1132,8 +1128,7 @@ impl CommandDispatcher {
     /// Panics if called outside a tokio runtime.
     #[must_use]
     pub fn spawn(self) -> DispatcherHandle {
-        let (stop_tx, mut stop) = watch::channel(false);
-        let task = tokio::spawn(async move {
+        let task = Background::spawn(move |mut stop| async move {
             loop {
                 let next = match self.run_due().await {
                     Ok(_) => self.storage.next_due().await.unwrap_or_else(|err| {
@@ -1157,39 +1152,21 @@ impl CommandDispatcher {
                 }
             }
         });
-        DispatcherHandle {
-            stop: stop_tx,
-            task: std::sync::Mutex::new(Some(task)),
-        }
+        DispatcherHandle { task }
     }
 }
 
 /// A [`CommandDispatcher`] running in the background.
 #[derive(Debug)]
 pub struct DispatcherHandle {
-    stop: watch::Sender<bool>,
-    task: std::sync::Mutex<Option<JoinHandle<()>>>,
+    task: Background,
 }
 
 impl DispatcherHandle {
     /// Stops the dispatcher and waits until it has stopped. A command interrupted mid-delivery
     /// is delivered again after its lease (receivers deduplicate by id).
     pub async fn stop(&self) {
-        let _ = self.stop.send(true);
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for DispatcherHandle {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
+        self.task.stop().await;
     }
 }
 

@@ -7,11 +7,11 @@ use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::event::{EventFilter, RecordedEvent};
 use crate::store::{CheckpointStore, EventReader, StoreError};
+use crate::task::Background;
 use crate::upcast::DecodeError;
 use crate::version::Position;
 
@@ -592,12 +592,10 @@ impl ProjectionRunner {
             live: false,
             last_error: None,
         });
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(self.run(status_tx, stop_rx));
+        let task = Background::spawn(move |stop| self.run(status_tx, stop));
         ProjectionHandle {
             status: status_rx,
-            stop: stop_tx,
-            task: Mutex::new(Some(task)),
+            task,
         }
     }
 
@@ -699,8 +697,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
 #[derive(Debug)]
 pub struct ProjectionHandle {
     status: watch::Receiver<ProjectionStatus>,
-    stop: watch::Sender<bool>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    task: Background,
 }
 
 impl ProjectionHandle {
@@ -734,20 +731,6 @@ impl ProjectionHandle {
     /// Stops the runner and waits until it has stopped. A batch interrupted half-way is
     /// applied again on the next start (transactional projections roll it back).
     pub async fn stop(&self) {
-        let _ = self.stop.send(true);
-        let task = self
-            .task
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(task) = task {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for ProjectionHandle {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
+        self.task.stop().await;
     }
 }

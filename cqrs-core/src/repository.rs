@@ -228,11 +228,7 @@ impl<A: Aggregate> Repository<A> {
     /// be told from the id, and commands could not be routed back to the aggregate.
     #[must_use]
     pub fn new(storage: Arc<dyn Storage>) -> Self {
-        assert!(
-            !A::TYPE.is_empty() && !A::TYPE.contains('-'),
-            "Aggregate::TYPE {:?} must be non-empty and free of '-'",
-            A::TYPE
-        );
+        crate::event::assert_category("Aggregate::TYPE", A::TYPE);
         Self {
             storage,
             upcasters: Upcasters::new(),
