@@ -33,6 +33,10 @@ pub type BatchStream = BoxStream<'static, Result<ReadBatch, StoreError>>;
 ///   (conformance: `read_all_pages_in_global_order`).
 /// - **Gap safety:** once any reader has seen position *p*, no event with a lower position
 ///   becomes visible later (conformance: `live_subscriber_sees_every_event_once_in_order`).
+///   To keep it, a store may hold a committed event back from the global log (`read_all`,
+///   `read_filtered`, `head`, subscriptions) until every transaction that could still commit
+///   below it has ended: PostgreSQL does, single-writer stores need not. `read_stream` always
+///   sees a committed event at once.
 /// - `subscribe` yields every matching event with position ≥ `from`, in position order, then
 ///   follows new commits, woken by the store rather than by polling sleeps (conformance:
 ///   `subscription_catches_up_then_follows_live`).

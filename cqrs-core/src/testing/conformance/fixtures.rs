@@ -156,3 +156,31 @@ impl Aggregate for Tally {
         }
     }
 }
+
+/// Waits until readers of the global log see everything up to `position`: at once in most
+/// stores; in PostgreSQL, once every transaction that began before the append has ended.
+pub(crate) async fn settle(
+    store: &dyn crate::store::Storage,
+    position: Option<crate::version::Position>,
+) {
+    let Some(position) = position else { return };
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while store.head().await.expect("head") < position {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "position {position} never became visible"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// [`settle`]s on the last event of each of `streams`.
+pub(crate) async fn settle_streams(store: &dyn crate::store::Storage, streams: &[StreamId]) {
+    for stream in streams {
+        let events = store
+            .read_stream(stream, crate::version::Version::START)
+            .await
+            .expect("read_stream");
+        settle(store, events.last().map(|e| e.position)).await;
+    }
+}

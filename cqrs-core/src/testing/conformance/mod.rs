@@ -64,14 +64,52 @@ where
     });
 }
 
+/// Runs one case on a fresh store from `factory`, or skips it when the factory has no store to
+/// give (a server that is not installed, say; the factory says why).
+///
+/// # Panics
+///
+/// As [`run`].
+pub fn run_optional<F, S, C, Fut>(factory: F, case: C)
+where
+    F: AsyncFnOnce() -> Option<S>,
+    S: Storage,
+    C: FnOnce(Arc<dyn Storage>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts");
+    runtime.block_on(async move {
+        if let Some(store) = factory().await {
+            case(Arc::new(store)).await;
+        }
+    });
+}
+
 /// Runs every conformance case against the store that `$factory` makes, one `#[test]` each.
 ///
 /// `$factory` is an async closure (or a closure returning a future) that returns a fresh,
-/// empty store implementing [`Storage`](crate::Storage). See [the suite](crate::testing::conformance).
+/// empty store implementing [`Storage`](crate::Storage). With `optional` first, it returns an
+/// `Option`, and `None` skips the case (for stores that need a server that may be missing).
+/// See [the suite](crate::testing::conformance).
 #[macro_export]
 macro_rules! conformance_suite {
+    (optional $factory:expr) => {
+        $crate::__conformance_list! { run_optional $factory }
+    };
     ($factory:expr) => {
-        $crate::__conformance_cases! { $factory;
+        $crate::__conformance_list! { run $factory }
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_list {
+    ($runner:ident $factory:expr) => {
+        $crate::__conformance_cases! { $runner $factory;
             append_and_read_back_round_trips_every_field,
             read_stream_of_missing_stream_is_empty,
             read_stream_from_version,
@@ -108,11 +146,11 @@ macro_rules! conformance_suite {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __conformance_cases {
-    ($factory:expr; $($case:ident),* $(,)?) => {
+    ($runner:ident $factory:expr; $($case:ident),* $(,)?) => {
         $(
             #[test]
             fn $case() {
-                $crate::testing::conformance::run($factory, $crate::testing::conformance::cases::$case);
+                $crate::testing::conformance::$runner($factory, $crate::testing::conformance::cases::$case);
             }
         )*
     };

@@ -8,7 +8,7 @@ use crate::event::{Headers, Json, Metadata, NewEvent, StreamId};
 use crate::repository::Repository;
 use crate::store::{Commit, LogEntry, LogQuery, LoggedMessage, MessageKind, Storage, StoreError};
 use crate::testing::conformance::fixtures::{
-    Tally, TallyCommand, TallyError, TallyEvent, at, event, stream,
+    Tally, TallyCommand, TallyError, TallyEvent, at, event, settle_streams, stream,
 };
 use crate::version::{ExpectedVersion, Position, Version};
 
@@ -180,6 +180,7 @@ pub async fn duplicate_command_id_writes_nothing(store: Arc<dyn Storage>) {
         Some(first),
         "the first record stays"
     );
+    settle_streams(&*store, std::slice::from_ref(&a)).await;
     assert_eq!(
         store
             .read_all(Position::START, 10)
@@ -250,6 +251,7 @@ pub async fn message_log_queries_combine_criteria(store: Arc<dyn Storage>) {
         .await
         .expect("commit");
 
+    settle_streams(&*store, &[orders.clone(), seats.clone()]).await;
     let names = |entries: Vec<LogEntry>| -> Vec<String> {
         entries
             .iter()
@@ -368,6 +370,7 @@ pub async fn message_log_pages_in_log_order(store: Arc<dyn Storage>) {
             .await
             .expect("commit");
     }
+    settle_streams(&*store, std::slice::from_ref(&s)).await;
     let everything = store
         .query_log(&LogQuery::new().with_limit(1000))
         .await

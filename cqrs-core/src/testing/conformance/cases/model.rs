@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::event::StreamId;
 use crate::store::{Storage, StoreError};
-use crate::testing::conformance::fixtures::{event, n_of};
+use crate::testing::conformance::fixtures::{event, n_of, settle};
 use crate::version::{ExpectedVersion, Version};
 
 const STREAMS: usize = 3;
@@ -110,6 +110,7 @@ async fn check(store: Arc<dyn Storage>, ops: Vec<Op>) -> Result<(), TestCaseErro
                             "append at {expected} on version {current} failed: {e}"
                         ))
                     })?;
+                    settle(&*store, appended.position).await;
                     prop_assert_eq!(appended.version, Version::new(current + count));
                     prop_assert_eq!(appended.position.is_some(), count > 0);
                     next_n += count;

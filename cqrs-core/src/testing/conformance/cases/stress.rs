@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::command::CommandEnvelope;
 use crate::event::{EventFilter, Json};
 use crate::store::{ProcessSave, ScheduledCommand, Storage, StoreError};
-use crate::testing::conformance::fixtures::{at, event, n_of, stream, take};
+use crate::testing::conformance::fixtures::{at, event, n_of, settle, stream, take};
 use crate::version::{ExpectedVersion, Position, Version};
 
 const WRITERS: usize = 16;
@@ -180,6 +180,7 @@ pub async fn live_subscriber_sees_every_event_once_in_order(store: Arc<dyn Stora
             e.stream
         );
     }
+    settle(&*store, seen.last().map(|e| e.position)).await;
     let stored = store
         .read_all(Position::START, total + 10)
         .await

@@ -1,0 +1,142 @@
+//! Reading the store's rows back into the core's types.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use cqrs_core::{
+    CommandEnvelope, CommandRecord, Headers, Json, Metadata, Outcome, Position, RecordedEvent,
+    ScheduledCommand, StoreError, StreamId, Version,
+};
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+use uuid::Uuid;
+
+use crate::error::{backend, unsigned};
+
+/// Turns event rows (selected with the event columns starting at column `first`) into
+/// [`RecordedEvent`]s, sharing one `StreamId` per stream.
+pub(crate) struct EventRows {
+    first: usize,
+    streams: HashMap<String, StreamId>,
+}
+
+impl EventRows {
+    pub(crate) fn new(first: usize) -> Self {
+        Self {
+            first,
+            streams: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn read(&mut self, row: &PgRow) -> Result<RecordedEvent, StoreError> {
+        let c = self.first;
+        let position: i64 = row.try_get(c).map_err(backend)?;
+        let position = Position::new(unsigned(position, "position", None)?);
+        let at = Some(position);
+        let corrupt = |what: String| StoreError::Corrupt { position: at, what };
+        let name: &str = row.try_get(c + 1).map_err(backend)?;
+        let stream = match self.streams.get(name) {
+            Some(s) => s.clone(),
+            None => {
+                let s = StreamId::new(name).map_err(|e| corrupt(e.to_string()))?;
+                self.streams.insert(name.to_owned(), s.clone());
+                s
+            }
+        };
+        let version: i64 = row.try_get(c + 2).map_err(backend)?;
+        let schema_version: i32 = row.try_get(c + 4).map_err(backend)?;
+        let payload: &str = row.try_get(c + 5).map_err(backend)?;
+        let headers: Option<&str> = row.try_get(c + 11).map_err(backend)?;
+        Ok(RecordedEvent {
+            stream,
+            version: Version::new(unsigned(version, "version", at)?),
+            position,
+            event_type: row.try_get(c + 3).map_err(backend)?,
+            schema_version: u16::try_from(schema_version)
+                .map_err(|_| corrupt(format!("schema version {schema_version}")))?,
+            payload: Json::from_stored(payload),
+            metadata: Metadata {
+                event_id: row.try_get(c + 6).map_err(backend)?,
+                correlation_id: row.try_get(c + 7).map_err(backend)?,
+                causation_id: row.try_get(c + 8).map_err(backend)?,
+                command_id: row.try_get(c + 9).map_err(backend)?,
+                recorded_at: row.try_get(c + 10).map_err(backend)?,
+                headers: parse_headers(headers, at)?,
+            },
+        })
+    }
+}
+
+/// Headers as stored: `NULL` when empty, a JSON object otherwise.
+pub(crate) fn headers_text(headers: &Headers) -> Option<String> {
+    if headers.is_empty() {
+        None
+    } else {
+        serde_json::to_string(headers).ok()
+    }
+}
+
+fn parse_headers(text: Option<&str>, position: Option<Position>) -> Result<Headers, StoreError> {
+    match text {
+        None => Ok(Headers::new()),
+        Some(t) => serde_json::from_str(t).map_err(|e| StoreError::Corrupt {
+            position,
+            what: format!("headers are not a JSON object of strings: {e}"),
+        }),
+    }
+}
+
+/// Reads a command record selected with the command columns, with its log sequence.
+pub(crate) fn command_record(row: &PgRow) -> Result<(u64, CommandRecord), StoreError> {
+    let sequence: i64 = row.try_get(0).map_err(backend)?;
+    let sequence = unsigned(sequence, "sequence", None)?;
+    let corrupt = |what: String| StoreError::Corrupt {
+        position: None,
+        what: format!("command record {sequence}: {what}"),
+    };
+    let target: &str = row.try_get(3).map_err(backend)?;
+    let payload: &str = row.try_get(4).map_err(backend)?;
+    let headers: Option<&str> = row.try_get(8).map_err(backend)?;
+    let outcome: &str = row.try_get(9).map_err(backend)?;
+    Ok((
+        sequence,
+        CommandRecord {
+            command_id: row.try_get(1).map_err(backend)?,
+            command_type: row.try_get(2).map_err(backend)?,
+            target: StreamId::new(target).map_err(|e| corrupt(e.to_string()))?,
+            payload: Json::from_stored(payload),
+            correlation_id: row.try_get(5).map_err(backend)?,
+            causation_id: row.try_get(6).map_err(backend)?,
+            recorded_at: row.try_get(7).map_err(backend)?,
+            headers: parse_headers(headers, None)?,
+            outcome: serde_json::from_str::<Outcome>(outcome)
+                .map_err(|e| corrupt(e.to_string()))?,
+        },
+    ))
+}
+
+/// Reads a scheduled command selected with the scheduled columns.
+pub(crate) fn scheduled(row: &PgRow) -> Result<ScheduledCommand, StoreError> {
+    let target: &str = row.try_get(1).map_err(backend)?;
+    let payload: &str = row.try_get(3).map_err(backend)?;
+    let headers: Option<&str> = row.try_get(6).map_err(backend)?;
+    let attempts: i32 = row.try_get(8).map_err(backend)?;
+    let due_at: DateTime<Utc> = row.try_get(7).map_err(backend)?;
+    let id: Uuid = row.try_get(0).map_err(backend)?;
+    Ok(ScheduledCommand {
+        command: CommandEnvelope {
+            id,
+            target: StreamId::new(target).map_err(|e| StoreError::Corrupt {
+                position: None,
+                what: format!("scheduled command target: {e}"),
+            })?,
+            command_type: row.try_get(2).map_err(backend)?,
+            payload: Json::from_stored(payload),
+            correlation_id: row.try_get(4).map_err(backend)?,
+            causation_id: row.try_get(5).map_err(backend)?,
+            headers: parse_headers(headers, None)?,
+        },
+        due_at,
+        attempts: u32::try_from(attempts).unwrap_or(0),
+    })
+}

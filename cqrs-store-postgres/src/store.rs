@@ -1,0 +1,953 @@
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use cqrs_core::{
+    Appended, BatchStream, CheckpointStore, CommandRecord, Commit, CommitNotifier, EventFilter,
+    EventReader, EventStore, ExpectedVersion, Json, LogCursor, LogEntry, LogQuery, LoggedMessage,
+    MessageKind, MessageLog, Position, ProcessSave, ProcessState, ProcessStore, ReadBatch,
+    RecordedEvent, ScheduleStore, ScheduledCommand, Snapshot, SnapshotStore, StoreError, StreamId,
+    SubscriptionOptions, Version, subscription,
+};
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::error::{backend, signed, unique_violation, unsigned};
+use crate::rows::{EventRows, command_record, headers_text, scheduled};
+use crate::schema;
+use crate::sql::{COMMAND_COLUMNS, Sql};
+
+/// How to connect a [`PostgresEventStore`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use cqrs_store_postgres::PostgresOptions;
+///
+/// let options = PostgresOptions::default().with_schema("billing").with_max_connections(32);
+/// assert_eq!(options.schema(), "billing");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresOptions {
+    schema: String,
+    max_connections: u32,
+    poll_interval: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            schema: "cqrs".to_owned(),
+            max_connections: 16,
+            poll_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+impl PostgresOptions {
+    /// Keeps the store's tables in `schema` (default `cqrs`): a lower-case SQL identifier.
+    #[must_use]
+    pub fn with_schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// Opens up to `connections` connections (default 16).
+    #[must_use]
+    pub fn with_max_connections(mut self, connections: u32) -> Self {
+        self.max_connections = connections.max(2);
+        self
+    }
+
+    /// How often an idle subscription looks for new events even without a notification
+    /// (default 500 ms): the fallback when the `LISTEN` connection is down, and the wake-up
+    /// when a transaction that wrote no events held readers back.
+    #[must_use]
+    pub fn with_poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.max(Duration::from_millis(10));
+        self
+    }
+
+    /// The schema the store's tables live in.
+    #[must_use]
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+}
+
+/// The PostgreSQL event store: for services that run as several processes.
+///
+/// Every append is one statement. Global positions are `(transaction id << 16) | index`, and
+/// readers deliver only positions below the oldest transaction still running
+/// (`pg_snapshot_xmin`), so a reader never skips an event that a slower transaction commits
+/// later, and no writer waits on a global lock. Subscriptions are woken by `LISTEN`/`NOTIFY`,
+/// and poll when the notification connection is down. Several processes can share one
+/// database. Cloning is cheap.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use cqrs_core::Storage;
+/// use cqrs_store_postgres::PostgresEventStore;
+///
+/// # async fn demo() -> Result<(), cqrs_core::StoreError> {
+/// let store = PostgresEventStore::connect("postgres://app@localhost/app").await?;
+/// let storage: Arc<dyn Storage> = Arc::new(store);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PostgresEventStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: PgPool,
+    sql: Sql,
+    channel: String,
+    notifier: CommitNotifier,
+    poll_interval: Duration,
+    listener: JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl fmt::Debug for PostgresEventStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresEventStore")
+            .field("schema", &self.inner.sql.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The most events one transaction may append: an event's index in its transaction has 16 bits.
+pub const MAX_EVENTS_PER_TRANSACTION: usize = 65_535;
+
+impl PostgresEventStore {
+    /// Connects to `url` with [`PostgresOptions::default`], creating or upgrading the schema.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] if the server cannot be reached, [`StoreError::SchemaTooNew`] if a
+    /// newer build wrote the schema.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with(url, PostgresOptions::default()).await
+    }
+
+    /// Connects to `url` with `options`.
+    ///
+    /// # Errors
+    ///
+    /// As [`PostgresEventStore::connect`], and [`StoreError::Invalid`] for a bad schema name.
+    pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
+        schema::check_schema_name(&options.schema)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .connect(url)
+            .await
+            .map_err(backend)?;
+        Self::from_pool(pool, options).await
+    }
+
+    /// Uses an existing pool.
+    ///
+    /// # Errors
+    ///
+    /// As [`PostgresEventStore::connect_with`].
+    ///
+    /// # Panics
+    ///
+    /// Panics if called outside a tokio runtime (the store keeps a listener task).
+    pub async fn from_pool(pool: PgPool, options: PostgresOptions) -> Result<Self, StoreError> {
+        schema::check_schema_name(&options.schema)?;
+        schema::migrate(&pool, &options.schema).await?;
+        let notifier = CommitNotifier::new();
+        let channel = format!("cqrs_{}", options.schema);
+        let listener = tokio::spawn(listen(pool.clone(), channel.clone(), notifier.clone()));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pool,
+                sql: Sql::new(&options.schema),
+                channel,
+                notifier,
+                poll_interval: options.poll_interval,
+                listener,
+            }),
+        })
+    }
+
+    /// The connection pool, for read models that live in the same database.
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// The schema the store's tables live in.
+    #[must_use]
+    pub fn schema(&self) -> &str {
+        &self.inner.sql.schema
+    }
+
+    /// The notifier the store signals when `NOTIFY` says that events were committed.
+    #[must_use]
+    pub fn notifier(&self) -> &CommitNotifier {
+        &self.inner.notifier
+    }
+
+    /// Commits inside the caller's transaction on `conn`: the events become visible, and the
+    /// command record stands, only when the caller commits. A transaction may commit several
+    /// times this way, up to [`MAX_EVENTS_PER_TRANSACTION`] events in all.
+    ///
+    /// # Errors
+    ///
+    /// As [`EventStore::commit`]. After [`StoreError::Conflict`] or
+    /// [`StoreError::DuplicateCommand`] the caller's transaction is aborted: roll it back.
+    pub async fn commit_in(
+        &self,
+        conn: &mut PgConnection,
+        commit: Commit,
+    ) -> Result<Appended, StoreError> {
+        commit.validate()?;
+        match self.try_commit(conn, &commit).await? {
+            Attempt::Done(appended) => Ok(appended),
+            Attempt::Raced => Err(StoreError::Conflict {
+                actual: self.stream_version(&commit.stream).await?,
+                stream: commit.stream,
+                expected: commit.expected,
+            }),
+        }
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<Version, StoreError> {
+        let v: i64 = sqlx::query_scalar(AssertSqlSafe(self.inner.sql.stream_version.clone()))
+            .bind(stream.as_str())
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(backend)?;
+        Ok(Version::new(unsigned(v, "stream version", None)?))
+    }
+
+    /// Runs the append statement once.
+    async fn try_commit(
+        &self,
+        conn: &mut PgConnection,
+        commit: &Commit,
+    ) -> Result<Attempt, StoreError> {
+        if commit.events.len() > MAX_EVENTS_PER_TRANSACTION {
+            return Err(StoreError::Invalid(format!(
+                "{} events in one append; at most {MAX_EVENTS_PER_TRANSACTION}",
+                commit.events.len()
+            )));
+        }
+        let n = commit.events.len();
+        let (mut types, mut versions, mut payloads, mut ids) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut correlations, mut causations, mut commands, mut times, mut headers) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for event in &commit.events {
+            types.push(event.event_type.as_str());
+            versions.push(i32::from(event.schema_version));
+            payloads.push(event.payload.as_str());
+            ids.push(event.metadata.event_id);
+            correlations.push(event.metadata.correlation_id);
+            causations.push(event.metadata.causation_id);
+            commands.push(event.metadata.command_id);
+            times.push(event.metadata.recorded_at);
+            headers.push(headers_text(&event.metadata.headers));
+        }
+        let expected = match commit.expected {
+            ExpectedVersion::NoStream => 0,
+            ExpectedVersion::Exact(v) => signed(v.get())?,
+            _ => -1,
+        };
+        let record = commit.command.as_ref();
+        let outcome = record
+            .map(|c| serde_json::to_string(&c.outcome))
+            .transpose()
+            .map_err(backend)?;
+        let result = sqlx::query(AssertSqlSafe(self.inner.sql.commit.clone()))
+            .bind(commit.stream.as_str())
+            .bind(expected)
+            .bind(commit.stream.category())
+            .bind(&self.inner.channel)
+            .bind(record.map(|c| c.command_id))
+            .bind(&types)
+            .bind(&versions)
+            .bind(&payloads)
+            .bind(&ids)
+            .bind(&correlations)
+            .bind(&causations)
+            .bind(&commands)
+            .bind(&times)
+            .bind(&headers)
+            .bind(record.map(|c| c.command_type.as_str()))
+            .bind(record.map(|c| c.payload.as_str()))
+            .bind(record.and_then(|c| c.correlation_id))
+            .bind(record.and_then(|c| c.causation_id))
+            .bind(record.map(|c| c.recorded_at))
+            .bind(record.and_then(|c| headers_text(&c.headers)))
+            .bind(outcome)
+            .fetch_one(&mut *conn)
+            .await;
+        let row = match result {
+            Ok(row) => row,
+            Err(err) => {
+                return match unique_violation(&err).as_deref() {
+                    // Another writer took a version between this statement's read and its insert.
+                    Some("events_stream_version") => Ok(Attempt::Raced),
+                    Some("commands_command_id") => Err(StoreError::DuplicateCommand {
+                        command_id: record.map(|c| c.command_id).unwrap_or_default(),
+                    }),
+                    _ => Err(backend(err)),
+                };
+            }
+        };
+        let duplicate: bool = row.try_get(0).map_err(backend)?;
+        let ok: bool = row.try_get(1).map_err(backend)?;
+        let current: i64 = row.try_get(2).map_err(backend)?;
+        let base: i64 = row.try_get(3).map_err(backend)?;
+        let last_position: Option<i64> = row.try_get(4).map_err(backend)?;
+        let last_version: Option<i64> = row.try_get(5).map_err(backend)?;
+        if duplicate {
+            return Err(StoreError::DuplicateCommand {
+                command_id: record.map(|c| c.command_id).unwrap_or_default(),
+            });
+        }
+        let actual = Version::new(unsigned(current, "stream version", None)?);
+        if !ok {
+            if usize::try_from(base)
+                .unwrap_or(usize::MAX)
+                .saturating_add(n)
+                > MAX_EVENTS_PER_TRANSACTION
+            {
+                return Err(StoreError::Invalid(format!(
+                    "more than {MAX_EVENTS_PER_TRANSACTION} events in one transaction"
+                )));
+            }
+            return Err(StoreError::Conflict {
+                stream: commit.stream.clone(),
+                expected: commit.expected,
+                actual,
+            });
+        }
+        Ok(Attempt::Done(Appended {
+            version: last_version.map_or(Ok(actual), |v| {
+                unsigned(v, "version", None).map(Version::new)
+            })?,
+            position: last_position
+                .map(|p| unsigned(p, "position", None).map(Position::new))
+                .transpose()?,
+        }))
+    }
+
+    async fn read_events(
+        &self,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let rows = query.fetch_all(&self.inner.pool).await.map_err(backend)?;
+        let mut decoder = EventRows::new(0);
+        rows.iter().map(|row| decoder.read(row)).collect()
+    }
+}
+
+enum Attempt {
+    Done(Appended),
+    /// A concurrent writer got the version first (a unique violation).
+    Raced,
+}
+
+/// Keeps a `LISTEN` connection and turns its notifications into commit signals; reconnects
+/// after a failure (subscriptions poll meanwhile).
+async fn listen(pool: PgPool, channel: String, notifier: CommitNotifier) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match PgListener::connect_with(&pool).await {
+            Ok(mut listener) => match listener.listen(&channel).await {
+                Ok(()) => {
+                    delay = Duration::from_millis(100);
+                    // Whatever was committed while nobody listened is read now.
+                    notifier.notify();
+                    loop {
+                        match listener.try_recv().await {
+                            Ok(Some(_)) => notifier.notify(),
+                            Ok(None) => {
+                                tracing::warn!(%channel, "the LISTEN connection dropped; reconnecting");
+                                notifier.notify();
+                                break;
+                            }
+                            Err(err) => {
+                                tracing::warn!(%channel, error = %err, "LISTEN failed; reconnecting");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!(%channel, error = %err, "cannot LISTEN"),
+            },
+            Err(err) => tracing::warn!(%channel, error = %err, "cannot open a LISTEN connection"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[async_trait]
+impl EventReader for PostgresEventStore {
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: Version,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.read_events(
+            sqlx::query(AssertSqlSafe(self.inner.sql.read_stream.clone()))
+                .bind(stream.as_str())
+                .bind(signed(from.get())?),
+        )
+        .await
+    }
+
+    async fn read_all(
+        &self,
+        from: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.read_events(
+            sqlx::query(AssertSqlSafe(self.inner.sql.read_all.clone()))
+                .bind(signed(from.get())?)
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX)),
+        )
+        .await
+    }
+
+    async fn read_filtered(
+        &self,
+        from: Position,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> Result<ReadBatch, StoreError> {
+        let limit = limit.max(1);
+        let rows = sqlx::query(AssertSqlSafe(self.inner.sql.read_filtered.clone()))
+            .bind(signed(from.get())?)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(filter.is_all())
+            .bind(&filter.types)
+            .bind(&filter.categories)
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(backend)?;
+        let head: i64 = rows
+            .first()
+            .map(|r| r.try_get(0))
+            .transpose()
+            .map_err(backend)?
+            .unwrap_or(0);
+        let head = Position::new(unsigned(head, "head", None)?);
+        let mut decoder = EventRows::new(1);
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let position: Option<i64> = row.try_get(1).map_err(backend)?;
+            if position.is_some() {
+                events.push(decoder.read(row)?);
+            }
+        }
+        let full = events.len() == limit;
+        let next = if full {
+            events.last().map_or(from, |e| e.position.next())
+        } else {
+            from.max(head.next())
+        };
+        Ok(ReadBatch {
+            events,
+            next,
+            end: !full,
+        })
+    }
+
+    async fn head(&self) -> Result<Position, StoreError> {
+        let head: i64 = sqlx::query_scalar(AssertSqlSafe(self.inner.sql.head.clone()))
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(backend)?;
+        Ok(Position::new(unsigned(head, "head", None)?))
+    }
+
+    fn subscribe_batches(&self, from: Position, filter: EventFilter) -> BatchStream {
+        let options = SubscriptionOptions {
+            poll_interval: Some(self.inner.poll_interval),
+            ..SubscriptionOptions::default()
+        };
+        subscription(
+            Arc::new(self.clone()),
+            &self.inner.notifier,
+            from,
+            filter,
+            options,
+        )
+    }
+}
+
+#[async_trait]
+impl EventStore for PostgresEventStore {
+    async fn commit(&self, commit: Commit) -> Result<Appended, StoreError> {
+        commit.validate()?;
+        // An append at any version that loses a race for a version number just tries again.
+        for _ in 0..32 {
+            let mut conn = self.inner.pool.acquire().await.map_err(backend)?;
+            match self.try_commit(&mut conn, &commit).await? {
+                Attempt::Done(appended) => return Ok(appended),
+                Attempt::Raced if commit.expected == ExpectedVersion::Any => {
+                    tokio::task::yield_now().await
+                }
+                Attempt::Raced => {
+                    return Err(StoreError::Conflict {
+                        actual: self.stream_version(&commit.stream).await?,
+                        stream: commit.stream,
+                        expected: commit.expected,
+                    });
+                }
+            }
+        }
+        Err(StoreError::Conflict {
+            actual: self.stream_version(&commit.stream).await?,
+            stream: commit.stream,
+            expected: commit.expected,
+        })
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for PostgresEventStore {
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        schema_version: u16,
+    ) -> Result<Option<Snapshot>, StoreError> {
+        let row = sqlx::query(AssertSqlSafe(self.inner.sql.load_snapshot.clone()))
+            .bind(stream.as_str())
+            .bind(i32::from(schema_version))
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(backend)?;
+        row.map(|row| {
+            let version: i64 = row.try_get(0).map_err(backend)?;
+            let state: &str = row.try_get(1).map_err(backend)?;
+            Ok(Snapshot {
+                stream: stream.clone(),
+                version: Version::new(unsigned(version, "snapshot version", None)?),
+                schema_version,
+                state: Json::from_stored(state),
+                taken_at: row.try_get(2).map_err(backend)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
+        sqlx::query(AssertSqlSafe(self.inner.sql.save_snapshot.clone()))
+            .bind(snapshot.stream.as_str())
+            .bind(i32::from(snapshot.schema_version))
+            .bind(signed(snapshot.version.get())?)
+            .bind(snapshot.state.as_str())
+            .bind(snapshot.taken_at)
+            .execute(&self.inner.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for PostgresEventStore {
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<Position>, StoreError> {
+        load_checkpoint(&self.inner.sql, &self.inner.pool, name).await
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: Position) -> Result<(), StoreError> {
+        sqlx::query(AssertSqlSafe(self.inner.sql.save_checkpoint.clone()))
+            .bind(name)
+            .bind(signed(position.get())?)
+            .execute(&self.inner.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn delete_checkpoint(&self, name: &str) -> Result<(), StoreError> {
+        sqlx::query(AssertSqlSafe(self.inner.sql.delete_checkpoint.clone()))
+            .bind(name)
+            .execute(&self.inner.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}
+
+/// Reads checkpoint `name` through `executor`.
+pub(crate) async fn load_checkpoint<'e, E>(
+    sql: &Sql,
+    executor: E,
+    name: &str,
+) -> Result<Option<Position>, StoreError>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    let found: Option<i64> = sqlx::query_scalar(AssertSqlSafe(sql.load_checkpoint.clone()))
+        .bind(name)
+        .fetch_optional(executor)
+        .await
+        .map_err(backend)?;
+    found
+        .map(|p| unsigned(p, "checkpoint", None).map(Position::new))
+        .transpose()
+}
+
+impl PostgresEventStore {
+    /// The store's statements (for the transactional projections).
+    pub(crate) fn sql(&self) -> &Sql {
+        &self.inner.sql
+    }
+}
+
+#[async_trait]
+impl MessageLog for PostgresEventStore {
+    async fn find_command(&self, id: Uuid) -> Result<Option<CommandRecord>, StoreError> {
+        let row = sqlx::query(AssertSqlSafe(self.inner.sql.find_command.clone()))
+            .bind(id)
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(backend)?;
+        row.map(|row| command_record(&row).map(|(_, record)| record))
+            .transpose()
+    }
+
+    async fn query_log(&self, query: &LogQuery) -> Result<Vec<LogEntry>, StoreError> {
+        let schema = &self.inner.sql.schema;
+        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
+        let types: Vec<&str> = query.types.iter().map(String::as_str).collect();
+        let streams: Vec<&str> = query.streams.iter().map(StreamId::as_str).collect();
+        let (after_time, after_kind, after_sequence) = match query.after {
+            Some(a) => (
+                Some(a.recorded_at),
+                i32::from(a.kind == MessageKind::Event),
+                signed(a.sequence)?,
+            ),
+            None => (None, 0, 0),
+        };
+        // One set of criteria for both tables: $1 types, $2 streams, $3 correlation ids,
+        // $4 since, $5 until, $6..$8 the cursor to continue after, $9 the limit.
+        let criteria = |type_column: &str,
+                        stream_column: &str,
+                        kind: i32,
+                        sequence_column: &str| {
+            format!(
+                "(cardinality($1::text[]) = 0 OR {type_column} = ANY($1))
+                 AND (cardinality($2::text[]) = 0 OR {stream_column} = ANY($2))
+                 AND (cardinality($3::uuid[]) = 0 OR correlation_id = ANY($3))
+                 AND ($4::timestamptz IS NULL OR recorded_at >= $4)
+                 AND ($5::timestamptz IS NULL OR recorded_at < $5)
+                 AND ($6::timestamptz IS NULL OR (recorded_at, {kind}, {sequence_column}) > ($6, $7::int, $8::bigint))"
+            )
+        };
+        let mut entries = Vec::new();
+        if query.kind != Some(MessageKind::Event) {
+            let sql = format!(
+                "SELECT {COMMAND_COLUMNS} FROM {schema}.commands WHERE {} ORDER BY recorded_at, sequence LIMIT $9",
+                criteria("command_type", "target", 0, "sequence")
+            );
+            let rows = bind_log(
+                sqlx::query(AssertSqlSafe(sql)),
+                &types,
+                &streams,
+                query,
+                after_time,
+                after_kind,
+                after_sequence,
+                limit,
+            )
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(backend)?;
+            for row in &rows {
+                let (sequence, record) = command_record(row)?;
+                let cursor = LogCursor {
+                    recorded_at: record.recorded_at,
+                    kind: MessageKind::Command,
+                    sequence,
+                };
+                entries.push(LogEntry {
+                    cursor,
+                    message: LoggedMessage::Command(record),
+                });
+            }
+        }
+        if query.kind != Some(MessageKind::Command) {
+            let sql = format!(
+                "SELECT position, stream, version, event_type, schema_version, payload::text, event_id, correlation_id,
+                     causation_id, command_id, recorded_at, headers::text
+                 FROM {schema}.events
+                 WHERE position < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 16) AND {}
+                 ORDER BY recorded_at, position LIMIT $9",
+                criteria("event_type", "stream", 1, "position")
+            );
+            let rows = bind_log(
+                sqlx::query(AssertSqlSafe(sql)),
+                &types,
+                &streams,
+                query,
+                after_time,
+                after_kind,
+                after_sequence,
+                limit,
+            )
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(backend)?;
+            let mut decoder = EventRows::new(0);
+            for row in &rows {
+                let event = decoder.read(row)?;
+                let cursor = LogCursor {
+                    recorded_at: event.metadata.recorded_at,
+                    kind: MessageKind::Event,
+                    sequence: event.position.get(),
+                };
+                entries.push(LogEntry {
+                    cursor,
+                    message: LoggedMessage::Event(event),
+                });
+            }
+        }
+        entries.sort_by_key(|e| e.cursor);
+        entries.truncate(query.limit);
+        Ok(entries)
+    }
+}
+
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the nine parameters of a log query"
+)]
+fn bind_log<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    types: &'q [&'q str],
+    streams: &'q [&'q str],
+    log: &'q LogQuery,
+    after_time: Option<DateTime<Utc>>,
+    after_kind: i32,
+    after_sequence: i64,
+    limit: i64,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(types)
+        .bind(streams)
+        .bind(&log.correlation_ids)
+        .bind(log.since)
+        .bind(log.until)
+        .bind(after_time)
+        .bind(after_kind)
+        .bind(after_sequence)
+        .bind(limit)
+}
+
+#[async_trait]
+impl ScheduleStore for PostgresEventStore {
+    async fn schedule(&self, commands: Vec<ScheduledCommand>) -> Result<(), StoreError> {
+        schedule(&self.inner.sql, &self.inner.pool, &commands).await
+    }
+
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: chrono::Duration,
+    ) -> Result<Vec<ScheduledCommand>, StoreError> {
+        let until = now
+            .checked_add_signed(lease)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let rows = sqlx::query(AssertSqlSafe(self.inner.sql.claim_due.clone()))
+            .bind(now)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(until)
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(backend)?;
+        let mut claimed = rows.iter().map(scheduled).collect::<Result<Vec<_>, _>>()?;
+        claimed.sort_by_key(|c| (c.due_at, c.command.id));
+        Ok(claimed)
+    }
+
+    async fn complete_scheduled(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+        sqlx::query(AssertSqlSafe(self.inner.sql.complete_scheduled.clone()))
+            .bind(ids)
+            .execute(&self.inner.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        sqlx::query_scalar(AssertSqlSafe(self.inner.sql.next_due.clone()))
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(backend)
+    }
+}
+
+/// Schedules commands through `executor`; ids already scheduled are left as they are.
+async fn schedule<'e, E>(
+    sql: &Sql,
+    executor: E,
+    commands: &[ScheduledCommand],
+) -> Result<(), StoreError>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    if commands.is_empty() {
+        return Ok(());
+    }
+    for s in commands {
+        cqrs_core::check_type_name(&s.command.command_type).map_err(StoreError::Invalid)?;
+        cqrs_core::check_headers(&s.command.headers).map_err(StoreError::Invalid)?;
+    }
+    let ids: Vec<Uuid> = commands.iter().map(|s| s.command.id).collect();
+    let targets: Vec<&str> = commands.iter().map(|s| s.command.target.as_str()).collect();
+    let types: Vec<&str> = commands
+        .iter()
+        .map(|s| s.command.command_type.as_str())
+        .collect();
+    let payloads: Vec<&str> = commands
+        .iter()
+        .map(|s| s.command.payload.as_str())
+        .collect();
+    let correlations: Vec<Option<Uuid>> =
+        commands.iter().map(|s| s.command.correlation_id).collect();
+    let causations: Vec<Option<Uuid>> = commands.iter().map(|s| s.command.causation_id).collect();
+    let headers: Vec<Option<String>> = commands
+        .iter()
+        .map(|s| headers_text(&s.command.headers))
+        .collect();
+    let due: Vec<DateTime<Utc>> = commands.iter().map(|s| s.due_at).collect();
+    sqlx::query(AssertSqlSafe(sql.schedule.clone()))
+        .bind(&ids)
+        .bind(&targets)
+        .bind(&types)
+        .bind(&payloads)
+        .bind(&correlations)
+        .bind(&causations)
+        .bind(&headers)
+        .bind(&due)
+        .execute(executor)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
+
+#[async_trait]
+impl ProcessStore for PostgresEventStore {
+    async fn load_process(&self, id: &StreamId) -> Result<Option<ProcessState>, StoreError> {
+        let row = sqlx::query(AssertSqlSafe(self.inner.sql.load_process.clone()))
+            .bind(id.as_str())
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(backend)?;
+        row.map(|row| {
+            let version: i64 = row.try_get(0).map_err(backend)?;
+            let state: &str = row.try_get(1).map_err(backend)?;
+            let last: i64 = row.try_get(3).map_err(backend)?;
+            Ok(ProcessState {
+                id: id.clone(),
+                version: Version::new(unsigned(version, "process version", None)?),
+                state: Json::from_stored(state),
+                completed: row.try_get(2).map_err(backend)?,
+                last_position: Position::new(unsigned(last, "process position", None)?),
+                updated_at: row.try_get(4).map_err(backend)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn save_process(&self, save: ProcessSave) -> Result<(), StoreError> {
+        let sql = &self.inner.sql;
+        let mut tx = self.inner.pool.begin().await.map_err(backend)?;
+        // The handled command first: a duplicate is reported before a conflict.
+        if let Some(handled) = &save.handled {
+            let outcome = serde_json::to_string(&handled.outcome).map_err(backend)?;
+            let inserted = sqlx::query(AssertSqlSafe(sql.insert_command.clone()))
+                .bind(handled.command_id)
+                .bind(&handled.command_type)
+                .bind(handled.target.as_str())
+                .bind(handled.payload.as_str())
+                .bind(handled.correlation_id)
+                .bind(handled.causation_id)
+                .bind(handled.recorded_at)
+                .bind(headers_text(&handled.headers))
+                .bind(outcome)
+                .execute(&mut *tx)
+                .await;
+            if let Err(err) = inserted {
+                return Err(match unique_violation(&err).as_deref() {
+                    Some("commands_command_id") => StoreError::DuplicateCommand {
+                        command_id: handled.command_id,
+                    },
+                    _ => backend(err),
+                });
+            }
+        }
+        let found: Option<i64> = sqlx::query_scalar(AssertSqlSafe(sql.lock_process.clone()))
+            .bind(save.id.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let actual = Version::new(found.map_or(Ok(0), |v| unsigned(v, "process version", None))?);
+        if actual != save.expected {
+            return Err(StoreError::Conflict {
+                stream: save.id,
+                expected: ExpectedVersion::Exact(save.expected),
+                actual,
+            });
+        }
+        let statement = if found.is_some() {
+            &sql.update_process
+        } else {
+            &sql.insert_process
+        };
+        let written = sqlx::query(AssertSqlSafe(statement.clone()))
+            .bind(save.id.as_str())
+            .bind(save.state.as_str())
+            .bind(save.completed)
+            .bind(signed(save.last_position.get())?)
+            .bind(save.saved_at)
+            .execute(&mut *tx)
+            .await;
+        if let Err(err) = written {
+            // Two first saves of one instance raced: the other one won.
+            return Err(match unique_violation(&err) {
+                Some(_) => StoreError::Conflict {
+                    stream: save.id,
+                    expected: ExpectedVersion::Exact(save.expected),
+                    actual: Version::new(1),
+                },
+                None => backend(err),
+            });
+        }
+        schedule(sql, &mut *tx, &save.outbox).await?;
+        tx.commit().await.map_err(backend)
+    }
+}
