@@ -1,0 +1,17 @@
+//! PostgreSQL-specific tests, against a real server (see `cqrs_store_postgres::testing`).
+
+/// Damaged rows: typed errors naming the position; everything else still works.
+mod bad_rows;
+/// Connections killed mid-append and mid-projection: nothing partial, nothing doubled.
+mod faults;
+/// Gap safety: concurrent writers with slow commits under a live subscriber.
+mod gaps;
+/// Opening: schema names, concurrent migrations, a newer schema refused.
+mod schema;
+/// Single-leader projections: a second runner takes over when the first is killed.
+mod takeover;
+
+/// A store on a fresh database, or `None` (after a loud notice) without PostgreSQL.
+async fn store() -> Option<cqrs_store_postgres::PostgresEventStore> {
+    cqrs_store_postgres::testing::fresh_store().await
+}

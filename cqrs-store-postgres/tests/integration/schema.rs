@@ -1,0 +1,95 @@
+use cqrs_core::{
+    EventReader, EventStore, ExpectedVersion, Json, NewEvent, Position, StoreError, StreamId,
+};
+use cqrs_store_postgres::testing::{Durability, server};
+use cqrs_store_postgres::{PostgresEventStore, PostgresOptions};
+
+#[tokio::test]
+async fn stores_in_two_schemas_of_one_database_are_independent() {
+    let Some(server) = server(Durability::Fast) else {
+        return;
+    };
+    let url = server.fresh_database().await;
+    let billing =
+        PostgresEventStore::connect_with(&url, PostgresOptions::default().with_schema("billing"))
+            .await
+            .unwrap();
+    let shipping =
+        PostgresEventStore::connect_with(&url, PostgresOptions::default().with_schema("shipping"))
+            .await
+            .unwrap();
+    assert_eq!(billing.schema(), "billing");
+    let appended = billing
+        .append(
+            &StreamId::new("invoice-1").unwrap(),
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("e", Json::null())],
+        )
+        .await
+        .unwrap();
+    // Other tests' transactions on this server may hold the global log back for a moment.
+    while billing.head().await.unwrap() < appended.position.unwrap() {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        billing.read_all(Position::START, 10).await.unwrap().len(),
+        1
+    );
+    assert!(
+        shipping
+            .read_all(Position::START, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn processes_starting_together_migrate_once() {
+    let Some(server) = server(Durability::Fast) else {
+        return;
+    };
+    let url = server.fresh_database().await;
+    let opens: Vec<_> = (0..8)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { PostgresEventStore::connect(&url).await })
+        })
+        .collect();
+    for open in opens {
+        open.await.unwrap().expect("every process opens the store");
+    }
+    let store = PostgresEventStore::connect(&url).await.unwrap();
+    let versions: Vec<i32> =
+        sqlx::query_scalar("SELECT version FROM cqrs.cqrs_schema ORDER BY version")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(versions, [1], "each migration is recorded once");
+}
+
+#[tokio::test]
+async fn a_schema_from_a_newer_version_is_refused_and_a_bad_name_is_invalid() {
+    let Some(server) = server(Durability::Fast) else {
+        return;
+    };
+    let url = server.fresh_database().await;
+    let store = PostgresEventStore::connect(&url).await.unwrap();
+    sqlx::query("INSERT INTO cqrs.cqrs_schema (version) VALUES (99)")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    match PostgresEventStore::connect(&url).await {
+        Err(StoreError::SchemaTooNew { found, supported }) => {
+            assert_eq!((found, supported), (99, 1))
+        }
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+    for bad in ["Bad", "drop table", "1x", ""] {
+        let err =
+            PostgresEventStore::connect_with(&url, PostgresOptions::default().with_schema(bad))
+                .await
+                .unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{bad:?}: {err:?}");
+    }
+}
