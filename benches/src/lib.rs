@@ -5,6 +5,8 @@
 //! same durability, in the same run, so that the ratio between them means something on any
 //! machine.
 
+pub mod raw_postgres;
+
 use std::path::Path;
 
 use cqrs_core::{Aggregate, ApplyError, DomainEvent};

@@ -26,6 +26,7 @@
 //!
 //! - `testing`: [`testing`], a throwaway PostgreSQL cluster for tests.
 
+mod batch;
 mod error;
 mod projection;
 mod rows;

@@ -13,6 +13,7 @@ const HORIZON: &str = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint <<
 #[derive(Debug, Clone)]
 pub(crate) struct Sql {
     pub(crate) commit: Arc<str>,
+    pub(crate) append_many: Arc<str>,
     pub(crate) stream_version: Arc<str>,
     pub(crate) read_stream: Arc<str>,
     pub(crate) read_all: Arc<str>,
@@ -49,42 +50,19 @@ impl Sql {
         let s = schema;
         let q = |sql: String| -> Arc<str> { Arc::from(sql) };
         Self {
-            // One statement per append: it checks the command id (a duplicate first), then the
-            // expected version, numbers the events after the transaction's earlier ones,
-            // inserts them, records the command, and wakes listeners on commit.
+            // One call per append (see the `append` function in the schema). `NOTIFY` in it
+            // ($22) only for appends inside a caller's transaction: PostgreSQL serializes the
+            // commits of notifying transactions, so the store's own appends announce afterwards.
             commit: q(format!(
-                "WITH cur AS MATERIALIZED (
-                     SELECT coalesce(max(version), 0)::bigint AS v FROM {s}.events WHERE stream = $1),
-                 dup AS MATERIALIZED (
-                     SELECT ($5::uuid IS NOT NULL AND EXISTS (SELECT 1 FROM {s}.commands WHERE command_id = $5::uuid)) AS d),
-                 xid AS MATERIALIZED (SELECT pg_current_xact_id()::text::bigint AS x),
-                 base AS MATERIALIZED (
-                     SELECT coalesce(max(position) - ((SELECT x FROM xid) << 16), 0)::bigint AS b FROM {s}.events
-                     WHERE position >= ((SELECT x FROM xid) << 16) AND position < (((SELECT x FROM xid) + 1) << 16)),
-                 go AS MATERIALIZED (
-                     SELECT (NOT (SELECT d FROM dup))
-                        AND ($2::bigint < 0 OR (SELECT v FROM cur) = $2::bigint)
-                        AND (SELECT b FROM base) + cardinality($6::text[]) <= 65535 AS ok),
-                 ins AS (
-                     INSERT INTO {s}.events (position, stream, category, version, event_type, schema_version, payload,
-                         event_id, correlation_id, causation_id, command_id, recorded_at, headers)
-                     SELECT ((SELECT x FROM xid) << 16) | ((SELECT b FROM base) + e.ord), $1, $3, (SELECT v FROM cur) + e.ord,
-                         e.t, e.sv, e.p::json, e.id, e.co, e.ca, e.cm, e.at, e.h::json
-                     FROM unnest($6::text[], $7::int[], $8::text[], $9::uuid[], $10::uuid[], $11::uuid[], $12::uuid[],
-                                 $13::timestamptz[], $14::text[]) WITH ORDINALITY AS e(t, sv, p, id, co, ca, cm, at, h, ord)
-                     WHERE (SELECT ok FROM go)
-                     RETURNING position, version),
-                 cmd AS (
-                     INSERT INTO {s}.commands (command_id, command_type, target, payload, correlation_id, causation_id,
-                         recorded_at, headers, outcome)
-                     SELECT $5::uuid, $15::text, $1, $16::text::json, $17::uuid, $18::uuid, $19::timestamptz,
-                         $20::text::json, $21::text::json
-                     WHERE $5::uuid IS NOT NULL AND (SELECT ok FROM go)
-                     RETURNING 1),
-                 note AS (SELECT pg_notify($4, '') FROM (SELECT 1 FROM ins LIMIT 1) AS appended)
-                 SELECT (SELECT d FROM dup), (SELECT ok FROM go), (SELECT v FROM cur), (SELECT b FROM base),
-                        (SELECT max(position) FROM ins), (SELECT max(version) FROM ins),
-                        (SELECT count(*) FROM cmd), (SELECT count(*) FROM note)"
+                "SELECT duplicate, ok, current_version, base, last_position, last_version FROM {s}.append(
+                     $1, $2, $3, $4, $5, $6::text[], $7::integer[], $8::text[], $9::uuid[], $10::uuid[], $11::uuid[],
+                     $12::uuid[], $13::timestamptz[], $14::text[], $15, $16, $17, $18, $19, $20, $21, $22)"
+            )),
+            append_many: q(format!(
+                "SELECT status, current_version, last_position, last_version FROM {s}.append_many(
+                     $1::text[], $2::bigint[], $3::text[], $4::integer[], $5::uuid[], $6::text[], $7::text[], $8::uuid[],
+                     $9::uuid[], $10::timestamptz[], $11::text[], $12::text[], $13::text[], $14::integer[], $15::text[],
+                     $16::uuid[], $17::uuid[], $18::uuid[], $19::uuid[], $20::timestamptz[], $21::text[])"
             )),
             stream_version: q(format!("SELECT coalesce(max(version), 0)::bigint FROM {s}.events WHERE stream = $1")),
             read_stream: q(format!(

@@ -13,9 +13,11 @@ use cqrs_core::{
 };
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::batch::{Appender, Attempt, Pending, run_batcher};
 use crate::error::{backend, signed, unique_violation, unsigned};
 use crate::rows::{EventRows, command_record, headers_text, scheduled};
 use crate::schema;
@@ -109,15 +111,21 @@ pub struct PostgresEventStore {
 struct Inner {
     pool: PgPool,
     sql: Sql,
-    channel: String,
+    appender: Appender,
+    batcher: mpsc::UnboundedSender<Pending>,
+    batching: JoinHandle<()>,
     notifier: CommitNotifier,
     poll_interval: Duration,
     listener: JoinHandle<()>,
+    announce: Arc<Notify>,
+    announcer: JoinHandle<()>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.listener.abort();
+        self.announcer.abort();
+        self.batching.abort();
     }
 }
 
@@ -150,8 +158,12 @@ impl PostgresEventStore {
     /// As [`PostgresEventStore::connect`], and [`StoreError::Invalid`] for a bad schema name.
     pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
         schema::check_schema_name(&options.schema)?;
+        // No ping before handing out a connection: it would add a round trip to every query.
+        // A connection that died is found by the query that uses it, which fails with a
+        // backend error the caller can retry; the pool then drops it.
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
+            .test_before_acquire(false)
             .connect(url)
             .await
             .map_err(backend)?;
@@ -173,14 +185,32 @@ impl PostgresEventStore {
         let notifier = CommitNotifier::new();
         let channel = format!("cqrs_{}", options.schema);
         let listener = tokio::spawn(listen(pool.clone(), channel.clone(), notifier.clone()));
+        let announce = Arc::new(Notify::new());
+        let announcer = tokio::spawn(announce_commits(
+            pool.clone(),
+            channel.clone(),
+            Arc::clone(&announce),
+        ));
+        let sql = Sql::new(&options.schema);
+        let appender = Appender {
+            pool: pool.clone(),
+            sql: sql.clone(),
+            channel,
+        };
+        let (batcher, pending) = mpsc::unbounded_channel();
+        let batching = tokio::spawn(run_batcher(appender.clone(), pending));
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
-                sql: Sql::new(&options.schema),
-                channel,
+                sql,
+                appender,
+                batcher,
+                batching,
                 notifier,
                 poll_interval: options.poll_interval,
                 listener,
+                announce,
+                announcer,
             }),
         })
     }
@@ -217,145 +247,14 @@ impl PostgresEventStore {
         commit: Commit,
     ) -> Result<Appended, StoreError> {
         commit.validate()?;
-        match self.try_commit(conn, &commit).await? {
+        match self.inner.appender.try_commit(conn, &commit, true).await? {
             Attempt::Done(appended) => Ok(appended),
             Attempt::Raced => Err(StoreError::Conflict {
-                actual: self.stream_version(&commit.stream).await?,
+                actual: self.inner.appender.stream_version(&commit.stream).await?,
                 stream: commit.stream,
                 expected: commit.expected,
             }),
         }
-    }
-
-    async fn stream_version(&self, stream: &StreamId) -> Result<Version, StoreError> {
-        let v: i64 = sqlx::query_scalar(AssertSqlSafe(self.inner.sql.stream_version.clone()))
-            .bind(stream.as_str())
-            .fetch_one(&self.inner.pool)
-            .await
-            .map_err(backend)?;
-        Ok(Version::new(unsigned(v, "stream version", None)?))
-    }
-
-    /// Runs the append statement once.
-    async fn try_commit(
-        &self,
-        conn: &mut PgConnection,
-        commit: &Commit,
-    ) -> Result<Attempt, StoreError> {
-        if commit.events.len() > MAX_EVENTS_PER_TRANSACTION {
-            return Err(StoreError::Invalid(format!(
-                "{} events in one append; at most {MAX_EVENTS_PER_TRANSACTION}",
-                commit.events.len()
-            )));
-        }
-        let n = commit.events.len();
-        let (mut types, mut versions, mut payloads, mut ids) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut correlations, mut causations, mut commands, mut times, mut headers) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for event in &commit.events {
-            types.push(event.event_type.as_str());
-            versions.push(i32::from(event.schema_version));
-            payloads.push(event.payload.as_str());
-            ids.push(event.metadata.event_id);
-            correlations.push(event.metadata.correlation_id);
-            causations.push(event.metadata.causation_id);
-            commands.push(event.metadata.command_id);
-            times.push(event.metadata.recorded_at);
-            headers.push(headers_text(&event.metadata.headers));
-        }
-        let expected = match commit.expected {
-            ExpectedVersion::NoStream => 0,
-            ExpectedVersion::Exact(v) => signed(v.get())?,
-            _ => -1,
-        };
-        let record = commit.command.as_ref();
-        let outcome = record
-            .map(|c| serde_json::to_string(&c.outcome))
-            .transpose()
-            .map_err(backend)?;
-        let result = sqlx::query(AssertSqlSafe(self.inner.sql.commit.clone()))
-            .bind(commit.stream.as_str())
-            .bind(expected)
-            .bind(commit.stream.category())
-            .bind(&self.inner.channel)
-            .bind(record.map(|c| c.command_id))
-            .bind(&types)
-            .bind(&versions)
-            .bind(&payloads)
-            .bind(&ids)
-            .bind(&correlations)
-            .bind(&causations)
-            .bind(&commands)
-            .bind(&times)
-            .bind(&headers)
-            .bind(record.map(|c| c.command_type.as_str()))
-            .bind(record.map(|c| c.payload.as_str()))
-            .bind(record.and_then(|c| c.correlation_id))
-            .bind(record.and_then(|c| c.causation_id))
-            .bind(record.map(|c| c.recorded_at))
-            .bind(record.and_then(|c| headers_text(&c.headers)))
-            .bind(outcome)
-            .fetch_one(&mut *conn)
-            .await;
-        let row = match result {
-            Ok(row) => row,
-            Err(err) => {
-                return match unique_violation(&err).as_deref() {
-                    // Another writer took a version between this statement's read and its insert.
-                    Some("events_stream_version") => Ok(Attempt::Raced),
-                    Some("commands_command_id") => Err(StoreError::DuplicateCommand {
-                        command_id: record.map(|c| c.command_id).unwrap_or_default(),
-                    }),
-                    _ => Err(backend(err)),
-                };
-            }
-        };
-        let duplicate: bool = row.try_get(0).map_err(backend)?;
-        let ok: bool = row.try_get(1).map_err(backend)?;
-        let current: i64 = row.try_get(2).map_err(backend)?;
-        let base: i64 = row.try_get(3).map_err(backend)?;
-        let last_position: Option<i64> = row.try_get(4).map_err(backend)?;
-        let last_version: Option<i64> = row.try_get(5).map_err(backend)?;
-        if duplicate {
-            return Err(StoreError::DuplicateCommand {
-                command_id: record.map(|c| c.command_id).unwrap_or_default(),
-            });
-        }
-        let actual = Version::new(unsigned(current, "stream version", None)?);
-        if !ok {
-            if usize::try_from(base)
-                .unwrap_or(usize::MAX)
-                .saturating_add(n)
-                > MAX_EVENTS_PER_TRANSACTION
-            {
-                return Err(StoreError::Invalid(format!(
-                    "more than {MAX_EVENTS_PER_TRANSACTION} events in one transaction"
-                )));
-            }
-            return Err(StoreError::Conflict {
-                stream: commit.stream.clone(),
-                expected: commit.expected,
-                actual,
-            });
-        }
-        Ok(Attempt::Done(Appended {
-            version: last_version.map_or(Ok(actual), |v| {
-                unsigned(v, "version", None).map(Version::new)
-            })?,
-            position: last_position
-                .map(|p| unsigned(p, "position", None).map(Position::new))
-                .transpose()?,
-        }))
     }
 
     async fn read_events(
@@ -368,10 +267,21 @@ impl PostgresEventStore {
     }
 }
 
-enum Attempt {
-    Done(Appended),
-    /// A concurrent writer got the version first (a unique violation).
-    Raced,
+/// Sends one `NOTIFY` for however many appends committed since the last one, so that
+/// subscribers in other processes wake without every append's commit waiting on PostgreSQL's
+/// notification lock.
+async fn announce_commits(pool: PgPool, channel: String, wake: Arc<Notify>) {
+    loop {
+        wake.notified().await;
+        if let Err(err) = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(&channel)
+            .execute(&pool)
+            .await
+        {
+            // Subscribers elsewhere fall back to polling meanwhile.
+            tracing::warn!(%channel, error = %err, "cannot NOTIFY");
+        }
+    }
 }
 
 /// Keeps a `LISTEN` connection and turns its notifications into commit signals; reconnects
@@ -506,30 +416,22 @@ impl EventReader for PostgresEventStore {
 
 #[async_trait]
 impl EventStore for PostgresEventStore {
+    /// Commits through the batcher: appends waiting at the same moment share one transaction
+    /// and one round trip.
     async fn commit(&self, commit: Commit) -> Result<Appended, StoreError> {
         commit.validate()?;
-        // An append at any version that loses a race for a version number just tries again.
-        for _ in 0..32 {
-            let mut conn = self.inner.pool.acquire().await.map_err(backend)?;
-            match self.try_commit(&mut conn, &commit).await? {
-                Attempt::Done(appended) => return Ok(appended),
-                Attempt::Raced if commit.expected == ExpectedVersion::Any => {
-                    tokio::task::yield_now().await
-                }
-                Attempt::Raced => {
-                    return Err(StoreError::Conflict {
-                        actual: self.stream_version(&commit.stream).await?,
-                        stream: commit.stream,
-                        expected: commit.expected,
-                    });
-                }
-            }
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .batcher
+            .send(Pending { commit, reply })
+            .map_err(|_| StoreError::Closed)?;
+        let appended = answer.await.map_err(|_| StoreError::Closed)??;
+        if appended.position.is_some() {
+            // Subscribers in this process at once; other processes by NOTIFY.
+            self.inner.notifier.notify();
+            self.inner.announce.notify_one();
         }
-        Err(StoreError::Conflict {
-            actual: self.stream_version(&commit.stream).await?,
-            stream: commit.stream,
-            expected: commit.expected,
-        })
+        Ok(appended)
     }
 }
 

@@ -2,10 +2,14 @@
 
 /// Damaged rows: typed errors naming the position; everything else still works.
 mod bad_rows;
+/// Concurrent appends batched into shared transactions, each with its own answer.
+mod batching;
 /// Connections killed mid-append and mid-projection: nothing partial, nothing doubled.
 mod faults;
 /// Gap safety: concurrent writers with slow commits under a live subscriber.
 mod gaps;
+/// LISTEN/NOTIFY across processes, and what happens when the listener drops.
+mod listen;
 /// Opening: schema names, concurrent migrations, a newer schema refused.
 mod schema;
 /// Single-leader projections: a second runner takes over when the first is killed.

@@ -1,0 +1,291 @@
+//! The PostgreSQL store beside raw sqlx writing and reading the same rows, on a throwaway
+//! server with PostgreSQL's durable defaults (`fsync=on`, `synchronous_commit=on`): commands on
+//! new aggregates (1 task, 16 tasks), a command on an aggregate with 1,000 prior events (with
+//! snapshots), the load of a 100-event stream, and `read_all` over the whole log.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use benches::{Account, AccountCommand, AccountEvent, big_log_size, deposit_payload, raw_postgres};
+use cqrs_core::{
+    Aggregate, EventReader, EventStore, ExpectedVersion, Json, NewEvent, Position, Repository,
+    Snapshot, SnapshotPolicy, SnapshotStore, StreamId, Version,
+};
+use cqrs_store_postgres::testing::{Durability, server};
+use cqrs_store_postgres::{PostgresEventStore, PostgresOptions};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use sqlx::postgres::PgPoolOptions;
+
+const TASKS: u64 = 16;
+
+fn postgres(c: &mut Criterion) {
+    let Some(server) = server(Durability::Durable) else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let url = rt.block_on(server.fresh_database());
+    let options =
+        PostgresOptions::default().with_max_connections(u32::try_from(TASKS + 4).expect("small"));
+    let store = rt
+        .block_on(PostgresEventStore::connect_with(&url, options))
+        .expect("store");
+    let raw = rt
+        .block_on(
+            PgPoolOptions::new()
+                // The same pool settings as the store: no ping before each use.
+                .test_before_acquire(false)
+                .max_connections(u32::try_from(TASKS).expect("small"))
+                .connect(&url),
+        )
+        .expect("raw pool");
+    rt.block_on(raw_postgres::create(&raw));
+    let open = cqrs_core::encode_message(&AccountEvent::Opened {
+        owner: "ana".into(),
+    })
+    .expect("encode")
+    .1;
+    let counter = Arc::new(AtomicU64::new(0));
+    let next = || counter.fetch_add(1, Ordering::Relaxed);
+
+    let accounts = Repository::<Account>::new(Arc::new(store.clone()));
+    let mut group = c.benchmark_group("postgres/command_new_aggregate");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("raw_one_txn_per_command", |b| {
+        b.to_async(&rt).iter(|| {
+            let stream = format!("raw-{}", next());
+            let (raw, open) = (&raw, open.as_str());
+            async move { raw_postgres::command(raw, &stream, open).await }
+        });
+    });
+    group.bench_function("store_1_task", |b| {
+        b.to_async(&rt).iter(|| {
+            let id = format!("seq{}", next());
+            let accounts = &accounts;
+            async move {
+                accounts
+                    .handle(
+                        &id,
+                        AccountCommand::Open {
+                            owner: "ana".into(),
+                        },
+                    )
+                    .await
+                    .expect("open")
+            }
+        });
+    });
+    group.bench_function("raw_16_connections", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(in_parallel(iters, Arc::clone(&counter), {
+                let (raw, open) = (raw.clone(), open.as_str().to_owned());
+                move |n| {
+                    let (raw, open) = (raw.clone(), open.clone());
+                    async move { raw_postgres::command(&raw, &format!("raw-{n}"), &open).await }
+                }
+            }))
+        });
+    });
+    group.bench_function("store_16_tasks", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(in_parallel(iters, Arc::clone(&counter), {
+                let accounts = accounts.clone();
+                move |n| {
+                    let accounts = accounts.clone();
+                    async move {
+                        accounts
+                            .handle(
+                                &format!("par{n}"),
+                                AccountCommand::Open {
+                                    owner: "ana".into(),
+                                },
+                            )
+                            .await
+                            .expect("open");
+                    }
+                }
+            }))
+        });
+    });
+    group.finish();
+
+    // An account with 1,000 events, snapshotted at 1,000 as the policy would have.
+    let snapshotting = Repository::<Account>::new(Arc::new(store.clone()))
+        .with_snapshots(SnapshotPolicy::every(100));
+    let busy = "busy".to_owned();
+    let payload = deposit_payload();
+    rt.block_on(async {
+        let stream = Account::stream_id(&busy).expect("stream");
+        let mut events = vec![NewEvent::new("account.opened", open.clone())];
+        events.extend(
+            (0..999)
+                .map(|_| NewEvent::new("account.deposited", Json::from_stored(payload.as_str()))),
+        );
+        store
+            .append(&stream, ExpectedVersion::NoStream, events)
+            .await
+            .expect("fill");
+        store
+            .save_snapshot(Snapshot {
+                stream,
+                version: Version::new(1000),
+                schema_version: Account::SNAPSHOT_VERSION,
+                state: Json::encode(&Account { balance: 99_900 }).expect("state"),
+                taken_at: chrono::Utc::now(),
+            })
+            .await
+            .expect("snapshot");
+    });
+    let mut group = c.benchmark_group("postgres/command_on_aggregate");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("new_aggregate", |b| {
+        b.to_async(&rt).iter(|| {
+            let id = format!("new{}", next());
+            let accounts = &snapshotting;
+            async move {
+                accounts
+                    .handle(
+                        &id,
+                        AccountCommand::Open {
+                            owner: "ana".into(),
+                        },
+                    )
+                    .await
+                    .expect("open")
+            }
+        });
+    });
+    group.bench_function("1000_prior_events_with_snapshots", |b| {
+        b.to_async(&rt).iter(|| async {
+            snapshotting
+                .handle(&busy, AccountCommand::Deposit { amount: 1 })
+                .await
+                .expect("deposit")
+        });
+    });
+    group.finish();
+
+    let hundred = "hundred".to_owned();
+    rt.block_on(async {
+        let mut events = vec![NewEvent::new("account.opened", open.clone())];
+        events.extend(
+            (0..99)
+                .map(|_| NewEvent::new("account.deposited", Json::from_stored(payload.as_str()))),
+        );
+        store
+            .append(
+                &Account::stream_id(&hundred).expect("stream"),
+                ExpectedVersion::NoStream,
+                events,
+            )
+            .await
+            .expect("fill");
+        raw_postgres::fill(&raw, "account-hundred", 1, 100, &payload).await;
+    });
+    let mut group = c.benchmark_group("postgres/load_100_events");
+    group.throughput(Throughput::Elements(100));
+    group.bench_function("raw", |b| {
+        b.to_async(&rt)
+            .iter(|| raw_postgres::load(&raw, "account-hundred"))
+    });
+    group.bench_function("store", |b| {
+        b.to_async(&rt)
+            .iter(|| async { accounts.load(&hundred).await.expect("load") })
+    });
+    group.finish();
+
+    // The whole log: whatever the command benchmarks wrote plus `CQRS_BENCH_EVENTS` more.
+    let size = big_log_size();
+    rt.block_on(async {
+        const BATCH: u64 = 10_000;
+        for b in 0..size.div_ceil(BATCH) {
+            let count = BATCH.min(size - b * BATCH);
+            let stream = StreamId::new(format!("account-bulk{}", b % 100)).expect("stream");
+            let events = (0..count)
+                .map(|_| NewEvent::new("account.deposited", Json::from_stored(payload.as_str())))
+                .collect();
+            store
+                .append(&stream, ExpectedVersion::Any, events)
+                .await
+                .expect("fill");
+            let first = i64::try_from(b / 100 * BATCH + 1).expect("small");
+            raw_postgres::fill(
+                &raw,
+                &format!("account-bulk{}", b % 100),
+                first,
+                i64::try_from(count).expect("small"),
+                &payload,
+            )
+            .await;
+        }
+        sqlx::query("VACUUM ANALYZE")
+            .execute(&raw)
+            .await
+            .expect("vacuum");
+    });
+    let store_total = rt.block_on(count_log(&store));
+    let raw_total = rt.block_on(raw_postgres::scan(&raw));
+    let mut group = c.benchmark_group("postgres/read_all");
+    group.throughput(Throughput::Elements(store_total));
+    group.sample_size(10);
+    group.bench_function("raw_scan", |b| {
+        b.to_async(&rt)
+            .iter(|| async { assert_eq!(raw_postgres::scan(&raw).await, raw_total) })
+    });
+    group.bench_function("store_read_all", |b| {
+        b.to_async(&rt)
+            .iter(|| async { assert_eq!(count_log(&store).await, store_total) })
+    });
+    group.finish();
+}
+
+async fn count_log(store: &PostgresEventStore) -> u64 {
+    let mut from = Position::START;
+    let mut seen = 0u64;
+    loop {
+        let page = store.read_all(from, 10_000).await.expect("read");
+        let Some(last) = page.last() else { return seen };
+        from = last.position.next();
+        seen += page.len() as u64;
+    }
+}
+
+/// Runs `iters` operations from [`TASKS`] concurrent tasks; the time per operation is the
+/// total over `iters`.
+async fn in_parallel<F, Fut>(iters: u64, counter: Arc<AtomicU64>, op: F) -> Duration
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let share = iters / TASKS + u64::from(t < iters % TASKS);
+            let first = counter.fetch_add(share, Ordering::Relaxed);
+            let op = op.clone();
+            tokio::spawn(async move {
+                for i in 0..share {
+                    op(first + i).await;
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task");
+    }
+    started.elapsed()
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+        .sample_size(20)
+}
+
+criterion_group! { name = benches; config = config(); targets = postgres }
+criterion_main!(benches);
