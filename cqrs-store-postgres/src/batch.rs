@@ -1,5 +1,7 @@
 //! Appending: one append alone, and the batcher that commits concurrent appends together.
 
+use std::collections::{HashSet, VecDeque};
+
 use cqrs_core::{Appended, Commit, ExpectedVersion, Position, StoreError, StreamId, Version};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 use tokio::sync::{mpsc, oneshot};
@@ -181,9 +183,10 @@ impl Appender {
         })
     }
 
-    /// Appends every commit of `batch` in one transaction and one round trip, each checked as
-    /// if it were alone, in order (a later one sees the earlier ones). `Err` means the batch as
-    /// a whole failed (another connection took one of its versions, say) and wrote nothing.
+    /// Appends every commit of `batch` in one statement and one transaction, each checked as
+    /// if it were alone: no two may share a stream or a command id ([`take_batch`]). `Err`
+    /// means the batch as a whole failed (another connection took one of its versions, say)
+    /// and wrote nothing.
     async fn append_many(
         &self,
         batch: &[&Commit],
@@ -201,6 +204,7 @@ impl Appender {
         let mut command_times = Vec::with_capacity(batch.len());
         let mut command_headers = Vec::with_capacity(batch.len());
         let mut outcomes = Vec::with_capacity(batch.len());
+        let mut owners = Vec::with_capacity(events);
         let mut types = Vec::with_capacity(events);
         let mut versions = Vec::with_capacity(events);
         let mut payloads = Vec::with_capacity(events);
@@ -210,7 +214,7 @@ impl Appender {
         let mut commands = Vec::with_capacity(events);
         let mut times = Vec::with_capacity(events);
         let mut headers = Vec::with_capacity(events);
-        for commit in batch {
+        for (index, commit) in (1_i32..).zip(batch) {
             streams.push(commit.stream.as_str());
             expected.push(match commit.expected {
                 ExpectedVersion::NoStream => 0,
@@ -229,6 +233,7 @@ impl Appender {
             command_headers.push(record.and_then(|c| headers_text(&c.headers)));
             outcomes.push(record.and_then(|c| serde_json::to_string(&c.outcome).ok()));
             for event in &commit.events {
+                owners.push(index);
                 types.push(event.event_type.as_str());
                 versions.push(i32::from(event.schema_version));
                 payloads.push(event.payload.as_str());
@@ -253,6 +258,7 @@ impl Appender {
             .bind(&command_times)
             .bind(&command_headers)
             .bind(&outcomes)
+            .bind(&owners)
             .bind(&types)
             .bind(&versions)
             .bind(&payloads)
@@ -261,9 +267,15 @@ impl Appender {
             .bind(&causations)
             .bind(&commands)
             .bind(&times)
-            .bind(&headers)
-            .fetch_all(&self.pool)
-            .await?;
+            .bind(&headers);
+        let rows = rows.fetch_all(&self.pool).await?;
+        if rows.len() != batch.len() {
+            return Err(sqlx::Error::Protocol(format!(
+                "{} answers to {} appends",
+                rows.len(),
+                batch.len()
+            )));
+        }
         Ok(batch
             .iter()
             .zip(&rows)
@@ -294,9 +306,9 @@ impl Appender {
                         expected: commit.expected,
                         actual,
                     }),
-                    _ => Err(StoreError::Invalid(format!(
-                        "more than {MAX_EVENTS_PER_TRANSACTION} events in one transaction"
-                    ))),
+                    other => Err(StoreError::Backend(
+                        format!("append status {other} unknown to this build").into(),
+                    )),
                 }
             })
             .collect())
@@ -310,44 +322,186 @@ pub(crate) struct Pending {
 }
 
 /// Commits every append waiting in `pending` together: one round trip, one transaction, one
-/// sync of PostgreSQL's log for all of them. If a batch fails as a whole (another connection
-/// took one of its versions), its appends are retried one by one, so each still gets its own
-/// answer.
+/// sync of PostgreSQL's log for all of them. One batch at a time: appends arriving meanwhile
+/// wait and form the next batch, and each stream's appends commit in the order they came.
+/// (Several batches in flight measured no faster, their log syncs no longer shared, and could
+/// race each other for a stream's version.) If a batch loses a race to another connection
+/// for a version, its appends are tried again one by one, so each still gets its own answer.
 pub(crate) async fn run_batcher(appender: Appender, mut pending: mpsc::UnboundedReceiver<Pending>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = pending.recv().await {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
+    let mut held = VecDeque::new();
+    loop {
+        if held.is_empty() {
+            let Some(first) = pending.recv().await else {
+                return;
+            };
+            held.push_back(first);
+        }
+        while held.len() < 2 * MAX_BATCH {
             match pending.try_recv() {
-                Ok(next) => batch.push(next),
+                Ok(next) => held.push_back(next),
                 Err(_) => break,
             }
         }
-        let commits: Vec<&Commit> = batch.iter().map(|p| &p.commit).collect();
-        let fits =
-            commits.iter().map(|c| c.events.len()).sum::<usize>() <= MAX_EVENTS_PER_TRANSACTION;
-        let results = if batch.len() > 1 && fits {
-            appender.append_many(&commits).await.ok()
+        let batch = take_batch(&mut held);
+        commit_batch(&appender, batch).await;
+    }
+}
+
+/// Takes the next batch from `held`, in arrival order: at most [`MAX_BATCH`] appends and
+/// [`MAX_EVENTS_PER_TRANSACTION`] events, and never two appends of one stream or one command
+/// id, whose checks must each see the other's effect. What is left waits, in order, for the
+/// next batch; an append left behind holds back later appends of its stream, so each stream's
+/// appends still commit in the order they came.
+fn take_batch(held: &mut VecDeque<Pending>) -> Vec<Pending> {
+    let mut batch = Vec::with_capacity(MAX_BATCH.min(held.len()));
+    let mut rest = VecDeque::new();
+    let mut streams = HashSet::new();
+    let mut commands = HashSet::new();
+    let mut events = 0;
+    for waiting in held.drain(..) {
+        let commit = &waiting.commit;
+        let new_stream = streams.insert(commit.stream.clone());
+        let new_command = commit
+            .command
+            .as_ref()
+            .is_none_or(|c| commands.insert(c.command_id));
+        let fits = batch.is_empty()
+            || (batch.len() < MAX_BATCH
+                && events + commit.events.len() <= MAX_EVENTS_PER_TRANSACTION);
+        if new_stream && new_command && fits {
+            events += commit.events.len();
+            batch.push(waiting);
         } else {
-            None
-        };
-        match results {
-            Some(results) => {
-                for (waiting, result) in batch.drain(..).zip(results) {
+            rest.push_back(waiting);
+        }
+    }
+    *held = rest;
+    batch
+}
+
+async fn commit_batch(appender: &Appender, batch: Vec<Pending>) {
+    let commits: Vec<&Commit> = batch.iter().map(|p| &p.commit).collect();
+    let events: usize = commits.iter().map(|c| c.events.len()).sum();
+    // Only a lone append can be too big (`take_batch`); alone, it gets its typed refusal.
+    if events <= MAX_EVENTS_PER_TRANSACTION {
+        match appender.append_many(&commits).await {
+            Ok(results) => {
+                for (waiting, result) in batch.into_iter().zip(results) {
                     let _ = waiting.reply.send(result);
                 }
+                return;
             }
-            None => {
-                // Alone, too big, or the batch failed: one by one, concurrently.
-                let singles = batch.drain(..).map(|waiting| {
-                    let appender = appender.clone();
-                    async move {
-                        let result = appender.commit_alone(&waiting.commit).await;
-                        let _ = waiting.reply.send(result);
-                    }
-                });
-                futures::future::join_all(singles).await;
+            // Another connection took a version: nothing was written, so each append is
+            // tried again alone below and gets its own answer.
+            Err(err) if unique_violation(&err).is_some() => {}
+            // Whether the batch committed is unknown (the connection died, say): trying again
+            // could append twice, so every caller hears of the failure.
+            Err(err) => {
+                let message = err.to_string();
+                for waiting in batch {
+                    let _ = waiting
+                        .reply
+                        .send(Err(StoreError::Backend(message.clone().into())));
+                }
+                return;
             }
         }
+    }
+    let singles = batch.into_iter().map(|waiting| async move {
+        let result = appender.commit_alone(&waiting.commit).await;
+        let _ = waiting.reply.send(result);
+    });
+    futures::future::join_all(singles).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use cqrs_core::{CommandRecord, Headers, Json, NewEvent, Outcome};
+
+    use super::*;
+
+    fn pending(stream: &str, events: usize, command: Option<u128>) -> Pending {
+        let stream = StreamId::new(stream).unwrap();
+        let mut commit = Commit::new(
+            stream.clone(),
+            ExpectedVersion::Any,
+            (0..events)
+                .map(|_| NewEvent::new("e", Json::null()))
+                .collect(),
+        );
+        if let Some(id) = command {
+            commit = commit.with_command(CommandRecord {
+                command_id: uuid::Uuid::from_u128(id),
+                command_type: "c".into(),
+                target: stream,
+                payload: Json::null(),
+                correlation_id: None,
+                causation_id: None,
+                recorded_at: chrono::Utc::now(),
+                headers: Headers::new(),
+                outcome: Outcome::Accepted {
+                    version: Version::new(1),
+                    events: 1,
+                },
+            });
+        }
+        Pending {
+            commit,
+            reply: oneshot::channel().0,
+        }
+    }
+
+    fn streams(batch: &[Pending]) -> Vec<&str> {
+        batch.iter().map(|p| p.commit.stream.as_str()).collect()
+    }
+
+    #[test]
+    fn a_stream_or_command_id_appears_once_per_batch_and_order_is_kept() {
+        let mut held: VecDeque<Pending> = [
+            pending("a-1", 1, Some(1)),
+            pending("b-1", 1, None),
+            pending("a-1", 1, None),
+            pending("c-1", 1, Some(1)),
+            pending("d-1", 1, None),
+            pending("a-1", 1, None),
+        ]
+        .into();
+        let first = take_batch(&mut held);
+        assert_eq!(streams(&first), ["a-1", "b-1", "d-1"]);
+        let second = take_batch(&mut held);
+        assert_eq!(streams(&second), ["a-1", "c-1"]);
+        let third = take_batch(&mut held);
+        assert_eq!(streams(&third), ["a-1"]);
+        assert!(held.is_empty());
+    }
+
+    #[test]
+    fn an_append_left_behind_for_size_holds_back_later_appends_of_its_stream() {
+        let mut held: VecDeque<Pending> = [
+            pending("a-1", MAX_EVENTS_PER_TRANSACTION - 1, None),
+            pending("b-1", 2, None),
+            pending("c-1", 1, None),
+            pending("b-1", 1, None),
+        ]
+        .into();
+        assert_eq!(streams(&take_batch(&mut held)), ["a-1", "c-1"]);
+        assert_eq!(streams(&take_batch(&mut held)), ["b-1"]);
+        assert_eq!(streams(&take_batch(&mut held)), ["b-1"]);
+    }
+
+    #[test]
+    fn a_batch_takes_at_most_max_batch_appends_and_a_lone_giant_goes_alone() {
+        let mut held: VecDeque<Pending> = (0..MAX_BATCH + 3)
+            .map(|i| pending(&format!("s-{i}"), 1, None))
+            .collect();
+        assert_eq!(take_batch(&mut held).len(), MAX_BATCH);
+        assert_eq!(take_batch(&mut held).len(), 3);
+        let mut held: VecDeque<Pending> = [
+            pending("giant-1", MAX_EVENTS_PER_TRANSACTION + 1, None),
+            pending("small-1", 1, None),
+        ]
+        .into();
+        assert_eq!(streams(&take_batch(&mut held)), ["giant-1"]);
+        assert_eq!(streams(&take_batch(&mut held)), ["small-1"]);
     }
 }

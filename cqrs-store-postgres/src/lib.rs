@@ -29,6 +29,7 @@
 mod batch;
 mod error;
 mod projection;
+mod reads;
 mod rows;
 mod schema;
 mod sql;

@@ -133,72 +133,65 @@ const MIGRATIONS: &[&str] = &[
     END
     $fn$;
 
-    -- Several appends in one call and one transaction, each checked as if alone, in order
-    -- (status 0 appended, 1 duplicate command, 2 conflict, 3 too many events). The events of
-    -- all appends come flattened, p_counts saying how many belong to each. Checks come before
-    -- writes, so no subtransaction is needed; a unique violation (another connection took a
-    -- version) fails the whole call, and the caller appends one by one instead.
+    -- Several appends in one call and one transaction, set-based: every check reads the state
+    -- before the call (the batcher never puts two appends of one stream, or of one command id,
+    -- in a call), then the appends that pass are written together. Status 0 appended,
+    -- 1 duplicate command, 2 conflict. The events of all appends come flattened, p_owners
+    -- naming each one's append (1-based). A unique violation (another connection took a
+    -- version) fails the whole call, and the caller appends one by one instead. The statement
+    -- is too big to plan on every call, so its generic plan is kept; it is written so that its
+    -- only plan looks rows up by index (a correlated EXISTS could be planned once, while the
+    -- tables are small, as a hashed scan of the whole commands table, and kept).
     CREATE FUNCTION {s}.append_many(
         p_streams text[], p_expected bigint[], p_categories text[], p_counts integer[],
         p_command_ids uuid[], p_command_types text[], p_command_payloads text[], p_command_correlations uuid[],
         p_command_causations uuid[], p_command_times timestamptz[], p_command_headers text[], p_outcomes text[],
-        p_types text[], p_schema_versions integer[], p_payloads text[], p_event_ids uuid[], p_correlations uuid[],
-        p_causations uuid[], p_commands uuid[], p_times timestamptz[], p_headers text[])
+        p_owners integer[], p_types text[], p_schema_versions integer[], p_payloads text[], p_event_ids uuid[],
+        p_correlations uuid[], p_causations uuid[], p_commands uuid[], p_times timestamptz[], p_headers text[])
     RETURNS TABLE (status integer, current_version bigint, last_position bigint, last_version bigint)
-    LANGUAGE plpgsql AS $fn$
-    DECLARE
-        i integer;
-        v bigint;
-        x bigint;
-        b bigint := 0;
-        n integer;
-        first integer := 1;
+    LANGUAGE plpgsql
+    SET plan_cache_mode = force_generic_plan
+    AS $fn$
+    #variable_conflict use_column
     BEGIN
-        FOR i IN 1 .. coalesce(cardinality(p_streams), 0) LOOP
-            n := p_counts[i];
-            IF p_command_ids[i] IS NOT NULL
-               AND EXISTS (SELECT 1 FROM {s}.commands c WHERE c.command_id = p_command_ids[i]) THEN
-                RETURN QUERY SELECT 1, 0::bigint, NULL::bigint, NULL::bigint;
-            ELSE
-                SELECT coalesce(max(e.version), 0) INTO v FROM {s}.events e WHERE e.stream = p_streams[i];
-                IF p_expected[i] >= 0 AND v <> p_expected[i] THEN
-                    RETURN QUERY SELECT 2, v, NULL::bigint, NULL::bigint;
-                ELSE
-                    IF n > 0 AND x IS NULL THEN
-                        x := pg_current_xact_id()::text::bigint;
-                        SELECT coalesce(max(e.position) - (x << 16), 0) INTO b FROM {s}.events e
-                        WHERE e.position >= (x << 16) AND e.position < ((x + 1) << 16);
-                    END IF;
-                    IF n > 0 AND b + n > 65535 THEN
-                        RETURN QUERY SELECT 3, v, NULL::bigint, NULL::bigint;
-                    ELSE
-                        IF n > 0 THEN
-                            INSERT INTO {s}.events (position, stream, category, version, event_type, schema_version,
-                                payload, event_id, correlation_id, causation_id, command_id, recorded_at, headers)
-                            SELECT (x << 16) | (b + e.ord), p_streams[i], p_categories[i], v + e.ord, e.t, e.sv, e.p::json,
-                                e.id, e.co, e.ca, e.cm, e.at, e.h::json
-                            FROM unnest(p_types[first : first + n - 1], p_schema_versions[first : first + n - 1],
-                                        p_payloads[first : first + n - 1], p_event_ids[first : first + n - 1],
-                                        p_correlations[first : first + n - 1], p_causations[first : first + n - 1],
-                                        p_commands[first : first + n - 1], p_times[first : first + n - 1],
-                                        p_headers[first : first + n - 1])
-                                 WITH ORDINALITY AS e(t, sv, p, id, co, ca, cm, at, h, ord);
-                            b := b + n;
-                        END IF;
-                        IF p_command_ids[i] IS NOT NULL THEN
-                            INSERT INTO {s}.commands (command_id, command_type, target, payload, correlation_id,
-                                causation_id, recorded_at, headers, outcome)
-                            VALUES (p_command_ids[i], p_command_types[i], p_streams[i], p_command_payloads[i]::json,
-                                p_command_correlations[i], p_command_causations[i], p_command_times[i],
-                                p_command_headers[i]::json, p_outcomes[i]::json);
-                        END IF;
-                        RETURN QUERY SELECT 0, v,
-                            CASE WHEN n > 0 THEN (x << 16) | b END, v + n;
-                    END IF;
-                END IF;
-            END IF;
-            first := first + n;
-        END LOOP;
+        RETURN QUERY WITH c AS MATERIALIZED (
+            SELECT c.*,
+                   coalesce((SELECT max(e.version) FROM {s}.events e WHERE e.stream = c.stream), 0) AS current,
+                   (SELECT true FROM {s}.commands k WHERE k.command_id = c.command_id LIMIT 1) IS NOT NULL AS duplicate
+            FROM unnest(p_streams, p_expected, p_categories, p_counts, p_command_ids, p_command_types, p_command_payloads,
+                        p_command_correlations, p_command_causations, p_command_times, p_command_headers, p_outcomes)
+                 WITH ORDINALITY AS c(stream, expected, category, n, command_id, command_type, command_payload,
+                                      command_correlation, command_causation, command_time, command_headers,
+                                      outcome, i)
+        ), s AS MATERIALIZED (
+            SELECT c.*, t.status,
+                   sum(c.n) OVER w - c.n AS first_event,
+                   sum(CASE WHEN t.status = 0 THEN c.n ELSE 0 END) OVER w - c.n AS base,
+                   pg_current_xact_id()::text::bigint << 16 AS x
+            FROM c, LATERAL (SELECT CASE WHEN c.duplicate THEN 1
+                                         WHEN c.expected >= 0 AND c.current <> c.expected THEN 2
+                                         ELSE 0 END AS status) t
+            WINDOW w AS (ORDER BY c.i)
+        ), appended AS (
+            INSERT INTO {s}.events (position, stream, category, version, event_type, schema_version, payload,
+                event_id, correlation_id, causation_id, command_id, recorded_at, headers)
+            SELECT s.x | (s.base + e.k - s.first_event), s.stream, s.category, s.current + e.k - s.first_event,
+                   e.t, e.sv, e.p::json, e.id, e.co, e.ca, e.cm, e.at, e.h::json
+            FROM unnest(p_owners, p_types, p_schema_versions, p_payloads, p_event_ids, p_correlations,
+                        p_causations, p_commands, p_times, p_headers)
+                 WITH ORDINALITY AS e(ci, t, sv, p, id, co, ca, cm, at, h, k)
+            JOIN s ON s.i = e.ci
+            WHERE s.status = 0
+        ), recorded AS (
+            INSERT INTO {s}.commands (command_id, command_type, target, payload, correlation_id, causation_id,
+                recorded_at, headers, outcome)
+            SELECT s.command_id, s.command_type, s.stream, s.command_payload::json, s.command_correlation,
+                   s.command_causation, s.command_time, s.command_headers::json, s.outcome::json
+            FROM s WHERE s.status = 0 AND s.command_id IS NOT NULL
+        )
+        SELECT s.status, s.current, CASE WHEN s.status = 0 AND s.n > 0 THEN s.x | (s.base + s.n) END,
+               CASE WHEN s.status = 0 THEN s.current + s.n END
+        FROM s ORDER BY s.i;
     END
     $fn$;
 

@@ -16,6 +16,7 @@ pub(crate) struct Sql {
     pub(crate) append_many: Arc<str>,
     pub(crate) stream_version: Arc<str>,
     pub(crate) read_stream: Arc<str>,
+    pub(crate) read_streams: Arc<str>,
     pub(crate) read_all: Arc<str>,
     pub(crate) read_filtered: Arc<str>,
     pub(crate) head: Arc<str>,
@@ -61,12 +62,21 @@ impl Sql {
             append_many: q(format!(
                 "SELECT status, current_version, last_position, last_version FROM {s}.append_many(
                      $1::text[], $2::bigint[], $3::text[], $4::integer[], $5::uuid[], $6::text[], $7::text[], $8::uuid[],
-                     $9::uuid[], $10::timestamptz[], $11::text[], $12::text[], $13::text[], $14::integer[], $15::text[],
-                     $16::uuid[], $17::uuid[], $18::uuid[], $19::uuid[], $20::timestamptz[], $21::text[])"
+                     $9::uuid[], $10::timestamptz[], $11::text[], $12::text[], $13::integer[], $14::text[],
+                     $15::integer[], $16::text[], $17::uuid[], $18::uuid[], $19::uuid[], $20::uuid[],
+                     $21::timestamptz[], $22::text[])"
             )),
             stream_version: q(format!("SELECT coalesce(max(version), 0)::bigint FROM {s}.events WHERE stream = $1")),
             read_stream: q(format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events WHERE stream = $1 AND version >= $2 ORDER BY version"
+            )),
+            // Several stream reads at once, each row led by its read's (1-based) index. The
+            // lateral subquery keeps the only plan an index lookup per read.
+            read_streams: q(format!(
+                "SELECT r.i, e.* FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS r(stream, from_version, i)
+                 CROSS JOIN LATERAL (SELECT {EVENT_COLUMNS} FROM {s}.events
+                                     WHERE stream = r.stream AND version >= r.from_version ORDER BY version) e
+                 ORDER BY r.i, e.version"
             )),
             read_all: q(format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events WHERE position >= $1 AND position < {HORIZON} \

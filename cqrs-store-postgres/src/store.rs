@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::batch::{Appender, Attempt, Pending, run_batcher};
 use crate::error::{backend, signed, unique_violation, unsigned};
+use crate::reads::Reader;
 use crate::rows::{EventRows, command_record, headers_text, scheduled};
 use crate::schema;
 use crate::sql::{COMMAND_COLUMNS, Sql};
@@ -114,6 +115,8 @@ struct Inner {
     appender: Appender,
     batcher: mpsc::UnboundedSender<Pending>,
     batching: JoinHandle<()>,
+    reader: Reader,
+    reading: JoinHandle<()>,
     notifier: CommitNotifier,
     poll_interval: Duration,
     listener: JoinHandle<()>,
@@ -126,6 +129,7 @@ impl Drop for Inner {
         self.listener.abort();
         self.announcer.abort();
         self.batching.abort();
+        self.reading.abort();
     }
 }
 
@@ -199,6 +203,7 @@ impl PostgresEventStore {
         };
         let (batcher, pending) = mpsc::unbounded_channel();
         let batching = tokio::spawn(run_batcher(appender.clone(), pending));
+        let (reader, reading) = Reader::start(pool.clone(), sql.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 pool,
@@ -206,6 +211,8 @@ impl PostgresEventStore {
                 appender,
                 batcher,
                 batching,
+                reader,
+                reading,
                 notifier,
                 poll_interval: options.poll_interval,
                 listener,
@@ -267,6 +274,10 @@ impl PostgresEventStore {
     }
 }
 
+/// The shortest time between two `NOTIFY`s of one store: the most a subscriber in another
+/// process waits, beyond the notification's own latency, to hear of a commit.
+const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(1);
+
 /// Sends one `NOTIFY` for however many appends committed since the last one, so that
 /// subscribers in other processes wake without every append's commit waiting on PostgreSQL's
 /// notification lock.
@@ -281,6 +292,9 @@ async fn announce_commits(pool: PgPool, channel: String, wake: Arc<Notify>) {
             // Subscribers elsewhere fall back to polling meanwhile.
             tracing::warn!(%channel, error = %err, "cannot NOTIFY");
         }
+        // At most one NOTIFY per interval: each one is a transaction that takes PostgreSQL's
+        // notification lock and wakes every listener, too dear to pay per commit.
+        tokio::time::sleep(ANNOUNCE_INTERVAL).await;
     }
 }
 
@@ -326,12 +340,7 @@ impl EventReader for PostgresEventStore {
         stream: &StreamId,
         from: Version,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.read_events(
-            sqlx::query(AssertSqlSafe(self.inner.sql.read_stream.clone()))
-                .bind(stream.as_str())
-                .bind(signed(from.get())?),
-        )
-        .await
+        self.inner.reader.read_stream(stream, from).await
     }
 
     async fn read_all(

@@ -10,6 +10,8 @@ mod faults;
 mod gaps;
 /// LISTEN/NOTIFY across processes, and what happens when the listener drops.
 mod listen;
+/// Concurrent stream reads sharing queries, each with its own events.
+mod reads;
 /// Opening: schema names, concurrent migrations, a newer schema refused.
 mod schema;
 /// Single-leader projections: a second runner takes over when the first is killed.
