@@ -85,12 +85,13 @@ impl PostgresOptions {
 
 /// The PostgreSQL event store: for services that run as several processes.
 ///
-/// Every append is one statement. Global positions are `(transaction id << 16) | index`, and
-/// readers deliver only positions below the oldest transaction still running
-/// (`pg_snapshot_xmin`), so a reader never skips an event that a slower transaction commits
-/// later, and no writer waits on a global lock. Subscriptions are woken by `LISTEN`/`NOTIFY`,
-/// and poll when the notification connection is down. Several processes can share one
-/// database. Cloning is cheap.
+/// Every append is one statement, and appends waiting at the same moment share one
+/// statement and one transaction (group commit). Global positions are
+/// `(transaction id << 16) | index`, and readers deliver only positions below the oldest
+/// transaction still running (`pg_snapshot_xmin`), so a reader never skips an event that a
+/// slower transaction commits later, and no writer waits on a global lock. Subscriptions are
+/// woken by `LISTEN`/`NOTIFY`, and poll when the notification connection is down. Several
+/// processes can share one database. Cloning is cheap.
 ///
 /// # Examples
 ///
