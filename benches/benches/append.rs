@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use benches::{Account, AccountCommand, RawSqlite, deposit_payload};
+use benches::{Account, RawSqlite, deposit_payload, in_parallel, open_account};
 use cqrs_core::{EventStore, ExpectedVersion, Json, NewEvent, Repository, StreamId};
 use cqrs_store_sqlite::{Durability, SqliteEventStore, SqliteOptions};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -72,63 +72,22 @@ fn append(c: &mut Criterion) {
             b.iter(|| raw.command(&format!("raw-{}", next()), &payload))
         });
         group.bench_function("store_1_task", |b| {
-            b.to_async(&rt).iter(|| {
-                let id = format!("seq{}", next());
-                let accounts = &accounts;
-                async move {
-                    accounts
-                        .handle(
-                            &id,
-                            AccountCommand::Open {
-                                owner: "ana".into(),
-                            },
-                        )
-                        .await
-                        .expect("open")
-                }
-            });
+            b.to_async(&rt)
+                .iter(|| open_account(&accounts, format!("seq{}", next())));
         });
         group.bench_function("store_16_tasks", |b| {
-            b.iter_custom(|iters| rt.block_on(concurrent_commands(&accounts, iters, 16, &counter)));
+            b.iter_custom(|iters| {
+                rt.block_on(in_parallel(iters, 16, &counter, {
+                    let accounts = accounts.clone();
+                    move |n| {
+                        let accounts = accounts.clone();
+                        async move { open_account(&accounts, format!("par{n}")).await }
+                    }
+                }))
+            });
         });
         group.finish();
     }
-}
-
-/// Handles `iters` commands on new aggregates from `tasks` concurrent tasks; the time per
-/// command is the total over `iters`.
-async fn concurrent_commands(
-    accounts: &Repository<Account>,
-    iters: u64,
-    tasks: u64,
-    counter: &AtomicU64,
-) -> Duration {
-    let started = Instant::now();
-    let handles: Vec<_> = (0..tasks)
-        .map(|t| {
-            let accounts = accounts.clone();
-            let share = iters / tasks + u64::from(t < iters % tasks);
-            let first = counter.fetch_add(share, Ordering::Relaxed);
-            tokio::spawn(async move {
-                for i in 0..share {
-                    let id = format!("par{}", first + i);
-                    accounts
-                        .handle(
-                            &id,
-                            AccountCommand::Open {
-                                owner: "ana".into(),
-                            },
-                        )
-                        .await
-                        .expect("open");
-                }
-            })
-        })
-        .collect();
-    for handle in handles {
-        handle.await.expect("task");
-    }
-    started.elapsed()
 }
 
 fn config() -> Criterion {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use benches::{Account, AccountCommand, RawSqlite, deposit_payload};
+use benches::{Account, AccountCommand, RawSqlite, deposit_payload, open_account};
 use cqrs_core::{
     Aggregate, EventStore, ExpectedVersion, Json, NewEvent, Repository, Snapshot, SnapshotPolicy,
     SnapshotStore, Version,
@@ -69,19 +69,10 @@ fn load(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("new_aggregate", |b| {
         b.to_async(&rt).iter(|| {
-            let id = format!("new{}", counter.fetch_add(1, Ordering::Relaxed));
-            let accounts = &accounts;
-            async move {
-                accounts
-                    .handle(
-                        &id,
-                        AccountCommand::Open {
-                            owner: "ana".into(),
-                        },
-                    )
-                    .await
-                    .expect("open")
-            }
+            open_account(
+                &accounts,
+                format!("new{}", counter.fetch_add(1, Ordering::Relaxed)),
+            )
         });
     });
     group.bench_function("1000_prior_events_with_snapshots", |b| {

@@ -5,9 +5,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use benches::{Account, AccountCommand, AccountEvent, big_log_size, deposit_payload, raw_postgres};
+use benches::{
+    Account, AccountCommand, AccountEvent, big_log_size, deposit_payload, in_parallel,
+    open_account, raw_postgres,
+};
 use cqrs_core::{
     Aggregate, EventReader, EventStore, ExpectedVersion, Json, NewEvent, Position, Repository,
     Snapshot, SnapshotPolicy, SnapshotStore, StreamId, Version,
@@ -49,7 +52,7 @@ fn postgres(c: &mut Criterion) {
     })
     .expect("encode")
     .1;
-    let counter = Arc::new(AtomicU64::new(0));
+    let counter = AtomicU64::new(0);
     let next = || counter.fetch_add(1, Ordering::Relaxed);
 
     let accounts = Repository::<Account>::new(Arc::new(store.clone()));
@@ -63,25 +66,12 @@ fn postgres(c: &mut Criterion) {
         });
     });
     group.bench_function("store_1_task", |b| {
-        b.to_async(&rt).iter(|| {
-            let id = format!("seq{}", next());
-            let accounts = &accounts;
-            async move {
-                accounts
-                    .handle(
-                        &id,
-                        AccountCommand::Open {
-                            owner: "ana".into(),
-                        },
-                    )
-                    .await
-                    .expect("open")
-            }
-        });
+        b.to_async(&rt)
+            .iter(|| open_account(&accounts, format!("seq{}", next())));
     });
     group.bench_function("raw_16_connections", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(in_parallel(iters, Arc::clone(&counter), {
+            rt.block_on(in_parallel(iters, TASKS, &counter, {
                 let (raw, open) = (raw.clone(), open.as_str().to_owned());
                 move |n| {
                     let (raw, open) = (raw.clone(), open.clone());
@@ -92,21 +82,11 @@ fn postgres(c: &mut Criterion) {
     });
     group.bench_function("store_16_tasks", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(in_parallel(iters, Arc::clone(&counter), {
+            rt.block_on(in_parallel(iters, TASKS, &counter, {
                 let accounts = accounts.clone();
                 move |n| {
                     let accounts = accounts.clone();
-                    async move {
-                        accounts
-                            .handle(
-                                &format!("par{n}"),
-                                AccountCommand::Open {
-                                    owner: "ana".into(),
-                                },
-                            )
-                            .await
-                            .expect("open");
-                    }
+                    async move { open_account(&accounts, format!("par{n}")).await }
                 }
             }))
         });
@@ -143,21 +123,8 @@ fn postgres(c: &mut Criterion) {
     let mut group = c.benchmark_group("postgres/command_on_aggregate");
     group.throughput(Throughput::Elements(1));
     group.bench_function("new_aggregate", |b| {
-        b.to_async(&rt).iter(|| {
-            let id = format!("new{}", next());
-            let accounts = &snapshotting;
-            async move {
-                accounts
-                    .handle(
-                        &id,
-                        AccountCommand::Open {
-                            owner: "ana".into(),
-                        },
-                    )
-                    .await
-                    .expect("open")
-            }
-        });
+        b.to_async(&rt)
+            .iter(|| open_account(&snapshotting, format!("new{}", next())));
     });
     group.bench_function("1000_prior_events_with_snapshots", |b| {
         b.to_async(&rt).iter(|| async {
@@ -252,32 +219,6 @@ async fn count_log(store: &PostgresEventStore) -> u64 {
         from = last.position.next();
         seen += page.len() as u64;
     }
-}
-
-/// Runs `iters` operations from [`TASKS`] concurrent tasks; the time per operation is the
-/// total over `iters`.
-async fn in_parallel<F, Fut>(iters: u64, counter: Arc<AtomicU64>, op: F) -> Duration
-where
-    F: Fn(u64) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|t| {
-            let share = iters / TASKS + u64::from(t < iters % TASKS);
-            let first = counter.fetch_add(share, Ordering::Relaxed);
-            let op = op.clone();
-            tokio::spawn(async move {
-                for i in 0..share {
-                    op(first + i).await;
-                }
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.expect("task");
-    }
-    started.elapsed()
 }
 
 fn config() -> Criterion {

@@ -280,3 +280,56 @@ pub fn big_log_size() -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000)
 }
+
+/// Opens account `id` (a new aggregate): the command of the "new aggregate" benchmarks.
+///
+/// # Panics
+///
+/// Panics if the command fails: a benchmark cannot go on.
+pub async fn open_account(accounts: &cqrs_core::Repository<Account>, id: String) {
+    accounts
+        .handle(
+            &id,
+            AccountCommand::Open {
+                owner: "ana".into(),
+            },
+        )
+        .await
+        .expect("open");
+}
+
+/// Runs `op(n)` for `iters` fresh numbers `n` (taken from `counter`), spread over `tasks`
+/// concurrent tasks, and returns the total time: criterion's time per iteration is then the
+/// time per operation at that concurrency.
+///
+/// # Panics
+///
+/// Panics if an operation panics.
+pub async fn in_parallel<F, Fut>(
+    iters: u64,
+    tasks: u64,
+    counter: &std::sync::atomic::AtomicU64,
+    op: F,
+) -> std::time::Duration
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let started = std::time::Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let share = iters / tasks + u64::from(t < iters % tasks);
+            let first = counter.fetch_add(share, std::sync::atomic::Ordering::Relaxed);
+            let op = op.clone();
+            tokio::spawn(async move {
+                for i in 0..share {
+                    op(first + i).await;
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.await.expect("task");
+    }
+    started.elapsed()
+}

@@ -2,9 +2,13 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use cqrs_core::{Appended, Commit, ExpectedVersion, Position, StoreError, StreamId, Version};
+use chrono::{DateTime, Utc};
+use cqrs_core::{
+    Appended, Commit, ExpectedVersion, NewEvent, Position, StoreError, StreamId, Version,
+};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 
 use crate::error::{backend, signed, unique_violation, unsigned};
 use crate::rows::headers_text;
@@ -54,29 +58,9 @@ impl Appender {
             )));
         }
         let n = commit.events.len();
-        let (mut types, mut versions, mut payloads, mut ids) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut correlations, mut causations, mut commands, mut times, mut headers) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
+        let mut columns = EventColumns::with_capacity(n);
         for event in &commit.events {
-            types.push(event.event_type.as_str());
-            versions.push(i32::from(event.schema_version));
-            payloads.push(event.payload.as_str());
-            ids.push(event.metadata.event_id);
-            correlations.push(event.metadata.correlation_id);
-            causations.push(event.metadata.causation_id);
-            commands.push(event.metadata.command_id);
-            times.push(event.metadata.recorded_at);
-            headers.push(headers_text(&event.metadata.headers));
+            columns.push(event);
         }
         let expected = match commit.expected {
             ExpectedVersion::NoStream => 0,
@@ -88,21 +72,14 @@ impl Appender {
             .map(|c| serde_json::to_string(&c.outcome))
             .transpose()
             .map_err(backend)?;
-        let result = sqlx::query(AssertSqlSafe(self.sql.commit.clone()))
+        let query = sqlx::query(AssertSqlSafe(self.sql.commit.clone()))
             .bind(commit.stream.as_str())
             .bind(expected)
             .bind(commit.stream.category())
             .bind(&self.channel)
-            .bind(record.map(|c| c.command_id))
-            .bind(&types)
-            .bind(&versions)
-            .bind(&payloads)
-            .bind(&ids)
-            .bind(&correlations)
-            .bind(&causations)
-            .bind(&commands)
-            .bind(&times)
-            .bind(&headers)
+            .bind(record.map(|c| c.command_id));
+        let result = columns
+            .bind(query)
             .bind(record.map(|c| c.command_type.as_str()))
             .bind(record.map(|c| c.payload.as_str()))
             .bind(record.and_then(|c| c.correlation_id))
@@ -205,15 +182,7 @@ impl Appender {
         let mut command_headers = Vec::with_capacity(batch.len());
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut owners = Vec::with_capacity(events);
-        let mut types = Vec::with_capacity(events);
-        let mut versions = Vec::with_capacity(events);
-        let mut payloads = Vec::with_capacity(events);
-        let mut ids = Vec::with_capacity(events);
-        let mut correlations = Vec::with_capacity(events);
-        let mut causations = Vec::with_capacity(events);
-        let mut commands = Vec::with_capacity(events);
-        let mut times = Vec::with_capacity(events);
-        let mut headers = Vec::with_capacity(events);
+        let mut columns = EventColumns::with_capacity(events);
         for (index, commit) in (1_i32..).zip(batch) {
             streams.push(commit.stream.as_str());
             expected.push(match commit.expected {
@@ -234,18 +203,10 @@ impl Appender {
             outcomes.push(record.and_then(|c| serde_json::to_string(&c.outcome).ok()));
             for event in &commit.events {
                 owners.push(index);
-                types.push(event.event_type.as_str());
-                versions.push(i32::from(event.schema_version));
-                payloads.push(event.payload.as_str());
-                ids.push(event.metadata.event_id);
-                correlations.push(event.metadata.correlation_id);
-                causations.push(event.metadata.causation_id);
-                commands.push(event.metadata.command_id);
-                times.push(event.metadata.recorded_at);
-                headers.push(headers_text(&event.metadata.headers));
+                columns.push(event);
             }
         }
-        let rows = sqlx::query(AssertSqlSafe(self.sql.append_many.clone()))
+        let query = sqlx::query(AssertSqlSafe(self.sql.append_many.clone()))
             .bind(&streams)
             .bind(&expected)
             .bind(&categories)
@@ -258,17 +219,8 @@ impl Appender {
             .bind(&command_times)
             .bind(&command_headers)
             .bind(&outcomes)
-            .bind(&owners)
-            .bind(&types)
-            .bind(&versions)
-            .bind(&payloads)
-            .bind(&ids)
-            .bind(&correlations)
-            .bind(&causations)
-            .bind(&commands)
-            .bind(&times)
-            .bind(&headers);
-        let rows = rows.fetch_all(&self.pool).await?;
+            .bind(&owners);
+        let rows = columns.bind(query).fetch_all(&self.pool).await?;
         if rows.len() != batch.len() {
             return Err(sqlx::Error::Protocol(format!(
                 "{} answers to {} appends",
@@ -314,6 +266,63 @@ impl Appender {
             .collect())
     }
 }
+
+/// The events of one or more appends as the column arrays the append functions take.
+struct EventColumns<'a> {
+    types: Vec<&'a str>,
+    schema_versions: Vec<i32>,
+    payloads: Vec<&'a str>,
+    ids: Vec<Uuid>,
+    correlations: Vec<Option<Uuid>>,
+    causations: Vec<Option<Uuid>>,
+    commands: Vec<Option<Uuid>>,
+    times: Vec<DateTime<Utc>>,
+    headers: Vec<Option<String>>,
+}
+
+impl<'a> EventColumns<'a> {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            types: Vec::with_capacity(n),
+            schema_versions: Vec::with_capacity(n),
+            payloads: Vec::with_capacity(n),
+            ids: Vec::with_capacity(n),
+            correlations: Vec::with_capacity(n),
+            causations: Vec::with_capacity(n),
+            commands: Vec::with_capacity(n),
+            times: Vec::with_capacity(n),
+            headers: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, event: &'a NewEvent) {
+        self.types.push(event.event_type.as_str());
+        self.schema_versions.push(i32::from(event.schema_version));
+        self.payloads.push(event.payload.as_str());
+        self.ids.push(event.metadata.event_id);
+        self.correlations.push(event.metadata.correlation_id);
+        self.causations.push(event.metadata.causation_id);
+        self.commands.push(event.metadata.command_id);
+        self.times.push(event.metadata.recorded_at);
+        self.headers.push(headers_text(&event.metadata.headers));
+    }
+
+    /// Binds the columns as the next nine parameters, in the functions' order.
+    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.types)
+            .bind(&self.schema_versions)
+            .bind(&self.payloads)
+            .bind(&self.ids)
+            .bind(&self.correlations)
+            .bind(&self.causations)
+            .bind(&self.commands)
+            .bind(&self.times)
+            .bind(&self.headers)
+    }
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 /// An append waiting for the batcher.
 pub(crate) struct Pending {
