@@ -131,14 +131,7 @@ impl Appender {
                 actual,
             });
         }
-        Ok(Attempt::Done(Appended {
-            version: last_version.map_or(Ok(actual), |v| {
-                unsigned(v, "version", None).map(Version::new)
-            })?,
-            position: last_position
-                .map(|p| unsigned(p, "position", None).map(Position::new))
-                .transpose()?,
-        }))
+        appended(actual, last_version, last_position).map(Attempt::Done)
     }
 
     /// Appends `commit` on its own, trying again while an append at any version loses races.
@@ -238,14 +231,7 @@ impl Appender {
                 let last_version: Option<i64> = row.try_get(3).map_err(backend)?;
                 let actual = Version::new(unsigned(current, "stream version", None)?);
                 match status {
-                    0 => Ok(Appended {
-                        version: last_version.map_or(Ok(actual), |v| {
-                            unsigned(v, "version", None).map(Version::new)
-                        })?,
-                        position: last_position
-                            .map(|p| unsigned(p, "position", None).map(Position::new))
-                            .transpose()?,
-                    }),
+                    0 => appended(actual, last_version, last_position),
                     1 => Err(StoreError::DuplicateCommand {
                         command_id: commit
                             .command
@@ -265,6 +251,23 @@ impl Appender {
             })
             .collect())
     }
+}
+
+/// What a successful append reports: the stream's new version (its version before, for an
+/// append of no events) and its last event's position.
+fn appended(
+    before: Version,
+    last_version: Option<i64>,
+    last_position: Option<i64>,
+) -> Result<Appended, StoreError> {
+    Ok(Appended {
+        version: last_version.map_or(Ok(before), |v| {
+            unsigned(v, "version", None).map(Version::new)
+        })?,
+        position: last_position
+            .map(|p| unsigned(p, "position", None).map(Position::new))
+            .transpose()?,
+    })
 }
 
 /// The events of one or more appends as the column arrays the append functions take.
