@@ -646,6 +646,15 @@ impl LogQuery {
             && self.until.is_none_or(|t| cursor.recorded_at < t)
             && self.after.is_none_or(|a| *cursor > a)
     }
+
+    /// Puts the entries a store gathered (commands and events, each already in order) into
+    /// log order and keeps the first [`limit`](Self::limit).
+    #[must_use]
+    pub fn finish(&self, mut entries: Vec<LogEntry>) -> Vec<LogEntry> {
+        entries.sort_by_key(|e| e.cursor);
+        entries.truncate(self.limit);
+        entries
+    }
 }
 
 impl Default for LogQuery {
@@ -664,6 +673,55 @@ pub struct LogEntry {
 }
 
 impl LogEntry {
+    /// The entry of a command record, `sequence` being its place among the store's commands.
+    #[must_use]
+    pub fn command(sequence: u64, record: CommandRecord) -> Self {
+        Self {
+            cursor: LogCursor {
+                recorded_at: record.recorded_at,
+                kind: MessageKind::Command,
+                sequence,
+            },
+            message: LoggedMessage::Command(record),
+        }
+    }
+
+    /// The entry of an event (its global position is its place among events).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cqrs_core::{Json, LogEntry, LogQuery, MessageKind, Metadata, Position, RecordedEvent, StreamId, Version};
+    ///
+    /// // Two events recorded at the same instant: log order falls back to their positions.
+    /// let metadata = Metadata::default();
+    /// let event = |position: u64| RecordedEvent {
+    ///     stream: StreamId::new("order-1").unwrap(),
+    ///     version: Version::new(position),
+    ///     position: Position::new(position),
+    ///     event_type: "order.placed".into(),
+    ///     schema_version: 1,
+    ///     payload: Json::null(),
+    ///     metadata: metadata.clone(),
+    /// };
+    /// let entries = vec![LogEntry::event(event(2)), LogEntry::event(event(1))];
+    /// let page = LogQuery::new().with_limit(1).finish(entries);
+    /// assert_eq!(page.len(), 1);
+    /// assert_eq!(page[0].cursor.kind, MessageKind::Event);
+    /// assert_eq!(page[0].cursor.sequence, 1);
+    /// ```
+    #[must_use]
+    pub fn event(event: RecordedEvent) -> Self {
+        Self {
+            cursor: LogCursor {
+                recorded_at: event.metadata.recorded_at,
+                kind: MessageKind::Event,
+                sequence: event.position.get(),
+            },
+            message: LoggedMessage::Event(event),
+        }
+    }
+
     /// The entry's type name.
     #[must_use]
     pub fn message_type(&self) -> &str {

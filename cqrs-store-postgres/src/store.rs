@@ -6,10 +6,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_core::{
     Appended, BatchStream, CheckpointStore, CommandRecord, Commit, CommitNotifier, EventFilter,
-    EventReader, EventStore, ExpectedVersion, Json, LogCursor, LogEntry, LogQuery, LoggedMessage,
-    MessageKind, MessageLog, Position, ProcessSave, ProcessState, ProcessStore, ReadBatch,
-    RecordedEvent, ScheduleStore, ScheduledCommand, Snapshot, SnapshotStore, StoreError, StreamId,
-    SubscriptionOptions, Version, subscription,
+    EventReader, EventStore, ExpectedVersion, Json, LogEntry, LogQuery, MessageKind, MessageLog,
+    Position, ProcessSave, ProcessState, ProcessStore, ReadBatch, RecordedEvent, ScheduleStore,
+    ScheduledCommand, Snapshot, SnapshotStore, StoreError, StreamId, SubscriptionOptions, Version,
+    subscription,
 };
 use sqlx::postgres::{PgListener, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
@@ -599,15 +599,7 @@ impl MessageLog for PostgresEventStore {
             .map_err(backend)?;
             for row in &rows {
                 let (sequence, record) = command_record(row)?;
-                let cursor = LogCursor {
-                    recorded_at: record.recorded_at,
-                    kind: MessageKind::Command,
-                    sequence,
-                };
-                entries.push(LogEntry {
-                    cursor,
-                    message: LoggedMessage::Command(record),
-                });
+                entries.push(LogEntry::command(sequence, record));
             }
         }
         if query.kind != Some(MessageKind::Command) {
@@ -634,21 +626,10 @@ impl MessageLog for PostgresEventStore {
             .map_err(backend)?;
             let mut decoder = EventRows::new(0);
             for row in &rows {
-                let event = decoder.read(row)?;
-                let cursor = LogCursor {
-                    recorded_at: event.metadata.recorded_at,
-                    kind: MessageKind::Event,
-                    sequence: event.position.get(),
-                };
-                entries.push(LogEntry {
-                    cursor,
-                    message: LoggedMessage::Event(event),
-                });
+                entries.push(LogEntry::event(decoder.read(row)?));
             }
         }
-        entries.sort_by_key(|e| e.cursor);
-        entries.truncate(query.limit);
-        Ok(entries)
+        Ok(query.finish(entries))
     }
 }
 

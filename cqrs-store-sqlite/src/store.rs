@@ -7,10 +7,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_core::{
     Appended, BatchStream, CheckpointStore, CommandRecord, Commit, CommitNotifier, Decide,
-    EventFilter, EventReader, EventStore, ExpectedVersion, Json, LogCursor, LogEntry, LogQuery,
-    LoggedMessage, MessageKind, MessageLog, Position, ProcessSave, ProcessState, ProcessStore,
-    ReadBatch, RecordedEvent, ScheduleStore, ScheduledCommand, Snapshot, SnapshotStore, StoreError,
-    StreamId, SubscriptionOptions, Version, subscription,
+    EventFilter, EventReader, EventStore, ExpectedVersion, Json, LogEntry, LogQuery, MessageKind,
+    MessageLog, Position, ProcessSave, ProcessState, ProcessStore, ReadBatch, RecordedEvent,
+    ScheduleStore, ScheduledCommand, Snapshot, SnapshotStore, StoreError, StreamId,
+    SubscriptionOptions, Version, subscription,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 use uuid::Uuid;
@@ -747,15 +747,7 @@ fn query_log(conn: &Connection, query: &LogQuery) -> Result<Vec<LogEntry>, Store
         let mut rows = select.query(params_from_iter(args)).map_err(backend)?;
         while let Some(row) = rows.next().map_err(backend)? {
             let (sequence, record) = command_record(row)?;
-            let cursor = LogCursor {
-                recorded_at: record.recorded_at,
-                kind: MessageKind::Command,
-                sequence,
-            };
-            entries.push(LogEntry {
-                cursor,
-                message: LoggedMessage::Command(record),
-            });
+            entries.push(LogEntry::command(sequence, record));
         }
     }
     if query.kind != Some(MessageKind::Command) {
@@ -777,21 +769,10 @@ fn query_log(conn: &Connection, query: &LogQuery) -> Result<Vec<LogEntry>, Store
         let mut rows = select.query(params_from_iter(args)).map_err(backend)?;
         let mut decoder = EventRows::default();
         while let Some(row) = rows.next().map_err(backend)? {
-            let event = decoder.read(row)?;
-            let cursor = LogCursor {
-                recorded_at: event.metadata.recorded_at,
-                kind: MessageKind::Event,
-                sequence: event.position.get(),
-            };
-            entries.push(LogEntry {
-                cursor,
-                message: LoggedMessage::Event(event),
-            });
+            entries.push(LogEntry::event(decoder.read(row)?));
         }
     }
-    entries.sort_by_key(|e| e.cursor);
-    entries.truncate(query.limit);
-    Ok(entries)
+    Ok(query.finish(entries))
 }
 
 /// Appends the query's criteria to `sql` (values OR-ed within one, criteria AND-ed) and

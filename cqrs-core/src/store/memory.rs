@@ -345,9 +345,7 @@ impl MessageLog for InMemoryEventStore {
                 });
             }
         }
-        entries.sort_by_key(|e| e.cursor);
-        entries.truncate(query.limit);
-        Ok(entries)
+        Ok(query.finish(entries))
     }
 }
 
