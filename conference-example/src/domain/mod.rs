@@ -1,0 +1,39 @@
+//! The conference domain of the CQRS Journey: pure aggregates, with no I/O.
+//!
+//! - Conference management (the owner's side): [`Conference`] and [`ConferenceSlug`].
+//! - Orders and registrations: [`Order`], [`SeatsAvailability`] and [`SeatAssignments`],
+//!   priced by [`price_order`].
+//! - Payments: [`ThirdPartyProcessorPayment`].
+//!
+//! Time, ids and access codes come in through commands, so every decision is a pure function
+//! of the stream and the command.
+
+mod assignments;
+mod conference;
+mod order;
+mod payment;
+mod pricing;
+mod seats;
+mod values;
+
+pub use crate::domain::assignments::{
+    AssignedSeat, SeatAssignments, SeatAssignmentsCommand, SeatAssignmentsError,
+    SeatAssignmentsEvent, SeatPosition,
+};
+pub use crate::domain::conference::{
+    Conference, ConferenceCommand, ConferenceDetails, ConferenceError, ConferenceEvent,
+    ConferenceSlug, ConferenceSlugCommand, ConferenceSlugError, ConferenceSlugEvent, Owner,
+    SeatType, is_valid_slug,
+};
+pub use crate::domain::order::{Order, OrderCommand, OrderError, OrderEvent, OrderStatus};
+pub use crate::domain::payment::{
+    PaymentCommand, PaymentError, PaymentEvent, PaymentState, ThirdPartyProcessorPayment,
+};
+pub use crate::domain::pricing::{OrderLine, OrderTotals, PricingError, SeatPrice, price_order};
+pub use crate::domain::seats::{
+    SeatDelta, SeatsAvailability, SeatsAvailabilityCommand, SeatsAvailabilityError,
+    SeatsAvailabilityEvent,
+};
+pub use crate::domain::values::{
+    AccessCode, ConferenceId, OrderId, PaymentId, PersonalInfo, SeatQuantity, SeatTypeId, is_email,
+};

@@ -1,0 +1,7 @@
+//! Given/when/then scenarios for every aggregate of the conference domain.
+
+mod assignments;
+mod conference;
+mod order;
+mod payment;
+mod seats;
