@@ -23,7 +23,7 @@ use cqrs_core::{
     Aggregate, ApplyError, Clock, CommandContext, CommandDispatcher, CommandRouter, DispatchWaker,
     DomainEvent, EventContext, EventFilter, EventReader, InMemoryEventStore, LogQuery,
     LoggedMessage, ManualClock, MemoryProjection, Outgoing, ProcessManager, ProcessManagerRunner,
-    ProjectionError, ProjectionRunner, Reaction, RecordedEvent, Repository, Storage,
+    ProjectionError, ProjectionRunner, Reaction, RecordedEvent, Repository, Storage, StreamId,
     TimeoutContext,
 };
 use serde::{Deserialize, Serialize};
@@ -338,7 +338,7 @@ impl ProcessManager for Registration {
     type Timeout = RegistrationTimeout;
     type Error = std::convert::Infallible;
 
-    fn route(event: &RegistrationInput) -> Option<String> {
+    fn route(event: &RegistrationInput, _stream: &StreamId) -> Option<String> {
         match event {
             RegistrationInput::OrderPlaced { order, .. }
             | RegistrationInput::OrderConfirmed { order } => Some(order.clone()),

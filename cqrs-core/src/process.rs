@@ -64,7 +64,7 @@ use crate::version::{ExpectedVersion, Position, Version};
 ///     type Timeout = Timeout;
 ///     type Error = std::convert::Infallible;
 ///
-///     fn route(event: &OrderEvent) -> Option<String> {
+///     fn route(event: &OrderEvent, _stream: &cqrs_core::StreamId) -> Option<String> {
 ///         match event {
 ///             OrderEvent::Placed { order } | OrderEvent::Paid { order } => Some(order.clone()),
 ///         }
@@ -95,8 +95,10 @@ pub trait ProcessManager: Serialize + DeserializeOwned + Send + Sync + 'static {
     /// Why it refuses an input (the runner logs it and moves on).
     type Error: std::error::Error + Send + Sync + 'static;
 
-    /// The instance `event` belongs to, or `None` if it concerns no instance.
-    fn route(event: &Self::Event) -> Option<String>;
+    /// The instance `event` belongs to, or `None` if it concerns no instance. `stream` is the
+    /// stream it was recorded in, so that events of an aggregate can be routed by its id
+    /// without repeating the id in every payload.
+    fn route(event: &Self::Event, stream: &StreamId) -> Option<String>;
 
     /// Reacts to an event (`state` is `None` for an instance not started yet).
     ///
@@ -698,7 +700,7 @@ impl<P: ProcessManager> ProcessManagerRunner<P> {
         // A split (upcast) event may route several parts to one instance: keep them together.
         let mut by_instance: Vec<(String, Vec<P::Event>)> = Vec::new();
         for event in self.upcasters.decode::<P::Event>(recorded)? {
-            let Some(instance) = P::route(&event) else {
+            let Some(instance) = P::route(&event, &recorded.stream) else {
                 continue;
             };
             match by_instance.iter_mut().find(|(i, _)| *i == instance) {

@@ -28,7 +28,7 @@ use crate::version::{Position, Version};
 /// # impl ProcessManager for Payment {
 /// #     const NAME: &'static str = "payment";
 /// #     type Event = OrderEvent; type Timeout = Timeout; type Error = std::convert::Infallible;
-/// #     fn route(e: &OrderEvent) -> Option<String> { match e { OrderEvent::Placed { order } | OrderEvent::Paid { order } => Some(order.clone()) } }
+/// #     fn route(e: &OrderEvent, _: &cqrs_core::StreamId) -> Option<String> { match e { OrderEvent::Placed { order } | OrderEvent::Paid { order } => Some(order.clone()) } }
 /// #     fn react(s: Option<&Self>, e: &OrderEvent, cx: &EventContext<'_>) -> Result<Reaction<Self>, Self::Error> {
 /// #         Ok(match (s, e) {
 /// #             (None, OrderEvent::Placed { order }) => Reaction::new(Payment { order: order.clone() })
@@ -60,6 +60,7 @@ pub struct ProcessScenario<P: ProcessManager> {
     clock: ManualClock,
     position: u64,
     instance: Option<String>,
+    stream: StreamId,
 }
 
 impl<P: ProcessManager> ProcessScenario<P> {
@@ -72,6 +73,7 @@ impl<P: ProcessManager> ProcessScenario<P> {
             clock: ManualClock::default(),
             position: 0,
             instance: None,
+            stream: StreamId::new("scenario-1").expect("a valid stream id"),
         }
     }
 
@@ -105,17 +107,41 @@ impl<P: ProcessManager> ProcessScenario<P> {
     /// the manager accepts.
     #[must_use]
     #[track_caller]
-    pub fn given(mut self, events: impl IntoIterator<Item = P::Event>) -> Self
+    pub fn given(self, events: impl IntoIterator<Item = P::Event>) -> Self
+    where
+        P::Error: Debug,
+    {
+        let stream = self.stream.clone();
+        self.given_on(&stream, events)
+    }
+
+    /// As [`given`](Self::given), for events recorded in `stream` (for managers that route by
+    /// the stream an event was recorded in).
+    ///
+    /// # Panics
+    ///
+    /// Panics (failing the test) if the manager refuses one.
+    #[must_use]
+    #[track_caller]
+    pub fn given_on(mut self, stream: &StreamId, events: impl IntoIterator<Item = P::Event>) -> Self
     where
         P::Error: Debug,
     {
         for event in events {
             let metadata = Metadata::at(self.clock.now());
-            match self.react(&event, metadata) {
+            match self.react(&event, stream, metadata) {
                 Ok(reaction) => self.absorb(reaction),
                 Err(err) => panic!("a given event was refused: {err:?}"),
             }
         }
+        self
+    }
+
+    /// Sets the stream that [`given`](Self::given) and [`when`](Self::when) record events in
+    /// (`scenario-1` otherwise).
+    #[must_use]
+    pub fn in_stream(mut self, stream: StreamId) -> Self {
+        self.stream = stream;
         self
     }
 
@@ -130,8 +156,21 @@ impl<P: ProcessManager> ProcessScenario<P> {
     /// Reacts to `event` recorded with `metadata` (to set a correlation or causation id).
     #[must_use]
     #[track_caller]
-    pub fn when_with(mut self, event: P::Event, metadata: Metadata) -> ProcessThen<P> {
-        let result = self.react(&event, metadata);
+    pub fn when_with(self, event: P::Event, metadata: Metadata) -> ProcessThen<P> {
+        let stream = self.stream.clone();
+        self.when_on_with(&stream, event, metadata)
+    }
+
+    /// Reacts to `event` recorded in `stream` with `metadata`.
+    #[must_use]
+    #[track_caller]
+    pub fn when_on_with(
+        mut self,
+        stream: &StreamId,
+        event: P::Event,
+        metadata: Metadata,
+    ) -> ProcessThen<P> {
+        let result = self.react(&event, stream, metadata);
         ProcessThen {
             before: self.state,
             completed_before: self.completed,
@@ -181,9 +220,14 @@ impl<P: ProcessManager> ProcessScenario<P> {
     }
 
     /// Runs `event` through routing and [`ProcessManager::react`] as the runner does.
-    fn react(&mut self, event: &P::Event, metadata: Metadata) -> Result<Reaction<P>, P::Error> {
-        let recorded = self.record(event, metadata);
-        let Some(instance) = P::route(event) else {
+    fn react(
+        &mut self,
+        event: &P::Event,
+        stream: &StreamId,
+        metadata: Metadata,
+    ) -> Result<Reaction<P>, P::Error> {
+        let recorded = self.record(event, stream, metadata);
+        let Some(instance) = P::route(event, stream) else {
             return Ok(Reaction::unchanged());
         };
         if self.completed {
@@ -199,10 +243,10 @@ impl<P: ProcessManager> ProcessScenario<P> {
         result
     }
 
-    fn record(&mut self, event: &P::Event, metadata: Metadata) -> RecordedEvent {
+    fn record(&mut self, event: &P::Event, stream: &StreamId, metadata: Metadata) -> RecordedEvent {
         self.position += 1;
         let (name, payload) = encode_message(event).expect("process events encode");
-        let stream = StreamId::new("scenario-1").expect("valid");
+        let stream = stream.clone();
         RecordedEvent::from_new(
             NewEvent::new(name, payload)
                 .with_schema_version(P::Event::schema_version(name))

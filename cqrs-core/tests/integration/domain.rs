@@ -220,7 +220,7 @@ impl ProcessManager for Registration {
     type Timeout = RegistrationTimeout;
     type Error = Unexpected;
 
-    fn route(event: &RegistrationInput) -> Option<String> {
+    fn route(event: &RegistrationInput, _stream: &cqrs_core::StreamId) -> Option<String> {
         match event {
             RegistrationInput::OrderPlaced { order, .. }
             | RegistrationInput::OrderConfirmed { order }

@@ -396,8 +396,8 @@ impl cqrs_core::ProcessManager for Careless {
     type Timeout = RegistrationTimeout;
     type Error = std::convert::Infallible;
 
-    fn route(event: &Self::Event) -> Option<String> {
-        <Registration as cqrs_core::ProcessManager>::route(event)
+    fn route(event: &Self::Event, stream: &cqrs_core::StreamId) -> Option<String> {
+        <Registration as cqrs_core::ProcessManager>::route(event, stream)
     }
 
     fn react(
