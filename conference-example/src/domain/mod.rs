@@ -4,6 +4,8 @@
 //! - Orders and registrations: [`Order`], [`SeatsAvailability`] and [`SeatAssignments`],
 //!   priced by [`price_order`].
 //! - Payments: [`ThirdPartyProcessorPayment`].
+//! - The process that steers one order from placement to confirmation or expiry:
+//!   [`RegistrationProcess`].
 //!
 //! Time, ids and access codes come in through commands, so every decision is a pure function
 //! of the stream and the command.
@@ -13,6 +15,7 @@ mod conference;
 mod order;
 mod payment;
 mod pricing;
+mod registration;
 mod seats;
 mod values;
 
@@ -30,6 +33,10 @@ pub use crate::domain::payment::{
     PaymentCommand, PaymentError, PaymentEvent, PaymentState, ThirdPartyProcessorPayment,
 };
 pub use crate::domain::pricing::{OrderLine, OrderTotals, PricingError, SeatPrice, price_order};
+pub use crate::domain::registration::{
+    RegistrationError, RegistrationInput, RegistrationProcess, RegistrationState,
+    RegistrationTimeout,
+};
 pub use crate::domain::seats::{
     SeatDelta, SeatsAvailability, SeatsAvailabilityCommand, SeatsAvailabilityError,
     SeatsAvailabilityEvent,

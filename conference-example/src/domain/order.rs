@@ -68,9 +68,12 @@ pub enum OrderCommand {
         prices: Vec<SeatPrice>,
         /// A fresh access code (kept only when the order is placed).
         access_code: AccessCode,
-        /// When a reservation made now would run out (kept only when the order is placed:
-        /// changing seats does not extend the deadline).
+        /// When a reservation made now would run out for the registrant (kept only when the
+        /// order is placed: changing seats does not extend the deadline).
         reservation_expires_at: DateTime<Utc>,
+        /// When the seats of an order not confirmed by then go back to the pool: later than
+        /// the reservation's end, so that a payment under way can still finish.
+        seats_released_at: DateTime<Utc>,
     },
     /// Record the seats the conference holds for the order.
     #[serde(rename = "registration.mark_seats_as_reserved")]
@@ -104,8 +107,10 @@ pub enum OrderEvent {
         conference: ConferenceId,
         /// The seats asked for.
         seats: Vec<SeatQuantity>,
-        /// When its reservation runs out.
+        /// When its reservation runs out for the registrant.
         reservation_expires_at: DateTime<Utc>,
+        /// When its seats go back to the pool if it is not confirmed by then.
+        seats_released_at: DateTime<Utc>,
         /// Its access code.
         access_code: AccessCode,
     },
@@ -210,6 +215,7 @@ impl Aggregate for Order {
                     prices,
                     access_code,
                     reservation_expires_at,
+                    seats_released_at,
                 },
             ) => {
                 let totals = priced(&prices, &seats)?;
@@ -218,6 +224,7 @@ impl Aggregate for Order {
                         conference,
                         seats,
                         reservation_expires_at,
+                        seats_released_at,
                         access_code,
                     },
                     totals,
@@ -319,6 +326,7 @@ impl Aggregate for Order {
                     seats,
                     reservation_expires_at,
                     access_code,
+                    ..
                 },
             ) => {
                 return Ok(Self {

@@ -4,4 +4,5 @@ mod assignments;
 mod conference;
 mod order;
 mod payment;
+mod registration;
 mod seats;

@@ -45,6 +45,7 @@ impl Fixture {
             prices: self.prices(),
             access_code: self.code.clone(),
             reservation_expires_at: self.expires,
+            seats_released_at: self.expires + Duration::minutes(14),
         }
     }
 
@@ -53,6 +54,7 @@ impl Fixture {
             conference: self.conference,
             seats,
             reservation_expires_at: self.expires,
+            seats_released_at: self.expires + Duration::minutes(14),
             access_code: self.code.clone(),
         }
     }
