@@ -118,6 +118,32 @@ pub trait EventReader: Send + Sync + 'static {
     /// As [`EventReader::read_stream`].
     async fn head(&self) -> Result<Position, StoreError>;
 
+    /// The position of the newest event committed so far, whether or not readers can see it
+    /// yet. A store that delivers events only once every older transaction has ended (so
+    /// that no reader skips a late commit) may be ahead of [`head`](EventReader::head) here
+    /// for a moment; everywhere else the two are equal (the default).
+    ///
+    /// Waiting until `head` reaches it is how a caller knows that every event committed
+    /// before it asked is deliverable: to settle a system in a test, say.
+    ///
+    /// # Errors
+    ///
+    /// As [`EventReader::read_stream`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use cqrs_core::{EventReader, EventStore, ExpectedVersion, InMemoryEventStore, Json, NewEvent};
+    /// # tokio_test::block_on(async {
+    /// let store = InMemoryEventStore::new();
+    /// store.append(&"seat-1".parse()?, ExpectedVersion::Any, vec![NewEvent::new("seat.added", Json::null())]).await?;
+    /// assert_eq!(store.last_committed().await?, store.head().await?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
+    async fn last_committed(&self) -> Result<Position, StoreError> {
+        self.head().await
+    }
+
     /// Streams every event that passes `filter` from position `from` on, in batches: first
     /// those already stored, then new ones as they commit.
     ///

@@ -20,6 +20,7 @@ pub(crate) struct Sql {
     pub(crate) read_all: Arc<str>,
     pub(crate) read_filtered: Arc<str>,
     pub(crate) head: Arc<str>,
+    pub(crate) last_committed: Arc<str>,
     pub(crate) load_snapshot: Arc<str>,
     pub(crate) save_snapshot: Arc<str>,
     pub(crate) load_checkpoint: Arc<str>,
@@ -95,6 +96,7 @@ impl Sql {
                      ORDER BY position LIMIT $2) e ON true"
             )),
             head: q(format!("SELECT coalesce(max(position), 0)::bigint FROM {s}.events WHERE position < {HORIZON}")),
+            last_committed: q(format!("SELECT coalesce(max(position), 0)::bigint FROM {s}.events")),
             load_snapshot: q(format!(
                 "SELECT version, state::text, taken_at FROM {s}.snapshots WHERE stream = $1 AND schema_version = $2"
             )),

@@ -409,6 +409,20 @@ impl EventReader for PostgresEventStore {
         Ok(Position::new(unsigned(head, "head", None)?))
     }
 
+    /// Every committed event, below the horizon or not: committed rows are visible to a new
+    /// snapshot at once; the horizon only holds back their delivery.
+    async fn last_committed(&self) -> Result<Position, StoreError> {
+        let last: i64 = sqlx::query_scalar(AssertSqlSafe(self.inner.sql.last_committed.clone()))
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(backend)?;
+        Ok(Position::new(unsigned(
+            last,
+            "last committed position",
+            None,
+        )?))
+    }
+
     fn subscribe_batches(&self, from: Position, filter: EventFilter) -> BatchStream {
         let options = SubscriptionOptions {
             poll_interval: Some(self.inner.poll_interval),

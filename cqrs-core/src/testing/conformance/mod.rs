@@ -112,6 +112,7 @@ macro_rules! __conformance_list {
         $crate::__conformance_cases! { $runner $factory;
             append_and_read_back_round_trips_every_field,
             read_stream_of_missing_stream_is_empty,
+            head_reaches_the_last_committed_position,
             read_stream_from_version,
             no_stream_expectation,
             exact_expectation,

@@ -93,6 +93,11 @@ pub async fn read_stream_of_missing_stream_is_empty(store: Arc<dyn Storage>) {
         Position::ZERO,
         "an empty store's head is zero"
     );
+    assert_eq!(
+        store.last_committed().await.expect("last_committed"),
+        Position::ZERO,
+        "nothing is committed in an empty store"
+    );
     assert!(
         store
             .read_all(Position::START, 10)
@@ -647,4 +652,32 @@ pub async fn read_then_commit_decides_on_the_stream(store: Arc<dyn Storage>) {
         4,
         "declining wrote nothing"
     );
+}
+
+/// `last_committed` names the newest committed event, is never behind `head`, and `head`
+/// reaches it once older transactions have ended.
+pub async fn head_reaches_the_last_committed_position(store: Arc<dyn Storage>) {
+    let mut newest = Position::ZERO;
+    for n in 0..3 {
+        let appended = store
+            .append(
+                &stream("committed"),
+                ExpectedVersion::NoStream,
+                vec![event("e", n)],
+            )
+            .await
+            .expect("append");
+        newest = appended.position.expect("a position");
+    }
+    let last = store.last_committed().await.expect("last_committed");
+    assert_eq!(
+        last, newest,
+        "the last committed position is the newest append's"
+    );
+    assert!(
+        store.head().await.expect("head") <= last,
+        "head is never ahead"
+    );
+    crate::testing::conformance::fixtures::settle(&*store, Some(last)).await;
+    assert_eq!(store.head().await.expect("head"), last);
 }
