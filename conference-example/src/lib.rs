@@ -8,7 +8,9 @@
 //! orders, a registration process manager with a durable expiry timeout, a remaining-seats
 //! projection and the message log. `cargo run -p conference-example` runs it.
 
+pub mod app;
 pub mod domain;
+pub mod read;
 pub mod walkthrough;
 
 /// The README's code compiles and runs as a doctest, so it cannot rot.

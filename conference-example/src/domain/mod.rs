@@ -5,7 +5,7 @@
 //!   priced by [`price_order`].
 //! - Payments: [`ThirdPartyProcessorPayment`].
 //! - The process that steers one order from placement to confirmation or expiry:
-//!   [`RegistrationProcess`].
+//!   [`RegistrationProcess`]; and the bridge that puts seat types on sale: [`SeatQuotas`].
 //!
 //! Time, ids and access codes come in through commands, so every decision is a pure function
 //! of the stream and the command.
@@ -15,6 +15,7 @@ mod conference;
 mod order;
 mod payment;
 mod pricing;
+mod quotas;
 mod registration;
 mod seats;
 mod values;
@@ -33,6 +34,7 @@ pub use crate::domain::payment::{
     PaymentCommand, PaymentError, PaymentEvent, PaymentState, ThirdPartyProcessorPayment,
 };
 pub use crate::domain::pricing::{OrderLine, OrderTotals, PricingError, SeatPrice, price_order};
+pub use crate::domain::quotas::{NoTimeout, SeatQuotaError, SeatQuotaInput, SeatQuotas};
 pub use crate::domain::registration::{
     RegistrationError, RegistrationInput, RegistrationProcess, RegistrationState,
     RegistrationTimeout,

@@ -1,0 +1,593 @@
+//! The application layer that the CLI and the web app share: typed commands in, typed errors
+//! out, queries over the read models; and the engine that keeps the read models and the
+//! processes running.
+//!
+//! # Examples
+//!
+//! ```
+//! use conference_example::app::{AppConfig, ConferenceApp, NewConference};
+//! use cqrs_core::{InMemoryEventStore, ManualClock};
+//! # tokio_test::block_on(async {
+//! let clock = ManualClock::new("2026-05-04T09:00:00Z".parse()?);
+//! let app = ConferenceApp::new(
+//!     std::sync::Arc::new(InMemoryEventStore::new()),
+//!     std::sync::Arc::new(clock.clone()),
+//!     AppConfig::default(),
+//! );
+//! let (conference, _code) = app.create_conference(NewConference::example("rustconf")).await?;
+//! app.settle().await?;
+//! assert_eq!(app.conference_by_slug("rustconf").unwrap().id, conference);
+//! # Ok::<(), anyhow::Error>(()) }).unwrap();
+//! ```
+
+mod error;
+mod storage;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use cqrs_core::{
+    Aggregate, Clock, CommandDispatcher, CommandRouter, DispatchWaker, EventReader, LogEntry,
+    LogQuery, MemoryProjection, ProcessManagerRunner, ProjectionHandle, ProjectionRunner,
+    Repository, SnapshotPolicy, Storage,
+};
+
+pub use crate::app::error::{AppError, Rejection};
+pub use crate::app::storage::open_storage;
+use crate::domain::{
+    AccessCode, Conference, ConferenceCommand, ConferenceDetails, ConferenceId, ConferenceSlug,
+    ConferenceSlugCommand, Order, OrderCommand, OrderId, Owner, PaymentCommand, PaymentId,
+    PersonalInfo, RegistrationProcess, SeatAssignments, SeatAssignmentsCommand, SeatQuantity,
+    SeatQuotas, SeatType, SeatTypeId, SeatsAvailability, ThirdPartyProcessorPayment,
+};
+use crate::read::{
+    ConferenceDirectory, ConferenceView, DraftOrder, DraftOrderState, OrderSeat, OrderSummary,
+    OrderViews, PricedOrder, conference_directory, order_views,
+};
+
+/// How long reservations last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppConfig {
+    /// How long a registrant has to pay once they placed an order (15 minutes).
+    pub reservation_window: Duration,
+    /// How much longer an unpaid order's seats stay held, so that a payment under way can
+    /// finish (14 minutes).
+    pub release_buffer: Duration,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        Self {
+            reservation_window: Duration::minutes(15),
+            release_buffer: Duration::minutes(14),
+        }
+    }
+}
+
+/// What an owner gives to create a conference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewConference {
+    /// Its URL segment (letters, digits, `_`), unique.
+    pub slug: String,
+    /// What the public sees.
+    pub details: ConferenceDetails,
+    /// Who runs it.
+    pub owner: Owner,
+}
+
+impl NewConference {
+    /// A conference with made-up details, for examples and tests.
+    #[must_use]
+    pub fn example(slug: &str) -> Self {
+        let start: DateTime<Utc> = "2026-09-14T09:00:00Z".parse().unwrap_or_default();
+        Self {
+            slug: slug.to_owned(),
+            details: ConferenceDetails {
+                name: format!("{slug} 2026"),
+                description: "Talks and workshops".into(),
+                location: "Lisbon".into(),
+                tagline: String::new(),
+                twitter_search: String::new(),
+                start_date: start,
+                end_date: start + Duration::days(2),
+            },
+            owner: Owner {
+                name: "Ana Lima".into(),
+                email: "ana@example.com".into(),
+            },
+        }
+    }
+}
+
+/// What starting a payment came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentStep {
+    /// The order costs nothing: it was confirmed with no payment.
+    ConfirmedFree,
+    /// A payment was started; the registrant completes or cancels it with the processor.
+    Started(PaymentId),
+}
+
+/// The conference application on one storage: every operation the registrant's site, the
+/// owner's portal and the CLI offer. Cheap to clone.
+#[derive(Clone)]
+pub struct ConferenceApp {
+    storage: Arc<dyn Storage>,
+    clock: Arc<dyn Clock>,
+    config: AppConfig,
+    conferences: Repository<Conference>,
+    slugs: Repository<ConferenceSlug>,
+    orders: Repository<Order>,
+    assignments: Repository<SeatAssignments>,
+    payments: Repository<ThirdPartyProcessorPayment>,
+    directory: Arc<MemoryProjection<ConferenceDirectory>>,
+    order_views: Arc<MemoryProjection<OrderViews>>,
+    runners: Arc<[ProjectionRunner]>,
+    dispatcher: CommandDispatcher,
+}
+
+impl std::fmt::Debug for ConferenceApp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConferenceApp")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConferenceApp {
+    /// The application on `storage`, with time from `clock`.
+    ///
+    /// Nothing runs until [`settle`](Self::settle) (step by step, for tests and the demo) or
+    /// [`start`](Self::start) (live, for a server).
+    #[must_use]
+    pub fn new(storage: Arc<dyn Storage>, clock: Arc<dyn Clock>, config: AppConfig) -> Self {
+        let waker = DispatchWaker::new();
+        let repository = || Arc::clone(&storage);
+        let conferences =
+            Repository::<Conference>::new(repository()).with_clock(Arc::clone(&clock));
+        let slugs = Repository::<ConferenceSlug>::new(repository()).with_clock(Arc::clone(&clock));
+        let orders = Repository::<Order>::new(repository()).with_clock(Arc::clone(&clock));
+        // A conference's seats see every reservation: snapshots keep loading them cheap.
+        let seats = Repository::<SeatsAvailability>::new(repository())
+            .with_clock(Arc::clone(&clock))
+            .with_snapshots(SnapshotPolicy::every(100));
+        let assignments =
+            Repository::<SeatAssignments>::new(repository()).with_clock(Arc::clone(&clock));
+        let payments = Repository::<ThirdPartyProcessorPayment>::new(repository())
+            .with_clock(Arc::clone(&clock));
+        let registration = ProcessManagerRunner::<RegistrationProcess>::new(repository())
+            .with_clock(Arc::clone(&clock))
+            .with_waker(waker.clone());
+        let quotas = ProcessManagerRunner::<SeatQuotas>::new(repository())
+            .with_clock(Arc::clone(&clock))
+            .with_waker(waker.clone());
+        let router = CommandRouter::new()
+            .route_aggregate(conferences.clone())
+            .route_aggregate(orders.clone())
+            .route_aggregate(seats)
+            .route_aggregate(assignments.clone())
+            .route_aggregate(payments.clone())
+            .route_process(registration.clone())
+            .route_process(quotas.clone());
+        let dispatcher = CommandDispatcher::new(repository(), Arc::new(router))
+            .with_clock(Arc::clone(&clock))
+            .with_waker(waker);
+        let directory = Arc::new(conference_directory());
+        let order_views = Arc::new(order_views());
+        let reader: Arc<dyn EventReader> = Arc::clone(&storage) as Arc<dyn EventReader>;
+        let runners: Arc<[ProjectionRunner]> = Arc::new([
+            ProjectionRunner::new(Arc::clone(&reader), Arc::new(quotas)),
+            ProjectionRunner::new(Arc::clone(&reader), Arc::new(registration)),
+            ProjectionRunner::new(Arc::clone(&reader), directory.clone()),
+            ProjectionRunner::new(reader, order_views.clone()),
+        ]);
+        Self {
+            storage,
+            clock,
+            config,
+            conferences,
+            slugs,
+            orders,
+            assignments,
+            payments,
+            directory,
+            order_views,
+            runners,
+            dispatcher,
+        }
+    }
+
+    /// The storage the application runs on.
+    #[must_use]
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// Runs the processes, the read models and the commands they send until nothing is left
+    /// to do now: after it returns, every read model shows every effect of what was done
+    /// before the call (timeouts fall due only when the clock reaches them).
+    ///
+    /// # Errors
+    ///
+    /// [`AppError::Unavailable`] if the store fails or a read model cannot be updated.
+    pub async fn settle(&self) -> Result<(), AppError> {
+        loop {
+            self.await_delivery().await?;
+            for runner in self.runners.iter() {
+                runner
+                    .catch_up()
+                    .await
+                    .map_err(|e| AppError::Unavailable(Box::new(e)))?;
+            }
+            if self.dispatcher.run_due().await? == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Waits until every event committed so far can be delivered (on PostgreSQL, until every
+    /// older transaction has ended).
+    async fn await_delivery(&self) -> Result<(), AppError> {
+        let committed = self.storage.last_committed().await?;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.storage.head().await? < committed {
+            if tokio::time::Instant::now() > deadline {
+                return Err(AppError::Unavailable(
+                    format!("events up to position {committed} are committed but not deliverable after 10 s: a transaction is held open").into(),
+                ));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        Ok(())
+    }
+
+    /// Starts the processes, the read models and the dispatcher as background tasks that
+    /// follow the log live, for a server. Stop them with [`Engine::stop`].
+    #[must_use]
+    pub fn start(&self) -> Engine {
+        Engine {
+            projections: self
+                .runners
+                .iter()
+                .cloned()
+                .map(ProjectionRunner::spawn)
+                .collect(),
+            dispatcher: self.dispatcher.clone().spawn(),
+        }
+    }
+
+    // ----- conference management (owners) -----
+
+    /// Creates a conference, unpublished, and returns its id and the access code that, with
+    /// the owner's email, opens its admin pages.
+    ///
+    /// # Errors
+    ///
+    /// [`AppError::Rejected`] if a field is wrong or the slug is taken.
+    pub async fn create_conference(
+        &self,
+        new: NewConference,
+    ) -> Result<(ConferenceId, AccessCode), AppError> {
+        let id = ConferenceId::new();
+        let access_code = AccessCode::generate();
+        let create = ConferenceCommand::Create {
+            slug: new.slug.clone(),
+            details: new.details,
+            owner: new.owner,
+            access_code: access_code.clone(),
+        };
+        // Check the details before claiming the slug, so a rejected conference holds none.
+        Conference::handle(None, &id, create.clone()).map_err(Rejection::from)?;
+        self.slugs
+            .handle(&new.slug, ConferenceSlugCommand::Claim { conference: id })
+            .await?;
+        self.conferences.handle(&id, create).await?;
+        Ok((id, access_code))
+    }
+
+    /// Runs an owner's command on a conference.
+    ///
+    /// # Errors
+    ///
+    /// [`AppError::Rejected`] if the conference's rules refuse it.
+    pub async fn manage(
+        &self,
+        conference: ConferenceId,
+        command: ConferenceCommand,
+    ) -> Result<(), AppError> {
+        self.conferences.handle(&conference, command).await?;
+        Ok(())
+    }
+
+    /// Adds a seat type to a conference and returns its id.
+    ///
+    /// # Errors
+    ///
+    /// [`AppError::Rejected`] if a field is out of range.
+    pub async fn add_seat_type(
+        &self,
+        conference: ConferenceId,
+        seats: SeatType,
+    ) -> Result<SeatTypeId, AppError> {
+        let seat_type = SeatTypeId::new();
+        self.manage(
+            conference,
+            ConferenceCommand::AddSeatType { seat_type, seats },
+        )
+        .await?;
+        Ok(seat_type)
+    }
+
+    /// The conference an owner opens with their email and access code.
+    ///
+    /// # Errors
+    ///
+    /// [`AppError::NotFound`] if no conference matches both.
+    pub fn owner_conference(
+        &self,
+        email: &str,
+        access_code: &AccessCode,
+    ) -> Result<ConferenceView, AppError> {
+        self.directory
+            .read(|d| {
+                d.all()
+                    .find(|c| {
+                        c.access_code == *access_code && c.owner.email.eq_ignore_ascii_case(email)
+                    })
+                    .cloned()
+            })
+            .ok_or_else(|| AppError::NotFound("conference for this email and access code".into()))
+    }
+
+    /// The orders of a conference, for its owner.
+    #[must_use]
+    pub fn conference_orders(&self, conference: ConferenceId) -> Vec<OrderSummary> {
+        self.order_views
+            .read(|v| v.of_conference(conference).cloned().collect())
+    }
+
+    // ----- registration (registrants) -----
+
+    /// The conference named `slug`, published or not.
+    #[must_use]
+    pub fn conference_by_slug(&self, slug: &str) -> Option<ConferenceView> {
+        self.directory.read(|d| d.by_slug(slug).cloned())
+    }
+
+    /// The published conferences.
+    #[must_use]
+    pub fn published_conferences(&self) -> Vec<ConferenceView> {
+        self.directory.read(|d| d.published().cloned().collect())
+    }
+
+    /// Places an order for seats of a published conference, priced at its seat types' current
+    /// prices; its seats are then reserved by the registration process.
+    ///
+    /// # Errors
+    ///
+    /// [`AppError::NotFound`] for an unknown or unpublished conference,
+    /// [`AppError::Rejected`] for no seats or a seat type not on sale.
+    pub async fn place_order(
+        &self,
+        conference: ConferenceId,
+        seats: Vec<SeatQuantity>,
+    ) -> Result<OrderId, AppError> {
+        let order = OrderId::new();
+        self.orders
+            .handle(&order, self.register(conference, seats)?)
+            .await?;
+        Ok(order)
+    }
+
+    /// Changes the seats of an order not confirmed yet; they are reserved again, under the
+    /// original deadline.
+    ///
+    /// # Errors
+    ///
+    /// As [`place_order`](Self::place_order), and [`AppError::Rejected`] for a confirmed or
+    /// expired order.
+    pub async fn update_order(
+        &self,
+        order: OrderId,
+        seats: Vec<SeatQuantity>,
+    ) -> Result<(), AppError> {
+        let conference = self.draft_order(order)?.conference;
+        self.orders
+            .handle(&order, self.register(conference, seats)?)
+            .await?;
+        Ok(())
+    }
+
+    fn register(
+        &self,
+        conference: ConferenceId,
+        seats: Vec<SeatQuantity>,
+    ) -> Result<OrderCommand, AppError> {
+        let view = self
+            .directory
+            .read(|d| d.get(conference).filter(|c| c.published).cloned())
+            .ok_or_else(|| AppError::NotFound(format!("published conference {conference}")))?;
+        let now = self.clock.now();
+        let reservation_expires_at = now + self.config.reservation_window;
+        Ok(OrderCommand::RegisterToConference {
+            conference,
+            seats,
+            prices: view.prices(),
+            access_code: AccessCode::generate(),
+            reservation_expires_at,
+            seats_released_at: reservation_expires_at + self.config.release_buffer,
+        })
+    }
+
+    /// Records who is registering.
+    ///
+    /// # Errors
+    ///
+    /// [`AppError::Rejected`] if a field is missing or the email is wrong.
+    pub async fn assign_registrant(
+        &self,
+        order: OrderId,
+        registrant: PersonalInfo,
+    ) -> Result<(), AppError> {
+        self.orders
+            .handle(&order, OrderCommand::AssignRegistrantDetails { registrant })
+            .await?;
+        Ok(())
+    }
+
+    /// Moves a reserved order to payment: an order that costs nothing is confirmed at once,
+    /// with no payment; otherwise a payment with the (simulated) processor starts.
+    ///
+    /// # Errors
+    ///
+    /// [`AppError::Invalid`] if the order's seats are not held yet (call again once the
+    /// draft order shows them), [`AppError::Rejected`] for an expired order.
+    pub async fn start_payment(&self, order: OrderId) -> Result<PaymentStep, AppError> {
+        let draft = self.draft_order(order)?;
+        match draft.state {
+            DraftOrderState::PartiallyReserved | DraftOrderState::ReservationCompleted => {}
+            DraftOrderState::Confirmed => return Ok(PaymentStep::ConfirmedFree),
+            DraftOrderState::Expired => {
+                return Err(Rejection::Order(crate::domain::OrderError::Expired).into());
+            }
+            DraftOrderState::PendingReservation => {
+                return Err(AppError::Invalid(
+                    "the order's seats are still being reserved".into(),
+                ));
+            }
+        }
+        let priced = self
+            .priced_order(order)
+            .ok_or_else(|| AppError::NotFound(format!("priced order {order}")))?;
+        if priced.is_free_of_charge {
+            self.orders.handle(&order, OrderCommand::Confirm).await?;
+            return Ok(PaymentStep::ConfirmedFree);
+        }
+        let payment = PaymentId::new();
+        let description = self
+            .directory
+            .read(|d| d.get(draft.conference).map(|c| c.details.name.clone()))
+            .unwrap_or_default();
+        self.payments
+            .handle(
+                &payment,
+                PaymentCommand::Initiate {
+                    order,
+                    conference: draft.conference,
+                    description: format!("Seats for {description}"),
+                    total: priced.total,
+                },
+            )
+            .await?;
+        Ok(PaymentStep::Started(payment))
+    }
+
+    /// The processor accepted a payment: the registration process confirms its order.
+    ///
+    /// # Errors
+    ///
+    /// [`AppError::Rejected`] for an unknown or finished payment.
+    pub async fn complete_payment(&self, payment: PaymentId) -> Result<(), AppError> {
+        self.payments
+            .handle(&payment, PaymentCommand::Complete)
+            .await?;
+        Ok(())
+    }
+
+    /// The registrant cancelled a payment.
+    ///
+    /// # Errors
+    ///
+    /// [`AppError::Rejected`] for an unknown or finished payment.
+    pub async fn cancel_payment(&self, payment: PaymentId) -> Result<(), AppError> {
+        self.payments
+            .handle(&payment, PaymentCommand::Cancel)
+            .await?;
+        Ok(())
+    }
+
+    /// Puts an attendee in a seat of a confirmed order, or frees the seat (`None`).
+    ///
+    /// # Errors
+    ///
+    /// [`AppError::Rejected`] for an unknown position, a wrong email, or an order whose
+    /// seats have no assignments yet.
+    pub async fn assign_seat(
+        &self,
+        order: OrderId,
+        position: u32,
+        attendee: Option<PersonalInfo>,
+    ) -> Result<(), AppError> {
+        let command = match attendee {
+            Some(attendee) => SeatAssignmentsCommand::AssignSeat { position, attendee },
+            None => SeatAssignmentsCommand::UnassignSeat { position },
+        };
+        self.assignments.handle(&order, command).await?;
+        Ok(())
+    }
+
+    /// The draft order `order`.
+    ///
+    /// # Errors
+    ///
+    /// [`AppError::NotFound`] if there is none (yet).
+    pub fn draft_order(&self, order: OrderId) -> Result<DraftOrder, AppError> {
+        self.order_views
+            .read(|v| v.draft(order).cloned())
+            .ok_or_else(|| AppError::NotFound(format!("order {order}")))
+    }
+
+    /// The priced order `order` (none once it expired).
+    #[must_use]
+    pub fn priced_order(&self, order: OrderId) -> Option<PricedOrder> {
+        self.order_views.read(|v| v.priced(order).cloned())
+    }
+
+    /// The seats of the confirmed order `order`.
+    #[must_use]
+    pub fn order_seats(&self, order: OrderId) -> Option<Vec<OrderSeat>> {
+        self.order_views
+            .read(|v| v.seats(order).map(<[OrderSeat]>::to_vec))
+    }
+
+    /// The order a registrant finds with their email and the order's access code.
+    ///
+    /// # Errors
+    ///
+    /// [`AppError::NotFound`] if none matches both.
+    pub fn locate_order(
+        &self,
+        email: &str,
+        access_code: &AccessCode,
+    ) -> Result<DraftOrder, AppError> {
+        self.order_views
+            .read(|v| v.locate(email, access_code).cloned())
+            .ok_or_else(|| AppError::NotFound("order for this email and access code".into()))
+    }
+
+    /// Entries of the message log: every command and event, with their lineage.
+    ///
+    /// # Errors
+    ///
+    /// [`AppError::Unavailable`] if the store fails.
+    pub async fn log(&self, query: &LogQuery) -> Result<Vec<LogEntry>, AppError> {
+        Ok(self.storage.query_log(query).await?)
+    }
+}
+
+/// The background tasks of a started application.
+#[derive(Debug)]
+pub struct Engine {
+    projections: Vec<ProjectionHandle>,
+    dispatcher: cqrs_core::DispatcherHandle,
+}
+
+impl Engine {
+    /// Stops every task, letting each finish what it is doing.
+    pub async fn stop(self) {
+        self.dispatcher.stop().await;
+        for projection in &self.projections {
+            projection.stop().await;
+        }
+    }
+}

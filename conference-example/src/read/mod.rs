@@ -1,0 +1,61 @@
+//! The read models: what the registrant's site, the owner's portal and the CLI show, each
+//! kept up to date by a projection of the event log.
+//!
+//! Each read model is a plain struct with an `apply` method over recorded events, so it can
+//! be tested by feeding it events, duplicates and out-of-order deliveries included; the
+//! functions at the bottom wrap them into [`MemoryProjection`]s that a runner feeds.
+
+mod conferences;
+mod orders;
+
+use cqrs_core::{DomainEvent, EventFilter, MemoryProjection, ProjectionError, RecordedEvent};
+
+pub use crate::read::conferences::{ConferenceDirectory, ConferenceView, SeatTypeView};
+pub use crate::read::orders::{
+    DraftOrder, DraftOrderItem, DraftOrderState, OrderSeat, OrderSummary, OrderViews,
+    PaymentStatus, PricedOrder, PricedOrderLine,
+};
+
+use crate::domain::{Conference, Order, SeatAssignments, SeatsAvailability};
+
+/// Decodes `event` as one of `E`.
+fn decode<E: DomainEvent>(event: &RecordedEvent) -> Result<E, ProjectionError> {
+    cqrs_core::decode_message(&event.event_type, event.payload.as_str()).map_err(|err| {
+        ProjectionError::new(format!(
+            "{} at position {}: {err}",
+            event.event_type,
+            event.position.get()
+        ))
+    })
+}
+
+/// The conference directory as a projection: conferences, their seat types and the seats
+/// left of each.
+#[must_use]
+pub fn conference_directory() -> MemoryProjection<ConferenceDirectory> {
+    MemoryProjection::new(
+        "conference_directory",
+        ConferenceDirectory::default(),
+        |directory: &mut ConferenceDirectory, event: &RecordedEvent| directory.apply(event),
+    )
+    .with_filter(EventFilter::all().with_categories([
+        <Conference as cqrs_core::Aggregate>::TYPE,
+        <SeatsAvailability as cqrs_core::Aggregate>::TYPE,
+    ]))
+}
+
+/// The order views as a projection: draft and priced orders, their seats, and each
+/// conference's order list.
+#[must_use]
+pub fn order_views() -> MemoryProjection<OrderViews> {
+    MemoryProjection::new(
+        "order_views",
+        OrderViews::default(),
+        |views: &mut OrderViews, event: &RecordedEvent| views.apply(event),
+    )
+    .with_filter(EventFilter::all().with_categories([
+        <Conference as cqrs_core::Aggregate>::TYPE,
+        <Order as cqrs_core::Aggregate>::TYPE,
+        <SeatAssignments as cqrs_core::Aggregate>::TYPE,
+    ]))
+}
