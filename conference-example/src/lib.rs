@@ -1,14 +1,17 @@
 //! The reference application of the `cqrs` workspace: the Contoso conference management
 //! system of the CQRS Journey, built on [`cqrs_core`].
 //!
-//! **Status.** The full conference domain (conference management, orders, seat reservations
-//! with expiry, payments, zero-cost orders, the remaining-seats read model, the web app and
-//! the CLI) is being built; see the project's issues. Today this crate holds [`walkthrough`], a
-//! small runnable tour of the framework on the in-memory store: a seat-availability aggregate,
-//! orders, a registration process manager with a durable expiry timeout, a remaining-seats
-//! projection and the message log. `cargo run -p conference-example` runs it.
+//! - [`domain`]: the aggregates (conference, order, seats, seat assignments, payment), the
+//!   registration process manager with its durable expiry timeout, and pricing.
+//! - [`read`]: the read models (conferences with remaining seats, draft and priced orders,
+//!   order seats, owners' order lists), as projections.
+//! - [`app`]: the application layer the CLI and the web app share, on the in-memory, SQLite
+//!   or PostgreSQL store.
+//! - [`cli`]: `demo` and `log`; `cargo run -p conference-example` runs the demo.
+//! - [`walkthrough`]: a small tour of the framework on the in-memory store.
 
 pub mod app;
+pub mod cli;
 pub mod domain;
 pub mod read;
 pub mod walkthrough;

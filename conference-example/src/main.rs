@@ -1,12 +1,117 @@
-//! `cargo run -p conference-example`: runs the framework walkthrough (the conference web app
-//! takes its place once it is built).
+//! `conference-example`: the Contoso conference system's command line.
+//!
+//! `conference-example demo` walks through registration on the embedded SQLite store;
+//! `conference-example log` queries the message log; `conference-example walkthrough` runs
+//! the framework tour on the in-memory store.
 
 use std::io::Write;
 
+use chrono::{DateTime, Utc};
+use clap::{Parser, Subcommand, ValueEnum};
+use conference_example::app::{AppConfig, ConferenceApp, open_storage};
+use conference_example::cli::{DemoOptions, LogOptions, print_log, run_demo};
+use cqrs_core::{MessageKind, StreamId, SystemClock};
+use uuid::Uuid;
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "The Contoso conference system of the CQRS Journey, on cqrs"
+)]
+struct Cli {
+    /// Where events live: sqlite://PATH, postgres://… or memory:.
+    #[arg(
+        long,
+        global = true,
+        env = "CONFERENCE_DATABASE",
+        default_value = "sqlite://conference.db"
+    )]
+    database: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Walk through registration: a paid order, a zero-cost order, a partial reservation and
+    /// an expiry, with the seats left after each step (the default).
+    Demo,
+    /// Show the message log: every command and event, filtered.
+    Log {
+        /// Only commands or only events.
+        #[arg(long, value_enum)]
+        kind: Option<Kind>,
+        /// Type names (repeatable), e.g. registration.order_placed.
+        #[arg(long = "type")]
+        types: Vec<String>,
+        /// Streams (repeatable), e.g. order-0190….
+        #[arg(long = "stream")]
+        streams: Vec<StreamId>,
+        /// Correlation ids (repeatable): one flow each.
+        #[arg(long = "correlation")]
+        correlations: Vec<Uuid>,
+        /// From this time on (RFC 3339).
+        #[arg(long)]
+        since: Option<DateTime<Utc>>,
+        /// Before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<DateTime<Utc>>,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 200)]
+        limit: usize,
+    },
+    /// The framework tour on the in-memory store.
+    Walkthrough,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Kind {
+    Command,
+    Event,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
     let mut out = std::io::stdout().lock();
-    conference_example::walkthrough::run(&mut out).await?;
+    match cli.command.unwrap_or(Command::Demo) {
+        Command::Demo => {
+            let storage = open_storage(&cli.database).await?;
+            writeln!(out, "(events in {})", cli.database)?;
+            run_demo(storage, DemoOptions::default(), &mut out).await?;
+        }
+        Command::Log {
+            kind,
+            types,
+            streams,
+            correlations,
+            since,
+            until,
+            limit,
+        } => {
+            let storage = open_storage(&cli.database).await?;
+            let app = ConferenceApp::new(
+                storage,
+                std::sync::Arc::new(SystemClock),
+                AppConfig::default(),
+            );
+            let options = LogOptions {
+                kind: kind.map(|k| match k {
+                    Kind::Command => MessageKind::Command,
+                    Kind::Event => MessageKind::Event,
+                }),
+                types,
+                streams,
+                correlations,
+                since,
+                until,
+                limit,
+            };
+            let shown = print_log(&app, options, &mut out).await?;
+            writeln!(out, "({shown} entries)")?;
+        }
+        Command::Walkthrough => conference_example::walkthrough::run(&mut out).await?,
+    }
     out.flush()?;
     Ok(())
 }

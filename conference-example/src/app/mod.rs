@@ -354,6 +354,12 @@ impl ConferenceApp {
         self.directory.read(|d| d.by_slug(slug).cloned())
     }
 
+    /// The conference `id`, published or not.
+    #[must_use]
+    pub fn conference(&self, id: ConferenceId) -> Option<ConferenceView> {
+        self.directory.read(|d| d.get(id).cloned())
+    }
+
     /// The published conferences.
     #[must_use]
     pub fn published_conferences(&self) -> Vec<ConferenceView> {
