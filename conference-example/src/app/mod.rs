@@ -27,8 +27,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use cqrs_core::{
-    Aggregate, Clock, CommandDispatcher, CommandRouter, DispatchWaker, EventReader, LogEntry,
-    LogQuery, MemoryProjection, ProcessManagerRunner, ProjectionHandle, ProjectionRunner,
+    Aggregate, Clock, CommandDispatcher, CommandError, CommandRouter, DispatchWaker, EventReader,
+    LogEntry, LogQuery, MemoryProjection, ProcessManagerRunner, ProjectionHandle, ProjectionRunner,
     Repository, SnapshotPolicy, Storage,
 };
 
@@ -36,13 +36,13 @@ pub use crate::app::error::{AppError, Rejection};
 pub use crate::app::storage::open_storage;
 use crate::domain::{
     AccessCode, Conference, ConferenceCommand, ConferenceDetails, ConferenceId, ConferenceSlug,
-    ConferenceSlugCommand, Order, OrderCommand, OrderId, Owner, PaymentCommand, PaymentId,
-    PersonalInfo, RegistrationProcess, SeatAssignments, SeatAssignmentsCommand, SeatQuantity,
-    SeatQuotas, SeatType, SeatTypeId, SeatsAvailability, ThirdPartyProcessorPayment,
+    ConferenceSlugCommand, Order, OrderCommand, OrderError, OrderId, Owner, PaymentCommand,
+    PaymentId, PersonalInfo, RegistrationProcess, SeatAssignments, SeatAssignmentsCommand,
+    SeatQuantity, SeatQuotas, SeatType, SeatTypeId, SeatsAvailability, ThirdPartyProcessorPayment,
 };
 use crate::read::{
-    ConferenceDirectory, ConferenceView, DraftOrder, DraftOrderState, OrderSeat, OrderSummary,
-    OrderViews, PricedOrder, conference_directory, order_views,
+    ConferenceDirectory, ConferenceView, DraftOrder, OrderSeat, OrderSummary, OrderViews,
+    PricedOrder, conference_directory, order_views,
 };
 
 /// How long reservations last.
@@ -449,39 +449,47 @@ impl ConferenceApp {
     /// [`AppError::Invalid`] if the order's seats are not held yet (call again once the
     /// draft order shows them), [`AppError::Rejected`] for an expired order.
     pub async fn start_payment(&self, order: OrderId) -> Result<PaymentStep, AppError> {
-        let draft = self.draft_order(order)?;
-        match draft.state {
-            DraftOrderState::PartiallyReserved | DraftOrderState::ReservationCompleted => {}
-            DraftOrderState::Confirmed => return Ok(PaymentStep::ConfirmedFree),
-            DraftOrderState::Expired => {
-                return Err(Rejection::Order(crate::domain::OrderError::Expired).into());
+        // Freeze the seats first, then price what is frozen: the order itself, not a read
+        // model that may lag, says what the payment is for.
+        match self
+            .orders
+            .handle(&order, OrderCommand::LockForPayment)
+            .await
+        {
+            Ok(_) => {}
+            Err(CommandError::Rejected(OrderError::AlreadyConfirmed)) => {
+                return Ok(PaymentStep::ConfirmedFree);
             }
-            DraftOrderState::PendingReservation => {
+            Err(CommandError::Rejected(OrderError::NotReserved)) => {
                 return Err(AppError::Invalid(
                     "the order's seats are still being reserved".into(),
                 ));
             }
+            Err(err) => return Err(err.into()),
         }
-        let priced = self
-            .priced_order(order)
-            .ok_or_else(|| AppError::NotFound(format!("priced order {order}")))?;
-        if priced.is_free_of_charge {
+        let locked = self
+            .orders
+            .load(&order)
+            .await?
+            .state
+            .ok_or_else(|| AppError::NotFound(format!("order {order}")))?;
+        if locked.totals.is_free_of_charge() {
             self.orders.handle(&order, OrderCommand::Confirm).await?;
             return Ok(PaymentStep::ConfirmedFree);
         }
         let payment = PaymentId::new();
-        let description = self
+        let name = self
             .directory
-            .read(|d| d.get(draft.conference).map(|c| c.details.name.clone()))
+            .read(|d| d.get(locked.conference).map(|c| c.details.name.clone()))
             .unwrap_or_default();
         self.payments
             .handle(
                 &payment,
                 PaymentCommand::Initiate {
                     order,
-                    conference: draft.conference,
-                    description: format!("Seats for {description}"),
-                    total: priced.total,
+                    conference: locked.conference,
+                    description: format!("Seats for {name}"),
+                    total: locked.totals.total,
                 },
             )
             .await?;
@@ -509,6 +517,15 @@ impl ConferenceApp {
         self.payments
             .handle(&payment, PaymentCommand::Cancel)
             .await?;
+        let order = self
+            .payments
+            .load(&payment)
+            .await?
+            .state
+            .map(|p| p.order)
+            .ok_or_else(|| AppError::NotFound(format!("payment {payment}")))?;
+        // The registrant may change the order's seats again, or pay anew.
+        self.orders.handle(&order, OrderCommand::Unlock).await?;
         Ok(())
     }
 

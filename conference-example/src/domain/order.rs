@@ -40,6 +40,8 @@ pub struct Order {
     pub reservation_expires_at: DateTime<Utc>,
     /// Who placed it, once known.
     pub registrant: Option<PersonalInfo>,
+    /// Whether a payment is under way: its seats cannot change until it is cancelled.
+    pub payment_locked: bool,
 }
 
 impl Order {
@@ -89,6 +91,12 @@ pub enum OrderCommand {
         /// The registrant.
         registrant: PersonalInfo,
     },
+    /// Freeze the order's seats for a payment (refused unless its seats are held).
+    #[serde(rename = "registration.lock_order_for_payment")]
+    LockForPayment,
+    /// Let the order's seats change again: its payment was cancelled.
+    #[serde(rename = "registration.unlock_order")]
+    Unlock,
     /// Confirm the order: it was paid for, or costs nothing.
     #[serde(rename = "registration.confirm_order")]
     Confirm,
@@ -152,6 +160,12 @@ pub enum OrderEvent {
         /// The registrant.
         registrant: PersonalInfo,
     },
+    /// A payment started: the order's seats are frozen.
+    #[serde(rename = "registration.order_locked_for_payment")]
+    OrderLockedForPayment,
+    /// The payment was cancelled: the order's seats can change again.
+    #[serde(rename = "registration.order_unlocked")]
+    OrderUnlocked,
     /// The order was confirmed.
     #[serde(rename = "registration.order_confirmed")]
     OrderConfirmed,
@@ -190,6 +204,9 @@ pub enum OrderError {
     /// The order's seats are not held yet, or none could be.
     #[error("the order holds no seats")]
     NotReserved,
+    /// A payment is under way: the order's seats cannot change.
+    #[error("a payment for the order is under way")]
+    PaymentUnderWay,
 }
 
 impl Aggregate for Order {
@@ -240,6 +257,9 @@ impl Aggregate for Order {
                 },
             ) => {
                 order.still_open()?;
+                if order.payment_locked {
+                    return Err(OrderError::PaymentUnderWay);
+                }
                 if conference != order.conference {
                     return Err(OrderError::WrongConference(order.conference));
                 }
@@ -294,6 +314,24 @@ impl Aggregate for Order {
                     .map_err(OrderError::InvalidRegistrant)?;
                 Ok(vec![E::OrderRegistrantAssigned { registrant }])
             }
+            (Some(order), C::LockForPayment) => {
+                order.still_open()?;
+                if !order.is_reserved() || order.seats.iter().all(|s| s.quantity == 0) {
+                    return Err(OrderError::NotReserved);
+                }
+                Ok(if order.payment_locked {
+                    vec![]
+                } else {
+                    vec![E::OrderLockedForPayment]
+                })
+            }
+            (Some(order), C::Unlock) => Ok(
+                if order.payment_locked && order.status != OrderStatus::Confirmed {
+                    vec![E::OrderUnlocked]
+                } else {
+                    vec![]
+                },
+            ),
             (Some(order), C::Confirm) => match order.status {
                 // A redelivered confirmation changes nothing.
                 OrderStatus::Confirmed => Ok(vec![]),
@@ -340,6 +378,7 @@ impl Aggregate for Order {
                     access_code: access_code.clone(),
                     reservation_expires_at: *reservation_expires_at,
                     registrant: None,
+                    payment_locked: false,
                 });
             }
             (Some(_), E::OrderPlaced { .. }) => {
@@ -379,6 +418,8 @@ impl Aggregate for Order {
             E::OrderRegistrantAssigned { registrant } => {
                 order.registrant = Some(registrant.clone())
             }
+            E::OrderLockedForPayment => order.payment_locked = true,
+            E::OrderUnlocked => order.payment_locked = false,
             E::OrderConfirmed => order.status = OrderStatus::Confirmed,
             E::OrderExpired => order.status = OrderStatus::Expired,
         }

@@ -274,6 +274,11 @@ impl ProcessManager for RegistrationProcess {
         if state.expiration_command != Some(context.command_id) {
             return Ok(Reaction::unchanged());
         }
+        if state.state == RegistrationState::PaymentConfirmationReceived {
+            // Paid in time: the order's confirmation is under way, and releasing its seats now
+            // would sell them twice. (The CQRS Journey expired such an order here.)
+            return Ok(Reaction::unchanged());
+        }
         Ok(expire(state))
     }
 }
@@ -291,9 +296,19 @@ fn start(
         RegistrationError::NotStarted("OrderPlaced for an instance that is no order id")
     })?;
     if reservation_expires_at <= context.now {
-        return Ok(Reaction::unchanged()
-            .send(Outgoing::to::<Order>(&order, &OrderCommand::Reject))
-            .complete());
+        // Placed too late to reserve anything: reject it at once. The finished instance keeps
+        // a state, which is what the runner saves the rejection with.
+        return Ok(Reaction::new(RegistrationProcess {
+            conference,
+            order,
+            state: RegistrationState::AwaitingReservationConfirmation,
+            reservation_expires_at,
+            seats: Vec::new(),
+            seat_reservation_command: Uuid::nil(),
+            expiration_command: None,
+        })
+        .send(Outgoing::to::<Order>(&order, &OrderCommand::Reject))
+        .complete());
     }
     let request = Outgoing::to::<SeatsAvailability>(
         &conference,

@@ -280,7 +280,7 @@ impl OrderViews {
         draft.version = version;
         let conference = draft.conference;
         match event {
-            E::OrderPlaced { .. } => {}
+            E::OrderPlaced { .. } | E::OrderLockedForPayment | E::OrderUnlocked => {}
             E::OrderUpdated { seats } => {
                 draft.items = requested(&seats);
                 draft.state = DraftOrderState::PendingReservation;

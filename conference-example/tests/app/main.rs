@@ -3,6 +3,7 @@
 
 mod demo;
 mod flows;
+mod oversell;
 
 use std::sync::Arc;
 

@@ -4,5 +4,6 @@ mod assignments;
 mod conference;
 mod order;
 mod payment;
+mod quotas;
 mod registration;
 mod seats;

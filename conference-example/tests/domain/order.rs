@@ -298,3 +298,29 @@ fn commands_for_an_order_never_placed_are_refused() {
         .when(C::Confirm)
         .then_error(OrderError::NotFound);
 }
+
+#[test]
+fn a_payment_freezes_the_seats_until_it_is_cancelled() {
+    let f = Fixture::new();
+    f.reserved_three()
+        .when(C::LockForPayment)
+        .then_events([E::OrderLockedForPayment])
+        .then_state(|o| assert!(o.payment_locked));
+    f.reserved_three()
+        .given([E::OrderLockedForPayment])
+        .when(f.register(vec![SeatQuantity::new(f.paid, 1)]))
+        .then_error(OrderError::PaymentUnderWay);
+    f.reserved_three()
+        .given([E::OrderLockedForPayment])
+        .when(C::LockForPayment)
+        .then_no_events();
+    f.reserved_three()
+        .given([E::OrderLockedForPayment])
+        .when(C::Unlock)
+        .then_events([E::OrderUnlocked])
+        .then_state(|o| assert!(!o.payment_locked));
+    // Only held seats can be paid for.
+    f.placed_for_three()
+        .when(C::LockForPayment)
+        .then_error(OrderError::NotReserved);
+}

@@ -257,6 +257,10 @@ fn at_the_deadline_the_order_is_rejected_and_its_seats_released() {
             ),
         ])
         .then_completed();
+    // Paid before the deadline, with the confirmation under way: the timeout changes nothing.
+    f.in_state(S::PaymentConfirmationReceived, request, expiry)
+        .when_timeout_with_id(RegistrationTimeout::Expire, expiry)
+        .then_ignored();
     // A timeout that is not the current one is ignored.
     f.in_state(S::ReservationConfirmationReceived, request, expiry)
         .when_timeout_with_id(RegistrationTimeout::Expire, Uuid::now_v7())

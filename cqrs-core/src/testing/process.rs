@@ -239,6 +239,14 @@ impl<P: ProcessManager> ProcessScenario<P> {
             now: self.clock.now(),
         };
         let result = P::react(self.state.as_ref(), event, &context);
+        if let Ok(reaction) = &result {
+            // The runner saves an instance's outbox with its state: it has none to save here.
+            assert!(
+                self.state.is_some() || reaction.state.is_some() || reaction.is_unchanged(),
+                "a reaction that starts an instance must give it a state \
+                 (the runner refuses to save one without: ProcessError::NoState)"
+            );
+        }
         self.instance.get_or_insert(instance);
         result
     }
