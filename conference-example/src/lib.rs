@@ -8,13 +8,17 @@
 //! - [`app`]: the application layer the CLI and the web app share, on the in-memory, SQLite
 //!   or PostgreSQL store.
 //! - [`cli`]: `demo` and `log`; `cargo run -p conference-example` runs the demo.
+//! - [`web`] and [`server`]: the server: the JSON API over the application layer, with the
+//!   engine running inside.
 //! - [`walkthrough`]: a small tour of the framework on the in-memory store.
 
 pub mod app;
 pub mod cli;
 pub mod domain;
 pub mod read;
+pub mod server;
 pub mod walkthrough;
+pub mod web;
 
 /// The README's code compiles and runs as a doctest, so it cannot rot.
 #[cfg(doctest)]

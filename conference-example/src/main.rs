@@ -33,6 +33,24 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the web server: the JSON API, with the processes and read models inside.
+    Serve {
+        /// The address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// How long a registrant has to pay (e.g. 15m, 90s).
+        #[arg(long, default_value = "15m", value_parser = duration)]
+        reservation_window: chrono::Duration,
+        /// How much longer unpaid seats stay held, for payments under way.
+        #[arg(long, default_value = "14m", value_parser = duration)]
+        release_buffer: chrono::Duration,
+        /// Create a published demo conference if there is none.
+        #[arg(long)]
+        seed_demo: bool,
+        /// A bearer token that opens the whole message log (`GET /api/messages`).
+        #[arg(long, env = "CONFERENCE_OPERATOR_TOKEN", hide_env_values = true)]
+        operator_token: Option<String>,
+    },
     /// Walk through registration: a paid order, a zero-cost order, a partial reservation and
     /// an expiry, with the seats left after each step (the default).
     Demo,
@@ -64,6 +82,11 @@ enum Command {
     Walkthrough,
 }
 
+fn duration(text: &str) -> Result<chrono::Duration, String> {
+    let parsed = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    chrono::Duration::from_std(parsed).map_err(|e| e.to_string())
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Kind {
     Command,
@@ -75,6 +98,27 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut out = std::io::stdout().lock();
     match cli.command.unwrap_or(Command::Demo) {
+        Command::Serve {
+            listen,
+            reservation_window,
+            release_buffer,
+            seed_demo,
+            operator_token,
+        } => {
+            let config = AppConfig {
+                reservation_window,
+                release_buffer,
+            };
+            conference_example::server::run(
+                &cli.database,
+                listen,
+                config,
+                seed_demo,
+                operator_token,
+                &mut out,
+            )
+            .await?;
+        }
         Command::Demo => {
             let storage = open_storage(&cli.database).await?;
             writeln!(out, "(events in {})", cli.database)?;

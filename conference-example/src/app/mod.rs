@@ -360,6 +360,16 @@ impl ConferenceApp {
         self.directory.read(|d| d.get(id).cloned())
     }
 
+    /// The version of the conference's stream in the store (0: no such conference), to wait
+    /// for the directory to show it.
+    ///
+    /// # Errors
+    ///
+    /// [`AppError::Unavailable`] if the store fails.
+    pub async fn conference_version(&self, id: ConferenceId) -> Result<u64, AppError> {
+        Ok(self.conferences.load(&id).await?.version.get())
+    }
+
     /// The published conferences.
     #[must_use]
     pub fn published_conferences(&self) -> Vec<ConferenceView> {
@@ -379,10 +389,27 @@ impl ConferenceApp {
         seats: Vec<SeatQuantity>,
     ) -> Result<OrderId, AppError> {
         let order = OrderId::new();
+        self.place_order_as(order, conference, seats).await?;
+        Ok(order)
+    }
+
+    /// Places an order under an id the client chose (so that a retried request does not place
+    /// a second one); if that order exists already, its seats are changed instead.
+    ///
+    /// # Errors
+    ///
+    /// As [`place_order`](Self::place_order), and [`AppError::Rejected`] if the existing
+    /// order is for another conference, confirmed or expired.
+    pub async fn place_order_as(
+        &self,
+        order: OrderId,
+        conference: ConferenceId,
+        seats: Vec<SeatQuantity>,
+    ) -> Result<(), AppError> {
         self.orders
             .handle(&order, self.register(conference, seats)?)
             .await?;
-        Ok(order)
+        Ok(())
     }
 
     /// Changes the seats of an order not confirmed yet; they are reserved again, under the
@@ -397,7 +424,13 @@ impl ConferenceApp {
         order: OrderId,
         seats: Vec<SeatQuantity>,
     ) -> Result<(), AppError> {
-        let conference = self.draft_order(order)?.conference;
+        let conference = self
+            .orders
+            .load(&order)
+            .await?
+            .state
+            .map(|o| o.conference)
+            .ok_or_else(|| AppError::NotFound(format!("order {order}")))?;
         self.orders
             .handle(&order, self.register(conference, seats)?)
             .await?;

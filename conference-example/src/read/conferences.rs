@@ -54,6 +54,8 @@ pub struct ConferenceView {
     /// The version of its seats stream last applied: older or repeated seat events are
     /// ignored.
     pub seats_version: u64,
+    /// The version of its own stream last applied.
+    pub version: u64,
 }
 
 impl ConferenceView {
@@ -121,14 +123,14 @@ impl ConferenceDirectory {
             return Ok(());
         };
         if category == <Conference as cqrs_core::Aggregate>::TYPE {
-            self.apply_conference(id, decode(event)?);
+            self.apply_conference(id, event.version.get(), decode(event)?);
         } else if category == <SeatsAvailability as cqrs_core::Aggregate>::TYPE {
             self.apply_seats(id, event.version.get(), &decode(event)?);
         }
         Ok(())
     }
 
-    fn apply_conference(&mut self, id: ConferenceId, event: ConferenceEvent) {
+    fn apply_conference(&mut self, id: ConferenceId, version: u64, event: ConferenceEvent) {
         use ConferenceEvent as E;
         if let E::ConferenceCreated {
             slug,
@@ -150,6 +152,7 @@ impl ConferenceDirectory {
                 published: false,
                 seat_types: BTreeMap::new(),
                 seats_version: 0,
+                version: 1,
             };
             if let Some((version, seats)) = self.pending_seats.remove(&id) {
                 view.seats_version = version;
@@ -164,6 +167,11 @@ impl ConferenceDirectory {
         let Some(view) = self.conferences.get_mut(&id) else {
             return;
         };
+        // Versions of one stream come in order; anything not newer was applied already.
+        if version <= view.version {
+            return;
+        }
+        view.version = version;
         match event {
             E::ConferenceCreated { .. } => {}
             E::ConferenceUpdated { details } => view.details = details,

@@ -55,6 +55,8 @@ pub struct DraftOrder {
     pub reservation_expires_at: DateTime<Utc>,
     /// The registrant's email, once given.
     pub registrant_email: Option<String>,
+    /// The registrant, once given.
+    pub registrant: Option<PersonalInfo>,
     /// The access code.
     #[serde(skip)]
     pub access_code: AccessCode,
@@ -239,6 +241,7 @@ impl OrderViews {
                     items: requested(seats),
                     reservation_expires_at: *reservation_expires_at,
                     registrant_email: None,
+                    registrant: None,
                     access_code: access_code.clone(),
                     version,
                 },
@@ -345,6 +348,7 @@ impl OrderViews {
             }
             E::OrderRegistrantAssigned { registrant } => {
                 draft.registrant_email = Some(registrant.email.clone());
+                draft.registrant = Some(registrant.clone());
                 if let Some(summary) = self.summary(conference, order) {
                     summary.registrant_name = Some(format!(
                         "{}, {}",

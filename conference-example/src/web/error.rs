@@ -1,0 +1,140 @@
+//! Errors as the API answers them: a status and `{error: {code, message}}`, never a panic.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::app::{AppError, Rejection};
+use crate::domain::{
+    ConferenceError, ConferenceSlugError, OrderError, PaymentError, SeatAssignmentsError,
+    SeatsAvailabilityError,
+};
+
+/// An error response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// A stable, machine-readable code.
+    pub code: &'static str,
+    /// What a person should read.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with `status`, `code` and `message`.
+    #[must_use]
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400: the request is malformed or invalid.
+    #[must_use]
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid", message)
+    }
+
+    /// 404.
+    #[must_use]
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// 409: the request conflicts with the state of things.
+    #[must_use]
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({ "error": { "code": self.code, "message": self.message } }));
+        if self.status == StatusCode::UNAUTHORIZED {
+            return (
+                self.status,
+                [(header::WWW_AUTHENTICATE, "Basic realm=\"conference owner\"")],
+                body,
+            )
+                .into_response();
+        }
+        (self.status, body).into_response()
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(err: AppError) -> Self {
+        match err {
+            AppError::NotFound(what) => Self::not_found(format!("{what} not found")),
+            AppError::Invalid(message) => Self::conflict("not_ready", message),
+            AppError::Rejected(rejection) => rejection.into(),
+            other => {
+                tracing::error!(error = %other, source = ?std::error::Error::source(&other), "request failed");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the system cannot answer now; try again",
+                )
+            }
+        }
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(rejection: Rejection) -> Self {
+        let message = rejection.to_string();
+        match rejection {
+            Rejection::Slug(ConferenceSlugError::Taken) => Self::conflict("slug_taken", message),
+            Rejection::Conference(ConferenceError::NotFound) => Self::not_found(message),
+            Rejection::Conference(ConferenceError::UnknownSeatType(_)) => Self::not_found(message),
+            Rejection::Conference(ConferenceError::Invalid(_)) => Self::invalid(message),
+            Rejection::Conference(_) => Self::conflict("conflict", message),
+            Rejection::Order(
+                OrderError::NoSeats | OrderError::Pricing(_) | OrderError::InvalidRegistrant(_),
+            ) => Self::invalid(message),
+            Rejection::Order(OrderError::NotFound) => Self::not_found(message),
+            Rejection::Order(_) => Self::conflict("conflict", message),
+            Rejection::Seats(SeatsAvailabilityError::UnknownSeatType(_)) => Self::invalid(message),
+            Rejection::Assignments(SeatAssignmentsError::InvalidEmail(_)) => Self::invalid(message),
+            Rejection::Assignments(
+                SeatAssignmentsError::NotFound | SeatAssignmentsError::UnknownPosition(_),
+            ) => Self::not_found(message),
+            Rejection::Payment(PaymentError::NotFound) => Self::not_found(message),
+            Rejection::Payment(PaymentError::NegativeAmount) => Self::invalid(message),
+            Rejection::Assignments(SeatAssignmentsError::NoSeats) | Rejection::Payment(_) => {
+                Self::conflict("conflict", message)
+            }
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return Self::new(
+                StatusCode::BAD_REQUEST,
+                "too_large",
+                "the body is over 64 KiB",
+            );
+        }
+        Self::invalid(rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::invalid(rejection.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::invalid(rejection.body_text())
+    }
+}
