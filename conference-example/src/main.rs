@@ -1,6 +1,7 @@
 //! `conference-example`: the Contoso conference system's command line.
 //!
-//! `conference-example demo` walks through registration on the embedded SQLite store;
+//! With no arguments it serves the web app on the embedded SQLite store, with a demo
+//! conference; `conference-example demo` walks through registration in the terminal;
 //! `conference-example log` queries the message log; `conference-example walkthrough` runs
 //! the framework tour on the in-memory store.
 
@@ -10,13 +11,17 @@ use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand, ValueEnum};
 use conference_example::app::{AppConfig, ConferenceApp, open_storage};
 use conference_example::cli::{DemoOptions, LogOptions, print_log, run_demo};
+use conference_example::server::ServeOptions;
 use cqrs_core::{MessageKind, StreamId, SystemClock};
 use uuid::Uuid;
 
 #[derive(Debug, Parser)]
 #[command(
     version,
-    about = "The Contoso conference system of the CQRS Journey, on cqrs"
+    about = "The Contoso conference system of the CQRS Journey, on cqrs",
+    long_about = "The Contoso conference system of the CQRS Journey, on cqrs.\n\nWith no \
+                  subcommand it runs `serve --seed-demo`: the web app with a demo conference.",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
     /// Where events live: sqlite://PATH, postgres://… or memory:.
@@ -27,32 +32,59 @@ struct Cli {
         default_value = "sqlite://conference.db"
     )]
     database: String,
+    #[command(flatten)]
+    serve: ServeArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
+#[derive(Debug, Clone, clap::Args)]
+struct ServeArgs {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// How long a registrant has to pay (e.g. 15m, 90s).
+    #[arg(long, default_value = "15m", value_parser = duration)]
+    reservation_window: chrono::Duration,
+    /// How much longer unpaid seats stay held, for payments under way.
+    #[arg(long, default_value = "14m", value_parser = duration)]
+    release_buffer: chrono::Duration,
+    /// Create a published demo conference if there is none (always on with no subcommand).
+    #[arg(long)]
+    seed_demo: bool,
+    /// A bearer token that opens the whole message log (`GET /api/messages`).
+    #[arg(long, env = "CONFERENCE_OPERATOR_TOKEN", hide_env_values = true)]
+    operator_token: Option<String>,
+    /// The secret owners' portal sessions are signed with (64 bytes or more; e.g. `openssl
+    /// rand -hex 32`). Give every server process on one database the same one; without it a
+    /// random key is used and sessions end when the server stops.
+    #[arg(long, env = "CONFERENCE_COOKIE_SECRET", hide_env_values = true)]
+    cookie_secret: Option<String>,
+}
+
+impl ServeArgs {
+    fn options(self, database: String) -> ServeOptions {
+        ServeOptions {
+            database,
+            listen: self.listen,
+            config: AppConfig {
+                reservation_window: self.reservation_window,
+                release_buffer: self.release_buffer,
+            },
+            seed_demo: self.seed_demo,
+            operator_token: self.operator_token,
+            cookie_secret: self.cookie_secret,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the web server: the JSON API, with the processes and read models inside.
-    Serve {
-        /// The address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: std::net::SocketAddr,
-        /// How long a registrant has to pay (e.g. 15m, 90s).
-        #[arg(long, default_value = "15m", value_parser = duration)]
-        reservation_window: chrono::Duration,
-        /// How much longer unpaid seats stay held, for payments under way.
-        #[arg(long, default_value = "14m", value_parser = duration)]
-        release_buffer: chrono::Duration,
-        /// Create a published demo conference if there is none.
-        #[arg(long)]
-        seed_demo: bool,
-        /// A bearer token that opens the whole message log (`GET /api/messages`).
-        #[arg(long, env = "CONFERENCE_OPERATOR_TOKEN", hide_env_values = true)]
-        operator_token: Option<String>,
-    },
+    /// Run the web server: the registrant's site, the owner's portal and the JSON API, with
+    /// the processes and read models inside (the default, with --seed-demo).
+    Serve(ServeArgs),
     /// Walk through registration: a paid order, a zero-cost order, a partial reservation and
-    /// an expiry, with the seats left after each step (the default).
+    /// an expiry, with the seats left after each step.
     Demo,
     /// Show the message log: every command and event, filtered.
     Log {
@@ -97,27 +129,14 @@ enum Kind {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut out = std::io::stdout().lock();
-    match cli.command.unwrap_or(Command::Demo) {
-        Command::Serve {
-            listen,
-            reservation_window,
-            release_buffer,
-            seed_demo,
-            operator_token,
-        } => {
-            let config = AppConfig {
-                reservation_window,
-                release_buffer,
-            };
-            conference_example::server::run(
-                &cli.database,
-                listen,
-                config,
-                seed_demo,
-                operator_token,
-                &mut out,
-            )
-            .await?;
+    let command = cli.command.unwrap_or_else(|| {
+        let mut serve = cli.serve.clone();
+        serve.seed_demo = true;
+        Command::Serve(serve)
+    });
+    match command {
+        Command::Serve(args) => {
+            conference_example::server::run(args.options(cli.database.clone()), &mut out).await?;
         }
         Command::Demo => {
             let storage = open_storage(&cli.database).await?;

@@ -5,6 +5,8 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use anyhow::Context;
+
 use cqrs_core::SystemClock;
 use rust_decimal::Decimal;
 
@@ -15,40 +17,74 @@ use crate::web::{WebState, serve};
 /// The slug of the demo conference `--seed-demo` creates.
 pub const DEMO_SLUG: &str = "devconf";
 
-/// Opens the storage at `database`, catches the read models and processes up with its log,
-/// then serves on `listen` until SIGTERM or Ctrl-C, and stops the engine once the last
-/// request has been answered: nothing accepted is lost.
+/// How to run the server.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Where events live: `sqlite://PATH`, `postgres://…` or `memory:`.
+    pub database: String,
+    /// The address to listen on.
+    pub listen: SocketAddr,
+    /// The reservation window and release buffer.
+    pub config: AppConfig,
+    /// Create the published demo conference if it is missing.
+    pub seed_demo: bool,
+    /// The bearer token that opens the whole message log.
+    pub operator_token: Option<String>,
+    /// The secret owners' sessions are signed with (at least 64 bytes); random if `None`.
+    pub cookie_secret: Option<String>,
+}
+
+/// Opens the storage, catches the read models and processes up with its log, then serves
+/// until SIGTERM or Ctrl-C, and stops the engine once the last request has been answered:
+/// nothing accepted is lost.
 ///
 /// # Errors
 ///
-/// If the storage cannot be opened, the address cannot be bound, or the store fails while
-/// catching up.
-pub async fn run(
-    database: &str,
-    listen: SocketAddr,
-    config: AppConfig,
-    seed_demo: bool,
-    operator_token: Option<String>,
-    out: &mut impl Write,
-) -> anyhow::Result<()> {
-    let storage = open_storage(database).await?;
+/// If the storage cannot be opened, the address cannot be bound, the cookie secret is too
+/// short, or the store fails while catching up.
+pub async fn run(options: ServeOptions, out: &mut impl Write) -> anyhow::Result<()> {
+    let ServeOptions {
+        database,
+        listen,
+        config,
+        seed_demo,
+        operator_token,
+        cookie_secret,
+    } = options;
+    let storage = open_storage(&database)
+        .await
+        .with_context(|| format!("cannot open the store at {database}"))?;
     let app = ConferenceApp::new(storage, Arc::new(SystemClock), config);
+    let mut state = WebState::new(app.clone(), operator_token);
+    if let Some(secret) = cookie_secret {
+        state = state
+            .with_cookie_secret(&secret)
+            .map_err(anyhow::Error::msg)?;
+    }
     // Everything stored so far, before taking requests: the read models start complete.
     app.settle().await?;
     if seed_demo {
         seed(&app).await?;
     }
-    let engine = app.start();
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| {
+            format!("cannot listen on {listen}; choose another address with --listen")
+        })?;
     let address = listener.local_addr()?;
+    let engine = app.start();
     writeln!(out, "conference app on {database}: http://{address}/")?;
+    if let Some(demo) = app.conference_by_slug(DEMO_SLUG) {
+        writeln!(
+            out,
+            "  demo conference: http://{address}/{DEMO_SLUG}/ \
+             (owner portal http://{address}/admin: {} with access code {})",
+            demo.owner.email, demo.access_code
+        )?;
+    }
+    writeln!(out, "  stop with Ctrl-C")?;
     out.flush()?;
-    let served = serve(
-        listener,
-        WebState::new(app, operator_token),
-        shutdown_signal(),
-    )
-    .await;
+    let served = serve(listener, state, shutdown_signal()).await;
     engine.stop().await;
     served?;
     writeln!(out, "stopped")?;

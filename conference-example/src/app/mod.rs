@@ -394,7 +394,8 @@ impl ConferenceApp {
     }
 
     /// Places an order under an id the client chose (so that a retried request does not place
-    /// a second one); if that order exists already, its seats are changed instead.
+    /// a second one); if that order exists already, its seats are changed instead. Returns the
+    /// order's version after it, which the draft order reaches once it shows the change.
     ///
     /// # Errors
     ///
@@ -405,15 +406,16 @@ impl ConferenceApp {
         order: OrderId,
         conference: ConferenceId,
         seats: Vec<SeatQuantity>,
-    ) -> Result<(), AppError> {
-        self.orders
+    ) -> Result<u64, AppError> {
+        let handled = self
+            .orders
             .handle(&order, self.register(conference, seats)?)
             .await?;
-        Ok(())
+        Ok(handled.version.get())
     }
 
     /// Changes the seats of an order not confirmed yet; they are reserved again, under the
-    /// original deadline.
+    /// original deadline. Returns the order's version after the change.
     ///
     /// # Errors
     ///
@@ -423,7 +425,7 @@ impl ConferenceApp {
         &self,
         order: OrderId,
         seats: Vec<SeatQuantity>,
-    ) -> Result<(), AppError> {
+    ) -> Result<u64, AppError> {
         let conference = self
             .orders
             .load(&order)
@@ -431,10 +433,11 @@ impl ConferenceApp {
             .state
             .map(|o| o.conference)
             .ok_or_else(|| AppError::NotFound(format!("order {order}")))?;
-        self.orders
+        let handled = self
+            .orders
             .handle(&order, self.register(conference, seats)?)
             .await?;
-        Ok(())
+        Ok(handled.version.get())
     }
 
     fn register(
@@ -539,6 +542,24 @@ impl ConferenceApp {
             .handle(&payment, PaymentCommand::Complete)
             .await?;
         Ok(())
+    }
+
+    /// A payment as the (simulated) processor shows it: what it is for, how much, and where
+    /// it stands.
+    ///
+    /// # Errors
+    ///
+    /// [`AppError::NotFound`] for an unknown payment, [`AppError::Unavailable`] if the store
+    /// fails.
+    pub async fn payment(
+        &self,
+        payment: PaymentId,
+    ) -> Result<ThirdPartyProcessorPayment, AppError> {
+        self.payments
+            .load(&payment)
+            .await?
+            .state
+            .ok_or_else(|| AppError::NotFound(format!("payment {payment}")))
     }
 
     /// The registrant cancelled a payment.

@@ -262,10 +262,24 @@ pub enum ConferenceError {
     SeatTypeOnSale,
 }
 
-/// Whether `slug` can name a conference in a URL: letters, digits and `_`.
+/// Top-level paths of the web app that a conference's slug would shadow.
+pub const RESERVED_SLUGS: [&str; 4] = ["admin", "api", "static", "assets"];
+
+/// Whether `slug` can name a conference in a URL: letters, digits and `_`, and not one of
+/// the [`RESERVED_SLUGS`] (in any case).
+///
+/// ```
+/// use conference_example::domain::is_valid_slug;
+/// assert!(is_valid_slug("devconf_2026"));
+/// assert!(!is_valid_slug("dev conf"));
+/// assert!(!is_valid_slug("Admin"));
+/// ```
 #[must_use]
 pub fn is_valid_slug(slug: &str) -> bool {
-    !slug.is_empty() && slug.len() <= 64 && slug.chars().all(|c| c.is_alphanumeric() || c == '_')
+    !slug.is_empty()
+        && slug.len() <= 64
+        && slug.chars().all(|c| c.is_alphanumeric() || c == '_')
+        && !RESERVED_SLUGS.iter().any(|r| r.eq_ignore_ascii_case(slug))
 }
 
 impl Aggregate for Conference {
@@ -294,7 +308,7 @@ impl Aggregate for Conference {
             ) => {
                 if !is_valid_slug(&slug) {
                     return Err(ConferenceError::Invalid(format!(
-                        "{slug:?} is not a slug: use letters, digits and _"
+                        "{slug:?} is not a slug: use letters, digits and _ (and not admin, api, static or assets)"
                     )));
                 }
                 details.validate()?;

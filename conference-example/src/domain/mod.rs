@@ -27,7 +27,7 @@ pub use crate::domain::assignments::{
 pub use crate::domain::conference::{
     Conference, ConferenceCommand, ConferenceDetails, ConferenceError, ConferenceEvent,
     ConferenceSlug, ConferenceSlugCommand, ConferenceSlugError, ConferenceSlugEvent, Owner,
-    SeatType, is_valid_slug,
+    RESERVED_SLUGS, SeatType, is_valid_slug,
 };
 pub use crate::domain::order::{Order, OrderCommand, OrderError, OrderEvent, OrderStatus};
 pub use crate::domain::payment::{

@@ -1,5 +1,6 @@
-//! The web server: the JSON API (and, next, the registrant site and the owner portal) over
-//! one [`ConferenceApp`], with its processes and read models running inside.
+//! The web server: the registrant's site (`/`), the owner's portal (`/admin`) and the JSON
+//! API (`/api`), all over one [`ConferenceApp`], with its processes and read models running
+//! inside.
 //!
 //! # Examples
 //!
@@ -17,13 +18,15 @@
 mod api;
 mod error;
 mod extract;
+mod pages;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, FromRef};
+use axum_extra::extract::cookie::Key;
 use tokio::net::TcpListener;
 
 use crate::app::{AppError, ConferenceApp};
@@ -40,17 +43,50 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 pub struct WebState {
     app: ConferenceApp,
     operator_token: Option<Arc<str>>,
+    cookie_key: Key,
+}
+
+impl FromRef<WebState> for Key {
+    fn from_ref(state: &WebState) -> Self {
+        state.cookie_key.clone()
+    }
 }
 
 impl WebState {
     /// The state for `app`; `operator_token`, if given, opens the operator's endpoints (the
-    /// whole message log) as a bearer token.
+    /// whole message log) as a bearer token. Owners' portal sessions are signed with a
+    /// random key, so they end when the server stops; see
+    /// [`with_cookie_secret`](Self::with_cookie_secret).
     #[must_use]
     pub fn new(app: ConferenceApp, operator_token: Option<String>) -> Self {
         Self {
             app,
             operator_token: operator_token.map(Arc::from),
+            cookie_key: Key::generate(),
         }
+    }
+
+    /// Signs owners' sessions with a key derived from `secret`, so that they survive a
+    /// restart and several server processes on one database accept each other's sessions.
+    ///
+    /// # Errors
+    ///
+    /// If `secret` is shorter than 64 bytes (`openssl rand -hex 32` makes one).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use conference_example::app::{AppConfig, ConferenceApp};
+    /// # use conference_example::web::WebState;
+    /// # use cqrs_core::{InMemoryEventStore, SystemClock};
+    /// # let app = ConferenceApp::new(Arc::new(InMemoryEventStore::new()), Arc::new(SystemClock), AppConfig::default());
+    /// let state = WebState::new(app, None);
+    /// assert!(state.clone().with_cookie_secret("too short").is_err());
+    /// assert!(state.with_cookie_secret(&"3f".repeat(32)).is_ok());
+    /// ```
+    pub fn with_cookie_secret(mut self, secret: &str) -> Result<Self, String> {
+        self.cookie_key = Key::try_from(secret.as_bytes())
+            .map_err(|_| "the cookie secret needs at least 64 bytes".to_owned())?;
+        Ok(self)
     }
 
     /// Waits (a bounded time) until the conference directory shows the conference's latest
@@ -89,9 +125,25 @@ impl WebState {
 /// Every route of the server.
 pub fn router(state: WebState) -> Router {
     api::routes()
-        .fallback(|| async { ApiError::not_found("no such page") })
+        .merge(pages::routes())
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
+}
+
+/// An unknown path: a JSON error under `/api`, a page elsewhere.
+async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if uri.path().starts_with("/api/") {
+        ApiError::not_found("no such endpoint").into_response()
+    } else {
+        let site = if uri.path().starts_with("/admin") {
+            pages::Site::Owner
+        } else {
+            pages::Site::Registrant
+        };
+        pages::PageError::not_found(site, "There is no such page.").into_response()
+    }
 }
 
 /// Serves `state` on `listener` until `shutdown` completes, then lets requests in flight

@@ -1,8 +1,10 @@
 //! The JSON API over real HTTP, on SQLite and PostgreSQL: every endpoint, its errors and its
-//! auth, and 200 registrants racing for a small quota.
+//! auth, and 200 registrants racing for a small quota; and the HTML pages' answers to bad
+//! input and to the owner portal's sessions.
 
 mod api;
 mod concurrency;
+mod pages;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,0 +1,775 @@
+//! The owner's portal at `/admin`: create a conference, edit it, manage its seat types,
+//! publish or unpublish it, and see its orders and attendees (UI.md, "Business Customer
+//! portal"). An owner signs in with their email and the conference's access code; the
+//! session is a signed, HTTP-only cookie, and a wrong code sees nothing.
+
+use std::str::FromStr;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum_extra::extract::SignedCookieJar;
+use axum_extra::extract::cookie::{Cookie, SameSite};
+use maud::{Markup, html};
+use rust_decimal::Decimal;
+
+use crate::app::{AppError, NewConference, Rejection};
+use crate::domain::{
+    AccessCode, ConferenceCommand, ConferenceDetails, ConferenceError, ConferenceId,
+    ConferenceSlugError, Owner, SeatType, SeatTypeId,
+};
+use crate::read::{ConferenceView, PaymentStatus};
+use crate::web::WebState;
+use crate::web::pages::{Fields, PageError, PagePath, Site, day, errors, layout, money, see_other};
+
+type PageResult = Result<Response, PageError>;
+
+const SITE: Site = Site::Owner;
+
+/// The session cookie: `{conference id}|{access code}|{owner email}`, signed.
+const SESSION: &str = "conference_owner";
+
+pub(crate) fn routes() -> Router<WebState> {
+    Router::new()
+        .route("/admin", get(home))
+        .route("/admin/", get(home))
+        .route("/admin/login", get(login_form).post(login))
+        .route("/admin/logout", post(logout))
+        .route("/admin/create", get(create_form).post(create))
+        .route("/admin/{id}", get(details))
+        .route("/admin/{id}/edit", get(edit_form).post(edit))
+        .route("/admin/{id}/publish", post(publish))
+        .route("/admin/{id}/unpublish", post(unpublish))
+        .route("/admin/{id}/seats", get(seat_types).post(add_seat_type))
+        .route(
+            "/admin/{id}/seats/{seat_type}",
+            get(seat_type_form).post(update_seat_type),
+        )
+        .route(
+            "/admin/{id}/seats/{seat_type}/delete",
+            post(delete_seat_type),
+        )
+        .route("/admin/{id}/orders", get(orders))
+}
+
+// ----- the session -----
+
+fn session_cookie(view: &ConferenceView) -> Cookie<'static> {
+    Cookie::build((
+        SESSION,
+        format!("{}|{}|{}", view.id, view.access_code, view.owner.email),
+    ))
+    .path("/admin")
+    .http_only(true)
+    .same_site(SameSite::Lax)
+    .build()
+}
+
+/// The conference `id`, if the session is its owner's; otherwise a 401 page that shows
+/// nothing of it.
+fn signed_in(
+    state: &WebState,
+    jar: &SignedCookieJar,
+    id: ConferenceId,
+) -> Result<ConferenceView, PageError> {
+    let denied = || {
+        PageError::new(
+            SITE,
+            StatusCode::UNAUTHORIZED,
+            "Please log in",
+            "Log in with the owner's email and the conference's access code to manage it.",
+        )
+    };
+    let cookie = jar.get(SESSION).ok_or_else(denied)?;
+    let mut parts = cookie.value().splitn(3, '|');
+    let (Some(session_id), Some(code), Some(email)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(denied());
+    };
+    let code = AccessCode::from_str(code).map_err(|_| denied())?;
+    let view = state
+        .app
+        .owner_conference(email, &code)
+        .map_err(|_| denied())?;
+    if session_id != id.to_string() || view.id != id {
+        return Err(denied());
+    }
+    Ok(view)
+}
+
+fn app_error(err: AppError) -> PageError {
+    PageError::from_app(SITE, err)
+}
+
+/// What to tell an owner when a command is refused, or the error page for anything else.
+fn refusal(err: AppError) -> Result<String, PageError> {
+    match err {
+        AppError::Rejected(Rejection::Slug(ConferenceSlugError::Taken)) => {
+            Ok("The chosen conference slug is already taken.".to_owned())
+        }
+        AppError::Rejected(Rejection::Conference(ConferenceError::Invalid(m))) => Ok(m),
+        AppError::Rejected(Rejection::Conference(e)) => Ok(e.to_string()),
+        other => Err(app_error(other)),
+    }
+}
+
+fn tabs(view: &ConferenceView, current: &str) -> Markup {
+    let id = view.id;
+    html! {
+        h1 { (view.details.name) " " @if view.published { span.badge.ok { "Published" } } @else { span.badge { "Not published" } } }
+        nav.tabs {
+            a.current[current == "details"] href={"/admin/" (id)} { "Conference details" }
+            a.current[current == "seats"] href={"/admin/" (id) "/seats"} { "Seat types" }
+            a.current[current == "orders"] href={"/admin/" (id) "/orders"} { "Registrations" }
+        }
+    }
+}
+
+// ----- home, log in, create -----
+
+async fn home() -> Markup {
+    let body = html! {
+        section.card {
+            h1 { "Contoso Conference Management Portal" }
+            p { "Create a conference, sell its seats, and see who registered." }
+            div.actions {
+                a.button href="/admin/login" { "Log in" }
+                a.button.secondary href="/admin/create" { "Create conference" }
+            }
+        }
+    };
+    layout(SITE, "Management portal", &body)
+}
+
+fn login_page(email: &str, messages: &[String]) -> Markup {
+    let body = html! {
+        section.card {
+            h1 { "Log in" }
+            p.meta { "Use the email you created the conference with and its access code." }
+            (errors(messages))
+            form.stack method="post" action="/admin/login" {
+                label for="email" { "Owner email" }
+                input #email type="email" name="email" required value=(email);
+                label for="access_code" { "Access code" }
+                input #access_code type="password" name="access_code" required autocomplete="off";
+                div.actions { button type="submit" { "Log in" } }
+            }
+        }
+    };
+    layout(SITE, "Log in", &body)
+}
+
+async fn login_form() -> Markup {
+    login_page("", &[])
+}
+
+async fn login(State(state): State<WebState>, jar: SignedCookieJar, fields: Fields) -> Response {
+    let email = fields.text("email");
+    let found = AccessCode::from_str(&fields.text("access_code"))
+        .ok()
+        .and_then(|code| state.app.owner_conference(&email, &code).ok());
+    match found {
+        Some(view) => (
+            jar.add(session_cookie(&view)),
+            see_other(&format!("/admin/{}", view.id)),
+        )
+            .into_response(),
+        None => (
+            StatusCode::UNAUTHORIZED,
+            login_page(
+                &email,
+                &[
+                    "Could not locate a conference with the provided email and access code."
+                        .to_owned(),
+                ],
+            ),
+        )
+            .into_response(),
+    }
+}
+
+async fn logout(jar: SignedCookieJar) -> Response {
+    (
+        jar.remove(Cookie::build(SESSION).path("/admin")),
+        see_other("/admin"),
+    )
+        .into_response()
+}
+
+/// The values of the conference form.
+#[derive(Debug, Default)]
+struct ConferenceForm {
+    owner_name: String,
+    owner_email: String,
+    slug: String,
+    name: String,
+    description: String,
+    location: String,
+    tagline: String,
+    twitter_search: String,
+    start_date: String,
+    end_date: String,
+}
+
+impl ConferenceForm {
+    fn from_fields(fields: &Fields) -> Self {
+        Self {
+            owner_name: fields.text("owner_name"),
+            owner_email: fields.text("owner_email"),
+            slug: fields.text("slug"),
+            name: fields.text("name"),
+            description: fields.text("description"),
+            location: fields.text("location"),
+            tagline: fields.text("tagline"),
+            twitter_search: fields.text("twitter_search"),
+            start_date: fields.text("start_date"),
+            end_date: fields.text("end_date"),
+        }
+    }
+
+    fn of(view: &ConferenceView) -> Self {
+        Self {
+            owner_name: view.owner.name.clone(),
+            owner_email: view.owner.email.clone(),
+            slug: view.slug.clone(),
+            name: view.details.name.clone(),
+            description: view.details.description.clone(),
+            location: view.details.location.clone(),
+            tagline: view.details.tagline.clone(),
+            twitter_search: view.details.twitter_search.clone(),
+            start_date: day(view.details.start_date),
+            end_date: day(view.details.end_date),
+        }
+    }
+
+    fn details(&self, fields: &Fields) -> Result<ConferenceDetails, Vec<String>> {
+        let start = fields.date("start_date", "Start date");
+        let end = fields.date("end_date", "End date");
+        match (start, end) {
+            (Ok(start_date), Ok(end_date)) => Ok(ConferenceDetails {
+                name: self.name.clone(),
+                description: self.description.clone(),
+                location: self.location.clone(),
+                tagline: self.tagline.clone(),
+                twitter_search: self.twitter_search.clone(),
+                start_date,
+                end_date,
+            }),
+            (start, end) => Err(start.err().into_iter().chain(end.err()).collect()),
+        }
+    }
+}
+
+/// The conference form; `creating` adds the owner and the slug.
+fn conference_form(
+    action: &str,
+    form: &ConferenceForm,
+    creating: bool,
+    messages: &[String],
+) -> Markup {
+    html! {
+        (errors(messages))
+        form.stack method="post" action=(action) {
+            @if creating {
+                label for="owner_name" { "Owner name" }
+                input #owner_name type="text" name="owner_name" required value=(form.owner_name);
+                label for="owner_email" { "Owner email" }
+                input #owner_email type="email" name="owner_email" required value=(form.owner_email);
+                label for="slug" { "Slug (the conference's address: letters, digits and _)" }
+                input #slug type="text" name="slug" required pattern="\\w+" value=(form.slug);
+            }
+            label for="name" { "Name" }
+            input #name type="text" name="name" required value=(form.name);
+            label for="tagline" { "Tagline (optional)" }
+            input #tagline type="text" name="tagline" value=(form.tagline);
+            label for="description" { "Description" }
+            textarea #description name="description" required rows="4" { (form.description) }
+            label for="location" { "Location" }
+            input #location type="text" name="location" required value=(form.location);
+            label for="twitter_search" { "Twitter search (optional)" }
+            input #twitter_search type="text" name="twitter_search" value=(form.twitter_search);
+            label for="start_date" { "Start date" }
+            input #start_date type="date" name="start_date" required value=(form.start_date);
+            label for="end_date" { "End date" }
+            input #end_date type="date" name="end_date" required value=(form.end_date);
+            div.actions {
+                button type="submit" { @if creating { "Create" } @else { "Save" } }
+            }
+        }
+    }
+}
+
+fn create_page(form: &ConferenceForm, messages: &[String]) -> Markup {
+    let body = html! {
+        section.card {
+            h1 { "Create a conference" }
+            p.meta { "It starts unpublished: add its seat types, then publish it." }
+            (conference_form("/admin/create", form, true, messages))
+        }
+    };
+    layout(SITE, "Create a conference", &body)
+}
+
+async fn create_form() -> Markup {
+    create_page(&ConferenceForm::default(), &[])
+}
+
+async fn create(State(state): State<WebState>, jar: SignedCookieJar, fields: Fields) -> PageResult {
+    let form = ConferenceForm::from_fields(&fields);
+    let details = match form.details(&fields) {
+        Ok(details) => details,
+        Err(messages) => {
+            return Ok((StatusCode::BAD_REQUEST, create_page(&form, &messages)).into_response());
+        }
+    };
+    let created = state
+        .app
+        .create_conference(NewConference {
+            slug: form.slug.clone(),
+            details,
+            owner: Owner {
+                name: form.owner_name.clone(),
+                email: form.owner_email.clone(),
+            },
+        })
+        .await;
+    let id = match created {
+        Ok((id, _)) => id,
+        Err(err) => {
+            let message = refusal(err)?;
+            let status = if message.contains("taken") {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return Ok((status, create_page(&form, &[message])).into_response());
+        }
+    };
+    state.wait_for_conference(id).await;
+    let view = state
+        .app
+        .conference(id)
+        .ok_or_else(|| PageError::new(SITE, StatusCode::SERVICE_UNAVAILABLE, "Try again", "The conference was created but is not visible yet; log in with the access code in a moment."))?;
+    Ok((
+        jar.add(session_cookie(&view)),
+        see_other(&format!("/admin/{id}")),
+    )
+        .into_response())
+}
+
+// ----- a conference -----
+
+async fn details(
+    State(state): State<WebState>,
+    jar: SignedCookieJar,
+    PagePath(id): PagePath<ConferenceId>,
+) -> PageResult {
+    let view = signed_in(&state, &jar, id)?;
+    let d = &view.details;
+    let body = html! {
+        section.card {
+            (tabs(&view, "details"))
+            h2 { "Owner" }
+            dl.facts {
+                dt { "Name" } dd { (view.owner.name) }
+                dt { "Email" } dd { (view.owner.email) }
+                dt { "Access code" } dd { span.code #access-code { (view.access_code) } }
+            }
+            h2 { "Conference" }
+            dl.facts {
+                dt { "Name" } dd { (d.name) }
+                dt { "Tagline" } dd { (d.tagline) }
+                dt { "Slug" } dd {
+                    (view.slug)
+                    @if view.published { " · " a href={"/" (view.slug) "/"} { "see it as registrants do" } }
+                }
+                dt { "Location" } dd { (d.location) }
+                dt { "Twitter search" } dd { (d.twitter_search) }
+                dt { "Description" } dd { (d.description) }
+                dt { "Dates" } dd { (day(d.start_date)) " to " (day(d.end_date)) }
+            }
+            div.actions {
+                a.button.secondary href={"/admin/" (id) "/edit"} { "Edit" }
+                @if view.published {
+                    form method="post" action={"/admin/" (id) "/unpublish"} { button #unpublish.secondary type="submit" { "Unpublish" } }
+                } @else {
+                    form method="post" action={"/admin/" (id) "/publish"} { button #publish type="submit" { "Publish" } }
+                }
+                a.button.secondary href={"/admin/" (id) "/seats"} { "Configure seats" }
+                form method="post" action="/admin/logout" { button.secondary type="submit" { "Log out" } }
+            }
+        }
+    };
+    Ok(layout(SITE, &view.details.name, &body).into_response())
+}
+
+fn edit_page(view: &ConferenceView, form: &ConferenceForm, messages: &[String]) -> Markup {
+    let body = html! {
+        section.card {
+            (tabs(view, "details"))
+            h2 { "Edit the conference" }
+            (conference_form(&format!("/admin/{}/edit", view.id), form, false, messages))
+        }
+    };
+    layout(SITE, "Edit", &body)
+}
+
+async fn edit_form(
+    State(state): State<WebState>,
+    jar: SignedCookieJar,
+    PagePath(id): PagePath<ConferenceId>,
+) -> PageResult {
+    let view = signed_in(&state, &jar, id)?;
+    Ok(edit_page(&view, &ConferenceForm::of(&view), &[]).into_response())
+}
+
+async fn edit(
+    State(state): State<WebState>,
+    jar: SignedCookieJar,
+    PagePath(id): PagePath<ConferenceId>,
+    fields: Fields,
+) -> PageResult {
+    let view = signed_in(&state, &jar, id)?;
+    let form = ConferenceForm::from_fields(&fields);
+    let details = match form.details(&fields) {
+        Ok(details) => details,
+        Err(messages) => {
+            return Ok(
+                (StatusCode::BAD_REQUEST, edit_page(&view, &form, &messages)).into_response(),
+            );
+        }
+    };
+    if let Err(err) = state
+        .app
+        .manage(id, ConferenceCommand::Update { details })
+        .await
+    {
+        let message = refusal(err)?;
+        return Ok((StatusCode::BAD_REQUEST, edit_page(&view, &form, &[message])).into_response());
+    }
+    state.wait_for_conference(id).await;
+    Ok(see_other(&format!("/admin/{id}")))
+}
+
+async fn publish(
+    State(state): State<WebState>,
+    jar: SignedCookieJar,
+    PagePath(id): PagePath<ConferenceId>,
+) -> PageResult {
+    signed_in(&state, &jar, id)?;
+    state
+        .app
+        .manage(id, ConferenceCommand::Publish)
+        .await
+        .map_err(app_error)?;
+    state.wait_for_conference(id).await;
+    Ok(see_other(&format!("/admin/{id}")))
+}
+
+async fn unpublish(
+    State(state): State<WebState>,
+    jar: SignedCookieJar,
+    PagePath(id): PagePath<ConferenceId>,
+) -> PageResult {
+    signed_in(&state, &jar, id)?;
+    state
+        .app
+        .manage(id, ConferenceCommand::Unpublish)
+        .await
+        .map_err(app_error)?;
+    state.wait_for_conference(id).await;
+    Ok(see_other(&format!("/admin/{id}")))
+}
+
+// ----- seat types -----
+
+/// The values of a seat type form.
+#[derive(Debug, Default)]
+struct SeatForm {
+    name: String,
+    description: String,
+    quantity: String,
+    price: String,
+}
+
+impl SeatForm {
+    fn from_fields(fields: &Fields) -> Self {
+        Self {
+            name: fields.text("name"),
+            description: fields.text("description"),
+            quantity: fields.text("quantity"),
+            price: fields.text("price"),
+        }
+    }
+
+    fn seat_type(&self) -> Result<SeatType, Vec<String>> {
+        let quantity = self.quantity.parse::<u32>().map_err(|_| {
+            format!(
+                "Quantity: {:?} is not a whole number from 0 to 100000.",
+                self.quantity
+            )
+        });
+        let price = Decimal::from_str(&self.price)
+            .map_err(|_| format!("Price: {:?} is not an amount from 0 to 50000.", self.price));
+        match (quantity, price) {
+            (Ok(quantity), Ok(price)) => Ok(SeatType {
+                name: self.name.clone(),
+                description: self.description.clone(),
+                quantity,
+                price,
+            }),
+            (q, p) => Err(q.err().into_iter().chain(p.err()).collect()),
+        }
+    }
+}
+
+fn seat_fields(form: &SeatForm) -> Markup {
+    html! {
+        label for="seat_name" { "Name" }
+        input #seat_name type="text" name="name" required minlength="2" maxlength="70" value=(form.name);
+        label for="seat_description" { "Description" }
+        input #seat_description type="text" name="description" required maxlength="250" value=(form.description);
+        label for="seat_quantity" { "Quantity" }
+        input #seat_quantity type="number" name="quantity" required min="0" max="100000" value=(form.quantity);
+        label for="seat_price" { "Price" }
+        input #seat_price type="number" name="price" required min="0" max="50000" step="0.01" value=(form.price);
+    }
+}
+
+fn seat_types_page(view: &ConferenceView, form: &SeatForm, messages: &[String]) -> Markup {
+    let id = view.id;
+    let body = html! {
+        section.card {
+            (tabs(view, "seats"))
+            h2 { "Seat types" }
+            (errors(messages))
+            @if view.seat_types.is_empty() {
+                p { "No seat types yet: add the first one below." }
+            } @else {
+                table.seat-types {
+                    thead { tr {
+                        th { "Name" } th { "Description" } th.num { "Quantity" } th.num { "Price" }
+                        th.num { "Available" } th {}
+                    } }
+                    tbody {
+                        @for seat in view.seat_types.values() {
+                            tr {
+                                td { (seat.name) } td { (seat.description) }
+                                td.num { (seat.quantity) } td.num { (money(seat.price)) }
+                                td.num {
+                                    @if seat.on_sale { (seat.available.max(0)) } @else { span.meta { "on sale once published" } }
+                                }
+                                td { div.actions {
+                                    a.button.secondary href={"/admin/" (id) "/seats/" (seat.id)} { "Edit" }
+                                    form method="post" action={"/admin/" (id) "/seats/" (seat.id) "/delete"} {
+                                        button.danger type="submit" disabled[seat.on_sale]
+                                            title=(if seat.on_sale { "Seats of a conference that was published stay on sale" } else { "Delete this seat type" }) { "Delete" }
+                                    }
+                                } }
+                            }
+                        }
+                    }
+                }
+            }
+            h3 { "Add a seat type" }
+            form.stack method="post" action={"/admin/" (id) "/seats"} {
+                (seat_fields(form))
+                div.actions { button #add-seat-type type="submit" { "Add" } }
+            }
+        }
+    };
+    layout(SITE, "Seat types", &body)
+}
+
+async fn seat_types(
+    State(state): State<WebState>,
+    jar: SignedCookieJar,
+    PagePath(id): PagePath<ConferenceId>,
+) -> PageResult {
+    let view = signed_in(&state, &jar, id)?;
+    Ok(seat_types_page(&view, &SeatForm::default(), &[]).into_response())
+}
+
+async fn add_seat_type(
+    State(state): State<WebState>,
+    jar: SignedCookieJar,
+    PagePath(id): PagePath<ConferenceId>,
+    fields: Fields,
+) -> PageResult {
+    let view = signed_in(&state, &jar, id)?;
+    let form = SeatForm::from_fields(&fields);
+    let seat_type = match form.seat_type() {
+        Ok(seat_type) => seat_type,
+        Err(messages) => {
+            return Ok((
+                StatusCode::BAD_REQUEST,
+                seat_types_page(&view, &form, &messages),
+            )
+                .into_response());
+        }
+    };
+    if let Err(err) = state.app.add_seat_type(id, seat_type).await {
+        let message = refusal(err)?;
+        return Ok((
+            StatusCode::BAD_REQUEST,
+            seat_types_page(&view, &form, &[message]),
+        )
+            .into_response());
+    }
+    state.wait_for_conference(id).await;
+    Ok(see_other(&format!("/admin/{id}/seats")))
+}
+
+fn seat_type_page(
+    view: &ConferenceView,
+    seat_type: SeatTypeId,
+    form: &SeatForm,
+    messages: &[String],
+) -> Markup {
+    let body = html! {
+        section.card {
+            (tabs(view, "seats"))
+            h2 { "Edit a seat type" }
+            (errors(messages))
+            form.stack method="post" action={"/admin/" (view.id) "/seats/" (seat_type)} {
+                (seat_fields(form))
+                div.actions {
+                    button type="submit" { "Save" }
+                    a.button.secondary href={"/admin/" (view.id) "/seats"} { "Cancel" }
+                }
+            }
+        }
+    };
+    layout(SITE, "Edit a seat type", &body)
+}
+
+async fn seat_type_form(
+    State(state): State<WebState>,
+    jar: SignedCookieJar,
+    PagePath((id, seat_type)): PagePath<(ConferenceId, SeatTypeId)>,
+) -> PageResult {
+    let view = signed_in(&state, &jar, id)?;
+    let seat = view
+        .seat_types
+        .get(&seat_type)
+        .ok_or_else(|| PageError::not_found(SITE, "There is no such seat type."))?;
+    let form = SeatForm {
+        name: seat.name.clone(),
+        description: seat.description.clone(),
+        quantity: seat.quantity.to_string(),
+        price: seat.price.to_string(),
+    };
+    Ok(seat_type_page(&view, seat_type, &form, &[]).into_response())
+}
+
+async fn update_seat_type(
+    State(state): State<WebState>,
+    jar: SignedCookieJar,
+    PagePath((id, seat_type)): PagePath<(ConferenceId, SeatTypeId)>,
+    fields: Fields,
+) -> PageResult {
+    let view = signed_in(&state, &jar, id)?;
+    let form = SeatForm::from_fields(&fields);
+    let seats = match form.seat_type() {
+        Ok(seats) => seats,
+        Err(messages) => {
+            return Ok((
+                StatusCode::BAD_REQUEST,
+                seat_type_page(&view, seat_type, &form, &messages),
+            )
+                .into_response());
+        }
+    };
+    if let Err(err) = state
+        .app
+        .manage(id, ConferenceCommand::UpdateSeatType { seat_type, seats })
+        .await
+    {
+        let message = refusal(err)?;
+        return Ok((
+            StatusCode::BAD_REQUEST,
+            seat_type_page(&view, seat_type, &form, &[message]),
+        )
+            .into_response());
+    }
+    state.wait_for_conference(id).await;
+    Ok(see_other(&format!("/admin/{id}/seats")))
+}
+
+async fn delete_seat_type(
+    State(state): State<WebState>,
+    jar: SignedCookieJar,
+    PagePath((id, seat_type)): PagePath<(ConferenceId, SeatTypeId)>,
+) -> PageResult {
+    let view = signed_in(&state, &jar, id)?;
+    if let Err(err) = state
+        .app
+        .manage(id, ConferenceCommand::DeleteSeatType { seat_type })
+        .await
+    {
+        let message = refusal(err)?;
+        return Ok((
+            StatusCode::CONFLICT,
+            seat_types_page(&view, &SeatForm::default(), &[message]),
+        )
+            .into_response());
+    }
+    state.wait_for_conference(id).await;
+    Ok(see_other(&format!("/admin/{id}/seats")))
+}
+
+// ----- orders -----
+
+async fn orders(
+    State(state): State<WebState>,
+    jar: SignedCookieJar,
+    PagePath(id): PagePath<ConferenceId>,
+) -> PageResult {
+    let view = signed_in(&state, &jar, id)?;
+    let orders = state.app.conference_orders(id);
+    let body = html! {
+        section.card {
+            (tabs(&view, "orders"))
+            h2 { "Orders and attendees" }
+            @if orders.is_empty() {
+                p { "No orders yet." }
+            } @else {
+                table.orders {
+                    thead { tr {
+                        th { "Order code" } th { "Status" } th.num { "Total" }
+                        th { "Registrant" } th { "Email" } th { "Attendees" }
+                    } }
+                    tbody {
+                        @for o in &orders {
+                            tr {
+                                td { code { (o.access_code) } }
+                                td {
+                                    @match o.status {
+                                        PaymentStatus::Paid => span.badge.ok { "Paid" },
+                                        PaymentStatus::Pending => span.badge { "Pending" },
+                                    }
+                                }
+                                td.num { (money(o.total)) }
+                                td { (o.registrant_name.as_deref().unwrap_or("—")) }
+                                td { (o.registrant_email.as_deref().unwrap_or("—")) }
+                                td {
+                                    @for seat in &o.seats {
+                                        div {
+                                            (seat.seat_name) ": "
+                                            @if let Some(a) = &seat.attendee {
+                                                (a.last_name) " " (a.first_name) ", " (a.email)
+                                            } @else { span.meta { "unassigned" } }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    Ok(layout(SITE, "Registrations", &body).into_response())
+}

@@ -1,0 +1,406 @@
+//! The HTML sites over plain HTTP: what the browser tests cannot cheaply reach — bad input
+//! on every form, unknown pages, and the owner portal's session (a wrong code, a forged or
+//! foreign cookie, sees nothing).
+
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::redirect::Policy;
+
+use crate::{Server, sqlite};
+
+/// A client that shows redirects instead of following them.
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn page(server: &Server, path: &str) -> (u16, String) {
+    let response = client().get(server.url(path)).send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+async fn form(
+    server: &Server,
+    path: &str,
+    fields: &[(&str, &str)],
+    cookie: Option<&str>,
+) -> reqwest::Response {
+    let mut request = client().post(server.url(path)).form(fields);
+    if let Some(cookie) = cookie {
+        request = request.header(COOKIE, cookie);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrant_pages_answer_bad_input_with_a_page_and_a_4xx() {
+    let server = sqlite().await;
+    let conference = server.published_conference("pages", 5).await;
+
+    let (status, home) = page(&server, "/").await;
+    assert_eq!(status, 200);
+    assert!(home.contains("href=\"/pages/\""), "{home}");
+    let (status, selection) = page(&server, "/pages/register").await;
+    assert_eq!(status, 200);
+    assert!(selection.contains("Available"));
+    assert!(selection.contains(&format!("qty_{}", conference.paid)));
+
+    for (path, code) in [
+        ("/nothing/", 404),
+        ("/nothing/register", 404),
+        ("/pages/order/not-an-id", 404),
+        ("/pages/registrant?order_id=nope", 400),
+        ("/pages/no/such/page", 404),
+    ] {
+        let (status, body) = page(&server, path).await;
+        assert_eq!(status, code, "{path}: {body}");
+        assert!(
+            body.starts_with("<!DOCTYPE html>"),
+            "{path}: a page, not JSON"
+        );
+    }
+    // An unknown order is not waited for.
+    let started = std::time::Instant::now();
+    let (status, _) = page(
+        &server,
+        &format!("/pages/registrant?order_id={}", uuid::Uuid::now_v7()),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+
+    let order = uuid::Uuid::now_v7().to_string();
+    let qty = format!("qty_{}", conference.paid);
+    for (fields, status, says) in [
+        (
+            vec![("order_id", order.as_str())],
+            400,
+            "One or more items are required",
+        ),
+        (
+            vec![("order_id", order.as_str()), (qty.as_str(), "-1")],
+            400,
+            "cannot be negative",
+        ),
+        (
+            vec![("order_id", order.as_str()), (qty.as_str(), "two")],
+            400,
+            "is not a quantity",
+        ),
+        (
+            vec![("order_id", "nope"), (qty.as_str(), "1")],
+            400,
+            "not valid",
+        ),
+        (
+            vec![("order_id", order.as_str()), (qty.as_str(), "6")],
+            409,
+            "Only 5 seats of Full pass are left",
+        ),
+        (
+            vec![
+                ("order_id", order.as_str()),
+                ("qty_0190a5d2-0000-7000-8000-000000000000", "1"),
+            ],
+            409,
+            "no longer on sale",
+        ),
+    ] {
+        let response = form(&server, "/pages/register", &fields, None).await;
+        assert_eq!(response.status().as_u16(), status, "{fields:?}");
+        let body = response.text().await.unwrap();
+        assert!(body.contains(says), "{fields:?}: {body}");
+    }
+    // Nothing was placed by any of them.
+    let (status, _) = server.get(&format!("/api/orders/{order}")).await;
+    assert_eq!(status, 404);
+
+    // A right one goes to checkout, which shows the order once it is reserved.
+    let response = form(
+        &server,
+        "/pages/register",
+        &[("order_id", &order), (&qty, "2")],
+        None,
+    )
+    .await;
+    assert_eq!(response.status().as_u16(), 303);
+    let next = response.headers()[LOCATION].to_str().unwrap().to_owned();
+    assert!(
+        next.starts_with(&format!("/pages/registrant?order_id={order}&min_version=")),
+        "{next}"
+    );
+    let (status, checkout) = page(&server, &next).await;
+    assert_eq!(status, 200, "{checkout}");
+    assert!(checkout.contains("$200.00"), "{checkout}");
+    assert!(checkout.contains("payment-method"));
+
+    // Checkout refuses mismatched emails, and keeps what was typed.
+    let response = form(
+        &server,
+        "/pages/registrant",
+        &[
+            ("order_id", &order),
+            ("first_name", "Ana"),
+            ("last_name", "Lima"),
+            ("email", "ana@example.com"),
+            ("confirm_email", "ana@example.org"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(response.status().as_u16(), 400);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("The two emails differ"), "{body}");
+    assert!(body.contains("value=\"Lima\""), "{body}");
+    let response = form(
+        &server,
+        "/pages/registrant",
+        &[
+            ("order_id", &order),
+            ("first_name", "Ana"),
+            ("last_name", "Lima"),
+            ("email", "not-an-email"),
+            ("confirm_email", "not-an-email"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(response.status().as_u16(), 400);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("is not an email address")
+    );
+
+    // A form over the body limit is a 400 page.
+    let big = "x".repeat(70 * 1024);
+    let response = form(
+        &server,
+        "/pages/register",
+        &[("order_id", &order), ("pad", &big)],
+        None,
+    )
+    .await;
+    assert_eq!(response.status().as_u16(), 400);
+    assert!(response.text().await.unwrap().contains("64 KiB"));
+
+    // Locating with a wrong code finds nothing and keeps the email.
+    let response = form(
+        &server,
+        "/pages/order/find",
+        &[("email", "ana@example.com"), ("access_code", "AAAAAA")],
+        None,
+    )
+    .await;
+    assert_eq!(response.status().as_u16(), 404);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("Could not find an order"));
+    assert!(body.contains("value=\"ana@example.com\""));
+}
+
+/// The session cookie the portal set on `response`.
+fn session(response: &reqwest::Response) -> String {
+    let set = response.headers()[SET_COOKIE].to_str().unwrap();
+    set.split(';').next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_portal_shows_nothing_without_the_right_session() {
+    let server = sqlite().await;
+    let ours = server.published_conference("ours", 5).await;
+    let theirs = server.published_conference("theirs", 5).await;
+
+    // No session: nothing of the conference.
+    for path in ["", "/edit", "/seats", "/orders"] {
+        let (status, body) = page(&server, &format!("/admin/{}{path}", ours.id)).await;
+        assert_eq!(status, 401, "{path}");
+        assert!(!body.contains(&ours.code), "{path} shows the access code");
+        assert!(!body.contains("Devconf"), "{path} shows the conference");
+    }
+    let response = form(&server, &format!("/admin/{}/publish", ours.id), &[], None).await;
+    assert_eq!(response.status().as_u16(), 401);
+
+    // A wrong code: refused, the email kept.
+    let response = form(
+        &server,
+        "/admin/login",
+        &[("email", "ana@example.com"), ("access_code", "AAAAAA")],
+        None,
+    )
+    .await;
+    assert_eq!(response.status().as_u16(), 401);
+    let body = response.text().await.unwrap();
+    assert!(body.contains("Could not locate a conference with the provided email and access code"));
+    assert!(body.contains("value=\"ana@example.com\""));
+
+    // The right one: a signed session that opens this conference only.
+    let response = form(
+        &server,
+        "/admin/login",
+        &[
+            ("email", "ANA@example.com"),
+            ("access_code", &ours.code.to_lowercase()),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(response.status().as_u16(), 303);
+    assert_eq!(
+        response.headers()[LOCATION],
+        format!("/admin/{}", ours.id).as_str()
+    );
+    let set = response.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Lax"),
+        "{set}"
+    );
+    let cookie = session(&response);
+    let opened = client()
+        .get(server.url(&format!("/admin/{}", ours.id)))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(opened.status().as_u16(), 200);
+    assert!(opened.text().await.unwrap().contains(&ours.code));
+    let foreign = client()
+        .get(server.url(&format!("/admin/{}", theirs.id)))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status().as_u16(), 401);
+
+    // A forged session (the value changed, the signature not) opens nothing.
+    let (name, value) = cookie.split_once('=').unwrap();
+    let forged = format!("{name}={}", value.replace(&ours.id, &theirs.id));
+    let forged = client()
+        .get(server.url(&format!("/admin/{}", theirs.id)))
+        .header(COOKIE, forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 401);
+
+    // With the session, bad seat types are refused with the reason, and nothing changes.
+    for (fields, says) in [
+        (
+            vec![
+                ("name", "X"),
+                ("description", "d"),
+                ("quantity", "1"),
+                ("price", "1"),
+            ],
+            "2 to 70 characters",
+        ),
+        (
+            vec![
+                ("name", "Ok name"),
+                ("description", "d"),
+                ("quantity", "-3"),
+                ("price", "1"),
+            ],
+            "not a whole number",
+        ),
+        (
+            vec![
+                ("name", "Ok name"),
+                ("description", "d"),
+                ("quantity", "3"),
+                ("price", "lots"),
+            ],
+            "not an amount",
+        ),
+        (
+            vec![
+                ("name", "Ok name"),
+                ("description", "d"),
+                ("quantity", "3"),
+                ("price", "60000"),
+            ],
+            "0 to 50,000",
+        ),
+    ] {
+        let response = form(
+            &server,
+            &format!("/admin/{}/seats", ours.id),
+            &fields,
+            Some(&cookie),
+        )
+        .await;
+        assert_eq!(response.status().as_u16(), 400, "{fields:?}");
+        let body = response.text().await.unwrap();
+        assert!(body.contains(says), "{fields:?}: {body}");
+    }
+    // Seat types of a published conference stay.
+    let response = form(
+        &server,
+        &format!("/admin/{}/seats/{}/delete", ours.id, ours.paid),
+        &[],
+        Some(&cookie),
+    )
+    .await;
+    assert_eq!(response.status().as_u16(), 409);
+    let (_, view) = server.get("/api/conferences/ours").await;
+    assert_eq!(view["seat_types"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creating_a_conference_refuses_bad_fields_and_escapes_what_it_shows() {
+    let server = sqlite().await;
+    server.published_conference("taken", 5).await;
+    let base = [
+        ("owner_name", "Olga"),
+        ("owner_email", "olga@example.com"),
+        ("name", "<script>alert(1)</script> Conf"),
+        ("description", "Talks"),
+        ("location", "Porto"),
+        ("start_date", "2027-05-03"),
+        ("end_date", "2027-05-04"),
+    ];
+    for (slug, status, says) in [
+        ("taken", 409, "The chosen conference slug is already taken."),
+        ("admin", 400, "is not a slug"),
+        ("two words", 400, "is not a slug"),
+    ] {
+        let mut fields = base.to_vec();
+        fields.push(("slug", slug));
+        let response = form(&server, "/admin/create", &fields, None).await;
+        assert_eq!(response.status().as_u16(), status, "{slug}");
+        let body = response.text().await.unwrap();
+        assert!(body.contains(says), "{slug}: {body}");
+    }
+    let mut fields = base.to_vec();
+    fields.retain(|(k, _)| *k != "end_date");
+    fields.extend([("slug", "porto"), ("end_date", "May 4th")]);
+    let response = form(&server, "/admin/create", &fields, None).await;
+    assert_eq!(response.status().as_u16(), 400);
+    assert!(response.text().await.unwrap().contains("is not a date"));
+
+    let mut fields = base.to_vec();
+    fields.push(("slug", "porto"));
+    let response = form(&server, "/admin/create", &fields, None).await;
+    assert_eq!(response.status().as_u16(), 303);
+    let cookie = session(&response);
+    let details = response.headers()[LOCATION].to_str().unwrap().to_owned();
+    let body = client()
+        .get(server.url(&details))
+        .header(COOKIE, cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.contains("&lt;script&gt;alert(1)&lt;/script&gt; Conf"),
+        "{body}"
+    );
+    assert!(!body.contains("<script>alert"), "escaped");
+    // Unpublished: registrants do not see it.
+    let (status, _) = page(&server, "/porto/").await;
+    assert_eq!(status, 404);
+}
