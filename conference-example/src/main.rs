@@ -20,8 +20,7 @@ use uuid::Uuid;
     version,
     about = "The Contoso conference system of the CQRS Journey, on cqrs",
     long_about = "The Contoso conference system of the CQRS Journey, on cqrs.\n\nWith no \
-                  subcommand it runs `serve --seed-demo`: the web app with a demo conference.",
-    args_conflicts_with_subcommands = true
+                  subcommand it runs `serve --seed-demo`: the web app with a demo conference."
 )]
 struct Cli {
     /// Where events live: sqlite://PATH, postgres://… or memory:.
@@ -32,10 +31,16 @@ struct Cli {
         default_value = "sqlite://conference.db"
     )]
     database: String,
-    #[command(flatten)]
-    serve: ServeArgs,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// `serve`'s arguments alone, to read their defaults (and environment) when no subcommand
+/// is given.
+#[derive(Debug, Parser)]
+struct DefaultServe {
+    #[command(flatten)]
+    args: ServeArgs,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -130,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut out = std::io::stdout().lock();
     let command = cli.command.unwrap_or_else(|| {
-        let mut serve = cli.serve.clone();
+        let mut serve = DefaultServe::parse_from(["conference-example"]).args;
         serve.seed_demo = true;
         Command::Serve(serve)
     });

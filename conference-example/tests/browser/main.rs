@@ -1,7 +1,7 @@
 //! The sites, driven in headless Chromium through WebDriver (fantoccini + chromedriver), on
 //! the embedded SQLite store the main job uses: a paid order, a zero-cost order with no
-//! payment step, a partial reservation and the seat-selection pre-check, and an owner who
-//! creates and publishes a conference.
+//! payment step, a partial reservation and the seat-selection pre-check, a countdown that
+//! ends on the expired page, and an owner who creates and publishes a conference.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (or `CHROMIUM` / `CHROMEDRIVER` pointing
 //! at them). Without them each test prints a loud notice and passes, except under `CI`,
@@ -151,10 +151,14 @@ struct Site {
 
 impl Site {
     async fn start() -> Self {
+        Self::start_with(AppConfig::default()).await
+    }
+
+    async fn start_with(config: AppConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("conference.db").display());
         let storage = open_storage(&url).await.unwrap();
-        let app = ConferenceApp::new(storage, Arc::new(SystemClock), AppConfig::default());
+        let app = ConferenceApp::new(storage, Arc::new(SystemClock), config);
         app.settle().await.unwrap();
         conference_example::server::seed(&app).await.unwrap();
         let engine = app.start();
@@ -546,6 +550,38 @@ async fn a_registrant_sees_a_partial_reservation_and_the_selection_pre_check() {
     click(c, "button[type=submit]").await;
     click(c, "#accept").await;
     assert_eq!(text(c, "h2.success").await, "Registration success");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_countdown_ends_on_the_expired_page_and_the_seats_go_back() {
+    let Some((chromium, driver)) = browser_tools("expiry") else {
+        return;
+    };
+    let site = Site::start_with(AppConfig {
+        reservation_window: chrono::Duration::seconds(4),
+        release_buffer: chrono::Duration::seconds(1),
+    })
+    .await;
+    let browser = Browser::start(&chromium, &driver).await;
+    let c = browser.client();
+    let workshop = site.seat_type("Workshop");
+
+    c.goto(&site.url("/devconf/register")).await.unwrap();
+    select(c, workshop, 3).await;
+    click(c, "button[type=submit]").await;
+    wait_for(c, "#first_name").await;
+    assert!(exists(c, "p.countdown [data-expires]").await);
+    site.until("3 seats are held", |s| s.available(workshop) == 17)
+        .await;
+    // Nobody clicks: the page's countdown takes the registrant to the expired page.
+    assert_eq!(text(c, "h2.error").await, "Your order has expired");
+    assert_eq!(c.current_url().await.unwrap().path(), "/devconf/expired");
+    screenshot(c, "15-expired").await;
+    // The seats go back once the release buffer is over.
+    site.until("the seats are released", |s| s.available(workshop) == 20)
+        .await;
+    c.goto(&site.url("/devconf/register")).await.unwrap();
+    assert_eq!(available_cell(c, workshop).await, "20");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,7 @@
 mod api;
 mod concurrency;
 mod pages;
+mod shutdown;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
