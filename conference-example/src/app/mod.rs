@@ -143,22 +143,34 @@ impl ConferenceApp {
     pub fn new(storage: Arc<dyn Storage>, clock: Arc<dyn Clock>, config: AppConfig) -> Self {
         let waker = DispatchWaker::new();
         let repository = || Arc::clone(&storage);
-        let conferences =
-            Repository::<Conference>::new(repository()).with_clock(Arc::clone(&clock));
-        let slugs = Repository::<ConferenceSlug>::new(repository()).with_clock(Arc::clone(&clock));
-        let orders = Repository::<Order>::new(repository()).with_clock(Arc::clone(&clock));
+        // Every reader decodes through the upcasters: a V1 store runs as it is.
+        let upcasters = crate::domain::versions::upcasters;
+        let conferences = Repository::<Conference>::new(repository())
+            .with_upcasters(upcasters())
+            .with_clock(Arc::clone(&clock));
+        let slugs = Repository::<ConferenceSlug>::new(repository())
+            .with_upcasters(upcasters())
+            .with_clock(Arc::clone(&clock));
+        let orders = Repository::<Order>::new(repository())
+            .with_upcasters(upcasters())
+            .with_clock(Arc::clone(&clock));
         // A conference's seats see every reservation: snapshots keep loading them cheap.
         let seats = Repository::<SeatsAvailability>::new(repository())
+            .with_upcasters(upcasters())
             .with_clock(Arc::clone(&clock))
             .with_snapshots(SnapshotPolicy::every(100));
-        let assignments =
-            Repository::<SeatAssignments>::new(repository()).with_clock(Arc::clone(&clock));
+        let assignments = Repository::<SeatAssignments>::new(repository())
+            .with_upcasters(upcasters())
+            .with_clock(Arc::clone(&clock));
         let payments = Repository::<ThirdPartyProcessorPayment>::new(repository())
+            .with_upcasters(upcasters())
             .with_clock(Arc::clone(&clock));
         let registration = ProcessManagerRunner::<RegistrationProcess>::new(repository())
+            .with_upcasters(upcasters())
             .with_clock(Arc::clone(&clock))
             .with_waker(waker.clone());
         let quotas = ProcessManagerRunner::<SeatQuotas>::new(repository())
+            .with_upcasters(upcasters())
             .with_clock(Arc::clone(&clock))
             .with_waker(waker.clone());
         let router = CommandRouter::new()

@@ -19,6 +19,7 @@ mod quotas;
 mod registration;
 mod seats;
 mod values;
+pub mod versions;
 
 pub use crate::domain::assignments::{
     AssignedSeat, SeatAssignments, SeatAssignmentsCommand, SeatAssignmentsError,

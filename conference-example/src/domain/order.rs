@@ -174,7 +174,11 @@ pub enum OrderEvent {
     OrderExpired,
 }
 
-impl DomainEvent for OrderEvent {}
+impl DomainEvent for OrderEvent {
+    fn schema_version(event_type: &str) -> u16 {
+        crate::domain::versions::current_schema_version(event_type)
+    }
+}
 
 /// Why an order refuses a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]

@@ -43,7 +43,11 @@ pub enum SeatQuotaInput {
     },
 }
 
-impl DomainEvent for SeatQuotaInput {}
+impl DomainEvent for SeatQuotaInput {
+    fn schema_version(event_type: &str) -> u16 {
+        crate::domain::versions::current_schema_version(event_type)
+    }
+}
 
 /// The bridge has no timeouts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -84,7 +84,11 @@ pub enum RegistrationInput {
     },
 }
 
-impl DomainEvent for RegistrationInput {}
+impl DomainEvent for RegistrationInput {
+    fn schema_version(event_type: &str) -> u16 {
+        crate::domain::versions::current_schema_version(event_type)
+    }
+}
 
 /// The registration's own timeout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -18,15 +18,20 @@ pub use crate::read::orders::{
 
 use crate::domain::{Conference, Order, SeatAssignments, SeatsAvailability};
 
-/// Decodes `event` as one of `E`.
+/// Decodes `event` as one of `E`, through the application's upcasters (so V1 rows read as
+/// today's events). The chain never splits an event, so exactly one comes out.
 fn decode<E: DomainEvent>(event: &RecordedEvent) -> Result<E, ProjectionError> {
-    cqrs_core::decode_message(&event.event_type, event.payload.as_str()).map_err(|err| {
-        ProjectionError::new(format!(
-            "{} at position {}: {err}",
+    let mut decoded = crate::domain::versions::upcasters()
+        .decode::<E>(event)
+        .map_err(|err| ProjectionError::new(err.to_string()))?;
+    match (decoded.next(), decoded.next()) {
+        (Some(one), None) => Ok(one),
+        _ => Err(ProjectionError::new(format!(
+            "{} at position {}: the upcasters did not yield exactly one event",
             event.event_type,
             event.position.get()
-        ))
-    })
+        ))),
+    }
 }
 
 /// The conference directory as a projection: conferences, their seat types and the seats

@@ -7,3 +7,4 @@ mod payment;
 mod quotas;
 mod registration;
 mod seats;
+mod versions;
