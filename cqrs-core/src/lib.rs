@@ -110,6 +110,7 @@ mod clock;
 mod command;
 mod event;
 mod message;
+pub mod migrate;
 mod process;
 mod projection;
 mod repository;

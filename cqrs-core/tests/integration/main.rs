@@ -4,6 +4,8 @@
 
 /// A small registration domain (orders, seats, a process manager) the other modules drive.
 mod domain;
+/// Store migration: copy-transform, prelude, checkpoints, refusal, resume after errors and kills.
+mod migrate;
 /// Process managers, the outbox and durable timeouts, across restarts and redeliveries.
 mod processes;
 /// Projections: catch-up, live following, rebuilds, retries after errors, blue/green keys.
