@@ -10,11 +10,13 @@
 //! - [`cli`]: `demo` and `log`; `cargo run -p conference-example` runs the demo.
 //! - [`web`] and [`server`]: the server: the JSON API over the application layer, with the
 //!   engine running inside.
+//! - [`migrate`]: the V1 → V2 upgrade: a V1 store as data, its migration and its proof.
 //! - [`walkthrough`]: a small tour of the framework on the in-memory store.
 
 pub mod app;
 pub mod cli;
 pub mod domain;
+pub mod migrate;
 pub mod read;
 pub mod server;
 pub mod walkthrough;

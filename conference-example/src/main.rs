@@ -117,6 +117,111 @@ enum Command {
     },
     /// The framework tour on the in-memory store.
     Walkthrough,
+    /// The V1 → V2 upgrade: make a V1 store, migrate it, verify the result.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum MigrateCommand {
+    /// Write a V1 deployment's store (V1 event shapes and metadata, no conference events)
+    /// and its conference management rows beside it.
+    MakeV1 {
+        /// The empty store to write: sqlite://PATH (add ?durability=normal for big ones) or
+        /// postgres://….
+        #[arg(long)]
+        out: String,
+        /// About how many events.
+        #[arg(long, default_value_t = 10_000)]
+        events: u64,
+        /// How many conferences.
+        #[arg(long, default_value_t = 3)]
+        conferences: u32,
+        /// The seed: the same seed makes the same history.
+        #[arg(long, default_value_t = 2012)]
+        seed: u64,
+        /// Where to write the management rows (default: PATH.management.json beside a SQLite
+        /// file).
+        #[arg(long)]
+        management: Option<std::path::PathBuf>,
+    },
+    /// Copy a V1 store into an empty store in today's shapes, re-creating the conference
+    /// events from the management rows. The source is only read.
+    Run {
+        /// The V1 store.
+        #[arg(long)]
+        from: String,
+        /// The empty target store.
+        #[arg(long)]
+        to: String,
+        /// The V1 management rows (default: beside a SQLite source).
+        #[arg(long)]
+        management: Option<std::path::PathBuf>,
+        /// Continue a migration that was interrupted.
+        #[arg(long)]
+        resume: bool,
+        /// Events per read and progress step.
+        #[arg(long, default_value_t = 1_000)]
+        batch: usize,
+    },
+    /// Prove the target holds the V1 store upcast: the same events, aggregates and read
+    /// models.
+    Verify {
+        /// The V1 store.
+        #[arg(long)]
+        from: String,
+        /// The migrated store.
+        #[arg(long)]
+        to: String,
+        /// The V1 management rows (default: beside a SQLite source).
+        #[arg(long)]
+        management: Option<std::path::PathBuf>,
+    },
+}
+
+impl From<MigrateCommand> for conference_example::cli::MigrateAction {
+    fn from(command: MigrateCommand) -> Self {
+        use conference_example::cli::MigrateAction as A;
+        match command {
+            MigrateCommand::MakeV1 {
+                out,
+                events,
+                conferences,
+                seed,
+                management,
+            } => A::MakeV1 {
+                out,
+                options: conference_example::migrate::V1Options {
+                    events,
+                    conferences,
+                    seed,
+                },
+                management,
+            },
+            MigrateCommand::Run {
+                from,
+                to,
+                management,
+                resume,
+                batch,
+            } => A::Run {
+                from,
+                to,
+                management,
+                resume,
+                batch,
+            },
+            MigrateCommand::Verify {
+                from,
+                to,
+                management,
+            } => A::Verify {
+                from,
+                to,
+                management,
+            },
+        }
+    }
 }
 
 fn duration(text: &str) -> Result<chrono::Duration, String> {
@@ -179,6 +284,9 @@ async fn main() -> anyhow::Result<()> {
             writeln!(out, "({shown} entries)")?;
         }
         Command::Walkthrough => conference_example::walkthrough::run(&mut out).await?,
+        Command::Migrate(command) => {
+            conference_example::cli::migrate(command.into(), &mut out).await?
+        }
     }
     out.flush()?;
     Ok(())

@@ -77,7 +77,7 @@ impl ConferenceView {
 }
 
 /// Every conference, by id and by slug.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConferenceDirectory {
     conferences: BTreeMap<ConferenceId, ConferenceView>,
     slugs: BTreeMap<String, ConferenceId>,

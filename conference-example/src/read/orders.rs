@@ -144,7 +144,7 @@ pub struct OrderSummary {
 }
 
 /// Every order view.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OrderViews {
     drafts: BTreeMap<OrderId, DraftOrder>,
     priced: BTreeMap<OrderId, PricedOrder>,
