@@ -333,13 +333,13 @@ impl Migration {
                         .await?;
                 }
                 let mut end = Position::ZERO;
-                for commit in &self.prelude {
-                    if let Some(last) = writer
-                        .write(commit.stream.clone(), commit.events.clone())
-                        .await?
-                    {
-                        end = end.max(last);
-                    }
+                let prelude = self
+                    .prelude
+                    .iter()
+                    .map(|c| (c.stream.clone(), c.events.clone()))
+                    .collect();
+                for last in writer.write_all(prelude).await?.into_iter().flatten() {
+                    end = end.max(last);
                 }
                 report.prelude_written = writer.written;
                 writer.written = 0;
@@ -367,8 +367,11 @@ impl Migration {
             next = last.position.next();
             report.events_read += page.len() as u64;
             // Consecutive events of one stream go in one commit; a checkpoint's position
-            // ends a group, so that it maps to an exact target position.
+            // ends a group, so that it maps to an exact target position. The page's commits
+            // go to the target in order, in one transaction where the store can.
             let mut group: Vec<&RecordedEvent> = Vec::new();
+            let mut sources = Vec::new();
+            let mut batch = Vec::new();
             for (i, event) in page.iter().enumerate() {
                 group.push(event);
                 let ends = page.get(i + 1).is_none_or(|n| n.stream != event.stream)
@@ -380,11 +383,16 @@ impl Migration {
                 for recorded in group.drain(..) {
                     events.extend(self.transform(recorded)?);
                 }
-                if let Some(at) = writer.write(event.stream.clone(), events).await? {
+                sources.push(event.position);
+                batch.push((event.stream.clone(), events));
+            }
+            let written = writer.write_all(batch).await?;
+            for (source_at, target_at) in sources.into_iter().zip(written) {
+                if let Some(at) = target_at {
                     last_target = last_target.max(at);
                 }
-                for (name, source_at) in &wanted {
-                    if *source_at >= event.position {
+                for (name, wanted_at) in &wanted {
+                    if *wanted_at >= source_at {
                         carried.insert(name.clone(), last_target);
                     }
                 }
@@ -548,49 +556,70 @@ struct Writer<'a> {
 }
 
 impl Writer<'_> {
-    /// Appends `events` to `stream`; returns the position of the last one written.
-    async fn write(
-        &mut self,
-        stream: StreamId,
-        mut events: Vec<NewEvent>,
-    ) -> Result<Option<Position>, MigrationError> {
-        if !self.versions.contains_key(&stream) {
-            let existing = if self.resuming {
-                self.to.read_stream(&stream, Version::START).await?
-            } else {
-                Vec::new()
-            };
-            self.versions.insert(
-                stream.clone(),
-                existing.last().map_or(Version::ZERO, |e| e.version),
-            );
-            if !existing.is_empty() {
-                self.present.insert(
-                    stream.clone(),
-                    existing.iter().map(|e| e.metadata.event_id).collect(),
-                );
-            }
+    /// What the target already holds of `stream` (a resumed run), read once.
+    async fn learn(&mut self, stream: &StreamId) -> Result<(), MigrationError> {
+        if self.versions.contains_key(stream) {
+            return Ok(());
         }
-        if let Some(present) = self.present.get(&stream) {
-            let before = events.len();
-            events.retain(|e| !present.contains(&e.metadata.event_id));
-            self.skipped += (before - events.len()) as u64;
-        }
-        if events.is_empty() {
-            return Ok(None);
-        }
-        let version = self.versions[&stream];
-        let expected = if version == Version::ZERO {
-            ExpectedVersion::NoStream
+        let existing = if self.resuming {
+            self.to.read_stream(stream, Version::START).await?
         } else {
-            ExpectedVersion::Exact(version)
+            Vec::new()
         };
-        let count = events.len() as u64;
-        let appended = match self
-            .to
-            .commit(Commit::new(stream.clone(), expected, events))
-            .await
-        {
+        self.versions.insert(
+            stream.clone(),
+            existing.last().map_or(Version::ZERO, |e| e.version),
+        );
+        if !existing.is_empty() {
+            self.present.insert(
+                stream.clone(),
+                existing.iter().map(|e| e.metadata.event_id).collect(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Appends each stream's events, in order, skipping what the target has already; returns
+    /// the position of the last event written of each (`None`: nothing written).
+    async fn write_all(
+        &mut self,
+        batch: Vec<(StreamId, Vec<NewEvent>)>,
+    ) -> Result<Vec<Option<Position>>, MigrationError> {
+        let mut commits = Vec::with_capacity(batch.len());
+        let mut slots = Vec::with_capacity(batch.len());
+        let mut versions: HashMap<StreamId, Version> = HashMap::new();
+        for (stream, mut events) in batch {
+            self.learn(&stream).await?;
+            if let Some(present) = self.present.get(&stream) {
+                let before = events.len();
+                events.retain(|e| !present.contains(&e.metadata.event_id));
+                self.skipped += (before - events.len()) as u64;
+            }
+            if events.is_empty() {
+                slots.push(None);
+                continue;
+            }
+            let version = versions
+                .get(&stream)
+                .copied()
+                .unwrap_or(self.versions[&stream]);
+            let expected = if version == Version::ZERO {
+                ExpectedVersion::NoStream
+            } else {
+                ExpectedVersion::Exact(version)
+            };
+            versions.insert(
+                stream.clone(),
+                Version::new(version.get() + events.len() as u64),
+            );
+            slots.push(Some(commits.len()));
+            commits.push(Commit::new(stream, expected, events));
+        }
+        let count: u64 = commits.iter().map(|c| c.events.len() as u64).sum();
+        if commits.is_empty() {
+            return Ok(vec![None; slots.len()]);
+        }
+        let appended = match self.to.commit_in_order(commits).await {
             Ok(appended) => appended,
             Err(StoreError::Conflict { stream, actual, .. }) => {
                 return Err(MigrationError::Diverged {
@@ -600,9 +629,12 @@ impl Writer<'_> {
             }
             Err(err) => return Err(err.into()),
         };
-        self.versions.insert(stream, appended.version);
+        self.versions.extend(versions);
         self.written += count;
-        Ok(appended.position)
+        Ok(slots
+            .into_iter()
+            .map(|slot| slot.and_then(|i| appended.get(i).and_then(|a| a.position)))
+            .collect())
     }
 }
 

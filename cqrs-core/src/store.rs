@@ -300,6 +300,29 @@ pub trait EventStore: EventReader {
         self.commit(Commit::new(stream.clone(), expected, events))
             .await
     }
+
+    /// Appends `commits` in the order given, so that their events' global positions follow
+    /// the list: for bulk copies such as a [store migration](crate::migrate). Each commit is
+    /// checked as if alone, against its stream as the earlier commits left it.
+    ///
+    /// The default commits one by one and stops at the first error, leaving the earlier
+    /// commits appended. A store that can do better writes them in one transaction: all or
+    /// none (the SQLite store does).
+    ///
+    /// # Errors
+    ///
+    /// The first commit's error, as [`EventStore::commit`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`EventStore::commit`], for each commit.
+    async fn commit_in_order(&self, commits: Vec<Commit>) -> Result<Vec<Appended>, StoreError> {
+        let mut appended = Vec::with_capacity(commits.len());
+        for commit in commits {
+            appended.push(self.commit(commit).await?);
+        }
+        Ok(appended)
+    }
 }
 
 /// A decision over a stream's events, as [`EventStore::read_then_commit`] takes it: given the

@@ -21,7 +21,7 @@ use crate::rows::{
     insert_scheduled, scheduled, write_commit,
 };
 use crate::schema;
-use crate::writer::{Writer, WriterStats};
+use crate::writer::{WriteError, Writer, WriterStats};
 
 /// How hard SQLite works to keep a commit once it has returned.
 ///
@@ -545,6 +545,28 @@ impl EventStore for SqliteEventStore {
         self.inner
             .writer
             .write_checked(appends, move |conn| write_commit(conn, commit, None))
+            .await
+    }
+
+    /// All in one job of the writer, under one savepoint: all the commits or none, with one
+    /// sync for the lot.
+    async fn commit_in_order(&self, commits: Vec<Commit>) -> Result<Vec<Appended>, StoreError> {
+        for commit in &commits {
+            commit.validate()?;
+        }
+        let appends = commits.iter().any(|c| !c.events.is_empty());
+        self.inner
+            .writer
+            .write(appends, move |conn| {
+                commits
+                    .into_iter()
+                    .map(|commit| {
+                        write_commit(conn, commit, None).map_err(|err| match err {
+                            WriteError::Refused(e) | WriteError::Broken(e) => e,
+                        })
+                    })
+                    .collect()
+            })
             .await
     }
 

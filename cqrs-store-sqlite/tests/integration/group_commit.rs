@@ -245,3 +245,52 @@ async fn an_append_that_breaks_half_way_takes_its_whole_transaction_down() {
         "only the clean append is there"
     );
 }
+
+/// Commits in order are one job of the writer: all of them or none.
+#[tokio::test]
+async fn commits_in_order_are_all_or_nothing() {
+    use cqrs_core::{
+        Commit, EventReader, EventStore, ExpectedVersion, Json, NewEvent, Position, StreamId,
+        Version,
+    };
+
+    let store = cqrs_store_sqlite::SqliteEventStore::open_in_memory()
+        .await
+        .unwrap();
+    let event = || NewEvent::new("e", Json::parse("{}").unwrap());
+    let (a, b) = (StreamId::new("a-1").unwrap(), StreamId::new("b-1").unwrap());
+    store
+        .commit(Commit::new(
+            a.clone(),
+            ExpectedVersion::NoStream,
+            vec![event()],
+        ))
+        .await
+        .unwrap();
+    let err = store
+        .commit_in_order(vec![
+            Commit::new(b.clone(), ExpectedVersion::NoStream, vec![event(), event()]),
+            Commit::new(a.clone(), ExpectedVersion::NoStream, vec![event()]),
+        ])
+        .await
+        .unwrap_err();
+    assert!(err.is_conflict(), "{err}");
+    assert!(
+        store
+            .read_stream(&b, Version::START)
+            .await
+            .unwrap()
+            .is_empty(),
+        "none of it"
+    );
+    assert_eq!(store.read_all(Position::START, 10).await.unwrap().len(), 1);
+    let appended = store
+        .commit_in_order(vec![
+            Commit::new(b.clone(), ExpectedVersion::NoStream, vec![event(), event()]),
+            Commit::new(a, ExpectedVersion::Exact(Version::START), vec![event()]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(appended.len(), 2);
+    assert_eq!(store.read_all(Position::START, 10).await.unwrap().len(), 4);
+}

@@ -118,6 +118,7 @@ macro_rules! __conformance_list {
             exact_expectation,
             any_expectation_always_appends,
             conflicting_batch_writes_nothing,
+            commits_in_order_keep_their_order,
             empty_append_checks_the_expectation,
             invalid_commits_are_rejected,
             large_batches_and_payloads_round_trip,

@@ -2,8 +2,8 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::event::{EventFilter, Json, NewEvent, RecordedEvent};
-use crate::store::{Storage, StoreError};
+use crate::event::{EventFilter, Json, NewEvent, RecordedEvent, StreamId};
+use crate::store::{Commit, Storage, StoreError};
 use crate::testing::conformance::fixtures::{
     event, events, full_metadata, n_of, settle, settle_streams, stream,
 };
@@ -680,4 +680,78 @@ pub async fn head_reaches_the_last_committed_position(store: Arc<dyn Storage>) {
     );
     crate::testing::conformance::fixtures::settle(&*store, Some(last)).await;
     assert_eq!(store.head().await.expect("head"), last);
+}
+
+/// Commits given in order land in that order, each checked against its stream as the earlier
+/// ones left it; a refused one appends nothing of itself or of what follows it.
+pub async fn commits_in_order_keep_their_order(store: Arc<dyn Storage>) {
+    let (x, y, z) = (stream("order"), stream("seats"), stream("payment"));
+    let appended = store
+        .commit_in_order(vec![
+            Commit::new(x.clone(), ExpectedVersion::NoStream, events("e", 1, 2)),
+            Commit::new(y.clone(), ExpectedVersion::NoStream, vec![event("e", 3)]),
+            Commit::new(
+                x.clone(),
+                ExpectedVersion::Exact(Version::new(2)),
+                vec![event("e", 4)],
+            ),
+        ])
+        .await
+        .expect("in order");
+    let versions: Vec<u64> = appended.iter().map(|a| a.version.get()).collect();
+    assert_eq!(versions, [2, 1, 3]);
+    let positions: Vec<Position> = appended.iter().filter_map(|a| a.position).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    settle_streams(&*store, &[x.clone(), y.clone()]).await;
+    let all = store
+        .read_all(Position::START, 100)
+        .await
+        .expect("read_all");
+    let order: Vec<(String, u64)> = all
+        .iter()
+        .map(|e| (e.stream.to_string(), e.version.get()))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            (x.to_string(), 1),
+            (x.to_string(), 2),
+            (y.to_string(), 1),
+            (x.to_string(), 3)
+        ]
+    );
+
+    let err = store
+        .commit_in_order(vec![
+            Commit::new(z.clone(), ExpectedVersion::NoStream, events("e", 5, 2)),
+            Commit::new(
+                x.clone(),
+                ExpectedVersion::Exact(Version::new(1)),
+                vec![event("e", 7)],
+            ),
+            Commit::new(
+                y.clone(),
+                ExpectedVersion::Exact(Version::new(1)),
+                vec![event("e", 8)],
+            ),
+        ])
+        .await
+        .expect_err("the second is refused");
+    assert!(err.is_conflict(), "{err}");
+    settle_streams(&*store, &[x.clone(), y.clone(), z.clone()]).await;
+    let read = |s: StreamId| {
+        let store = Arc::clone(&store);
+        async move {
+            store
+                .read_stream(&s, Version::START)
+                .await
+                .expect("read")
+                .len()
+        }
+    };
+    assert_eq!(read(x).await, 3, "the refused commit appended nothing");
+    assert_eq!(read(y).await, 1, "nothing after the refused commit");
+    // Stores that write the list in one transaction leave none of it; others keep the
+    // commits before the refused one, whole.
+    assert!([0, 2].contains(&read(z).await));
 }
