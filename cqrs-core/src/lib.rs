@@ -88,7 +88,9 @@
 //!   concurrency, subscriptions), [`SnapshotStore`], [`CheckpointStore`], [`MessageLog`],
 //!   [`ScheduleStore`], [`ProcessStore`]; [`Storage`] is all of them. Stores see
 //!   [`NewEvent`] and [`RecordedEvent`], never domain types.
-//! - **Versioning:** [`Upcasters`] turn old stored shapes into current ones on read.
+//! - **Versioning:** [`Upcasters`] turn old stored shapes into current ones on read;
+//!   [`migrate::Migration`] copies a store into another in today's shapes, resumably, and
+//!   verifies the copy.
 //! - **Read side:** [`Projection`], [`ProjectionRunner`] (catch up, follow live, rebuild),
 //!   [`MemoryProjection`], [`Checkpointed`].
 //! - **Processes:** [`ProcessManager`], [`ProcessManagerRunner`], [`CommandDispatcher`] for
