@@ -92,7 +92,8 @@
 //!   [`migrate::Migration`] copies a store into another in today's shapes, resumably, and
 //!   verifies the copy.
 //! - **Read side:** [`Projection`], [`ProjectionRunner`] (catch up, follow live, rebuild),
-//!   [`MemoryProjection`], [`Checkpointed`].
+//!   [`MemoryProjection`], [`Checkpointed`]; [`BlueGreen`] replaces a read model's version
+//!   with no pause for readers.
 //! - **Processes:** [`ProcessManager`], [`ProcessManagerRunner`], [`CommandDispatcher`] for
 //!   durable timeouts and outboxes, [`CommandRouter`]; time comes from a [`Clock`].
 //! - **Observability:** command handling, loads, projection batches and deliveries run in
@@ -108,6 +109,7 @@
 //! - `testing`: [`testing`], the given/when/then kit and the store conformance suite.
 
 mod aggregate;
+mod bluegreen;
 mod clock;
 mod command;
 mod event;
@@ -126,6 +128,7 @@ mod version;
 pub mod testing;
 
 pub use crate::aggregate::{Aggregate, AggregateId, ApplyError, replay};
+pub use crate::bluegreen::{BlueGreen, BlueGreenStatus};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::command::{CommandContext, CommandEnvelope, CommandRecord, EnvelopeError, Outcome};
 pub use crate::event::{

@@ -347,6 +347,12 @@ impl<S: Clone + Send + Sync + 'static> MemoryProjection<S> {
         f(&self.lock().0)
     }
 
+    /// The position of the last event applied to the state (`None`: none yet).
+    #[must_use]
+    pub fn applied(&self) -> Option<Position> {
+        self.lock().1
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, (S, Option<Position>)> {
         // `apply` runs under the lock; a panic in it leaves at worst one event half-applied,
         // which the checkpoint (not advanced) already accounts for as unprocessed.

@@ -257,3 +257,104 @@ async fn a_panicking_projection_is_retried_and_waiting_on_a_stopped_runner_fails
         "a stopped runner reaches nothing"
     );
 }
+
+mod blue_green {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use cqrs_core::{
+        BlueGreen, EventStore, ExpectedVersion, InMemoryEventStore, Json, MemoryProjection,
+        NewEvent, StreamId,
+    };
+
+    /// (version, events seen, last position seen).
+    type Seen = (u32, u64, u64);
+
+    fn model(version: u32) -> MemoryProjection<Seen> {
+        MemoryProjection::new("seen", (version, 0, 0), |s: &mut Seen, e| {
+            s.1 += 1;
+            s.2 = e.position.get();
+            Ok(())
+        })
+        .with_version(version)
+    }
+
+    async fn append(store: &InMemoryEventStore, n: u64) {
+        for _ in 0..n {
+            store
+                .append(
+                    &StreamId::new("s-1").unwrap(),
+                    ExpectedVersion::Any,
+                    vec![NewEvent::new("e", Json::null())],
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_version_is_built_beside_the_live_one_and_switched_to_while_writes_go_on() {
+        let store = Arc::new(InMemoryEventStore::new());
+        append(&store, 2_000).await;
+        let seen = BlueGreen::new(store.clone(), model(1));
+        seen.start();
+        // Readers never see the log go backwards, whichever version serves them.
+        let done = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (seen, done) = (seen.clone(), Arc::clone(&done));
+            tokio::spawn(async move {
+                let mut last = 0;
+                let mut versions = Vec::new();
+                while !done.load(Ordering::Relaxed) {
+                    let (version, _, at) = seen.read(|s| *s);
+                    assert!(at >= last, "read position {at} after {last}");
+                    last = at;
+                    if versions.last() != Some(&version) {
+                        versions.push(version);
+                    }
+                    tokio::task::yield_now().await;
+                }
+                versions
+            })
+        };
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move { append(&store, 2_000).await })
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        seen.upgrade(model(2)).unwrap();
+        assert!(seen.upgrade(model(3)).is_err(), "one at a time");
+        writer.await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while seen.live_key() != "seen@v2" || seen.read(|s| s.1) < 4_000 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{:?}",
+                seen.status()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        done.store(true, Ordering::Relaxed);
+        let versions = reader.await.unwrap();
+        assert_eq!(versions, [1, 2], "switched once, never back");
+        let status = seen.status_with_head().await.unwrap();
+        assert_eq!(status.retired, ["seen@v1"]);
+        assert!(status.building.is_none());
+        assert_eq!(status.live.key, "seen@v2");
+        assert_eq!(
+            seen.read(|s| *s),
+            (2, 4_000, status.head.get()),
+            "the whole log, once"
+        );
+        seen.stop().await;
+    }
+
+    #[tokio::test]
+    async fn the_live_version_cannot_be_upgraded_to_itself() {
+        let store = Arc::new(InMemoryEventStore::new());
+        let seen = BlueGreen::new(store, model(1));
+        let err = seen.upgrade(model(1)).unwrap_err();
+        assert!(err.to_string().contains("another number"), "{err}");
+    }
+}
