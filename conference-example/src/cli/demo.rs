@@ -239,7 +239,12 @@ fn seats_left(
     };
     let left: Vec<String> = view
         .seat_types_on_sale()
-        .map(|s| format!("{} {}/{}", s.name, s.available, s.quantity))
+        .map(|s| {
+            let left = s
+                .available
+                .map_or_else(|| "?".to_owned(), |a| a.to_string());
+            format!("{} {left}/{}", s.name, s.quantity)
+        })
         .collect();
     writeln!(out, "   remaining seats: {}", left.join(", "))?;
     Ok(())

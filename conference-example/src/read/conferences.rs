@@ -28,9 +28,9 @@ pub struct SeatTypeView {
     pub quantity: u32,
     /// Whether it is on sale (the conference was ever published since it was added).
     pub on_sale: bool,
-    /// Seats left: the quota minus the seats held or sold. Negative when the quota was cut
-    /// below what is held.
-    pub available: i64,
+    /// Seats left: the quota minus the seats held or sold, negative when the quota was cut
+    /// below what is held (`None` in the V1 read model, which had no such column).
+    pub available: Option<i64>,
 }
 
 /// A conference.
@@ -77,15 +77,38 @@ impl ConferenceView {
 }
 
 /// Every conference, by id and by slug.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConferenceDirectory {
+    /// Whether seat types carry the seats left (the V2 read model; V1 had no column).
+    remaining_seats: bool,
     conferences: BTreeMap<ConferenceId, ConferenceView>,
     slugs: BTreeMap<String, ConferenceId>,
     /// Seats of conferences not created yet (an availability event that came first).
     pending_seats: BTreeMap<ConferenceId, (u64, BTreeMap<SeatTypeId, i64>)>,
 }
 
+impl Default for ConferenceDirectory {
+    /// Today's directory, with the seats left.
+    fn default() -> Self {
+        Self {
+            remaining_seats: true,
+            conferences: BTreeMap::new(),
+            slugs: BTreeMap::new(),
+            pending_seats: BTreeMap::new(),
+        }
+    }
+}
+
 impl ConferenceDirectory {
+    /// The directory as V1 built it: seat types without the seats left.
+    #[must_use]
+    pub fn v1() -> Self {
+        Self {
+            remaining_seats: false,
+            ..Self::default()
+        }
+    }
+
     /// The conference named `slug`.
     #[must_use]
     pub fn by_slug(&self, slug: &str) -> Option<&ConferenceView> {
@@ -124,7 +147,9 @@ impl ConferenceDirectory {
         };
         if category == <Conference as cqrs_core::Aggregate>::TYPE {
             self.apply_conference(id, event.version.get(), decode(event)?);
-        } else if category == <SeatsAvailability as cqrs_core::Aggregate>::TYPE {
+        } else if category == <SeatsAvailability as cqrs_core::Aggregate>::TYPE
+            && self.remaining_seats
+        {
             self.apply_seats(id, event.version.get(), &decode(event)?);
         }
         Ok(())
@@ -158,12 +183,13 @@ impl ConferenceDirectory {
                 view.seats_version = version;
                 for (seat_type, available) in seats {
                     view.seat_types
-                        .insert(seat_type, placeholder(seat_type, available));
+                        .insert(seat_type, placeholder(seat_type, Some(available)));
                 }
             }
             self.conferences.insert(id, view);
             return;
         }
+        let column = self.remaining_seats.then_some(0);
         let Some(view) = self.conferences.get_mut(&id) else {
             return;
         };
@@ -181,7 +207,7 @@ impl ConferenceDirectory {
                 let row = view
                     .seat_types
                     .entry(seat_type)
-                    .or_insert_with(|| placeholder(seat_type, 0));
+                    .or_insert_with(|| placeholder(seat_type, column));
                 row.name = seats.name;
                 row.description = seats.description;
                 row.price = seats.price;
@@ -194,7 +220,7 @@ impl ConferenceDirectory {
                 let row = view
                     .seat_types
                     .entry(seat_type)
-                    .or_insert_with(|| placeholder(seat_type, 0));
+                    .or_insert_with(|| placeholder(seat_type, column));
                 row.name = seats.name;
                 row.description = seats.description;
                 row.price = seats.price;
@@ -228,9 +254,11 @@ impl ConferenceDirectory {
         match rows {
             Rows::View(rows) => {
                 for change in changes {
-                    rows.entry(change.seat_type)
-                        .or_insert_with(|| placeholder(change.seat_type, 0))
-                        .available += change.delta;
+                    *rows
+                        .entry(change.seat_type)
+                        .or_insert_with(|| placeholder(change.seat_type, Some(0)))
+                        .available
+                        .get_or_insert(0) += change.delta;
                 }
             }
             Rows::Pending(rows) => {
@@ -247,7 +275,7 @@ enum Rows<'a> {
     Pending(&'a mut BTreeMap<SeatTypeId, i64>),
 }
 
-fn placeholder(id: SeatTypeId, available: i64) -> SeatTypeView {
+fn placeholder(id: SeatTypeId, available: Option<i64>) -> SeatTypeView {
     SeatTypeView {
         id,
         name: String::new(),

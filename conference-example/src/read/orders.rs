@@ -92,8 +92,8 @@ pub struct PricedOrder {
     pub lines: Vec<PricedOrderLine>,
     /// Its total.
     pub total: Decimal,
-    /// Whether it costs nothing.
-    pub is_free_of_charge: bool,
+    /// Whether it costs nothing (`None` in the V1 read model, which had no such column).
+    pub is_free_of_charge: Option<bool>,
     /// When the reservation runs out (`None` once confirmed).
     pub reservation_expires_at: Option<DateTime<Utc>>,
     /// Whether its seats can be assigned (it was confirmed and its assignments created).
@@ -144,8 +144,10 @@ pub struct OrderSummary {
 }
 
 /// Every order view.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderViews {
+    /// Whether priced orders carry `is_free_of_charge` (the V2 read model; V1 had no column).
+    free_of_charge_column: bool,
     drafts: BTreeMap<OrderId, DraftOrder>,
     priced: BTreeMap<OrderId, PricedOrder>,
     seats: BTreeMap<OrderId, Vec<OrderSeat>>,
@@ -153,7 +155,30 @@ pub struct OrderViews {
     seat_names: BTreeMap<SeatTypeId, String>,
 }
 
+impl Default for OrderViews {
+    /// Today's order views.
+    fn default() -> Self {
+        Self {
+            free_of_charge_column: true,
+            drafts: BTreeMap::new(),
+            priced: BTreeMap::new(),
+            seats: BTreeMap::new(),
+            by_conference: BTreeMap::new(),
+            seat_names: BTreeMap::new(),
+        }
+    }
+}
+
 impl OrderViews {
+    /// The order views as V1 built them: priced orders without `is_free_of_charge`.
+    #[must_use]
+    pub fn v1() -> Self {
+        Self {
+            free_of_charge_column: false,
+            ..Self::default()
+        }
+    }
+
     /// The draft order `order`.
     #[must_use]
     pub fn draft(&self, order: OrderId) -> Option<&DraftOrder> {
@@ -253,7 +278,7 @@ impl OrderViews {
                     conference: *conference,
                     lines: Vec::new(),
                     total: Decimal::ZERO,
-                    is_free_of_charge: false,
+                    is_free_of_charge: self.free_of_charge_column.then_some(false),
                     reservation_expires_at: Some(*reservation_expires_at),
                     has_assignments: false,
                     version,
@@ -339,7 +364,8 @@ impl OrderViews {
                         })
                         .collect();
                     priced.total = total;
-                    priced.is_free_of_charge = is_free_of_charge;
+                    priced.is_free_of_charge =
+                        self.free_of_charge_column.then_some(is_free_of_charge);
                     priced.version = version;
                 }
                 if let Some(summary) = self.summary(conference, order) {

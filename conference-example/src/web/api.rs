@@ -193,7 +193,7 @@ struct SeatTypeJson {
     description: String,
     price: Decimal,
     quantity: u32,
-    available: i64,
+    available: Option<i64>,
 }
 
 fn conference_json(view: &ConferenceView, owner: bool) -> serde_json::Value {
@@ -207,7 +207,7 @@ fn conference_json(view: &ConferenceView, owner: bool) -> serde_json::Value {
             description: s.description.clone(),
             price: s.price,
             quantity: s.quantity,
-            available: s.available.max(0),
+            available: s.available.map(|a| a.max(0)),
         })
         .collect();
     json!({
@@ -523,7 +523,7 @@ fn order_json(state: &WebState, draft: &DraftOrder) -> serde_json::Value {
             "reserved": i.reserved,
         })).collect::<Vec<_>>(),
         "total": priced.as_ref().map(|p| p.total),
-        "is_free_of_charge": priced.as_ref().map(|p| p.is_free_of_charge),
+        "is_free_of_charge": priced.as_ref().and_then(|p| p.is_free_of_charge),
         "access_code": draft.access_code,
         "reservation_expires_at": draft.reservation_expires_at,
         "registrant": draft.registrant.as_ref().map(person_json),
@@ -549,7 +549,7 @@ async fn confirm_free_order(
     ApiPath(order): ApiPath<OrderId>,
 ) -> ApiResult<Response> {
     match state.app.priced_order(order) {
-        Some(priced) if !priced.is_free_of_charge => {
+        Some(priced) if priced.is_free_of_charge == Some(false) => {
             return Err(ApiError::conflict(
                 "not_free",
                 "the order is not free: pay for it",

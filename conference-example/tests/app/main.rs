@@ -67,6 +67,8 @@ impl World {
     }
 
     fn available(&self, seat_type: SeatTypeId) -> i64 {
-        self.app.conference_by_slug("devconf").unwrap().seat_types[&seat_type].available
+        self.app.conference_by_slug("devconf").unwrap().seat_types[&seat_type]
+            .available
+            .unwrap()
     }
 }

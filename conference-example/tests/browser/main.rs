@@ -202,7 +202,7 @@ impl Site {
     }
 
     fn available(&self, seat_type: SeatTypeId) -> i64 {
-        self.demo().seat_types[&seat_type].available
+        self.demo().seat_types[&seat_type].available.unwrap()
     }
 
     async fn until(&self, what: &str, ready: impl Fn(&Self) -> bool) {
@@ -477,8 +477,9 @@ async fn a_zero_cost_order_completes_with_no_payment_step() {
         site.app.draft_order(order).unwrap().state,
         DraftOrderState::Confirmed
     );
-    assert!(
+    assert_eq!(
         site.app.priced_order(order).unwrap().is_free_of_charge,
+        Some(true),
         "confirmed without a payment"
     );
 }

@@ -90,7 +90,7 @@ async fn upgrade_and_check(from: &Arc<dyn Storage>, to: &Arc<dyn Storage>, made:
     assert!(view.published);
     assert_eq!(view.seat_types.len(), managed.seat_types.len());
     let general = managed.seat_types[0].id;
-    let left = view.seat_types[&general].available;
+    let left = view.seat_types[&general].available.unwrap();
     assert!(
         left < i64::from(managed.seat_types[0].seats.quantity),
         "V1 sales count"
@@ -105,7 +105,9 @@ async fn upgrade_and_check(from: &Arc<dyn Storage>, to: &Arc<dyn Storage>, made:
     let draft = app.draft_order(order).unwrap();
     assert_eq!(draft.state, DraftOrderState::ReservationCompleted);
     assert_eq!(
-        app.conference(view.id).unwrap().seat_types[&general].available,
+        app.conference(view.id).unwrap().seat_types[&general]
+            .available
+            .unwrap(),
         left - 2
     );
     // V1 orders read as today's: found by email and access code, priced, with their seats.

@@ -109,7 +109,7 @@ fn remaining_seats_count_each_availability_event_once() {
         directory.apply(event).unwrap();
     }
     let view = directory.by_slug("devconf").unwrap();
-    assert_eq!(view.seat_types[&seat].available, 7);
+    assert_eq!(view.seat_types[&seat].available, Some(7));
     assert_eq!(view.seats_version, 2);
 }
 
@@ -126,7 +126,7 @@ fn seats_known_before_their_seat_type_or_conference_are_kept() {
         .apply(&log.record::<Conference>(&conference, 1, &created()))
         .unwrap();
     let row = &directory.get(conference).unwrap().seat_types[&seat];
-    assert_eq!(row.available, 10);
+    assert_eq!(row.available, Some(10));
     assert!(!row.on_sale, "not on sale until its SeatCreated");
     directory
         .apply(&log.record::<Conference>(
@@ -141,7 +141,7 @@ fn seats_known_before_their_seat_type_or_conference_are_kept() {
     let row = &directory.get(conference).unwrap().seat_types[&seat];
     assert_eq!(
         (row.available, row.on_sale, row.name.as_str()),
-        (10, true, "Full pass")
+        (Some(10), true, "Full pass")
     );
     // A duplicate of the conference's creation changes nothing.
     directory

@@ -559,7 +559,11 @@ fn seat_types_page(view: &ConferenceView, form: &SeatForm, messages: &[String]) 
                                 td { (seat.name) } td { (seat.description) }
                                 td.num { (seat.quantity) } td.num { (money(seat.price)) }
                                 td.num {
-                                    @if seat.on_sale { (seat.available.max(0)) } @else { span.meta { "on sale once published" } }
+                                    @match (seat.on_sale, seat.available) {
+                                        (true, Some(left)) => (left.max(0)),
+                                        (true, None) => span.meta { "—" },
+                                        (false, _) => span.meta { "on sale once published" },
+                                    }
                                 }
                                 td { div.actions {
                                     a.button.secondary href={"/admin/" (id) "/seats/" (seat.id)} { "Edit" }

@@ -256,7 +256,10 @@ impl Selection {
         let available = conference
             .seat_types
             .get(&seat_type)
-            .map_or(0, |s| s.available.max(0));
+            // The V1 read model did not know the seats left: V1 offered up to the maximum.
+            .map_or(0, |s| {
+                s.available.map_or(i64::from(MAX_PER_TYPE), |a| a.max(0))
+            });
         let held = i64::from(self.held.get(&seat_type).copied().unwrap_or(0));
         u32::try_from(available + held).unwrap_or(u32::MAX)
     }
@@ -344,7 +347,9 @@ fn selection_page(
                                     }
                                 }
                                 td.num { (money(seat.price)) }
-                                td.num.available { (seat.available.max(0)) }
+                                td.num.available {
+                                    @match seat.available { Some(left) => (left.max(0)), None => "—" }
+                                }
                                 td.num {
                                     @if most == 0 && chosen == 0 {
                                         span.soldout { "Sold out" }
@@ -602,7 +607,7 @@ fn checkout_page(
                 input #email type="email" name="email" required value=(registrant.email);
                 label for="confirm_email" { "Confirm email" }
                 input #confirm_email type="email" name="confirm_email" required value=(confirm_email);
-                @if priced.is_free_of_charge {
+                @if priced.is_free_of_charge.unwrap_or(false) {
                     p.notice #free-order { "This order is free of charge: no payment is needed." }
                 } @else {
                     fieldset #payment-method {
@@ -613,7 +618,7 @@ fn checkout_page(
                 }
                 div.actions {
                     button type="submit" {
-                        @if priced.is_free_of_charge { "Complete registration" } @else { "Proceed to payment" }
+                        @if priced.is_free_of_charge.unwrap_or(false) { "Complete registration" } @else { "Proceed to payment" }
                     }
                 }
             }
