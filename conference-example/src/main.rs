@@ -60,11 +60,22 @@ struct ServeArgs {
     /// A bearer token that opens the whole message log (`GET /api/messages`).
     #[arg(long, env = "CONFERENCE_OPERATOR_TOKEN", hide_env_values = true)]
     operator_token: Option<String>,
+    /// The read models' generation at start: `v1` (as V1 built them: no seats left, no
+    /// is_free_of_charge) or `current`. `POST /api/admin/projections/upgrade` moves V1's to
+    /// today's with no pause.
+    #[arg(long, value_enum, default_value_t = ReadModelsArg::Current)]
+    read_models: ReadModelsArg,
     /// The secret owners' portal sessions are signed with (64 bytes or more; e.g. `openssl
     /// rand -hex 32`). Give every server process on one database the same one; without it a
     /// random key is used and sessions end when the server stops.
     #[arg(long, env = "CONFERENCE_COOKIE_SECRET", hide_env_values = true)]
     cookie_secret: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ReadModelsArg {
+    V1,
+    Current,
 }
 
 impl ServeArgs {
@@ -75,6 +86,10 @@ impl ServeArgs {
             config: AppConfig {
                 reservation_window: self.reservation_window,
                 release_buffer: self.release_buffer,
+                read_models: match self.read_models {
+                    ReadModelsArg::V1 => conference_example::app::ReadModels::V1,
+                    ReadModelsArg::Current => conference_example::app::ReadModels::Current,
+                },
             },
             seed_demo: self.seed_demo,
             operator_token: self.operator_token,

@@ -27,9 +27,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use cqrs_core::{
-    Aggregate, Clock, CommandDispatcher, CommandError, CommandRouter, DispatchWaker, EventReader,
-    LogEntry, LogQuery, MemoryProjection, ProcessManagerRunner, ProjectionHandle, ProjectionRunner,
-    Repository, SnapshotPolicy, Storage,
+    Aggregate, BlueGreen, BlueGreenStatus, Clock, CommandDispatcher, CommandError, CommandRouter,
+    DispatchWaker, EventReader, LogEntry, LogQuery, ProcessManagerRunner, Projection,
+    ProjectionHandle, ProjectionRunner, Repository, SnapshotPolicy, Storage,
 };
 
 pub use crate::app::error::{AppError, Rejection};
@@ -40,9 +40,10 @@ use crate::domain::{
     PaymentId, PersonalInfo, RegistrationProcess, SeatAssignments, SeatAssignmentsCommand,
     SeatQuantity, SeatQuotas, SeatType, SeatTypeId, SeatsAvailability, ThirdPartyProcessorPayment,
 };
+pub use crate::read::ReadModels;
 use crate::read::{
     ConferenceDirectory, ConferenceView, DraftOrder, OrderSeat, OrderSummary, OrderViews,
-    PricedOrder, conference_directory, order_views,
+    PricedOrder, conference_directory, conference_directory_v1, order_views, order_views_v1,
 };
 
 /// How long reservations last.
@@ -53,6 +54,9 @@ pub struct AppConfig {
     /// How much longer an unpaid order's seats stay held, so that a payment under way can
     /// finish (14 minutes).
     pub release_buffer: Duration,
+    /// The read models' generation at start; [`ConferenceApp::upgrade_read_models`] moves
+    /// V1's to today's with no pause.
+    pub read_models: ReadModels,
 }
 
 impl Default for AppConfig {
@@ -60,6 +64,7 @@ impl Default for AppConfig {
         Self {
             reservation_window: Duration::minutes(15),
             release_buffer: Duration::minutes(14),
+            read_models: ReadModels::Current,
         }
     }
 }
@@ -120,8 +125,8 @@ pub struct ConferenceApp {
     orders: Repository<Order>,
     assignments: Repository<SeatAssignments>,
     payments: Repository<ThirdPartyProcessorPayment>,
-    directory: Arc<MemoryProjection<ConferenceDirectory>>,
-    order_views: Arc<MemoryProjection<OrderViews>>,
+    directory: BlueGreen<ConferenceDirectory>,
+    order_views: BlueGreen<OrderViews>,
     runners: Arc<[ProjectionRunner]>,
     dispatcher: CommandDispatcher,
 }
@@ -184,15 +189,18 @@ impl ConferenceApp {
         let dispatcher = CommandDispatcher::new(repository(), Arc::new(router))
             .with_clock(Arc::clone(&clock))
             .with_waker(waker);
-        let directory = Arc::new(conference_directory());
-        let order_views = Arc::new(order_views());
+        let (directory, order_views) = match config.read_models {
+            ReadModels::V1 => (conference_directory_v1(), order_views_v1()),
+            ReadModels::Current => (conference_directory(), order_views()),
+        };
         let reader: Arc<dyn EventReader> = Arc::clone(&storage) as Arc<dyn EventReader>;
         let runners: Arc<[ProjectionRunner]> = Arc::new([
             ProjectionRunner::new(Arc::clone(&reader), Arc::new(quotas)),
             ProjectionRunner::new(Arc::clone(&reader), Arc::new(registration)),
-            ProjectionRunner::new(Arc::clone(&reader), directory.clone()),
-            ProjectionRunner::new(reader, order_views.clone()),
         ]);
+        // The read models can be replaced by a new version while they serve.
+        let directory = BlueGreen::new(Arc::clone(&reader), directory);
+        let order_views = BlueGreen::new(reader, order_views);
         Self {
             storage,
             clock,
@@ -231,6 +239,12 @@ impl ConferenceApp {
                     .await
                     .map_err(|e| AppError::Unavailable(Box::new(e)))?;
             }
+            for result in [
+                self.directory.catch_up().await,
+                self.order_views.catch_up().await,
+            ] {
+                result.map_err(|e| AppError::Unavailable(Box::new(e)))?;
+            }
             if self.dispatcher.run_due().await? == 0 {
                 return Ok(());
             }
@@ -257,6 +271,8 @@ impl ConferenceApp {
     /// follow the log live, for a server. Stop them with [`Engine::stop`].
     #[must_use]
     pub fn start(&self) -> Engine {
+        self.directory.start();
+        self.order_views.start();
         Engine {
             projections: self
                 .runners
@@ -264,8 +280,49 @@ impl ConferenceApp {
                 .cloned()
                 .map(ProjectionRunner::spawn)
                 .collect(),
+            directory: self.directory.clone(),
+            order_views: self.order_views.clone(),
             dispatcher: self.dispatcher.clone().spawn(),
         }
+    }
+
+    /// Builds today's read models beside V1's while they keep serving, and switches to each
+    /// once it has caught up (nothing to do if today's are live). Progress shows in
+    /// [`read_model_status`](Self::read_model_status).
+    ///
+    /// # Errors
+    ///
+    /// [`AppError::Invalid`] if an upgrade is under way already.
+    pub fn upgrade_read_models(&self) -> Result<(), AppError> {
+        let current = (conference_directory(), order_views());
+        if self.directory.live_key() != current.0.key() {
+            self.directory
+                .upgrade(current.0)
+                .map_err(|e| AppError::Invalid(e.to_string()))?;
+        }
+        if self.order_views.live_key() != current.1.key() {
+            self.order_views
+                .upgrade(current.1)
+                .map_err(|e| AppError::Invalid(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Where each read model stands: the live version, one being built, against the log's
+    /// head.
+    ///
+    /// # Errors
+    ///
+    /// [`AppError::Unavailable`] if the store fails.
+    pub async fn read_model_status(&self) -> Result<Vec<BlueGreenStatus>, AppError> {
+        let mut all = Vec::new();
+        for status in [
+            self.directory.status_with_head().await,
+            self.order_views.status_with_head().await,
+        ] {
+            all.push(status.map_err(|e| AppError::Unavailable(Box::new(e)))?);
+        }
+        Ok(all)
     }
 
     // ----- conference management (owners) -----
@@ -668,6 +725,8 @@ impl ConferenceApp {
 #[derive(Debug)]
 pub struct Engine {
     projections: Vec<ProjectionHandle>,
+    directory: BlueGreen<ConferenceDirectory>,
+    order_views: BlueGreen<OrderViews>,
     dispatcher: cqrs_core::DispatcherHandle,
 }
 
@@ -678,5 +737,7 @@ impl Engine {
         for projection in &self.projections {
             projection.stop().await;
         }
+        self.directory.stop().await;
+        self.order_views.stop().await;
     }
 }

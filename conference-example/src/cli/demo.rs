@@ -29,6 +29,7 @@ impl Default for DemoOptions {
             config: AppConfig {
                 reservation_window: Duration::seconds(2),
                 release_buffer: Duration::seconds(1),
+                ..AppConfig::default()
             },
         }
     }

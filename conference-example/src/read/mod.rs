@@ -34,13 +34,33 @@ fn decode<E: DomainEvent>(event: &RecordedEvent) -> Result<E, ProjectionError> {
     }
 }
 
-/// The conference directory as a projection: conferences, their seat types and the seats
-/// left of each.
+/// Which generation of the read models a server starts with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadModels {
+    /// As V1 built them: no seats left, no `is_free_of_charge`.
+    V1,
+    /// Today's.
+    #[default]
+    Current,
+}
+
+/// The conference directory as a projection (version 2): conferences, their seat types and
+/// the seats left of each.
 #[must_use]
 pub fn conference_directory() -> MemoryProjection<ConferenceDirectory> {
+    directory_projection(ConferenceDirectory::default()).with_version(2)
+}
+
+/// The conference directory as V1 built it (version 1): no seats left.
+#[must_use]
+pub fn conference_directory_v1() -> MemoryProjection<ConferenceDirectory> {
+    directory_projection(ConferenceDirectory::v1())
+}
+
+fn directory_projection(initial: ConferenceDirectory) -> MemoryProjection<ConferenceDirectory> {
     MemoryProjection::new(
         "conference_directory",
-        ConferenceDirectory::default(),
+        initial,
         |directory: &mut ConferenceDirectory, event: &RecordedEvent| directory.apply(event),
     )
     .with_filter(EventFilter::all().with_categories([
@@ -49,13 +69,23 @@ pub fn conference_directory() -> MemoryProjection<ConferenceDirectory> {
     ]))
 }
 
-/// The order views as a projection: draft and priced orders, their seats, and each
-/// conference's order list.
+/// The order views as a projection (version 2): draft and priced orders, their seats, and
+/// each conference's order list.
 #[must_use]
 pub fn order_views() -> MemoryProjection<OrderViews> {
+    order_projection(OrderViews::default()).with_version(2)
+}
+
+/// The order views as V1 built them (version 1): priced orders without `is_free_of_charge`.
+#[must_use]
+pub fn order_views_v1() -> MemoryProjection<OrderViews> {
+    order_projection(OrderViews::v1())
+}
+
+fn order_projection(initial: OrderViews) -> MemoryProjection<OrderViews> {
     MemoryProjection::new(
         "order_views",
-        OrderViews::default(),
+        initial,
         |views: &mut OrderViews, event: &RecordedEvent| views.apply(event),
     )
     .with_filter(EventFilter::all().with_categories([

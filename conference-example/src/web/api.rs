@@ -67,6 +67,8 @@ pub(crate) fn routes() -> Router<WebState> {
         .route("/api/payments/{payment}/complete", post(complete_payment))
         .route("/api/payments/{payment}/cancel", post(cancel_payment))
         .route("/api/messages", get(messages))
+        .route("/api/admin/projections", get(projections))
+        .route("/api/admin/projections/upgrade", post(upgrade_projections))
 }
 
 // ----- bodies -----
@@ -736,6 +738,60 @@ async fn messages(
         })
         .collect();
     Ok(Json(json!({ "messages": messages })))
+}
+
+// ----- operations -----
+
+/// Whether `credentials` are the operator's, or (when `owners_too`) any conference owner's.
+fn operator_or_owner(
+    state: &WebState,
+    credentials: Option<Credentials>,
+    owners_too: bool,
+) -> ApiResult<()> {
+    match credentials {
+        None => Err(unauthorized()),
+        Some(Credentials::Operator(token))
+            if state.operator_token.as_deref() == Some(token.as_str()) =>
+        {
+            Ok(())
+        }
+        Some(Credentials::Owner { email, access_code }) if owners_too => {
+            let code = AccessCode::from_str(&access_code).map_err(|_| forbidden())?;
+            state
+                .app
+                .owner_conference(&email, &code)
+                .map(|_| ())
+                .map_err(|_| forbidden())
+        }
+        Some(_) => Err(forbidden()),
+    }
+}
+
+/// The read models: the live version of each, one being built, and the log's head.
+async fn projections(
+    State(state): State<WebState>,
+    MaybeCredentials(credentials): MaybeCredentials,
+) -> ApiResult<Json<serde_json::Value>> {
+    operator_or_owner(&state, credentials, true)?;
+    let all = state.app.read_model_status().await?;
+    Ok(Json(json!({ "projections": all })))
+}
+
+/// Starts building today's read models beside V1's (operator only).
+async fn upgrade_projections(
+    State(state): State<WebState>,
+    MaybeCredentials(credentials): MaybeCredentials,
+) -> ApiResult<Response> {
+    operator_or_owner(&state, credentials, false)?;
+    match state.app.upgrade_read_models() {
+        Ok(()) => {}
+        Err(crate::app::AppError::Invalid(message)) => {
+            return Err(ApiError::conflict("upgrade_under_way", message));
+        }
+        Err(other) => return Err(other.into()),
+    }
+    let all = state.app.read_model_status().await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "projections": all }))).into_response())
 }
 
 /// How long a read waits for the read model to catch up with a version it was asked for.

@@ -561,6 +561,7 @@ async fn the_countdown_ends_on_the_expired_page_and_the_seats_go_back() {
     let site = Site::start_with(AppConfig {
         reservation_window: chrono::Duration::seconds(4),
         release_buffer: chrono::Duration::seconds(1),
+        ..AppConfig::default()
     })
     .await;
     let browser = Browser::start(&chromium, &driver).await;

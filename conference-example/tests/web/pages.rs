@@ -346,6 +346,21 @@ async fn the_owner_portal_shows_nothing_without_the_right_session() {
     assert_eq!(response.status().as_u16(), 409);
     let (_, view) = server.get("/api/conferences/ours").await;
     assert_eq!(view["seat_types"].as_array().unwrap().len(), 2);
+    // The read models' versions, for upgrades.
+    let models = client()
+        .get(server.url(&format!("/admin/{}/read-models", ours.id)))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(models.status().as_u16(), 200);
+    let body = models.text().await.unwrap();
+    assert!(
+        body.contains("conference_directory@v2") && body.contains("order_views@v2"),
+        "{body}"
+    );
+    let (status, _) = page(&server, &format!("/admin/{}/read-models", ours.id)).await;
+    assert_eq!(status, 401, "not without the session");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

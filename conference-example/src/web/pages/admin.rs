@@ -52,6 +52,7 @@ pub(crate) fn routes() -> Router<WebState> {
             post(delete_seat_type),
         )
         .route("/admin/{id}/orders", get(orders))
+        .route("/admin/{id}/read-models", get(read_models))
 }
 
 // ----- the session -----
@@ -123,6 +124,7 @@ fn tabs(view: &ConferenceView, current: &str) -> Markup {
             a.current[current == "details"] href={"/admin/" (id)} { "Conference details" }
             a.current[current == "seats"] href={"/admin/" (id) "/seats"} { "Seat types" }
             a.current[current == "orders"] href={"/admin/" (id) "/orders"} { "Registrations" }
+            a.current[current == "read-models"] href={"/admin/" (id) "/read-models"} { "Read models" }
         }
     }
 }
@@ -776,4 +778,55 @@ async fn orders(
         }
     };
     Ok(layout(SITE, "Registrations", &body).into_response())
+}
+
+// ----- the read models, for upgrades -----
+
+async fn read_models(
+    State(state): State<WebState>,
+    jar: SignedCookieJar,
+    PagePath(id): PagePath<ConferenceId>,
+) -> PageResult {
+    let view = signed_in(&state, &jar, id)?;
+    let all = state.app.read_model_status().await.map_err(app_error)?;
+    let building = all.iter().any(|s| s.building.is_some());
+    let percent = |at: u64, head: u64| {
+        (at.min(head) * 100)
+            .checked_div(head)
+            .map_or(100, |p| p.min(100))
+    };
+    let body = html! {
+        section.card {
+            (tabs(&view, "read-models"))
+            h2 { "Read models" }
+            p.meta {
+                "What the pages read from. A new version is built beside the live one while it serves, "
+                "and takes over once it has caught up. The operator starts an upgrade with "
+                code { "POST /api/admin/projections/upgrade" } "."
+            }
+            table.read-models {
+                thead { tr {
+                    th { "Read model" } th { "Live version" } th.num { "Position" }
+                    th { "Being built" } th { "Retired" }
+                } }
+                tbody {
+                    @for s in &all {
+                        tr {
+                            td { (s.name) }
+                            td { code { (s.live.key) } @if s.live.live { " " span.badge.ok { "live" } } }
+                            td.num { (s.live.position) " / " (s.head) }
+                            td {
+                                @if let Some(b) = &s.building {
+                                    code { (b.key) } " — " (percent(b.position.get(), s.head.get())) "%"
+                                } @else { span.meta { "—" } }
+                            }
+                            td { (s.retired.join(", ")) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let page = crate::web::pages::layout_with(SITE, "Read models", &body, building.then_some(2));
+    Ok(page.into_response())
 }
