@@ -46,7 +46,7 @@ use uuid::Uuid;
 
 use crate::Json;
 use crate::event::{Metadata, NewEvent, RecordedEvent, StreamId};
-use crate::store::{Commit, Storage, StoreError};
+use crate::store::{Commit, ProcessSave, Storage, StoreError};
 use crate::upcast::{UpcastError, Upcasted, Upcasters};
 use crate::version::{ExpectedVersion, Position, Version};
 
@@ -88,6 +88,10 @@ pub struct MigrationReport {
     pub started_at: Position,
     /// Each carried checkpoint: its name, source position and target position.
     pub checkpoints: Vec<(String, Position, Position)>,
+    /// Process-manager instances copied (their last positions translated).
+    pub processes: u64,
+    /// Scheduled commands (timeouts, outboxes) copied.
+    pub scheduled: u64,
     /// How long the run took.
     pub elapsed: Duration,
 }
@@ -161,6 +165,10 @@ pub struct Verification {
     pub differences: Vec<String>,
     /// Source events the target lacks.
     pub missing: u64,
+    /// Process instances compared.
+    pub processes: u64,
+    /// Scheduled commands compared.
+    pub scheduled: u64,
 }
 
 impl Verification {
@@ -320,6 +328,8 @@ impl Migration {
             prelude_written: 0,
             started_at: done.next(),
             checkpoints: Vec::new(),
+            processes: 0,
+            scheduled: 0,
             elapsed: Duration::ZERO,
         };
 
@@ -416,10 +426,71 @@ impl Migration {
                 .checkpoints
                 .push((name.clone(), *source_at, target_at));
         }
+        // In-flight work: process instances (their positions translated) and pending
+        // commands, so that orders under way go on in the target.
+        let (processes, scheduled) = self.copy_process_state(from, to).await?;
+        report.processes = processes;
+        report.scheduled = scheduled;
         report.events_written = writer.written;
         report.events_skipped = writer.skipped;
         report.elapsed = started.elapsed();
         Ok(report)
+    }
+
+    /// Copies every process instance (its last position translated to the target's) and every
+    /// pending scheduled command; what the target has already (a resumed run) is kept.
+    async fn copy_process_state(
+        &self,
+        from: &dyn Storage,
+        to: &dyn Storage,
+    ) -> Result<(u64, u64), MigrationError> {
+        let mut map: Option<PositionMap> = None;
+        let mut copied = 0u64;
+        let mut after: Option<StreamId> = None;
+        loop {
+            let page = from.list_processes(after.as_ref(), self.batch).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            for process in page {
+                if to.load_process(&process.id).await?.is_some() {
+                    continue;
+                }
+                if map.is_none() {
+                    map = Some(PositionMap::read(to, self.batch).await?);
+                }
+                let last_position = map
+                    .as_ref()
+                    .map_or(Position::ZERO, |m| m.translate(process.last_position));
+                match to
+                    .save_process(ProcessSave {
+                        id: process.id,
+                        expected: Version::ZERO,
+                        state: process.state,
+                        completed: process.completed,
+                        last_position,
+                        outbox: Vec::new(),
+                        handled: None,
+                        saved_at: process.updated_at,
+                    })
+                    .await
+                {
+                    Ok(()) => copied += 1,
+                    Err(StoreError::Conflict { .. }) => {}
+                    Err(err) => return Err(err.into()),
+                }
+            }
+        }
+        let mut scheduled = 0u64;
+        let mut after = None;
+        loop {
+            let page = from.list_scheduled(after, self.batch).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.command.id);
+            scheduled += page.len() as u64;
+            // Scheduling an id the target has already leaves it as it is.
+            to.schedule(page).await?;
+        }
+        Ok((copied, scheduled))
     }
 
     /// One stored event as the events it is today, with its metadata kept and backfilled.
@@ -541,7 +612,67 @@ impl Migration {
                 extra.position
             ));
         }
+        self.verify_process_state(from, to, &mut found).await?;
         Ok(found)
+    }
+
+    async fn verify_process_state(
+        &self,
+        from: &dyn Storage,
+        to: &dyn Storage,
+        found: &mut Verification,
+    ) -> Result<(), MigrationError> {
+        let mut map: Option<PositionMap> = None;
+        let mut after: Option<StreamId> = None;
+        loop {
+            let page = from.list_processes(after.as_ref(), self.batch).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.clone());
+            if map.is_none() {
+                map = Some(PositionMap::read(to, self.batch).await?);
+            }
+            for process in page {
+                found.processes += 1;
+                let expected = map
+                    .as_ref()
+                    .map_or(Position::ZERO, |m| m.translate(process.last_position));
+                match to.load_process(&process.id).await? {
+                    None => found.differ(format!("process {} is missing", process.id)),
+                    Some(copy)
+                        if copy.state.to_value().ok() != process.state.to_value().ok()
+                            || copy.completed != process.completed
+                            || copy.last_position != expected =>
+                    {
+                        found.differ(format!("process {} differs", process.id));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        let key = |c: &crate::store::ScheduledCommand| {
+            (
+                c.command.id,
+                c.command.target.clone(),
+                c.command.command_type.clone(),
+                c.command.payload.to_value().ok(),
+                c.due_at,
+            )
+        };
+        let (source, target) = (
+            all_scheduled(from, self.batch).await?,
+            all_scheduled(to, self.batch).await?,
+        );
+        found.scheduled = source.len() as u64;
+        let target: HashSet<_> = target.iter().map(key).collect();
+        for command in &source {
+            if !target.contains(&key(command)) {
+                found.differ(format!(
+                    "scheduled command {} is missing",
+                    command.command.id
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -635,6 +766,64 @@ impl Writer<'_> {
             .into_iter()
             .map(|slot| slot.and_then(|i| appended.get(i).and_then(|a| a.position)))
             .collect())
+    }
+}
+
+async fn all_scheduled(
+    store: &dyn Storage,
+    batch: usize,
+) -> Result<Vec<crate::store::ScheduledCommand>, StoreError> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_scheduled(after, batch).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.command.id);
+        all.extend(page);
+    }
+    Ok(all)
+}
+
+/// Source positions to target positions, read back from the target's
+/// [`SOURCE_POSITION`] headers.
+struct PositionMap {
+    /// (source, target), by source position.
+    pairs: Vec<(u64, u64)>,
+    /// The target position the prelude ends at.
+    prelude_end: u64,
+}
+
+impl PositionMap {
+    async fn read(to: &dyn Storage, batch: usize) -> Result<Self, StoreError> {
+        let mut pages = Pages::new(to, batch);
+        let mut pairs = Vec::new();
+        let mut prelude_end = 0;
+        while let Some(event) = pages.next().await? {
+            match event
+                .metadata
+                .headers
+                .get(SOURCE_POSITION)
+                .and_then(|p| p.parse::<u64>().ok())
+            {
+                Some(source) => pairs.push((source, event.position.get())),
+                None if pairs.is_empty() => prelude_end = event.position.get(),
+                None => {}
+            }
+        }
+        Ok(Self { pairs, prelude_end })
+    }
+
+    /// The target position of the last event copied from at or before `source`.
+    fn translate(&self, source: Position) -> Position {
+        if source == Position::ZERO {
+            return Position::ZERO;
+        }
+        let after = self.pairs.partition_point(|(s, _)| *s <= source.get());
+        Position::new(
+            after
+                .checked_sub(1)
+                .map_or(self.prelude_end, |i| self.pairs[i].1.max(self.prelude_end)),
+        )
     }
 }
 

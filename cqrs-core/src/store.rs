@@ -825,6 +825,18 @@ pub trait ScheduleStore: Send + Sync + 'static {
         lease: chrono::Duration,
     ) -> Result<Vec<ScheduledCommand>, StoreError>;
 
+    /// Every command scheduled and not completed yet (claimed or not), in id order, after
+    /// `after`, up to `limit`: for copying a store ([`migrate`](crate::migrate)).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] if the store fails.
+    async fn list_scheduled(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<ScheduledCommand>, StoreError>;
+
     /// Removes delivered commands.
     ///
     /// # Errors
@@ -888,6 +900,18 @@ pub trait ProcessStore: Send + Sync + 'static {
     /// [`StoreError::Conflict`] if the instance is not at `save.expected` (its `stream` is the
     /// instance id), [`StoreError::DuplicateCommand`] if `save.handled` was already recorded.
     async fn save_process(&self, save: ProcessSave) -> Result<(), StoreError>;
+
+    /// Every instance, in id order, after `after`, up to `limit`: for copying a store
+    /// ([`migrate`](crate::migrate)).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] if the store fails.
+    async fn list_processes(
+        &self,
+        after: Option<&StreamId>,
+        limit: usize,
+    ) -> Result<Vec<ProcessState>, StoreError>;
 }
 
 /// A stored process-manager instance.

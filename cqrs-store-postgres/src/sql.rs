@@ -33,6 +33,8 @@ pub(crate) struct Sql {
     pub(crate) complete_scheduled: Arc<str>,
     pub(crate) next_due: Arc<str>,
     pub(crate) load_process: Arc<str>,
+    pub(crate) list_processes: Arc<str>,
+    pub(crate) list_scheduled: Arc<str>,
     pub(crate) lock_process: Arc<str>,
     pub(crate) insert_process: Arc<str>,
     pub(crate) update_process: Arc<str>,
@@ -135,6 +137,13 @@ impl Sql {
             )),
             complete_scheduled: q(format!("DELETE FROM {s}.scheduled WHERE id = ANY($1)")),
             next_due: q(format!("SELECT min(available_at) FROM {s}.scheduled")),
+            list_processes: q(format!(
+                "SELECT id, version, state::text, completed, last_position, updated_at FROM {s}.processes \
+                 WHERE id COLLATE \"C\" > $1 ORDER BY id COLLATE \"C\" LIMIT $2"
+            )),
+            list_scheduled: q(format!(
+                "SELECT {SCHEDULED_COLUMNS} FROM {s}.scheduled WHERE id > $1 ORDER BY id LIMIT $2"
+            )),
             load_process: q(format!(
                 "SELECT version, state::text, completed, last_position, updated_at FROM {s}.processes WHERE id = $1"
             )),

@@ -700,6 +700,20 @@ impl ScheduleStore for PostgresEventStore {
         Ok(claimed)
     }
 
+    async fn list_scheduled(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<ScheduledCommand>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(self.inner.sql.list_scheduled.clone()))
+            .bind(after.unwrap_or(Uuid::nil()))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(scheduled).collect()
+    }
+
     async fn complete_scheduled(&self, ids: &[Uuid]) -> Result<(), StoreError> {
         sqlx::query(AssertSqlSafe(self.inner.sql.complete_scheduled.clone()))
             .bind(ids)
@@ -788,6 +802,35 @@ impl ProcessStore for PostgresEventStore {
             })
         })
         .transpose()
+    }
+
+    async fn list_processes(
+        &self,
+        after: Option<&StreamId>,
+        limit: usize,
+    ) -> Result<Vec<ProcessState>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(self.inner.sql.list_processes.clone()))
+            .bind(after.map_or("", StreamId::as_str))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                let id: &str = row.try_get(0).map_err(backend)?;
+                let version: i64 = row.try_get(1).map_err(backend)?;
+                let state: &str = row.try_get(2).map_err(backend)?;
+                let last: i64 = row.try_get(4).map_err(backend)?;
+                Ok(ProcessState {
+                    id: StreamId::new(id).map_err(|e| StoreError::Invalid(e.to_string()))?,
+                    version: Version::new(unsigned(version, "process version", None)?),
+                    state: Json::from_stored(state),
+                    completed: row.try_get(3).map_err(backend)?,
+                    last_position: Position::new(unsigned(last, "process position", None)?),
+                    updated_at: row.try_get(5).map_err(backend)?,
+                })
+            })
+            .collect()
     }
 
     async fn save_process(&self, save: ProcessSave) -> Result<(), StoreError> {

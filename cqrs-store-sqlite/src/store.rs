@@ -917,6 +917,31 @@ impl ScheduleStore for SqliteEventStore {
             .await
     }
 
+    async fn list_scheduled(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<ScheduledCommand>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let after = after.unwrap_or(Uuid::nil());
+            let mut select = conn
+                .prepare_cached(&format!(
+                    "SELECT {SCHEDULED_COLUMNS} FROM cqrs_scheduled WHERE id > ?1 ORDER BY id LIMIT ?2"
+                ))
+                .map_err(backend)?;
+            let mut rows = select
+                .query(params![after.as_bytes().as_slice(), limit])
+                .map_err(backend)?;
+            let mut all = Vec::new();
+            while let Some(row) = rows.next().map_err(backend)? {
+                all.push(scheduled(row)?);
+            }
+            Ok(all)
+        })
+        .await
+    }
+
     async fn complete_scheduled(&self, ids: &[Uuid]) -> Result<(), StoreError> {
         let ids = ids.to_vec();
         self.inner
@@ -973,6 +998,39 @@ impl ProcessStore for SqliteEventStore {
                 })
             })
             .transpose()
+        })
+        .await
+    }
+
+    async fn list_processes(
+        &self,
+        after: Option<&StreamId>,
+        limit: usize,
+    ) -> Result<Vec<ProcessState>, StoreError> {
+        let after = after.map(|a| a.as_str().to_owned()).unwrap_or_default();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut select = conn
+                .prepare_cached(
+                    "SELECT id, version, state, completed, last_position, updated_at FROM cqrs_processes \
+                     WHERE id > ?1 ORDER BY id LIMIT ?2",
+                )
+                .map_err(backend)?;
+            let mut rows = select.query(params![after, limit]).map_err(backend)?;
+            let mut all = Vec::new();
+            while let Some(row) = rows.next().map_err(backend)? {
+                let id: String = row.get(0).map_err(backend)?;
+                let id = StreamId::new(&id).map_err(|e| StoreError::Invalid(e.to_string()))?;
+                all.push(ProcessState {
+                    id,
+                    version: Version::new(unsigned(row.get(1).map_err(backend)?, "process version", None)?),
+                    state: Json::from_stored(row.get::<_, String>(2).map_err(backend)?),
+                    completed: row.get(3).map_err(backend)?,
+                    last_position: Position::new(unsigned(row.get(4).map_err(backend)?, "process position", None)?),
+                    updated_at: from_micros(row.get(5).map_err(backend)?, None)?,
+                });
+            }
+            Ok(all)
         })
         .await
     }

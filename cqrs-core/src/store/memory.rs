@@ -389,6 +389,22 @@ impl ScheduleStore for InMemoryEventStore {
             .collect())
     }
 
+    async fn list_scheduled(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<ScheduledCommand>, StoreError> {
+        let state = self.lock();
+        let mut all: Vec<&ScheduledCommand> = state
+            .scheduled
+            .values()
+            .map(|s| &s.command)
+            .filter(|c| after.is_none_or(|a| c.command.id > a))
+            .collect();
+        all.sort_by_key(|c| c.command.id);
+        Ok(all.into_iter().take(limit).cloned().collect())
+    }
+
     async fn complete_scheduled(&self, ids: &[Uuid]) -> Result<(), StoreError> {
         let mut state = self.lock();
         for id in ids {
@@ -411,6 +427,21 @@ impl ScheduleStore for InMemoryEventStore {
 impl ProcessStore for InMemoryEventStore {
     async fn load_process(&self, id: &StreamId) -> Result<Option<ProcessState>, StoreError> {
         Ok(self.lock().processes.get(id).cloned())
+    }
+
+    async fn list_processes(
+        &self,
+        after: Option<&StreamId>,
+        limit: usize,
+    ) -> Result<Vec<ProcessState>, StoreError> {
+        let state = self.lock();
+        let mut all: Vec<&ProcessState> = state
+            .processes
+            .values()
+            .filter(|p| after.is_none_or(|a| p.id.as_str() > a.as_str()))
+            .collect();
+        all.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+        Ok(all.into_iter().take(limit).cloned().collect())
     }
 
     async fn save_process(&self, save: ProcessSave) -> Result<(), StoreError> {

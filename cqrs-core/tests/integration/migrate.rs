@@ -286,3 +286,65 @@ async fn verify_finds_what_differs() {
         .unwrap();
     assert!(raw.differences.len() >= 3, "{raw:?}");
 }
+
+#[tokio::test]
+async fn in_flight_processes_and_their_timeouts_come_along_translated() {
+    use cqrs_core::{CommandEnvelope, ProcessSave, ProcessStore, ScheduleStore, ScheduledCommand};
+
+    let old = old_store(5).await;
+    // A process that has seen up to source position 10, with a timeout pending.
+    let timeout = ScheduledCommand::new(
+        CommandEnvelope {
+            id: Uuid::now_v7(),
+            target: stream("order-2"),
+            command_type: "order.expire".into(),
+            payload: Json::encode(&json!({})).unwrap(),
+            correlation_id: None,
+            causation_id: None,
+            headers: Default::default(),
+        },
+        Utc.with_ymd_and_hms(2012, 5, 1, 9, 15, 0).unwrap(),
+    );
+    old.save_process(ProcessSave {
+        id: stream("registration-2"),
+        expected: cqrs_core::Version::ZERO,
+        state: Json::encode(&json!({"awaiting": "payment"})).unwrap(),
+        completed: false,
+        last_position: Position::new(10),
+        outbox: vec![timeout.clone()],
+        handled: None,
+        saved_at: Utc::now(),
+    })
+    .await
+    .unwrap();
+    let new = InMemoryEventStore::new();
+    let mut created = event("conference_created", json!({}), 0);
+    created.metadata = Metadata::at(Utc.with_ymd_and_hms(2012, 4, 1, 0, 0, 0).unwrap());
+    let migration = Migration::new(chain()).with_prelude(vec![Commit::new(
+        stream("conference-1"),
+        ExpectedVersion::NoStream,
+        vec![created],
+    )]);
+    let report = migration.run(&old, &new, &mut |_| {}).await.unwrap();
+    assert_eq!((report.processes, report.scheduled), (1, 1));
+    let copy = new
+        .load_process(&stream("registration-2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        copy.state.to_value().unwrap(),
+        json!({"awaiting": "payment"})
+    );
+    // Position 10 in the source is the event the prelude pushed to 11.
+    let at = new.read_all(copy.last_position, 1).await.unwrap();
+    assert_eq!(at[0].metadata.headers[SOURCE_POSITION], "10");
+    assert_eq!(new.list_scheduled(None, 10).await.unwrap(), [timeout]);
+    let verified = migration.verify(&old, &new).await.unwrap();
+    assert!(verified.is_identical(), "{verified:?}");
+    assert_eq!((verified.processes, verified.scheduled), (1, 1));
+    // A resumed run copies nothing twice.
+    let again = migration.resume(&old, &new, &mut |_| {}).await.unwrap();
+    assert_eq!(again.processes, 0);
+    assert_eq!(new.list_scheduled(None, 10).await.unwrap().len(), 1);
+}

@@ -137,6 +137,7 @@ macro_rules! __conformance_list {
             repository_loads_through_snapshots,
             scheduled_commands_fire_when_due_and_once_claimed,
             process_state_and_outbox_commit_together,
+            processes_and_schedules_can_be_listed,
             concurrent_writers_on_one_stream,
             concurrent_claims_and_process_saves_do_not_overlap,
             live_subscriber_sees_every_event_once_in_order,

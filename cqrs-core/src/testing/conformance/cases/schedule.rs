@@ -240,3 +240,86 @@ pub async fn process_state_and_outbox_commit_together(store: Arc<dyn Storage>) {
         "a duplicate save changed the instance"
     );
 }
+
+/// Every process instance and every scheduled command not completed can be listed, in id
+/// order and by pages, so that a store can be copied.
+pub async fn processes_and_schedules_can_be_listed(store: Arc<dyn Storage>) {
+    let target = stream("order");
+    let mut ids = Vec::new();
+    let mut commands = Vec::new();
+    for (n, name) in ["registration-b", "registration-a", "registration-c"]
+        .into_iter()
+        .enumerate()
+    {
+        let id = StreamId::new(name).expect("id");
+        let outbox = vec![scheduled(&target, i64::try_from(n).expect("small"))];
+        commands.extend(outbox.clone());
+        store
+            .save_process(ProcessSave {
+                id: id.clone(),
+                expected: Version::ZERO,
+                state: Json::from(json!({ "n": n })),
+                completed: n == 2,
+                last_position: Position::new(10 + n as u64),
+                outbox,
+                handled: None,
+                saved_at: at(0),
+            })
+            .await
+            .expect("save");
+        ids.push(id);
+    }
+    let page = store.list_processes(None, 2).await.expect("list");
+    let names: Vec<&str> = page.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(
+        names,
+        ["registration-a", "registration-b"],
+        "by id, a page at a time"
+    );
+    assert_eq!(
+        page[0],
+        store
+            .load_process(&page[0].id)
+            .await
+            .expect("load")
+            .expect("saved")
+    );
+    let rest = store
+        .list_processes(Some(&page[1].id), 10)
+        .await
+        .expect("list");
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].id.as_str(), "registration-c");
+    assert!(rest[0].completed);
+    assert_eq!(rest[0].last_position, Position::new(12));
+
+    commands.sort_by_key(|c| c.command.id);
+    assert_eq!(
+        store.list_scheduled(None, 10).await.expect("list"),
+        commands
+    );
+    let first = store.list_scheduled(None, 1).await.expect("list");
+    let after = store
+        .list_scheduled(Some(first[0].command.id), 10)
+        .await
+        .expect("list");
+    assert_eq!(after, commands[1..], "by id, a page at a time");
+    // Claimed ones are still listed (with their attempts); completed ones are not.
+    let claimed = store
+        .claim_due(at(0), 1, Duration::seconds(30))
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), 1);
+    let listed = store.list_scheduled(None, 10).await.expect("list");
+    assert_eq!(listed.len(), 3);
+    assert!(
+        listed
+            .iter()
+            .any(|c| c.command.id == claimed[0].command.id && c.attempts == 1)
+    );
+    store
+        .complete_scheduled(&[claimed[0].command.id])
+        .await
+        .expect("complete");
+    assert_eq!(store.list_scheduled(None, 10).await.expect("list").len(), 2);
+}
