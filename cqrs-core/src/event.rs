@@ -323,7 +323,9 @@ pub struct Metadata {
     pub command_id: Option<Uuid>,
     /// When the event was recorded, to the microsecond.
     pub recorded_at: DateTime<Utc>,
-    /// Free-form headers.
+    /// Free-form headers. Those named `cqrs.*` are the framework's facts about this one
+    /// event (such as [`SOURCE_POSITION`](crate::migrate::SOURCE_POSITION)); the commands a
+    /// process manager sends in reaction do not inherit them, as they inherit the others.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: Headers,
 }

@@ -185,7 +185,8 @@ impl Verification {
     }
 }
 
-/// A copy-transform of one store into another; see the [module](self) docs.
+/// A copy-transform of one store into another; see the [module](self) docs. Use one
+/// `Migration` (and its clones) for one target: it remembers what it read of it.
 #[derive(Clone)]
 pub struct Migration {
     upcasters: Upcasters,
@@ -193,6 +194,8 @@ pub struct Migration {
     prelude: Vec<Commit>,
     checkpoints: Vec<String>,
     batch: usize,
+    /// The target's source positions, read once and extended run by run.
+    positions: Arc<std::sync::Mutex<Option<PositionMap>>>,
 }
 
 impl fmt::Debug for Migration {
@@ -216,6 +219,7 @@ impl Migration {
             prelude: Vec::new(),
             checkpoints: Vec::new(),
             batch: 1_000,
+            positions: Arc::default(),
         }
     }
 
@@ -437,34 +441,49 @@ impl Migration {
         Ok(report)
     }
 
-    /// Copies every process instance (its last position translated to the target's) and every
-    /// pending scheduled command; what the target has already (a resumed run) is kept.
+    /// Brings the target's process instances and pending scheduled commands in line with the
+    /// source's: instances new or changed since the last run are written (their last
+    /// positions translated to the target's), commands pending in the source are scheduled,
+    /// and commands the target holds that the source has since completed are removed. Run
+    /// last, after the source stopped writing, it hands over the work under way.
     async fn copy_process_state(
         &self,
         from: &dyn Storage,
         to: &dyn Storage,
     ) -> Result<(u64, u64), MigrationError> {
-        let mut map: Option<PositionMap> = None;
-        let mut copied = 0u64;
+        let map = {
+            let cached = self
+                .positions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            let mut map = cached.unwrap_or_default();
+            map.extend(to, self.batch).await?;
+            map
+        };
+        let mut written = 0u64;
         let mut after: Option<StreamId> = None;
         loop {
             let page = from.list_processes(after.as_ref(), self.batch).await?;
             let Some(last) = page.last() else { break };
             after = Some(last.id.clone());
             for process in page {
-                if to.load_process(&process.id).await?.is_some() {
-                    continue;
-                }
-                if map.is_none() {
-                    map = Some(PositionMap::read(to, self.batch).await?);
-                }
-                let last_position = map
-                    .as_ref()
-                    .map_or(Position::ZERO, |m| m.translate(process.last_position));
+                let last_position = map.translate(process.last_position);
+                let expected = match to.load_process(&process.id).await? {
+                    None => Version::ZERO,
+                    Some(copy)
+                        if copy.completed == process.completed
+                            && copy.last_position == last_position
+                            && copy.state.to_value().ok() == process.state.to_value().ok() =>
+                    {
+                        continue;
+                    }
+                    Some(copy) => copy.version,
+                };
                 match to
                     .save_process(ProcessSave {
                         id: process.id,
-                        expected: Version::ZERO,
+                        expected,
                         state: process.state,
                         completed: process.completed,
                         last_position,
@@ -474,23 +493,39 @@ impl Migration {
                     })
                     .await
                 {
-                    Ok(()) => copied += 1,
-                    Err(StoreError::Conflict { .. }) => {}
+                    Ok(()) => written += 1,
+                    // Something else runs the target's processes: it is not ours to change.
+                    Err(StoreError::Conflict { stream, actual, .. }) => {
+                        return Err(MigrationError::Diverged {
+                            stream,
+                            version: actual,
+                        });
+                    }
                     Err(err) => return Err(err.into()),
                 }
             }
         }
-        let mut scheduled = 0u64;
-        let mut after = None;
-        loop {
-            let page = from.list_scheduled(after, self.batch).await?;
-            let Some(last) = page.last() else { break };
-            after = Some(last.command.id);
-            scheduled += page.len() as u64;
+        *self
+            .positions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(map);
+        let pending = all_scheduled(from, self.batch).await?;
+        let ids: HashSet<Uuid> = pending.iter().map(|c| c.command.id).collect();
+        let stale: Vec<Uuid> = all_scheduled(to, self.batch)
+            .await?
+            .into_iter()
+            .map(|c| c.command.id)
+            .filter(|id| !ids.contains(id))
+            .collect();
+        let scheduled = pending.len() as u64;
+        for page in pending.chunks(self.batch) {
             // Scheduling an id the target has already leaves it as it is.
-            to.schedule(page).await?;
+            to.schedule(page.to_vec()).await?;
         }
-        Ok((copied, scheduled))
+        if !stale.is_empty() {
+            to.complete_scheduled(&stale).await?;
+        }
+        Ok((written, scheduled))
     }
 
     /// One stored event as the events it is today, with its metadata kept and backfilled.
@@ -785,32 +820,42 @@ async fn all_scheduled(
 }
 
 /// Source positions to target positions, read back from the target's
-/// [`SOURCE_POSITION`] headers.
+/// [`SOURCE_POSITION`] headers (and kept between runs, so each run reads only what is new).
+#[derive(Debug, Default)]
 struct PositionMap {
     /// (source, target), by source position.
     pairs: Vec<(u64, u64)>,
     /// The target position the prelude ends at.
     prelude_end: u64,
+    /// How far the target has been read.
+    read_to: Position,
 }
 
 impl PositionMap {
     async fn read(to: &dyn Storage, batch: usize) -> Result<Self, StoreError> {
+        let mut map = Self::default();
+        map.extend(to, batch).await?;
+        Ok(map)
+    }
+
+    /// Reads the target's events written since the last read.
+    async fn extend(&mut self, to: &dyn Storage, batch: usize) -> Result<(), StoreError> {
         let mut pages = Pages::new(to, batch);
-        let mut pairs = Vec::new();
-        let mut prelude_end = 0;
+        pages.next = self.read_to.next();
         while let Some(event) = pages.next().await? {
+            self.read_to = event.position;
             match event
                 .metadata
                 .headers
                 .get(SOURCE_POSITION)
                 .and_then(|p| p.parse::<u64>().ok())
             {
-                Some(source) => pairs.push((source, event.position.get())),
-                None if pairs.is_empty() => prelude_end = event.position.get(),
+                Some(source) => self.pairs.push((source, event.position.get())),
+                None if self.pairs.is_empty() => self.prelude_end = event.position.get(),
                 None => {}
             }
         }
-        Ok(Self { pairs, prelude_end })
+        Ok(())
     }
 
     /// The target position of the last event copied from at or before `source`.

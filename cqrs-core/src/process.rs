@@ -339,7 +339,14 @@ impl Outgoing {
                 payload,
                 correlation_id: Some(cause.correlation_id.unwrap_or(cause.id)),
                 causation_id: Some(cause.id),
-                headers: cause.headers.clone(),
+                // The framework's own `cqrs.*` headers describe one stored message (where a
+                // migration copied it from, say), not the flow: they are not inherited.
+                headers: cause
+                    .headers
+                    .iter()
+                    .filter(|(name, _)| !name.starts_with("cqrs."))
+                    .map(|(name, value)| (name.clone(), value.clone()))
+                    .collect(),
             },
             due_at: self.due_at.unwrap_or(now),
             attempts: 0,

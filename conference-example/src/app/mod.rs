@@ -271,8 +271,7 @@ impl ConferenceApp {
     /// follow the log live, for a server. Stop them with [`Engine::stop`].
     #[must_use]
     pub fn start(&self) -> Engine {
-        self.directory.start();
-        self.order_views.start();
+        self.start_read_models();
         Engine {
             projections: self
                 .runners
@@ -284,6 +283,13 @@ impl ConferenceApp {
             order_views: self.order_views.clone(),
             dispatcher: self.dispatcher.clone().spawn(),
         }
+    }
+
+    /// Starts only the read models, following the log live: for a server that takes over
+    /// from another (it catches up before the switch, then [`start`](Self::start)s the rest).
+    pub fn start_read_models(&self) {
+        self.directory.start();
+        self.order_views.start();
     }
 
     /// Builds today's read models beside V1's while they keep serving, and switches to each

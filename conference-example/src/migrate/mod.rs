@@ -93,25 +93,77 @@ pub fn backfill(recorded: &RecordedEvent, metadata: &mut Metadata) {
 }
 
 /// The migration of a V1 store (`from`, with its `management` rows) into today's shapes:
-/// the upcasters, the prelude dated before `from`'s first event, the backfill, and the
+/// the upcasters, the prelude dated before `from`'s first event (for the conferences whose
+/// events `from` does not hold already, see [`backfill_in_place`]), the backfill, and the
 /// process managers' checkpoints.
 ///
 /// # Errors
 ///
-/// The store's error reading `from`'s first event.
+/// The store's error reading `from`.
 pub async fn upgrade(
     from: &Arc<dyn Storage>,
     management: &Management,
 ) -> Result<Migration, StoreError> {
-    let first = from
-        .read_all(Position::START, 1)
-        .await?
-        .first()
-        .map_or_else(chrono::Utc::now, |e| e.metadata.recorded_at);
+    let first = first_time(from).await?;
     Ok(Migration::new(upcasters())
-        .with_prelude(prelude(management, first))
+        .with_prelude(missing_prelude(from, management, first).await?)
         .with_backfill(backfill)
         .with_checkpoints(process_checkpoints(from)))
+}
+
+/// The prelude's commits for the streams `storage` does not hold yet.
+async fn missing_prelude(
+    storage: &Arc<dyn Storage>,
+    management: &Management,
+    first: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<cqrs_core::Commit>, StoreError> {
+    let mut missing = Vec::new();
+    for commit in prelude(management, first) {
+        if storage
+            .read_stream(&commit.stream, Version::START)
+            .await?
+            .is_empty()
+        {
+            missing.push(commit);
+        }
+    }
+    Ok(missing)
+}
+
+/// The first step of an upgrade in place: appends the conference and slug events V1 never
+/// stored to the V1 store itself (additive: V1's readers never read those streams), for the
+/// conferences it lacks, and moves the process managers' checkpoints past them, as what they
+/// describe was processed long ago. Today's application then runs on the store as it is,
+/// reading V1's events through the upcasters. Returns the number of events appended.
+///
+/// Run it while the store's process managers are caught up (a checkpoint behind the head is
+/// left where it is, and its process would then react to the re-created events).
+///
+/// # Errors
+///
+/// The store's error.
+pub async fn backfill_in_place(
+    storage: &Arc<dyn Storage>,
+    management: &Management,
+) -> Result<u64, StoreError> {
+    let head = storage.head().await?;
+    let first = first_time(storage).await?;
+    let mut appended = 0u64;
+    for commit in missing_prelude(storage, management, first).await? {
+        appended += commit.events.len() as u64;
+        storage.commit(commit).await?;
+    }
+    let new_head = storage.last_committed().await?;
+    for name in process_checkpoints(storage) {
+        if storage
+            .load_checkpoint(&name)
+            .await?
+            .is_some_and(|at| at >= head)
+        {
+            storage.save_checkpoint(&name, new_head).await?;
+        }
+    }
+    Ok(appended)
 }
 
 /// What [`verify_upgrade`] compared.
@@ -163,7 +215,7 @@ pub async fn verify_upgrade(
     let mut old_orders = OrderViews::default();
     let mut streams: BTreeMap<String, BTreeSet<StreamId>> = BTreeMap::new();
     let mut position = 0u64;
-    for commit in prelude(management, first_time(from).await?) {
+    for commit in missing_prelude(from, management, first_time(from).await?).await? {
         for (n, event) in commit.events.into_iter().enumerate() {
             position += 1;
             let recorded = RecordedEvent::from_new(
@@ -242,9 +294,7 @@ pub async fn verify_upgrade(
     Ok(found)
 }
 
-async fn first_time(
-    from: &Arc<dyn Storage>,
-) -> Result<chrono::DateTime<chrono::Utc>, MigrationError> {
+async fn first_time(from: &Arc<dyn Storage>) -> Result<chrono::DateTime<chrono::Utc>, StoreError> {
     Ok(from
         .read_all(Position::START, 1)
         .await?

@@ -230,6 +230,7 @@ impl OrderViews {
                 | ConferenceEvent::SeatTypeUpdated { seat_type, seats }
                 | ConferenceEvent::SeatCreated { seat_type, seats }
                 | ConferenceEvent::SeatUpdated { seat_type, seats } => {
+                    self.fill_names(seat_type, &seats.name);
                     self.seat_names.insert(seat_type, seats.name);
                 }
                 _ => {}
@@ -441,6 +442,30 @@ impl OrderViews {
         let seats = self.seats.get(&order).cloned().unwrap_or_default();
         if let Some(summary) = conference.and_then(|c| self.summary(c, order)) {
             summary.seats = seats;
+        }
+    }
+
+    /// Names a seat type in the orders that came before its name did (a store upgraded in
+    /// place gets its conference events after the orders that use them).
+    fn fill_names(&mut self, seat_type: SeatTypeId, name: &str) {
+        if self.seat_names.contains_key(&seat_type) {
+            return;
+        }
+        for line in self.priced.values_mut().flat_map(|p| p.lines.iter_mut()) {
+            if line.seat_type == seat_type && line.description.is_empty() {
+                line.description = name.to_owned();
+            }
+        }
+        let seats = self.seats.values_mut().flatten().chain(
+            self.by_conference
+                .values_mut()
+                .flat_map(|o| o.values_mut())
+                .flat_map(|s| s.seats.iter_mut()),
+        );
+        for seat in seats {
+            if seat.seat_type == seat_type && seat.seat_name.is_empty() {
+                seat.seat_name = name.to_owned();
+            }
         }
     }
 

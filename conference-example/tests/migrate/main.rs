@@ -3,6 +3,8 @@
 //! aggregate and read model by read model; the app then runs on it without processing
 //! history again; a killed migration resumes; a bad one leaves the source untouched.
 
+mod under_load;
+
 use std::sync::Arc;
 
 use conference_example::app::{AppConfig, ConferenceApp, open_storage};

@@ -339,7 +339,10 @@ async fn in_flight_processes_and_their_timeouts_come_along_translated() {
     // Position 10 in the source is the event the prelude pushed to 11.
     let at = new.read_all(copy.last_position, 1).await.unwrap();
     assert_eq!(at[0].metadata.headers[SOURCE_POSITION], "10");
-    assert_eq!(new.list_scheduled(None, 10).await.unwrap(), [timeout]);
+    assert_eq!(
+        new.list_scheduled(None, 10).await.unwrap(),
+        std::slice::from_ref(&timeout)
+    );
     let verified = migration.verify(&old, &new).await.unwrap();
     assert!(verified.is_identical(), "{verified:?}");
     assert_eq!((verified.processes, verified.scheduled), (1, 1));
@@ -347,4 +350,35 @@ async fn in_flight_processes_and_their_timeouts_come_along_translated() {
     let again = migration.resume(&old, &new, &mut |_| {}).await.unwrap();
     assert_eq!(again.processes, 0);
     assert_eq!(new.list_scheduled(None, 10).await.unwrap().len(), 1);
+
+    // The source goes on (the old deployment still runs): the process moves, its timeout
+    // fires. The next run brings the target in line.
+    old.save_process(ProcessSave {
+        id: stream("registration-2"),
+        expected: cqrs_core::Version::new(1),
+        state: Json::encode(&json!({"awaiting": "nothing"})).unwrap(),
+        completed: true,
+        last_position: Position::new(14),
+        outbox: Vec::new(),
+        handled: None,
+        saved_at: Utc::now(),
+    })
+    .await
+    .unwrap();
+    old.complete_scheduled(&[timeout.command.id]).await.unwrap();
+    let synced = migration.resume(&old, &new, &mut |_| {}).await.unwrap();
+    assert_eq!(synced.processes, 1);
+    let copy = new
+        .load_process(&stream("registration-2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(copy.completed);
+    let at = new.read_all(copy.last_position, 1).await.unwrap();
+    assert_eq!(at[0].metadata.headers[SOURCE_POSITION], "14");
+    assert!(
+        new.list_scheduled(None, 10).await.unwrap().is_empty(),
+        "done in the source"
+    );
+    assert!(migration.verify(&old, &new).await.unwrap().is_identical());
 }
