@@ -451,6 +451,8 @@ impl Migration {
         from: &dyn Storage,
         to: &dyn Storage,
     ) -> Result<(u64, u64), MigrationError> {
+        // Positions are translated only for instances: a source with none needs no map.
+        let any = !from.list_processes(None, 1).await?.is_empty();
         let map = {
             let cached = self
                 .positions
@@ -458,7 +460,9 @@ impl Migration {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .take();
             let mut map = cached.unwrap_or_default();
-            map.extend(to, self.batch).await?;
+            if any {
+                map.extend(to, self.batch).await?;
+            }
             map
         };
         let mut written = 0u64;

@@ -136,11 +136,13 @@ pub async fn migrate(action: MigrateAction, out: &mut impl Write) -> anyhow::Res
             let rate = report.events_read as f64 / report.elapsed.as_secs_f64().max(1e-9);
             writeln!(
                 out,
-                "migrated {from} -> {to}: {} events read, {} written, {} already there, {} re-created before them, in {:.1?} ({rate:.0} events/s)",
+                "migrated {from} -> {to}: {} events read, {} written, {} already there, {} re-created before them, {} process instances and {} pending commands brought in line, in {:.1?} ({rate:.0} events/s)",
                 report.events_read,
                 report.events_written,
                 report.events_skipped,
                 report.prelude_written,
+                report.processes,
+                report.scheduled,
                 report.elapsed
             )?;
             for (name, source_at, target_at) in &report.checkpoints {
