@@ -19,8 +19,30 @@ pub mod domain;
 pub mod migrate;
 pub mod read;
 pub mod server;
+pub mod tutorial;
 pub mod walkthrough;
 pub mod web;
+
+/// The tutorial's chapters compile and run as doctests, so they cannot rot.
+#[cfg(doctest)]
+mod tutorial_chapters {
+    #[doc = include_str!("../../docs/tutorial/01-first-aggregate.md")]
+    struct Chapter01;
+    #[doc = include_str!("../../docs/tutorial/02-commands-and-the-repository.md")]
+    struct Chapter02;
+    #[doc = include_str!("../../docs/tutorial/03-stores.md")]
+    struct Chapter03;
+    #[doc = include_str!("../../docs/tutorial/04-projections.md")]
+    struct Chapter04;
+    #[doc = include_str!("../../docs/tutorial/05-process-managers-and-timeouts.md")]
+    struct Chapter05;
+    #[doc = include_str!("../../docs/tutorial/06-zero-cost-orders.md")]
+    struct Chapter06;
+    #[doc = include_str!("../../docs/tutorial/07-event-versioning.md")]
+    struct Chapter07;
+    #[doc = include_str!("../../docs/tutorial/08-zero-downtime-migration.md")]
+    struct Chapter08;
+}
 
 /// The README's code compiles and runs as a doctest, so it cannot rot.
 #[cfg(doctest)]
