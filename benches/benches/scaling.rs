@@ -1,0 +1,238 @@
+//! How costs grow: aggregate loads at 10 / 100 / 1,000 / 10,000 prior events with and without
+//! snapshots (in memory and on SQLite), appends in batches of 1, 10 and 100 beside raw
+//! rusqlite, the cost of upcasting per event, and the in-memory store beside a plain
+//! `Mutex<Vec>` doing the same appends.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use benches::{Account, AccountEvent, RawSqlite, deposit_payload};
+use cqrs_core::{
+    Aggregate, EventStore, ExpectedVersion, InMemoryEventStore, Json, NewEvent, Position,
+    RecordedEvent, Repository, Snapshot, SnapshotPolicy, Storage, StreamId, Upcasters, Version,
+};
+use cqrs_store_sqlite::SqliteEventStore;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+
+const LENGTHS: [u64; 4] = [10, 100, 1_000, 10_000];
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// An account with `n` events, and (`snapshot`) a snapshot at its last version.
+async fn fill(store: &dyn Storage, id: &str, n: u64, snapshot: bool) {
+    let stream = Account::stream_id(&id.to_owned()).expect("stream");
+    let open = cqrs_core::encode_message(&AccountEvent::Opened {
+        owner: "ana".into(),
+    })
+    .expect("encode")
+    .1;
+    let payload = deposit_payload();
+    let mut events = vec![NewEvent::new("account.opened", open)];
+    events.extend(
+        (1..n).map(|_| NewEvent::new("account.deposited", Json::from_stored(payload.as_str()))),
+    );
+    for (i, chunk) in events.chunks(1_000).enumerate() {
+        let expected = if i == 0 {
+            ExpectedVersion::NoStream
+        } else {
+            ExpectedVersion::Exact(Version::new(i as u64 * 1_000))
+        };
+        store
+            .append(&stream, expected, chunk.to_vec())
+            .await
+            .expect("fill");
+    }
+    if snapshot {
+        store
+            .save_snapshot(Snapshot {
+                stream,
+                version: Version::new(n),
+                schema_version: Account::SNAPSHOT_VERSION,
+                state: Json::encode(&Account {
+                    balance: 100 * (i64::try_from(n).unwrap_or(i64::MAX) - 1),
+                })
+                .expect("state"),
+                taken_at: chrono::Utc::now(),
+            })
+            .await
+            .expect("snapshot");
+    }
+}
+
+fn load_by_length(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("dir");
+    let sqlite: Arc<dyn Storage> = Arc::new(
+        rt.block_on(SqliteEventStore::open(dir.path().join("scaling.db")))
+            .expect("store"),
+    );
+    let memory: Arc<dyn Storage> = Arc::new(InMemoryEventStore::new());
+    for (engine, store) in [("memory", memory), ("sqlite_full", sqlite)] {
+        let plain = Repository::<Account>::new(Arc::clone(&store));
+        let snapshotting = Repository::<Account>::new(Arc::clone(&store))
+            .with_snapshots(SnapshotPolicy::every(100));
+        let mut group = c.benchmark_group(format!("{engine}/load_by_length"));
+        for n in LENGTHS {
+            rt.block_on(fill(store.as_ref(), &format!("plain{n}"), n, false));
+            rt.block_on(fill(store.as_ref(), &format!("snap{n}"), n, true));
+            group.throughput(Throughput::Elements(n));
+            group.bench_with_input(BenchmarkId::new("no_snapshots", n), &n, |b, n| {
+                let id = format!("plain{n}");
+                b.to_async(&rt)
+                    .iter(|| async { plain.load(&id).await.expect("load") });
+            });
+            group.bench_with_input(BenchmarkId::new("snapshots", n), &n, |b, n| {
+                let id = format!("snap{n}");
+                b.to_async(&rt)
+                    .iter(|| async { snapshotting.load(&id).await.expect("load") });
+            });
+        }
+        group.finish();
+    }
+}
+
+fn append_batches(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("dir");
+    let store = rt
+        .block_on(SqliteEventStore::open(dir.path().join("batches.db")))
+        .expect("store");
+    let raw = RawSqlite::open(&dir.path().join("raw.db"), "FULL");
+    let payload = deposit_payload();
+    let counter = AtomicU64::new(0);
+    let next = || counter.fetch_add(1, Ordering::Relaxed);
+    let mut group = c.benchmark_group("sqlite_full/append_batch");
+    for size in [1u64, 10, 100] {
+        group.throughput(Throughput::Elements(size));
+        group.bench_with_input(BenchmarkId::new("raw", size), &size, |b, size| {
+            b.iter(|| {
+                raw.fill(
+                    &format!("raw-{}", next()),
+                    1,
+                    i64::try_from(*size).unwrap_or(1),
+                    &payload,
+                )
+            });
+        });
+        group.bench_with_input(BenchmarkId::new("store", size), &size, |b, size| {
+            b.to_async(&rt).iter(|| {
+                let stream = StreamId::new(format!("account-{}", next())).expect("stream");
+                let events: Vec<NewEvent> = (0..*size)
+                    .map(|_| {
+                        NewEvent::new("account.deposited", Json::from_stored(payload.as_str()))
+                    })
+                    .collect();
+                let store = &store;
+                async move {
+                    store
+                        .append(&stream, ExpectedVersion::NoStream, events)
+                        .await
+                        .expect("append")
+                }
+            });
+        });
+    }
+    group.finish();
+}
+
+fn upcasting(c: &mut Criterion) {
+    // Version 1 of `account.deposited` had `cents`; version 2 calls it `amount`.
+    let upcasters = Upcasters::new().map("account.deposited", 1, |mut payload| {
+        if let Some(cents) = payload.get("cents").cloned() {
+            payload["amount"] = cents;
+        }
+        Ok(payload)
+    });
+    let stored = |version: u16, payload: &str| {
+        RecordedEvent::from_new(
+            NewEvent::new("account.deposited", Json::from_stored(payload))
+                .with_schema_version(version),
+            StreamId::new("account-1").expect("stream"),
+            Version::START,
+            Position::START,
+        )
+    };
+    let current = stored(1, &deposit_payload());
+    let old = stored(1, r#"{"cents":100}"#);
+    let none = Upcasters::new();
+    let mut group = c.benchmark_group("core/decode_per_event");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("raw_serde", |b| {
+        b.iter(|| {
+            cqrs_core::decode_message::<AccountEvent>(&current.event_type, current.payload.as_str())
+                .expect("decode")
+        });
+    });
+    group.bench_function("without_upcasters", |b| {
+        b.iter(|| {
+            none.decode::<AccountEvent>(&current)
+                .expect("decode")
+                .count()
+        });
+    });
+    group.bench_function("through_an_upcaster", |b| {
+        b.iter(|| {
+            let decoded: Vec<serde_json::Value> = upcasters
+                .upcast(cqrs_core::Upcasted::new(
+                    old.event_type.clone(),
+                    old.schema_version,
+                    old.payload.to_value().expect("json"),
+                ))
+                .expect("upcast")
+                .into_iter()
+                .map(|u| u.payload)
+                .collect();
+            decoded
+        });
+    });
+    group.finish();
+}
+
+fn memory(c: &mut Criterion) {
+    let rt = runtime();
+    let store = InMemoryEventStore::new();
+    let raw: Mutex<Vec<(String, u64, String)>> = Mutex::new(Vec::new());
+    let payload = deposit_payload();
+    let counter = AtomicU64::new(0);
+    let next = || counter.fetch_add(1, Ordering::Relaxed);
+    let mut group = c.benchmark_group("memory/append_1_event");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("raw_vec", |b| {
+        b.iter(|| {
+            raw.lock()
+                .expect("lock")
+                .push((format!("raw-{}", next()), 1, payload.clone()));
+        });
+    });
+    group.bench_function("store", |b| {
+        b.to_async(&rt).iter(|| {
+            let stream = StreamId::new(format!("account-{}", next())).expect("stream");
+            let event = NewEvent::new("account.deposited", Json::from_stored(payload.as_str()));
+            let store = &store;
+            async move {
+                store
+                    .append(&stream, ExpectedVersion::NoStream, vec![event])
+                    .await
+                    .expect("append")
+            }
+        });
+    });
+    group.finish();
+    let accounts = Repository::<Account>::new(Arc::new(store.clone()));
+    let mut group = c.benchmark_group("memory/command_new_aggregate");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("store_1_task", |b| {
+        b.to_async(&rt)
+            .iter(|| benches::open_account(&accounts, format!("seq{}", next())));
+    });
+    group.finish();
+}
+
+criterion_group!(scaling, load_by_length, append_batches, upcasting, memory);
+criterion_main!(scaling);
