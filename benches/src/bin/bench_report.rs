@@ -161,7 +161,40 @@ fn machine() -> String {
     format!("{cpu}, {cores} cores; {rustc}")
 }
 
-fn report(results: &[Result], notes: Option<String>, plots: &[PathBuf], out: &Path) -> String {
+/// The subscriber-latency percentiles the `latency` bench writes beside criterion's results.
+fn read_percentiles(dir: &Path) -> Vec<(String, u64, u64, u64)> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let file = entry.path().join("percentiles.json");
+        let Some(v) = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        else {
+            continue;
+        };
+        if let (Some(group), Some(samples), Some(p50), Some(p99)) = (
+            v["group"].as_str(),
+            v["samples"].as_u64(),
+            v["p50_ns"].as_u64(),
+            v["p99_ns"].as_u64(),
+        ) {
+            found.push((group.to_owned(), samples, p50, p99));
+        }
+    }
+    found.sort();
+    found
+}
+
+fn report(
+    results: &[Result],
+    percentiles: &[(String, u64, u64, u64)],
+    notes: Option<String>,
+    plots: &[PathBuf],
+    out: &Path,
+) -> String {
     let mut md = String::new();
     let _ = writeln!(md, "# Benchmarks\n");
     let _ = writeln!(
@@ -195,6 +228,23 @@ fn report(results: &[Result], notes: Option<String>, plots: &[PathBuf], out: &Pa
                 "| {} | {} | {rate} | {ratio} |",
                 r.name(),
                 time(r.median_ns)
+            );
+        }
+        let _ = writeln!(md);
+    }
+    if !percentiles.is_empty() {
+        let _ = writeln!(
+            md,
+            "## Subscriber latency\n\nFrom an append returning to a live projection having applied it, every iteration.\n\n| Group | Samples | p50 | p99 |\n|---|---:|---:|---:|"
+        );
+        for (group, samples, p50, p99) in percentiles {
+            #[allow(clippy::cast_precision_loss, reason = "nanoseconds, shown to 3 digits")]
+            let (p50, p99) = (*p50 as f64, *p99 as f64);
+            let _ = writeln!(
+                md,
+                "| {group} | {samples} | {} | {} |",
+                time(p50),
+                time(p99)
             );
         }
         let _ = writeln!(md);
@@ -400,7 +450,8 @@ fn main() -> std::process::ExitCode {
     .into_iter()
     .flatten()
     .collect();
-    let md = report(&results, notes, &plots, &out);
+    let percentiles = read_percentiles(&criterion);
+    let md = report(&results, &percentiles, notes, &plots, &out);
     if let Some(parent) = out.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
