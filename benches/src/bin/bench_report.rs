@@ -297,15 +297,25 @@ fn concurrency_plot(results: &[Result], file: &Path) -> Option<PathBuf> {
     if series.is_empty() {
         return None;
     }
-    let top = series.values().flatten().map(|p| p.1).fold(0.0, f64::max) * 1.15;
+    let top = series.values().flatten().map(|p| p.1).fold(1.0, f64::max) * 2.0;
+    let bottom = series
+        .values()
+        .flatten()
+        .map(|p| p.1)
+        .fold(f64::MAX, f64::min)
+        .max(1.0)
+        * 0.5;
     let root = SVGBackend::new(file, (720, 420)).into_drawing_area();
     root.fill(&WHITE).ok()?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("Commands on new aggregates per second", ("sans-serif", 20))
+        .caption(
+            "Commands on new aggregates per second (log scale)",
+            ("sans-serif", 20),
+        )
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(64)
-        .build_cartesian_2d(0.0..17.0, 0.0..top)
+        .build_cartesian_2d(0.0..17.0, (bottom..top).log_scale())
         .ok()?;
     chart
         .configure_mesh()
@@ -315,6 +325,22 @@ fn concurrency_plot(results: &[Result], file: &Path) -> Option<PathBuf> {
         .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()
         .ok()?;
+    draw_lines(&mut chart, series, SeriesLabelPosition::UpperRight)?;
+    root.present().ok()?;
+    Some(file.to_path_buf())
+}
+
+/// Draws each series as a line with its points, and the legend.
+fn draw_lines<'a, DB, X, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<X, Y>>,
+    series: BTreeMap<String, Vec<(f64, f64)>>,
+    legend: SeriesLabelPosition,
+) -> Option<()>
+where
+    DB: DrawingBackend + 'a,
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
     for (i, (name, mut points)) in series.into_iter().enumerate() {
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
         let color = Palette99::pick(i).to_rgba();
@@ -335,12 +361,12 @@ fn concurrency_plot(results: &[Result], file: &Path) -> Option<PathBuf> {
     }
     chart
         .configure_series_labels()
+        .position(legend)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
         .ok()?;
-    root.present().ok()?;
-    Some(file.to_path_buf())
+    Some(())
 }
 
 /// Load time against stream length, with and without snapshots, per engine.
@@ -391,31 +417,7 @@ fn load_plot(results: &[Result], file: &Path) -> Option<PathBuf> {
         .y_label_formatter(&|v| format!("{v}"))
         .draw()
         .ok()?;
-    for (i, (name, mut points)) in series.into_iter().enumerate() {
-        points.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-            .ok()?
-            .label(name)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-            });
-        chart
-            .draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 4, color.filled())),
-            )
-            .ok()?;
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .ok()?;
+    draw_lines(&mut chart, series, SeriesLabelPosition::UpperLeft)?;
     root.present().ok()?;
     Some(file.to_path_buf())
 }

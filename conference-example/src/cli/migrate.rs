@@ -2,9 +2,11 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
+use cqrs_core::Storage;
 use cqrs_core::migrate::Progress;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -67,6 +69,27 @@ fn bar(length: u64, unit: &str) -> ProgressBar {
     bar
 }
 
+/// The V1 store's management rows, the V1 store and the target.
+async fn open_both(
+    management: Option<PathBuf>,
+    from: &str,
+    to: &str,
+) -> anyhow::Result<(
+    crate::migrate::Management,
+    Arc<dyn Storage>,
+    Arc<dyn Storage>,
+)> {
+    let path = management_path(management, from)?;
+    let management = read_management(&path).map_err(anyhow::Error::msg)?;
+    let source = open_storage(from)
+        .await
+        .with_context(|| format!("cannot open {from}"))?;
+    let target = open_storage(to)
+        .await
+        .with_context(|| format!("cannot open {to}"))?;
+    Ok((management, source, target))
+}
+
 /// Runs `action`, reporting to `out` (and a progress bar on the terminal).
 ///
 /// # Errors
@@ -109,14 +132,7 @@ pub async fn migrate(action: MigrateAction, out: &mut impl Write) -> anyhow::Res
             resume,
             batch,
         } => {
-            let path = management_path(management, &from)?;
-            let management = read_management(&path).map_err(anyhow::Error::msg)?;
-            let source = open_storage(&from)
-                .await
-                .with_context(|| format!("cannot open {from}"))?;
-            let target = open_storage(&to)
-                .await
-                .with_context(|| format!("cannot open {to}"))?;
+            let (management, source, target) = open_both(management, &from, &to).await?;
             let migration = upgrade(&source, &management).await?.with_batch(batch);
             let head = source.head().await?.get();
             let progress = bar(head, "positions");
@@ -158,14 +174,7 @@ pub async fn migrate(action: MigrateAction, out: &mut impl Write) -> anyhow::Res
             to,
             management,
         } => {
-            let path = management_path(management, &from)?;
-            let management = read_management(&path).map_err(anyhow::Error::msg)?;
-            let source = open_storage(&from)
-                .await
-                .with_context(|| format!("cannot open {from}"))?;
-            let target = open_storage(&to)
-                .await
-                .with_context(|| format!("cannot open {to}"))?;
+            let (management, source, target) = open_both(management, &from, &to).await?;
             let started = Instant::now();
             let verified = verify_upgrade(&source, &target, &management).await?;
             writeln!(

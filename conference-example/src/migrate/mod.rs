@@ -227,36 +227,17 @@ pub async fn verify_upgrade(
             feed(&mut old_directory, &mut old_orders, &recorded)?;
         }
     }
-    let mut next = Position::START;
-    loop {
-        let page = from
-            .read_all(next, 1_000)
-            .await
-            .map_err(MigrationError::Store)?;
-        let Some(last) = page.last() else { break };
-        next = last.position.next();
-        for event in &page {
-            feed(&mut old_directory, &mut old_orders, event)?;
-            streams
-                .entry(event.stream.category().to_owned())
-                .or_default()
-                .insert(event.stream.clone());
-        }
-    }
+    each_event(from, |event| {
+        streams
+            .entry(event.stream.category().to_owned())
+            .or_default()
+            .insert(event.stream.clone());
+        feed(&mut old_directory, &mut old_orders, event)
+    })
+    .await?;
     let mut new_directory = ConferenceDirectory::default();
     let mut new_orders = OrderViews::default();
-    let mut next = Position::START;
-    loop {
-        let page = to
-            .read_all(next, 1_000)
-            .await
-            .map_err(MigrationError::Store)?;
-        let Some(last) = page.last() else { break };
-        next = last.position.next();
-        for event in &page {
-            feed(&mut new_directory, &mut new_orders, event)?;
-        }
-    }
+    each_event(to, |event| feed(&mut new_directory, &mut new_orders, event)).await?;
     found.directory_identical = old_directory == new_directory;
     found.orders_identical = old_orders == new_orders;
 
@@ -300,6 +281,24 @@ async fn first_time(from: &Arc<dyn Storage>) -> Result<chrono::DateTime<chrono::
         .await?
         .first()
         .map_or_else(chrono::Utc::now, |e| e.metadata.recorded_at))
+}
+
+/// Calls `f` with every event of `store`'s log, in order, a page at a time.
+async fn each_event(
+    store: &Arc<dyn Storage>,
+    mut f: impl FnMut(&RecordedEvent) -> Result<(), MigrationError>,
+) -> Result<(), MigrationError> {
+    let mut next = Position::START;
+    loop {
+        let page = store.read_all(next, 1_000).await?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        next = last.position.next();
+        for event in &page {
+            f(event)?;
+        }
+    }
 }
 
 fn feed(

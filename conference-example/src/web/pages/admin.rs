@@ -460,14 +460,7 @@ async fn publish(
     jar: SignedCookieJar,
     PagePath(id): PagePath<ConferenceId>,
 ) -> PageResult {
-    signed_in(&state, &jar, id)?;
-    state
-        .app
-        .manage(id, ConferenceCommand::Publish)
-        .await
-        .map_err(app_error)?;
-    state.wait_for_conference(id).await;
-    Ok(see_other(&format!("/admin/{id}")))
+    run_on_details(&state, &jar, id, ConferenceCommand::Publish).await
 }
 
 async fn unpublish(
@@ -475,12 +468,19 @@ async fn unpublish(
     jar: SignedCookieJar,
     PagePath(id): PagePath<ConferenceId>,
 ) -> PageResult {
-    signed_in(&state, &jar, id)?;
-    state
-        .app
-        .manage(id, ConferenceCommand::Unpublish)
-        .await
-        .map_err(app_error)?;
+    run_on_details(&state, &jar, id, ConferenceCommand::Unpublish).await
+}
+
+/// Runs an owner's command from the details page, and shows the page again once the
+/// directory shows its effect.
+async fn run_on_details(
+    state: &WebState,
+    jar: &SignedCookieJar,
+    id: ConferenceId,
+    command: ConferenceCommand,
+) -> PageResult {
+    signed_in(state, jar, id)?;
+    state.app.manage(id, command).await.map_err(app_error)?;
     state.wait_for_conference(id).await;
     Ok(see_other(&format!("/admin/{id}")))
 }

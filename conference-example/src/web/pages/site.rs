@@ -78,6 +78,13 @@ fn any_conference(state: &WebState, slug: &str) -> Result<ConferenceView, PageEr
         .ok_or_else(|| PageError::not_found(SITE, format!("There is no conference {slug:?}.")))
 }
 
+/// The order a form is about.
+fn order_field(fields: &Fields) -> Result<OrderId, PageError> {
+    fields
+        .parse("order_id", "Order")
+        .map_err(|m| PageError::bad_request(SITE, m))
+}
+
 fn app_error(err: AppError) -> PageError {
     PageError::from_app(SITE, err)
 }
@@ -389,9 +396,7 @@ async fn register(
     fields: Fields,
 ) -> PageResult {
     let conference = published(&state, &slug)?;
-    let order: OrderId = fields
-        .parse("order_id", "Order")
-        .map_err(|m| PageError::bad_request(SITE, m))?;
+    let order = order_field(&fields)?;
     let draft = state.app.draft_order(order).ok();
     let mut selection = match &draft {
         Some(d) if d.conference != conference.id => {
@@ -633,9 +638,7 @@ async fn proceed(
     fields: Fields,
 ) -> PageResult {
     let conference = any_conference(&state, &slug)?;
-    let order: OrderId = fields
-        .parse("order_id", "Order")
-        .map_err(|m| PageError::bad_request(SITE, m))?;
+    let order = order_field(&fields)?;
     let draft = own_draft(state.app.draft_order(order).ok(), &conference)?;
     if let Some(next) = leave_checkout(&slug, &draft) {
         return Ok(next);
