@@ -24,7 +24,11 @@ fn flow(c: &mut Criterion) {
             .expect("store"),
     );
     let memory: Arc<dyn Storage> = Arc::new(InMemoryEventStore::new());
-    for (engine, storage) in [("memory", memory), ("sqlite_full", sqlite)] {
+    let mut engines = vec![("memory", memory), ("sqlite_full", sqlite)];
+    if let Some(pg) = benches::postgres_store(&rt) {
+        engines.push(("postgres", Arc::new(pg)));
+    }
+    for (engine, storage) in engines {
         let app = ConferenceApp::new(storage, Arc::new(SystemClock), AppConfig::default());
         let (conference, seat_type) = rt.block_on(async {
             let (conference, _) = app

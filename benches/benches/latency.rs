@@ -37,7 +37,11 @@ fn latency(c: &mut Criterion) {
             .expect("store"),
     );
     let memory: Arc<dyn Storage> = Arc::new(InMemoryEventStore::new());
-    for (engine, store) in [("memory", memory), ("sqlite_full", sqlite)] {
+    let mut engines = vec![("memory", memory), ("sqlite_full", sqlite)];
+    if let Some(pg) = benches::postgres_store(&rt) {
+        engines.push(("postgres", Arc::new(pg)));
+    }
+    for (engine, store) in engines {
         let count = Arc::new(MemoryProjection::new("count", 0u64, |n, _| {
             *n += 1;
             Ok(())

@@ -73,7 +73,11 @@ fn load_by_length(c: &mut Criterion) {
             .expect("store"),
     );
     let memory: Arc<dyn Storage> = Arc::new(InMemoryEventStore::new());
-    for (engine, store) in [("memory", memory), ("sqlite_full", sqlite)] {
+    let mut engines = vec![("memory", memory), ("sqlite_full", sqlite)];
+    if let Some(pg) = benches::postgres_store(&rt) {
+        engines.push(("postgres", Arc::new(pg)));
+    }
+    for (engine, store) in engines {
         let plain = Repository::<Account>::new(Arc::clone(&store));
         let snapshotting = Repository::<Account>::new(Arc::clone(&store))
             .with_snapshots(SnapshotPolicy::every(100));
@@ -231,8 +235,79 @@ fn memory(c: &mut Criterion) {
         b.to_async(&rt)
             .iter(|| benches::open_account(&accounts, format!("seq{}", next())));
     });
+    group.bench_function("store_16_tasks", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(benches::in_parallel(iters, 16, &counter, {
+                let accounts = accounts.clone();
+                move |n| {
+                    let accounts = accounts.clone();
+                    async move { benches::open_account(&accounts, format!("par{n}")).await }
+                }
+            }))
+        });
+    });
     group.finish();
 }
 
-criterion_group!(scaling, load_by_length, append_batches, upcasting, memory);
+fn postgres_batches(c: &mut Criterion) {
+    let rt = runtime();
+    let Some(store) = benches::postgres_store(&rt) else {
+        return;
+    };
+    let server =
+        cqrs_store_postgres::testing::server(cqrs_store_postgres::testing::Durability::Durable)
+            .expect("the server the store is on");
+    let url = rt.block_on(server.fresh_database());
+    let raw = rt
+        .block_on(
+            sqlx::postgres::PgPoolOptions::new()
+                .test_before_acquire(false)
+                .max_connections(4)
+                .connect(&url),
+        )
+        .expect("raw pool");
+    rt.block_on(benches::raw_postgres::create(&raw));
+    let payload = deposit_payload();
+    let counter = AtomicU64::new(0);
+    let next = || counter.fetch_add(1, Ordering::Relaxed);
+    let mut group = c.benchmark_group("postgres/append_batch");
+    for size in [1u64, 10, 100] {
+        group.throughput(Throughput::Elements(size));
+        group.bench_with_input(BenchmarkId::new("raw", size), &size, |b, size| {
+            b.to_async(&rt).iter(|| {
+                let (raw, payload) = (&raw, payload.as_str());
+                let stream = format!("raw-{}", next());
+                let count = i64::try_from(*size).unwrap_or(1);
+                async move { benches::raw_postgres::fill(raw, &stream, 1, count, payload).await }
+            });
+        });
+        group.bench_with_input(BenchmarkId::new("store", size), &size, |b, size| {
+            b.to_async(&rt).iter(|| {
+                let stream = StreamId::new(format!("account-{}", next())).expect("stream");
+                let events: Vec<NewEvent> = (0..*size)
+                    .map(|_| {
+                        NewEvent::new("account.deposited", Json::from_stored(payload.as_str()))
+                    })
+                    .collect();
+                let store = &store;
+                async move {
+                    store
+                        .append(&stream, ExpectedVersion::NoStream, events)
+                        .await
+                        .expect("append")
+                }
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    scaling,
+    load_by_length,
+    append_batches,
+    postgres_batches,
+    upcasting,
+    memory
+);
 criterion_main!(scaling);

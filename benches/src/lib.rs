@@ -333,3 +333,21 @@ where
     }
     started.elapsed()
 }
+
+/// A PostgreSQL store on a fresh database of the throwaway server, with the server's durable
+/// defaults, or `None` (with the test support's notice) where there is no PostgreSQL.
+///
+/// # Panics
+///
+/// Panics if the server is there but the store cannot open.
+pub fn postgres_store(
+    rt: &tokio::runtime::Runtime,
+) -> Option<cqrs_store_postgres::PostgresEventStore> {
+    let server =
+        cqrs_store_postgres::testing::server(cqrs_store_postgres::testing::Durability::Durable)?;
+    let url = rt.block_on(server.fresh_database());
+    Some(
+        rt.block_on(cqrs_store_postgres::PostgresEventStore::connect(&url))
+            .expect("store"),
+    )
+}
