@@ -9,6 +9,7 @@
 //! with `UPDATE_SCREENSHOTS=1`.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -75,10 +76,13 @@ struct Browser {
 impl Browser {
     async fn start(chromium: &Path, driver: &Path) -> Self {
         let port = free_port();
+        // Its own process group, which the Chromium it starts joins: dropping the browser
+        // ends them all, even when a test panics.
         let driver = Command::new(driver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .expect("chromedriver starts");
         let profile = tempfile::tempdir().unwrap();
@@ -133,7 +137,10 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // The session ends with its driver; Chromium exits with it.
+        // Killing chromedriver alone leaves its Chromium processes behind: kill the group.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
