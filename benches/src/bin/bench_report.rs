@@ -297,14 +297,7 @@ fn concurrency_plot(results: &[Result], file: &Path) -> Option<PathBuf> {
     if series.is_empty() {
         return None;
     }
-    let top = series.values().flatten().map(|p| p.1).fold(1.0, f64::max) * 2.0;
-    let bottom = series
-        .values()
-        .flatten()
-        .map(|p| p.1)
-        .fold(f64::MAX, f64::min)
-        .max(1.0)
-        * 0.5;
+    let (bottom, top) = log_range(&series, 1.0);
     let root = SVGBackend::new(file, (720, 420)).into_drawing_area();
     root.fill(&WHITE).ok()?;
     let mut chart = ChartBuilder::on(&root)
@@ -328,6 +321,14 @@ fn concurrency_plot(results: &[Result], file: &Path) -> Option<PathBuf> {
     draw_lines(&mut chart, series, SeriesLabelPosition::UpperRight)?;
     root.present().ok()?;
     Some(file.to_path_buf())
+}
+
+/// A log-scale y range around every series' values, never below `floor`.
+fn log_range(series: &BTreeMap<String, Vec<(f64, f64)>>, floor: f64) -> (f64, f64) {
+    let values = || series.values().flatten().map(|p| p.1);
+    let top = values().fold(1.0, f64::max) * 2.0;
+    let bottom = values().fold(f64::MAX, f64::min).max(floor) * 0.5;
+    (bottom, top)
 }
 
 /// Draws each series as a line with its points, and the legend.
@@ -388,14 +389,7 @@ fn load_plot(results: &[Result], file: &Path) -> Option<PathBuf> {
     if series.is_empty() {
         return None;
     }
-    let top = series.values().flatten().map(|p| p.1).fold(1.0, f64::max) * 2.0;
-    let bottom = series
-        .values()
-        .flatten()
-        .map(|p| p.1)
-        .fold(f64::MAX, f64::min)
-        .max(0.001)
-        * 0.5;
+    let (bottom, top) = log_range(&series, 0.001);
     let right = series.values().flatten().map(|p| p.0).fold(10.0, f64::max) * 1.5;
     let root = SVGBackend::new(file, (720, 420)).into_drawing_area();
     root.fill(&WHITE).ok()?;

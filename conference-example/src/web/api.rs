@@ -384,11 +384,7 @@ async fn publish(
     ApiPath(key): ApiPath<String>,
     MaybeCredentials(credentials): MaybeCredentials,
 ) -> ApiResult<Response> {
-    let id = conference_id(&key)?;
-    owned(&state, id, credentials)?;
-    state.app.manage(id, ConferenceCommand::Publish).await?;
-    state.wait_for_conference(id).await;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    set_published(&state, &key, credentials, ConferenceCommand::Publish).await
 }
 
 async fn unpublish(
@@ -396,9 +392,19 @@ async fn unpublish(
     ApiPath(key): ApiPath<String>,
     MaybeCredentials(credentials): MaybeCredentials,
 ) -> ApiResult<Response> {
-    let id = conference_id(&key)?;
-    owned(&state, id, credentials)?;
-    state.app.manage(id, ConferenceCommand::Unpublish).await?;
+    set_published(&state, &key, credentials, ConferenceCommand::Unpublish).await
+}
+
+/// Publishes or unpublishes, and answers once the directory shows it.
+async fn set_published(
+    state: &WebState,
+    key: &str,
+    credentials: Option<Credentials>,
+    command: ConferenceCommand,
+) -> ApiResult<Response> {
+    let id = conference_id(key)?;
+    owned(state, id, credentials)?;
+    state.app.manage(id, command).await?;
     state.wait_for_conference(id).await;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
