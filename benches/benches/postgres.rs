@@ -1,7 +1,8 @@
 //! The PostgreSQL store beside raw sqlx writing and reading the same rows, on a throwaway
 //! server with PostgreSQL's durable defaults (`fsync=on`, `synchronous_commit=on`): commands on
 //! new aggregates (1 task, 16 tasks), a command on an aggregate with 1,000 prior events (with
-//! snapshots), the load of a 100-event stream, and `read_all` over the whole log.
+//! snapshots), the load of a 100-event stream, and `read_all` and a read model's rebuild over
+//! the whole log.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,8 +13,9 @@ use benches::{
     open_account, raw_postgres,
 };
 use cqrs_core::{
-    Aggregate, EventReader, EventStore, ExpectedVersion, Json, NewEvent, Position, Repository,
-    Snapshot, SnapshotPolicy, SnapshotStore, StreamId, Version,
+    Aggregate, EventReader, EventStore, ExpectedVersion, Json, MemoryProjection, NewEvent,
+    Position, ProjectionRunner, Repository, Snapshot, SnapshotPolicy, SnapshotStore, StreamId,
+    Version,
 };
 use cqrs_store_postgres::testing::{Durability, server};
 use cqrs_store_postgres::{PostgresEventStore, PostgresOptions};
@@ -206,6 +208,19 @@ fn postgres(c: &mut Criterion) {
     group.bench_function("store_read_all", |b| {
         b.to_async(&rt)
             .iter(|| async { assert_eq!(count_log(&store).await, store_total) })
+    });
+    // A read model rebuilt from position 0: what a blue/green upgrade pays.
+    let count = Arc::new(MemoryProjection::new("count", 0u64, |n, _| {
+        *n += 1;
+        Ok(())
+    }));
+    let runner =
+        ProjectionRunner::new(Arc::new(store.clone()), count.clone()).with_batch_size(10_000);
+    group.bench_function("store_projection_rebuild", |b| {
+        b.to_async(&rt).iter(|| async {
+            runner.rebuild().await.expect("rebuild");
+            assert_eq!(count.read(|n| *n), store_total);
+        });
     });
     group.finish();
 }

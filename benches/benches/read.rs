@@ -1,23 +1,70 @@
 //! Reading the whole global log (1,000,000 events by default; `CQRS_BENCH_EVENTS` sets it)
-//! beside a raw sequential scan of the same rows, and rebuilding a read model over it.
+//! beside a raw sequential scan of the same rows, and rebuilding a read model over it, on
+//! SQLite and in memory. (PostgreSQL's are in `postgres.rs`, beside its raw sqlx scan.)
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use benches::{RawSqlite, big_log_size, deposit_payload};
+use benches::{RawMemory, RawSqlite, big_log_size, deposit_payload};
 use cqrs_core::{
-    EventReader, EventStore, ExpectedVersion, Json, MemoryProjection, NewEvent, Position,
-    ProjectionRunner, StreamId,
+    EventReader, EventStore, ExpectedVersion, InMemoryEventStore, Json, MemoryProjection, NewEvent,
+    Position, ProjectionRunner, StreamId,
 };
 use cqrs_store_sqlite::SqliteEventStore;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-fn read(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
+const BATCH: u64 = 1000;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .expect("runtime");
+        .expect("runtime")
+}
+
+/// `size` deposits in batches of [`BATCH`] over 1,000 accounts.
+async fn fill(store: &dyn EventStore, size: u64, payload: &str) {
+    for b in 0..size.div_ceil(BATCH) {
+        let stream = StreamId::new(format!("account-{}", b % 1000)).expect("stream");
+        let events = (0..BATCH.min(size - b * BATCH))
+            .map(|_| NewEvent::new("account.deposited", Json::from_stored(payload)))
+            .collect();
+        store
+            .append(&stream, ExpectedVersion::Any, events)
+            .await
+            .expect("fill");
+    }
+}
+
+/// Pages through the whole log as a reader does; returns how many events it saw.
+async fn read_everything(store: &dyn EventReader) -> u64 {
+    let mut from = Position::START;
+    let mut seen = 0u64;
+    loop {
+        let page = store.read_all(from, 10_000).await.expect("read");
+        let Some(last) = page.last() else {
+            return seen;
+        };
+        from = last.position.next();
+        seen += page.len() as u64;
+    }
+}
+
+/// A read model counting events, and its runner over `store`.
+fn counter<S: EventReader + 'static>(
+    store: Arc<S>,
+) -> (Arc<MemoryProjection<u64>>, ProjectionRunner) {
+    let count = Arc::new(MemoryProjection::new("count", 0u64, |n, _| {
+        *n += 1;
+        Ok(())
+    }));
+    let runner = ProjectionRunner::new(store, count.clone()).with_batch_size(10_000);
+    (count, runner)
+}
+
+fn read(c: &mut Criterion) {
+    let rt = runtime();
     let size = big_log_size();
     let dir = tempfile::tempdir().expect("tempdir");
     let store = rt
@@ -25,19 +72,7 @@ fn read(c: &mut Criterion) {
         .expect("store");
     let raw = RawSqlite::open(&dir.path().join("raw.db"), "FULL");
     let payload = deposit_payload();
-    const BATCH: u64 = 1000;
-    rt.block_on(async {
-        for b in 0..size.div_ceil(BATCH) {
-            let stream = StreamId::new(format!("account-{}", b % 1000)).expect("stream");
-            let events = (0..BATCH.min(size - b * BATCH))
-                .map(|_| NewEvent::new("account.deposited", Json::from_stored(payload.as_str())))
-                .collect();
-            store
-                .append(&stream, ExpectedVersion::Any, events)
-                .await
-                .expect("fill");
-        }
-    });
+    rt.block_on(fill(&store, size, &payload));
     for b in 0..size.div_ceil(BATCH) {
         let count = i64::try_from(BATCH.min(size - b * BATCH)).expect("small");
         let first = i64::try_from(b / 1000 * BATCH + 1).expect("small");
@@ -51,25 +86,43 @@ fn read(c: &mut Criterion) {
         b.iter(|| assert_eq!(raw.scan() as u64, size))
     });
     group.bench_function("store_read_all", |b| {
-        b.to_async(&rt).iter(|| async {
-            let mut from = Position::START;
-            let mut seen = 0u64;
-            loop {
-                let page = store.read_all(from, 10_000).await.expect("read");
-                let Some(last) = page.last() else { break };
-                from = last.position.next();
-                seen += page.len() as u64;
-            }
-            assert_eq!(seen, size);
-        });
+        b.to_async(&rt)
+            .iter(|| async { assert_eq!(read_everything(&store).await, size) });
     });
     // A read model rebuilt from position 0: what a blue/green upgrade pays.
-    let count = Arc::new(MemoryProjection::new("count", 0u64, |n, _| {
-        *n += 1;
-        Ok(())
-    }));
-    let runner =
-        ProjectionRunner::new(Arc::new(store.clone()), count.clone()).with_batch_size(10_000);
+    let (count, runner) = counter(Arc::new(store.clone()));
+    group.bench_function("store_projection_rebuild", |b| {
+        b.to_async(&rt).iter(|| async {
+            runner.rebuild().await.expect("rebuild");
+            assert_eq!(count.read(|n| *n), size);
+        });
+    });
+    group.finish();
+}
+
+fn read_memory(c: &mut Criterion) {
+    let rt = runtime();
+    let size = big_log_size();
+    let payload = deposit_payload();
+    let store = InMemoryEventStore::new();
+    rt.block_on(fill(&store, size, &payload));
+    let raw = RawMemory::new();
+    for b in 0..size.div_ceil(BATCH) {
+        raw.fill(
+            &format!("account-{}", b % 1000),
+            BATCH.min(size - b * BATCH),
+            &payload,
+        );
+    }
+    let mut group = c.benchmark_group("memory/read_all");
+    group.throughput(Throughput::Elements(size));
+    group.sample_size(10);
+    group.bench_function("raw_scan", |b| b.iter(|| assert_eq!(raw.scan(), size)));
+    group.bench_function("store_read_all", |b| {
+        b.to_async(&rt)
+            .iter(|| async { assert_eq!(read_everything(&store).await, size) });
+    });
+    let (count, runner) = counter(Arc::new(store.clone()));
     group.bench_function("store_projection_rebuild", |b| {
         b.to_async(&rt).iter(|| async {
             runner.rebuild().await.expect("rebuild");
@@ -85,5 +138,5 @@ fn config() -> Criterion {
         .measurement_time(Duration::from_secs(10))
 }
 
-criterion_group! { name = benches; config = config(); targets = read }
+criterion_group! { name = benches; config = config(); targets = read, read_memory }
 criterion_main!(benches);

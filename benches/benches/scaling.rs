@@ -1,12 +1,12 @@
 //! How costs grow: aggregate loads at 10 / 100 / 1,000 / 10,000 prior events with and without
-//! snapshots (in memory and on SQLite), appends in batches of 1, 10 and 100 beside raw
-//! rusqlite, the cost of upcasting per event, and the in-memory store beside a plain
-//! `Mutex<Vec>` doing the same appends.
+//! snapshots, appends in batches of 1, 10 and 100, commands on new aggregates in memory (1 and
+//! 16 tasks), each beside the raw engine (a `Mutex<Vec>`, rusqlite, sqlx) loading or writing
+//! the same rows; and the cost of upcasting per event.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
-use benches::{Account, AccountEvent, RawSqlite, deposit_payload};
+use benches::{Account, AccountEvent, RawMemory, RawSqlite, deposit_payload};
 use cqrs_core::{
     Aggregate, EventStore, ExpectedVersion, InMemoryEventStore, Json, NewEvent, Position,
     RecordedEvent, Repository, Snapshot, SnapshotPolicy, Storage, StreamId, Upcasters, Version,
@@ -65,6 +65,32 @@ async fn fill(store: &dyn Storage, id: &str, n: u64, snapshot: bool) {
     }
 }
 
+/// The raw engine beside each store in [`load_by_length`].
+enum Raw {
+    Memory(RawMemory),
+    Sqlite(RawSqlite),
+    Postgres(sqlx::PgPool),
+}
+
+impl Raw {
+    async fn fill(&self, stream: &str, n: u64, payload: &str) {
+        let count = i64::try_from(n).expect("small");
+        match self {
+            Raw::Memory(raw) => raw.fill(stream, n, payload),
+            Raw::Sqlite(raw) => raw.fill(stream, 1, count, payload),
+            Raw::Postgres(raw) => benches::raw_postgres::fill(raw, stream, 1, count, payload).await,
+        }
+    }
+
+    async fn load(&self, stream: &str) -> (i64, usize) {
+        match self {
+            Raw::Memory(raw) => raw.load(stream),
+            Raw::Sqlite(raw) => raw.load(stream),
+            Raw::Postgres(raw) => benches::raw_postgres::load(raw, stream).await,
+        }
+    }
+}
+
 fn load_by_length(c: &mut Criterion) {
     let rt = runtime();
     let dir = tempfile::tempdir().expect("dir");
@@ -73,11 +99,19 @@ fn load_by_length(c: &mut Criterion) {
             .expect("store"),
     );
     let memory: Arc<dyn Storage> = Arc::new(InMemoryEventStore::new());
-    let mut engines = vec![("memory", memory), ("sqlite_full", sqlite)];
-    if let Some(pg) = benches::postgres_store(&rt) {
-        engines.push(("postgres", Arc::new(pg)));
+    let mut engines = vec![
+        ("memory", memory, Raw::Memory(RawMemory::new())),
+        (
+            "sqlite_full",
+            sqlite,
+            Raw::Sqlite(RawSqlite::open(&dir.path().join("raw.db"), "FULL")),
+        ),
+    ];
+    if let Some((pg, raw)) = benches::postgres_pair(&rt, 4) {
+        engines.push(("postgres", Arc::new(pg), Raw::Postgres(raw)));
     }
-    for (engine, store) in engines {
+    let payload = deposit_payload();
+    for (engine, store, raw) in engines {
         let plain = Repository::<Account>::new(Arc::clone(&store));
         let snapshotting = Repository::<Account>::new(Arc::clone(&store))
             .with_snapshots(SnapshotPolicy::every(100));
@@ -85,7 +119,14 @@ fn load_by_length(c: &mut Criterion) {
         for n in LENGTHS {
             rt.block_on(fill(store.as_ref(), &format!("plain{n}"), n, false));
             rt.block_on(fill(store.as_ref(), &format!("snap{n}"), n, true));
+            rt.block_on(raw.fill(&format!("raw{n}"), n, &payload));
             group.throughput(Throughput::Elements(n));
+            group.bench_with_input(BenchmarkId::new("raw", n), &n, |b, n| {
+                let stream = format!("raw{n}");
+                b.to_async(&rt).iter(|| async {
+                    assert_eq!(raw.load(&stream).await.1 as u64, *n);
+                });
+            });
             group.bench_with_input(BenchmarkId::new("no_snapshots", n), &n, |b, n| {
                 let id = format!("plain{n}");
                 b.to_async(&rt)
@@ -201,43 +242,61 @@ fn upcasting(c: &mut Criterion) {
 fn memory(c: &mut Criterion) {
     let rt = runtime();
     let store = InMemoryEventStore::new();
-    let raw: Mutex<Vec<(String, u64, String)>> = Mutex::new(Vec::new());
+    let raw = RawMemory::new();
     let payload = deposit_payload();
     let counter = AtomicU64::new(0);
     let next = || counter.fetch_add(1, Ordering::Relaxed);
-    let mut group = c.benchmark_group("memory/append_1_event");
-    group.throughput(Throughput::Elements(1));
-    group.bench_function("raw_vec", |b| {
-        b.iter(|| {
-            let mut rows = raw.lock().expect("lock");
-            // Emptied now and then, so that millions of iterations measure pushes, not
-            // the machine's memory.
-            if rows.len() >= 100_000 {
-                rows.clear();
-            }
-            rows.push((format!("raw-{}", next()), 1, payload.clone()));
+    let mut group = c.benchmark_group("memory/append_batch");
+    for size in [1u64, 10, 100] {
+        group.throughput(Throughput::Elements(size));
+        group.bench_with_input(BenchmarkId::new("raw", size), &size, |b, size| {
+            b.iter(|| raw.append_new(&format!("raw-{}", next()), *size, &payload));
         });
-    });
-    group.bench_function("store", |b| {
-        b.to_async(&rt).iter(|| {
-            let stream = StreamId::new(format!("account-{}", next())).expect("stream");
-            let event = NewEvent::new("account.deposited", Json::from_stored(payload.as_str()));
-            let store = &store;
-            async move {
-                store
-                    .append(&stream, ExpectedVersion::NoStream, vec![event])
-                    .await
-                    .expect("append")
-            }
+        group.bench_with_input(BenchmarkId::new("store", size), &size, |b, size| {
+            b.to_async(&rt).iter(|| {
+                let stream = StreamId::new(format!("account-{}", next())).expect("stream");
+                let events: Vec<NewEvent> = (0..*size)
+                    .map(|_| {
+                        NewEvent::new("account.deposited", Json::from_stored(payload.as_str()))
+                    })
+                    .collect();
+                let store = &store;
+                async move {
+                    store
+                        .append(&stream, ExpectedVersion::NoStream, events)
+                        .await
+                        .expect("append")
+                }
+            });
         });
-    });
+    }
     group.finish();
+    let raw = Arc::new(raw);
     let accounts = Repository::<Account>::new(Arc::new(store.clone()));
+    let open = cqrs_core::encode_message(&AccountEvent::Opened {
+        owner: "ana".into(),
+    })
+    .expect("encode")
+    .1;
     let mut group = c.benchmark_group("memory/command_new_aggregate");
     group.throughput(Throughput::Elements(1));
+    group.bench_function("raw_one_lock_per_command", |b| {
+        b.iter(|| raw.command(&format!("raw-{}", next()), open.as_str()));
+    });
     group.bench_function("store_1_task", |b| {
         b.to_async(&rt)
             .iter(|| benches::open_account(&accounts, format!("seq{}", next())));
+    });
+    group.bench_function("raw_16_tasks", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(benches::in_parallel(iters, 16, &counter, {
+                let (raw, open) = (Arc::clone(&raw), open.as_str().to_owned());
+                move |n| {
+                    let (raw, open) = (Arc::clone(&raw), open.clone());
+                    async move { raw.command(&format!("raw-{n}"), &open) }
+                }
+            }))
+        });
     });
     group.bench_function("store_16_tasks", |b| {
         b.iter_custom(|iters| {
@@ -255,22 +314,9 @@ fn memory(c: &mut Criterion) {
 
 fn postgres_batches(c: &mut Criterion) {
     let rt = runtime();
-    let Some(store) = benches::postgres_store(&rt) else {
+    let Some((store, raw)) = benches::postgres_pair(&rt, 4) else {
         return;
     };
-    let server =
-        cqrs_store_postgres::testing::server(cqrs_store_postgres::testing::Durability::Durable)
-            .expect("the server the store is on");
-    let url = rt.block_on(server.fresh_database());
-    let raw = rt
-        .block_on(
-            sqlx::postgres::PgPoolOptions::new()
-                .test_before_acquire(false)
-                .max_connections(4)
-                .connect(&url),
-        )
-        .expect("raw pool");
-    rt.block_on(benches::raw_postgres::create(&raw));
     let payload = deposit_payload();
     let counter = AtomicU64::new(0);
     let next = || counter.fetch_add(1, Ordering::Relaxed);

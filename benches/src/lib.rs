@@ -7,7 +7,9 @@
 
 pub mod raw_postgres;
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Mutex;
 
 use cqrs_core::{Aggregate, ApplyError, DomainEvent};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -262,6 +264,161 @@ impl RawSqlite {
     }
 }
 
+/// The in-memory raw baseline: a `Mutex` over a `Vec` of rows (the fields the store keeps
+/// for an event) and each stream's row indices, with no framework: what a hand-written
+/// in-memory log does. Readers take owned copies of rows, as anything that reads outside the
+/// lock must (the SQLite and PostgreSQL raw scans materialize their rows too).
+#[derive(Debug, Default)]
+pub struct RawMemory {
+    log: Mutex<RawLog>,
+}
+
+#[derive(Debug, Default)]
+struct RawLog {
+    rows: Vec<RawRow>,
+    streams: HashMap<String, Vec<usize>>,
+    commands: HashMap<uuid::Uuid, RawCommand>,
+}
+
+/// One event row of [`RawMemory`].
+#[derive(Debug, Clone)]
+pub struct RawRow {
+    /// The stream.
+    pub stream: String,
+    /// Its version in the stream.
+    pub version: u64,
+    /// The type name.
+    pub event_type: String,
+    /// The payload's schema version.
+    pub schema_version: u16,
+    /// The payload, JSON.
+    pub payload: String,
+    /// The event's id.
+    pub event_id: uuid::Uuid,
+    /// When it was recorded.
+    pub recorded_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug)]
+struct RawCommand {
+    _target: String,
+    _payload: String,
+    _outcome: String,
+}
+
+impl RawLog {
+    fn push(&mut self, stream: &str, version: u64, event_type: &str, payload: &str) {
+        let index = self.rows.len();
+        self.rows.push(RawRow {
+            stream: stream.to_owned(),
+            version,
+            event_type: event_type.to_owned(),
+            schema_version: 1,
+            payload: payload.to_owned(),
+            event_id: uuid::Uuid::now_v7(),
+            recorded_at: chrono::Utc::now(),
+        });
+        self.streams
+            .entry(stream.to_owned())
+            .or_default()
+            .push(index);
+    }
+}
+
+impl RawMemory {
+    /// An empty log.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RawLog> {
+        self.log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Appends `count` events to the new stream `stream` under one lock, refusing a stream
+    /// that exists (the store's `NoStream` check).
+    ///
+    /// # Panics
+    ///
+    /// Panics if the stream exists: a benchmark writes new streams only.
+    pub fn append_new(&self, stream: &str, count: u64, payload: &str) {
+        let mut log = self.lock();
+        assert!(!log.streams.contains_key(stream), "{stream} exists");
+        for version in 1..=count {
+            log.push(stream, version, "account.deposited", payload);
+        }
+    }
+
+    /// Handles a command the hand-written way, under one lock: look up the stream's version,
+    /// push the next event and keep the command's record (the same rows the store keeps).
+    pub fn command(&self, stream: &str, payload: &str) {
+        let mut log = self.lock();
+        let version = log.streams.get(stream).map_or(0, Vec::len) as u64;
+        log.push(stream, version + 1, "account.opened", payload);
+        log.commands.insert(
+            uuid::Uuid::now_v7(),
+            RawCommand {
+                _target: stream.to_owned(),
+                _payload: r#"{"owner":"ana"}"#.to_owned(),
+                _outcome: r#"{"outcome":"accepted","version":1,"events":1}"#.to_owned(),
+            },
+        );
+    }
+
+    /// Appends `count` events to `stream`, whatever it holds (for setting up reads).
+    pub fn fill(&self, stream: &str, count: u64, payload: &str) {
+        let mut log = self.lock();
+        let first = log.streams.get(stream).map_or(0, Vec::len) as u64 + 1;
+        for version in first..first + count {
+            log.push(stream, version, "account.deposited", payload);
+        }
+    }
+
+    /// Loads a stream the hand-written way: copy its rows out of the lock, deserialize each
+    /// payload into the event type and fold it into the state.
+    #[must_use]
+    pub fn load(&self, stream: &str) -> (i64, usize) {
+        let rows: Vec<RawRow> = {
+            let log = self.lock();
+            log.streams
+                .get(stream)
+                .map(|indices| indices.iter().map(|&i| log.rows[i].clone()).collect())
+                .unwrap_or_default()
+        };
+        let mut balance = 0;
+        for row in &rows {
+            if let Ok(AccountEvent::Deposited { amount }) =
+                cqrs_core::decode_message(&row.event_type, &row.payload)
+            {
+                balance += amount;
+            }
+        }
+        (balance, rows.len())
+    }
+
+    /// Scans every row in order, in pages of 10,000 copied out of the lock: the raw
+    /// sequential scan.
+    #[must_use]
+    pub fn scan(&self) -> u64 {
+        let mut from = 0;
+        let mut seen = 0;
+        loop {
+            let page: Vec<RawRow> = {
+                let log = self.lock();
+                log.rows.iter().skip(from).take(10_000).cloned().collect()
+            };
+            if page.is_empty() {
+                return seen;
+            }
+            from += page.len();
+            seen += page.len() as u64;
+        }
+    }
+}
+
 /// The payload of one deposit, as the framework writes it.
 #[must_use]
 pub fn deposit_payload() -> String {
@@ -350,4 +507,33 @@ pub fn postgres_store(
         rt.block_on(cqrs_store_postgres::PostgresEventStore::connect(&url))
             .expect("store"),
     )
+}
+
+/// A PostgreSQL store and a raw sqlx pool of `connections` on one fresh database of the
+/// throwaway server (with the raw tables created), or `None` where there is no PostgreSQL.
+///
+/// # Panics
+///
+/// Panics if the server is there but the store or the pool cannot open.
+pub fn postgres_pair(
+    rt: &tokio::runtime::Runtime,
+    connections: u32,
+) -> Option<(cqrs_store_postgres::PostgresEventStore, sqlx::PgPool)> {
+    let server =
+        cqrs_store_postgres::testing::server(cqrs_store_postgres::testing::Durability::Durable)?;
+    let url = rt.block_on(server.fresh_database());
+    let store = rt
+        .block_on(cqrs_store_postgres::PostgresEventStore::connect(&url))
+        .expect("store");
+    let raw = rt
+        .block_on(
+            sqlx::postgres::PgPoolOptions::new()
+                // The store's pool settings: no ping before each use.
+                .test_before_acquire(false)
+                .max_connections(connections)
+                .connect(&url),
+        )
+        .expect("raw pool");
+    rt.block_on(raw_postgres::create(&raw));
+    Some((store, raw))
 }
