@@ -419,10 +419,11 @@ fn take_batch(held: &mut VecDeque<Pending>) -> Vec<Pending> {
 }
 
 async fn commit_batch(appender: &Appender, batch: Vec<Pending>) {
-    let commits: Vec<&Commit> = batch.iter().map(|p| &p.commit).collect();
-    let events: usize = commits.iter().map(|c| c.events.len()).sum();
-    // Only a lone append can be too big (`take_batch`); alone, it gets its typed refusal.
-    if events <= MAX_EVENTS_PER_TRANSACTION {
+    // A lone append goes through the per-append statement: it binds scalars rather than
+    // arrays, and it is the one path that refuses an append too big for one transaction
+    // (`take_batch` only puts appends together when they fit).
+    if batch.len() > 1 {
+        let commits: Vec<&Commit> = batch.iter().map(|p| &p.commit).collect();
         match appender.append_many(&commits).await {
             Ok(results) => {
                 for (waiting, result) in batch.into_iter().zip(results) {
