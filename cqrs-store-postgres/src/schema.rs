@@ -7,7 +7,7 @@ use sqlx::{AssertSqlSafe, PgPool};
 use crate::error::backend;
 
 /// The schema version this build writes and understands.
-pub(crate) const CURRENT_VERSION: i32 = 1;
+pub(crate) const CURRENT_VERSION: i32 = 2;
 
 /// Migrations in order; migration `i` moves the schema from version `i` to `i + 1`. `{s}` is
 /// the schema name.
@@ -204,6 +204,130 @@ const MIGRATIONS: &[&str] = &[
         updated_at    timestamptz NOT NULL
     );
     ",
+    // 2: a stream's version looked up as its last index entry, not as `max()`. A cached
+    // generic plan of `max(version)` could aggregate over every entry of the stream: after
+    // many appends to new streams, a command on a stream of a few thousand events took 1.5 ms
+    // instead of 0.6 ms, growing with the stream. `ORDER BY version DESC LIMIT 1` has one plan.
+    r"
+    -- One call per append: it checks the command id (a duplicate first), then the expected
+    -- version, numbers the events after the transaction's earlier ones, inserts them, records
+    -- the command, and NOTIFYs when asked. Plain statements with cached plans cost PostgreSQL
+    -- less per call than one large statement of CTEs.
+    CREATE OR REPLACE FUNCTION {s}.append(
+        p_stream text, p_expected bigint, p_category text, p_channel text, p_command_id uuid,
+        p_types text[], p_schema_versions integer[], p_payloads text[], p_event_ids uuid[],
+        p_correlations uuid[], p_causations uuid[], p_commands uuid[], p_times timestamptz[], p_headers text[],
+        p_command_type text, p_command_payload text, p_command_correlation uuid, p_command_causation uuid,
+        p_command_time timestamptz, p_command_headers text, p_outcome text, p_notify boolean)
+    RETURNS TABLE (duplicate boolean, ok boolean, current_version bigint, base bigint, last_position bigint,
+                   last_version bigint)
+    LANGUAGE plpgsql AS $fn$
+    DECLARE
+        v bigint;
+        x bigint;
+        b bigint := 0;
+        n integer := coalesce(cardinality(p_types), 0);
+    BEGIN
+        IF p_command_id IS NOT NULL AND EXISTS (SELECT 1 FROM {s}.commands c WHERE c.command_id = p_command_id) THEN
+            RETURN QUERY SELECT true, false, 0::bigint, 0::bigint, NULL::bigint, NULL::bigint;
+            RETURN;
+        END IF;
+        v := coalesce((SELECT e.version FROM {s}.events e WHERE e.stream = p_stream ORDER BY e.version DESC LIMIT 1), 0);
+        IF p_expected >= 0 AND v <> p_expected THEN
+            RETURN QUERY SELECT false, false, v, 0::bigint, NULL::bigint, NULL::bigint;
+            RETURN;
+        END IF;
+        IF n > 0 THEN
+            x := pg_current_xact_id()::text::bigint;
+            SELECT coalesce(max(e.position) - (x << 16), 0) INTO b FROM {s}.events e
+            WHERE e.position >= (x << 16) AND e.position < ((x + 1) << 16);
+            IF b + n > 65535 THEN
+                RETURN QUERY SELECT false, false, v, b, NULL::bigint, NULL::bigint;
+                RETURN;
+            END IF;
+            INSERT INTO {s}.events (position, stream, category, version, event_type, schema_version, payload,
+                event_id, correlation_id, causation_id, command_id, recorded_at, headers)
+            SELECT (x << 16) | (b + e.ord), p_stream, p_category, v + e.ord, e.t, e.sv, e.p::json, e.id, e.co, e.ca,
+                e.cm, e.at, e.h::json
+            FROM unnest(p_types, p_schema_versions, p_payloads, p_event_ids, p_correlations, p_causations, p_commands,
+                        p_times, p_headers) WITH ORDINALITY AS e(t, sv, p, id, co, ca, cm, at, h, ord);
+        END IF;
+        IF p_command_id IS NOT NULL THEN
+            INSERT INTO {s}.commands (command_id, command_type, target, payload, correlation_id, causation_id,
+                recorded_at, headers, outcome)
+            VALUES (p_command_id, p_command_type, p_stream, p_command_payload::json, p_command_correlation,
+                p_command_causation, p_command_time, p_command_headers::json, p_outcome::json);
+        END IF;
+        IF p_notify AND n > 0 THEN
+            PERFORM pg_notify(p_channel, '');
+        END IF;
+        RETURN QUERY SELECT false, true, v, b, CASE WHEN n > 0 THEN (x << 16) | (b + n) END, v + n;
+    END
+    $fn$;
+
+    -- Several appends in one call and one transaction, set-based: every check reads the state
+    -- before the call (the batcher never puts two appends of one stream, or of one command id,
+    -- in a call), then the appends that pass are written together. Status 0 appended,
+    -- 1 duplicate command, 2 conflict. The events of all appends come flattened, p_owners
+    -- naming each one's append (1-based). A unique violation (another connection took a
+    -- version) fails the whole call, and the caller appends one by one instead. The statement
+    -- is too big to plan on every call, so its generic plan is kept; it is written so that its
+    -- only plan looks rows up by index (a correlated EXISTS could be planned once, while the
+    -- tables are small, as a hashed scan of the whole commands table, and kept).
+    CREATE OR REPLACE FUNCTION {s}.append_many(
+        p_streams text[], p_expected bigint[], p_categories text[], p_counts integer[],
+        p_command_ids uuid[], p_command_types text[], p_command_payloads text[], p_command_correlations uuid[],
+        p_command_causations uuid[], p_command_times timestamptz[], p_command_headers text[], p_outcomes text[],
+        p_owners integer[], p_types text[], p_schema_versions integer[], p_payloads text[], p_event_ids uuid[],
+        p_correlations uuid[], p_causations uuid[], p_commands uuid[], p_times timestamptz[], p_headers text[])
+    RETURNS TABLE (status integer, current_version bigint, last_position bigint, last_version bigint)
+    LANGUAGE plpgsql
+    SET plan_cache_mode = force_generic_plan
+    AS $fn$
+    #variable_conflict use_column
+    BEGIN
+        RETURN QUERY WITH c AS MATERIALIZED (
+            SELECT c.*,
+                   coalesce((SELECT e.version FROM {s}.events e WHERE e.stream = c.stream
+                             ORDER BY e.version DESC LIMIT 1), 0) AS current,
+                   (SELECT true FROM {s}.commands k WHERE k.command_id = c.command_id LIMIT 1) IS NOT NULL AS duplicate
+            FROM unnest(p_streams, p_expected, p_categories, p_counts, p_command_ids, p_command_types, p_command_payloads,
+                        p_command_correlations, p_command_causations, p_command_times, p_command_headers, p_outcomes)
+                 WITH ORDINALITY AS c(stream, expected, category, n, command_id, command_type, command_payload,
+                                      command_correlation, command_causation, command_time, command_headers,
+                                      outcome, i)
+        ), s AS MATERIALIZED (
+            SELECT c.*, t.status,
+                   sum(c.n) OVER w - c.n AS first_event,
+                   sum(CASE WHEN t.status = 0 THEN c.n ELSE 0 END) OVER w - c.n AS base,
+                   pg_current_xact_id()::text::bigint << 16 AS x
+            FROM c, LATERAL (SELECT CASE WHEN c.duplicate THEN 1
+                                         WHEN c.expected >= 0 AND c.current <> c.expected THEN 2
+                                         ELSE 0 END AS status) t
+            WINDOW w AS (ORDER BY c.i)
+        ), appended AS (
+            INSERT INTO {s}.events (position, stream, category, version, event_type, schema_version, payload,
+                event_id, correlation_id, causation_id, command_id, recorded_at, headers)
+            SELECT s.x | (s.base + e.k - s.first_event), s.stream, s.category, s.current + e.k - s.first_event,
+                   e.t, e.sv, e.p::json, e.id, e.co, e.ca, e.cm, e.at, e.h::json
+            FROM unnest(p_owners, p_types, p_schema_versions, p_payloads, p_event_ids, p_correlations,
+                        p_causations, p_commands, p_times, p_headers)
+                 WITH ORDINALITY AS e(ci, t, sv, p, id, co, ca, cm, at, h, k)
+            JOIN s ON s.i = e.ci
+            WHERE s.status = 0
+        ), recorded AS (
+            INSERT INTO {s}.commands (command_id, command_type, target, payload, correlation_id, causation_id,
+                recorded_at, headers, outcome)
+            SELECT s.command_id, s.command_type, s.stream, s.command_payload::json, s.command_correlation,
+                   s.command_causation, s.command_time, s.command_headers::json, s.outcome::json
+            FROM s WHERE s.status = 0 AND s.command_id IS NOT NULL
+        )
+        SELECT s.status, s.current, CASE WHEN s.status = 0 AND s.n > 0 THEN s.x | (s.base + s.n) END,
+               CASE WHEN s.status = 0 THEN s.current + s.n END
+        FROM s ORDER BY s.i;
+    END
+    $fn$;
+    ",
 ];
 
 /// Checks that `schema` is a plain lower-case identifier, safe to put in SQL.
@@ -283,4 +407,99 @@ pub(crate) async fn migrate(pool: &PgPool, schema: &str) -> Result<(), StoreErro
         tracing::info!(schema, version, "postgres store schema migrated");
     }
     tx.commit().await.map_err(backend)
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use cqrs_core::{EventReader, EventStore, ExpectedVersion, Json, NewEvent, StreamId, Version};
+
+    use super::*;
+    use crate::PostgresEventStore;
+    use crate::testing::{Durability, server};
+
+    #[tokio::test]
+    async fn a_schema_left_at_version_1_is_upgraded_in_place_and_its_streams_go_on() {
+        let Some(server) = server(Durability::Fast) else {
+            return;
+        };
+        let url = server.fresh_database().await;
+        let pool = PgPool::connect(&url).await.unwrap();
+        // What a build of schema version 1 left behind: its tables and functions, recorded,
+        // and a stream of two events.
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "CREATE SCHEMA cqrs;
+             CREATE TABLE cqrs.cqrs_schema (version integer PRIMARY KEY,
+                 applied_at timestamptz NOT NULL DEFAULT now());
+             {}
+             INSERT INTO cqrs.cqrs_schema (version) VALUES (1);
+             INSERT INTO cqrs.events (position, stream, category, version, event_type, schema_version,
+                 payload, event_id, recorded_at)
+             SELECT (1::bigint << 16) | v, 'account-1', 'account', v, 'account.deposited', 1, '{{}}',
+                 gen_random_uuid(), now()
+             FROM generate_series(1, 2) AS v;",
+            MIGRATIONS[0].replace("{s}", "cqrs")
+        )))
+        .execute(&pool)
+        .await
+        .unwrap();
+
+        let store = PostgresEventStore::connect(&url).await.unwrap();
+        let versions: Vec<i32> =
+            sqlx::query_scalar("SELECT version FROM cqrs.cqrs_schema ORDER BY version")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(versions, [1, 2]);
+        let stream = StreamId::new("account-1").unwrap();
+        let event = || NewEvent::new("account.deposited", Json::from_stored("{}"));
+        // Both functions of version 2: a lone append, then a batch of appends together.
+        let appended = store
+            .append(
+                &stream,
+                ExpectedVersion::Exact(Version::new(2)),
+                vec![event()],
+            )
+            .await
+            .unwrap();
+        assert_eq!(appended.version, Version::new(3));
+        assert!(matches!(
+            store
+                .append(
+                    &stream,
+                    ExpectedVersion::Exact(Version::new(2)),
+                    vec![event()]
+                )
+                .await,
+            Err(cqrs_core::StoreError::Conflict { .. })
+        ));
+        let others: Vec<_> = (2..10)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let stream = StreamId::new(format!("account-{i}")).unwrap();
+                    store
+                        .append(&stream, ExpectedVersion::NoStream, vec![event()])
+                        .await
+                })
+            })
+            .collect();
+        for other in others {
+            assert_eq!(other.await.unwrap().unwrap().version, Version::new(1));
+        }
+        assert_eq!(
+            store
+                .read_stream(&stream, Version::new(1))
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
+        let definition: String = sqlx::query_scalar(
+            "SELECT pg_get_functiondef('cqrs.append_many'::regproc) || pg_get_functiondef('cqrs.append'::regproc)",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert!(!definition.contains("max(e.version)"), "{definition}");
+    }
 }

@@ -69,7 +69,10 @@ impl Sql {
                      $15::integer[], $16::text[], $17::uuid[], $18::uuid[], $19::uuid[], $20::uuid[],
                      $21::timestamptz[], $22::text[])"
             )),
-            stream_version: q(format!("SELECT coalesce(max(version), 0)::bigint FROM {s}.events WHERE stream = $1")),
+            // The last index entry, not `max()`: see migration 2 in `schema.rs`.
+            stream_version: q(format!(
+                "SELECT coalesce((SELECT version FROM {s}.events WHERE stream = $1 ORDER BY version DESC LIMIT 1), 0)::bigint"
+            )),
             read_stream: q(format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events WHERE stream = $1 AND version >= $2 ORDER BY version"
             )),
