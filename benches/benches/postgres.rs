@@ -225,17 +225,14 @@ fn postgres(c: &mut Criterion) {
     group.finish();
 }
 
-/// Vacuums, analyzes and checkpoints, then has the kernel write out its dirty pages, so that
-/// a group is not measured while autovacuum, the checkpointer or the kernel's writeback deal
-/// with rows written before it (by an earlier group, or an earlier benchmark's process):
-/// sequential commands, one disk sync each, measured 0.80× raw sqlx in such runs and
-/// 0.92–1.08× in quiet ones.
+/// Vacuums, analyzes and checkpoints, so that a group is not measured while autovacuum or
+/// the checkpointer deal with the rows an earlier one wrote. (Also forcing the kernel's
+/// writeback with `sync(1)` made the next group slower, not steadier: this VM's disk then
+/// took twice as long per sync for minutes.)
 async fn settle(pool: &sqlx::PgPool) {
     for statement in ["VACUUM ANALYZE", "CHECKPOINT"] {
         sqlx::query(statement).execute(pool).await.expect("settle");
     }
-    // Best effort: without `sync(1)` the figures are only noisier.
-    let _ = std::process::Command::new("sync").status();
 }
 
 async fn count_log(store: &PostgresEventStore) -> u64 {
