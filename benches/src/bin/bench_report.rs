@@ -298,6 +298,8 @@ fn concurrency_plot(results: &[Result], file: &Path) -> Option<PathBuf> {
         return None;
     }
     let (bottom, top) = log_range(&series, 1.0);
+    // Headroom above the fastest engine for the legend, which would hide its points.
+    let top = top * 30.0;
     let root = SVGBackend::new(file, (720, 420)).into_drawing_area();
     root.fill(&WHITE).ok()?;
     let mut chart = ChartBuilder::on(&root)
