@@ -13,9 +13,8 @@ use benches::{
     open_account, raw_postgres,
 };
 use cqrs_core::{
-    Aggregate, EventReader, EventStore, ExpectedVersion, Json, MemoryProjection, NewEvent,
-    Position, ProjectionRunner, Repository, Snapshot, SnapshotPolicy, SnapshotStore, StreamId,
-    Version,
+    Aggregate, EventReader, EventStore, ExpectedVersion, Json, NewEvent, Position, Repository,
+    Snapshot, SnapshotPolicy, SnapshotStore, StreamId, Version,
 };
 use cqrs_store_postgres::testing::{Durability, server};
 use cqrs_store_postgres::{PostgresEventStore, PostgresOptions};
@@ -212,12 +211,7 @@ fn postgres(c: &mut Criterion) {
             .iter(|| async { assert_eq!(count_log(&store).await, store_total) })
     });
     // A read model rebuilt from position 0: what a blue/green upgrade pays.
-    let count = Arc::new(MemoryProjection::new("count", 0u64, |n, _| {
-        *n += 1;
-        Ok(())
-    }));
-    let runner =
-        ProjectionRunner::new(Arc::new(store.clone()), count.clone()).with_batch_size(10_000);
+    let (count, runner) = benches::counting_projection(Arc::new(store.clone()));
     group.bench_function("store_projection_rebuild", |b| {
         b.to_async(&rt).iter(|| async {
             runner.rebuild().await.expect("rebuild");

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use benches::{RawMemory, RawSqlite, big_log_size, deposit_payload};
 use cqrs_core::{
-    EventReader, EventStore, ExpectedVersion, InMemoryEventStore, Json, MemoryProjection, NewEvent,
-    Position, ProjectionRunner, StreamId,
+    EventReader, EventStore, ExpectedVersion, InMemoryEventStore, Json, NewEvent, Position,
+    StreamId,
 };
 use cqrs_store_sqlite::SqliteEventStore;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -51,18 +51,6 @@ async fn read_everything(store: &dyn EventReader) -> u64 {
     }
 }
 
-/// A read model counting events, and its runner over `store`.
-fn counter<S: EventReader + 'static>(
-    store: Arc<S>,
-) -> (Arc<MemoryProjection<u64>>, ProjectionRunner) {
-    let count = Arc::new(MemoryProjection::new("count", 0u64, |n, _| {
-        *n += 1;
-        Ok(())
-    }));
-    let runner = ProjectionRunner::new(store, count.clone()).with_batch_size(10_000);
-    (count, runner)
-}
-
 fn read(c: &mut Criterion) {
     let rt = runtime();
     let size = big_log_size();
@@ -90,7 +78,7 @@ fn read(c: &mut Criterion) {
             .iter(|| async { assert_eq!(read_everything(&store).await, size) });
     });
     // A read model rebuilt from position 0: what a blue/green upgrade pays.
-    let (count, runner) = counter(Arc::new(store.clone()));
+    let (count, runner) = benches::counting_projection(Arc::new(store.clone()));
     group.bench_function("store_projection_rebuild", |b| {
         b.to_async(&rt).iter(|| async {
             runner.rebuild().await.expect("rebuild");
@@ -122,7 +110,7 @@ fn read_memory(c: &mut Criterion) {
         b.to_async(&rt)
             .iter(|| async { assert_eq!(read_everything(&store).await, size) });
     });
-    let (count, runner) = counter(Arc::new(store.clone()));
+    let (count, runner) = benches::counting_projection(Arc::new(store.clone()));
     group.bench_function("store_projection_rebuild", |b| {
         b.to_async(&rt).iter(|| async {
             runner.rebuild().await.expect("rebuild");

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use benches::{Account, AccountEvent, RawMemory, RawSqlite, deposit_payload};
 use cqrs_core::{
-    Aggregate, EventStore, ExpectedVersion, InMemoryEventStore, Json, NewEvent, Position,
-    RecordedEvent, Repository, Snapshot, SnapshotPolicy, Storage, StreamId, Upcasters, Version,
+    Aggregate, ExpectedVersion, InMemoryEventStore, Json, NewEvent, Position, RecordedEvent,
+    Repository, Snapshot, SnapshotPolicy, Storage, StreamId, Upcasters, Version,
 };
 use cqrs_store_sqlite::SqliteEventStore;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -167,19 +167,7 @@ fn append_batches(c: &mut Criterion) {
         });
         group.bench_with_input(BenchmarkId::new("store", size), &size, |b, size| {
             b.to_async(&rt).iter(|| {
-                let stream = StreamId::new(format!("account-{}", next())).expect("stream");
-                let events: Vec<NewEvent> = (0..*size)
-                    .map(|_| {
-                        NewEvent::new("account.deposited", Json::from_stored(payload.as_str()))
-                    })
-                    .collect();
-                let store = &store;
-                async move {
-                    store
-                        .append(&stream, ExpectedVersion::NoStream, events)
-                        .await
-                        .expect("append")
-                }
+                benches::append_new_stream(&store, format!("account-{}", next()), *size, &payload)
             });
         });
     }
@@ -254,19 +242,7 @@ fn memory(c: &mut Criterion) {
         });
         group.bench_with_input(BenchmarkId::new("store", size), &size, |b, size| {
             b.to_async(&rt).iter(|| {
-                let stream = StreamId::new(format!("account-{}", next())).expect("stream");
-                let events: Vec<NewEvent> = (0..*size)
-                    .map(|_| {
-                        NewEvent::new("account.deposited", Json::from_stored(payload.as_str()))
-                    })
-                    .collect();
-                let store = &store;
-                async move {
-                    store
-                        .append(&stream, ExpectedVersion::NoStream, events)
-                        .await
-                        .expect("append")
-                }
+                benches::append_new_stream(&store, format!("account-{}", next()), *size, &payload)
             });
         });
     }
@@ -333,19 +309,7 @@ fn postgres_batches(c: &mut Criterion) {
         });
         group.bench_with_input(BenchmarkId::new("store", size), &size, |b, size| {
             b.to_async(&rt).iter(|| {
-                let stream = StreamId::new(format!("account-{}", next())).expect("stream");
-                let events: Vec<NewEvent> = (0..*size)
-                    .map(|_| {
-                        NewEvent::new("account.deposited", Json::from_stored(payload.as_str()))
-                    })
-                    .collect();
-                let store = &store;
-                async move {
-                    store
-                        .append(&stream, ExpectedVersion::NoStream, events)
-                        .await
-                        .expect("append")
-                }
+                benches::append_new_stream(&store, format!("account-{}", next()), *size, &payload)
             });
         });
     }

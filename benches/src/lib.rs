@@ -438,6 +438,47 @@ pub fn big_log_size() -> u64 {
         .unwrap_or(1_000_000)
 }
 
+/// Appends `count` deposits to the new stream `stream` in one append: the store side of the
+/// append-batch benchmarks.
+///
+/// # Panics
+///
+/// Panics if the stream name is invalid or the append fails: a benchmark cannot go on.
+pub async fn append_new_stream(
+    store: &dyn cqrs_core::EventStore,
+    stream: String,
+    count: u64,
+    payload: &str,
+) {
+    let stream = cqrs_core::StreamId::new(stream).expect("stream");
+    let events = (0..count)
+        .map(|_| {
+            cqrs_core::NewEvent::new("account.deposited", cqrs_core::Json::from_stored(payload))
+        })
+        .collect();
+    store
+        .append(&stream, cqrs_core::ExpectedVersion::NoStream, events)
+        .await
+        .expect("append");
+}
+
+/// A read model that counts events, and its runner over `store` reading pages of 10,000:
+/// what the rebuild benchmarks rebuild.
+#[must_use]
+pub fn counting_projection<S: cqrs_core::EventReader + 'static>(
+    store: std::sync::Arc<S>,
+) -> (
+    std::sync::Arc<cqrs_core::MemoryProjection<u64>>,
+    cqrs_core::ProjectionRunner,
+) {
+    let count = std::sync::Arc::new(cqrs_core::MemoryProjection::new("count", 0u64, |n, _| {
+        *n += 1;
+        Ok(())
+    }));
+    let runner = cqrs_core::ProjectionRunner::new(store, count.clone()).with_batch_size(10_000);
+    (count, runner)
+}
+
 /// Opens account `id` (a new aggregate): the command of the "new aggregate" benchmarks.
 ///
 /// # Panics
