@@ -10,14 +10,6 @@ use cqrs_core::{EventStore, ExpectedVersion, Json, NewEvent, Repository, StreamI
 use cqrs_store_sqlite::{Durability, SqliteEventStore, SqliteOptions};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 fn settings(durability: Durability) -> (SqliteOptions, &'static str, &'static str) {
     match durability {
         Durability::Normal => (
@@ -30,7 +22,7 @@ fn settings(durability: Durability) -> (SqliteOptions, &'static str, &'static st
 }
 
 fn append(c: &mut Criterion) {
-    let rt = runtime();
+    let rt = benches::runtime();
     for durability in [Durability::Full, Durability::Normal] {
         let (options, synchronous, label) = settings(durability);
         let dir = tempfile::tempdir().expect("tempdir");

@@ -7,28 +7,14 @@ use std::sync::Arc;
 
 use conference_example::app::{AppConfig, ConferenceApp, NewConference, PaymentStep};
 use conference_example::domain::{ConferenceCommand, SeatQuantity, SeatType};
-use cqrs_core::{InMemoryEventStore, Storage, SystemClock};
-use cqrs_store_sqlite::SqliteEventStore;
+use cqrs_core::SystemClock;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rust_decimal::Decimal;
 
 fn flow(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = benches::runtime();
     let dir = tempfile::tempdir().expect("dir");
-    let sqlite: Arc<dyn Storage> = Arc::new(
-        rt.block_on(SqliteEventStore::open(dir.path().join("conference.db")))
-            .expect("store"),
-    );
-    let memory: Arc<dyn Storage> = Arc::new(InMemoryEventStore::new());
-    let mut engines = vec![("memory", memory), ("sqlite_full", sqlite)];
-    if let Some(pg) = benches::postgres_store(&rt) {
-        engines.push(("postgres", Arc::new(pg)));
-    }
-    for (engine, storage) in engines {
+    for (engine, storage) in benches::stores(&rt, dir.path(), "conference.db") {
         let app = ConferenceApp::new(storage, Arc::new(SystemClock), AppConfig::default());
         let (conference, seat_type) = rt.block_on(async {
             let (conference, _) = app

@@ -5,11 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cqrs_core::{
-    ExpectedVersion, InMemoryEventStore, Json, MemoryProjection, NewEvent, ProjectionRunner,
-    Storage, StreamId,
-};
-use cqrs_store_sqlite::SqliteEventStore;
+use cqrs_core::{ExpectedVersion, Json, MemoryProjection, NewEvent, ProjectionRunner, StreamId};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 /// The `per_mille`‰ value of `sorted` (nearest rank).
@@ -26,22 +22,9 @@ fn nanos(d: Duration) -> u64 {
 }
 
 fn latency(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = benches::runtime();
     let dir = tempfile::tempdir().expect("dir");
-    let sqlite: Arc<dyn Storage> = Arc::new(
-        rt.block_on(SqliteEventStore::open(dir.path().join("latency.db")))
-            .expect("store"),
-    );
-    let memory: Arc<dyn Storage> = Arc::new(InMemoryEventStore::new());
-    let mut engines = vec![("memory", memory), ("sqlite_full", sqlite)];
-    if let Some(pg) = benches::postgres_store(&rt) {
-        engines.push(("postgres", Arc::new(pg)));
-    }
-    for (engine, store) in engines {
+    for (engine, store) in benches::stores(&rt, dir.path(), "latency.db") {
         let count = Arc::new(MemoryProjection::new("count", 0u64, |n, _| {
             *n += 1;
             Ok(())

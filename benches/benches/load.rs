@@ -13,14 +13,6 @@ use cqrs_core::{
 use cqrs_store_sqlite::SqliteEventStore;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 fn deposits(n: u64, payload: &str) -> Vec<NewEvent> {
     (0..n)
         .map(|_| NewEvent::new("account.deposited", Json::from_stored(payload)))
@@ -28,7 +20,7 @@ fn deposits(n: u64, payload: &str) -> Vec<NewEvent> {
 }
 
 fn load(c: &mut Criterion) {
-    let rt = runtime();
+    let rt = benches::runtime();
     let dir = tempfile::tempdir().expect("tempdir");
     let store = rt
         .block_on(SqliteEventStore::open(dir.path().join("store.db")))

@@ -13,8 +13,8 @@ use benches::{
     open_account, raw_postgres,
 };
 use cqrs_core::{
-    Aggregate, EventReader, EventStore, ExpectedVersion, Json, NewEvent, Position, Repository,
-    Snapshot, SnapshotPolicy, SnapshotStore, StreamId, Version,
+    Aggregate, EventStore, ExpectedVersion, Json, NewEvent, Repository, Snapshot, SnapshotPolicy,
+    SnapshotStore, StreamId, Version,
 };
 use cqrs_store_postgres::testing::{Durability, server};
 use cqrs_store_postgres::{PostgresEventStore, PostgresOptions};
@@ -27,11 +27,7 @@ fn postgres(c: &mut Criterion) {
     let Some(server) = server(Durability::Durable) else {
         return;
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = benches::runtime();
     let url = rt.block_on(server.fresh_database());
     let options =
         PostgresOptions::default().with_max_connections(u32::try_from(TASKS + 4).expect("small"));
@@ -197,7 +193,7 @@ fn postgres(c: &mut Criterion) {
         }
         settle(&raw).await;
     });
-    let store_total = rt.block_on(count_log(&store));
+    let store_total = rt.block_on(benches::read_whole_log(&store));
     let raw_total = rt.block_on(raw_postgres::scan(&raw));
     let mut group = c.benchmark_group("postgres/read_all");
     group.throughput(Throughput::Elements(store_total));
@@ -206,18 +202,7 @@ fn postgres(c: &mut Criterion) {
         b.to_async(&rt)
             .iter(|| async { assert_eq!(raw_postgres::scan(&raw).await, raw_total) })
     });
-    group.bench_function("store_read_all", |b| {
-        b.to_async(&rt)
-            .iter(|| async { assert_eq!(count_log(&store).await, store_total) })
-    });
-    // A read model rebuilt from position 0: what a blue/green upgrade pays.
-    let (count, runner) = benches::counting_projection(Arc::new(store.clone()));
-    group.bench_function("store_projection_rebuild", |b| {
-        b.to_async(&rt).iter(|| async {
-            runner.rebuild().await.expect("rebuild");
-            assert_eq!(count.read(|n| *n), store_total);
-        });
-    });
+    benches::store_log_benches(&mut group, &rt, &store, store_total);
     group.finish();
 }
 
@@ -228,17 +213,6 @@ fn postgres(c: &mut Criterion) {
 async fn settle(pool: &sqlx::PgPool) {
     for statement in ["VACUUM ANALYZE", "CHECKPOINT"] {
         sqlx::query(statement).execute(pool).await.expect("settle");
-    }
-}
-
-async fn count_log(store: &PostgresEventStore) -> u64 {
-    let mut from = Position::START;
-    let mut seen = 0u64;
-    loop {
-        let page = store.read_all(from, 10_000).await.expect("read");
-        let Some(last) = page.last() else { return seen };
-        from = last.position.next();
-        seen += page.len() as u64;
     }
 }
 

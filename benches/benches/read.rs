@@ -2,26 +2,14 @@
 //! beside a raw sequential scan of the same rows, and rebuilding a read model over it, on
 //! SQLite and in memory. (PostgreSQL's are in `postgres.rs`, beside its raw sqlx scan.)
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use benches::{RawMemory, RawSqlite, big_log_size, deposit_payload};
-use cqrs_core::{
-    EventReader, EventStore, ExpectedVersion, InMemoryEventStore, Json, NewEvent, Position,
-    StreamId,
-};
+use cqrs_core::{EventStore, ExpectedVersion, InMemoryEventStore, Json, NewEvent, StreamId};
 use cqrs_store_sqlite::SqliteEventStore;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const BATCH: u64 = 1000;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
 
 /// `size` deposits in batches of [`BATCH`] over 1,000 accounts.
 async fn fill(store: &dyn EventStore, size: u64, payload: &str) {
@@ -37,22 +25,8 @@ async fn fill(store: &dyn EventStore, size: u64, payload: &str) {
     }
 }
 
-/// Pages through the whole log as a reader does; returns how many events it saw.
-async fn read_everything(store: &dyn EventReader) -> u64 {
-    let mut from = Position::START;
-    let mut seen = 0u64;
-    loop {
-        let page = store.read_all(from, 10_000).await.expect("read");
-        let Some(last) = page.last() else {
-            return seen;
-        };
-        from = last.position.next();
-        seen += page.len() as u64;
-    }
-}
-
 fn read(c: &mut Criterion) {
-    let rt = runtime();
+    let rt = benches::runtime();
     let size = big_log_size();
     let dir = tempfile::tempdir().expect("tempdir");
     let store = rt
@@ -73,23 +47,12 @@ fn read(c: &mut Criterion) {
     group.bench_function("raw_scan", |b| {
         b.iter(|| assert_eq!(raw.scan() as u64, size))
     });
-    group.bench_function("store_read_all", |b| {
-        b.to_async(&rt)
-            .iter(|| async { assert_eq!(read_everything(&store).await, size) });
-    });
-    // A read model rebuilt from position 0: what a blue/green upgrade pays.
-    let (count, runner) = benches::counting_projection(Arc::new(store.clone()));
-    group.bench_function("store_projection_rebuild", |b| {
-        b.to_async(&rt).iter(|| async {
-            runner.rebuild().await.expect("rebuild");
-            assert_eq!(count.read(|n| *n), size);
-        });
-    });
+    benches::store_log_benches(&mut group, &rt, &store, size);
     group.finish();
 }
 
 fn read_memory(c: &mut Criterion) {
-    let rt = runtime();
+    let rt = benches::runtime();
     let size = big_log_size();
     let payload = deposit_payload();
     let store = InMemoryEventStore::new();
@@ -106,17 +69,7 @@ fn read_memory(c: &mut Criterion) {
     group.throughput(Throughput::Elements(size));
     group.sample_size(10);
     group.bench_function("raw_scan", |b| b.iter(|| assert_eq!(raw.scan(), size)));
-    group.bench_function("store_read_all", |b| {
-        b.to_async(&rt)
-            .iter(|| async { assert_eq!(read_everything(&store).await, size) });
-    });
-    let (count, runner) = benches::counting_projection(Arc::new(store.clone()));
-    group.bench_function("store_projection_rebuild", |b| {
-        b.to_async(&rt).iter(|| async {
-            runner.rebuild().await.expect("rebuild");
-            assert_eq!(count.read(|n| *n), size);
-        });
-    });
+    benches::store_log_benches(&mut group, &rt, &store, size);
     group.finish();
 }
 

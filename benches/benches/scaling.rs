@@ -16,14 +16,6 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 
 const LENGTHS: [u64; 4] = [10, 100, 1_000, 10_000];
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
 /// An account with `n` events, and (`snapshot`) a snapshot at its last version.
 async fn fill(store: &dyn Storage, id: &str, n: u64, snapshot: bool) {
     let stream = Account::stream_id(&id.to_owned()).expect("stream");
@@ -92,7 +84,7 @@ impl Raw {
 }
 
 fn load_by_length(c: &mut Criterion) {
-    let rt = runtime();
+    let rt = benches::runtime();
     let dir = tempfile::tempdir().expect("dir");
     let sqlite: Arc<dyn Storage> = Arc::new(
         rt.block_on(SqliteEventStore::open(dir.path().join("scaling.db")))
@@ -143,7 +135,7 @@ fn load_by_length(c: &mut Criterion) {
 }
 
 fn append_batches(c: &mut Criterion) {
-    let rt = runtime();
+    let rt = benches::runtime();
     let dir = tempfile::tempdir().expect("dir");
     let store = rt
         .block_on(SqliteEventStore::open(dir.path().join("batches.db")))
@@ -228,7 +220,7 @@ fn upcasting(c: &mut Criterion) {
 }
 
 fn memory(c: &mut Criterion) {
-    let rt = runtime();
+    let rt = benches::runtime();
     let store = InMemoryEventStore::new();
     let raw = RawMemory::new();
     let payload = deposit_payload();
@@ -289,7 +281,7 @@ fn memory(c: &mut Criterion) {
 }
 
 fn postgres_batches(c: &mut Criterion) {
-    let rt = runtime();
+    let rt = benches::runtime();
     let Some((store, raw)) = benches::postgres_pair(&rt, 4) else {
         return;
     };

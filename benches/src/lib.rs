@@ -479,6 +479,88 @@ pub fn counting_projection<S: cqrs_core::EventReader + 'static>(
     (count, runner)
 }
 
+/// The runtime every benchmark runs on: two workers, as many as the machine's cores.
+///
+/// # Panics
+///
+/// Panics if tokio cannot start.
+#[must_use]
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// The three stores a cross-store benchmark runs on: in memory, SQLite (a file `file` in
+/// `dir`, `synchronous=FULL`) and, where there is one, PostgreSQL.
+///
+/// # Panics
+///
+/// Panics if a store cannot open.
+pub fn stores(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    file: &str,
+) -> Vec<(&'static str, std::sync::Arc<dyn cqrs_core::Storage>)> {
+    let sqlite = rt
+        .block_on(cqrs_store_sqlite::SqliteEventStore::open(dir.join(file)))
+        .expect("store");
+    let mut stores: Vec<(&'static str, std::sync::Arc<dyn cqrs_core::Storage>)> = vec![
+        (
+            "memory",
+            std::sync::Arc::new(cqrs_core::InMemoryEventStore::new()),
+        ),
+        ("sqlite_full", std::sync::Arc::new(sqlite)),
+    ];
+    if let Some(pg) = postgres_store(rt) {
+        stores.push(("postgres", std::sync::Arc::new(pg)));
+    }
+    stores
+}
+
+/// Pages through the whole global log as a reader does, 10,000 events a page; returns how
+/// many events it saw.
+///
+/// # Panics
+///
+/// Panics if a read fails.
+pub async fn read_whole_log(store: &dyn cqrs_core::EventReader) -> u64 {
+    let mut from = cqrs_core::Position::START;
+    let mut seen = 0u64;
+    loop {
+        let page = store.read_all(from, 10_000).await.expect("read");
+        let Some(last) = page.last() else {
+            return seen;
+        };
+        from = last.position.next();
+        seen += page.len() as u64;
+    }
+}
+
+/// The store's side of a whole-log group, beside the raw scan the caller added: `read_all`
+/// over the log (`size` events) and a read model rebuilt from position 0, what a blue/green
+/// upgrade pays.
+pub fn store_log_benches<S: cqrs_core::EventReader + Clone + 'static>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &tokio::runtime::Runtime,
+    store: &S,
+    size: u64,
+) {
+    group.bench_function("store_read_all", |b| {
+        b.to_async(rt)
+            .iter(|| async { assert_eq!(read_whole_log(store).await, size) });
+    });
+    let (count, runner) = counting_projection(std::sync::Arc::new(store.clone()));
+    group.bench_function("store_projection_rebuild", |b| {
+        b.to_async(rt).iter(|| async {
+            runner.rebuild().await.expect("rebuild");
+            assert_eq!(count.read(|n| *n), size);
+        });
+    });
+}
+
 /// Opens account `id` (a new aggregate): the command of the "new aggregate" benchmarks.
 ///
 /// # Panics
