@@ -1,63 +1,146 @@
-//! Loading aggregates: a command on an aggregate with 1,000 prior events (with snapshots)
-//! beside one on a new aggregate, and the load of a 100-event stream beside raw rusqlite.
+//! Loading aggregates, on SQLite, beside the minimal hand-written event store of DESIGN.md §5
+//! (`RawSqlite`) with the same realistic events: commands on aggregates of 100 and 1,000 events
+//! without snapshots (both durabilities), the load of a 100-event stream, and a command on an
+//! aggregate of 1,000 events with snapshots beside one on a new aggregate.
+//!
+//! A command appends an event, so the aggregates grow while they are measured: each length
+//! has a pool of aggregates taken in turn, large enough that none grows by more than a few
+//! percent over a run (`docs/benchmarks-notes.md` states the figures).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use benches::{Account, AccountCommand, RawSqlite, deposit_payload, open_account};
+use benches::{Account, AccountCommand, AccountEvent, RawSqlite, open_account};
 use cqrs_core::{
-    Aggregate, EventStore, ExpectedVersion, Json, NewEvent, Repository, Snapshot, SnapshotPolicy,
+    Aggregate, EventStore, ExpectedVersion, NewEvent, Repository, Snapshot, SnapshotPolicy,
     SnapshotStore, Version,
 };
-use cqrs_store_sqlite::SqliteEventStore;
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use cqrs_store_sqlite::{Durability, SqliteEventStore, SqliteOptions};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
-fn deposits(n: u64, payload: &str) -> Vec<NewEvent> {
-    (0..n)
-        .map(|_| NewEvent::new("account.deposited", Json::from_stored(payload)))
-        .collect()
+/// The events of an account opened and given `n - 1` deposits, as the store is handed them.
+fn history(n: u64) -> Vec<NewEvent> {
+    let event = |e: &AccountEvent| {
+        let (event_type, payload) = cqrs_core::encode_message(e).expect("encodes");
+        NewEvent::new(event_type, payload).with_metadata(benches::event_metadata())
+    };
+    let mut events = vec![event(&AccountEvent::opened())];
+    events.extend((1..n).map(|_| event(&AccountEvent::deposited(100))));
+    events
 }
 
-fn load(c: &mut Criterion) {
+/// Gives account `id` a history of `n` events in the store.
+async fn fill(store: &SqliteEventStore, id: &str, n: u64) {
+    let stream = Account::stream_id(&id.to_owned()).expect("stream");
+    store
+        .append(&stream, ExpectedVersion::NoStream, history(n))
+        .await
+        .expect("fill");
+}
+
+/// How many aggregates of `length` events a command benchmark takes in turn: about 500,000
+/// events per side at the full size (`CQRS_BENCH_EVENTS` scales it down).
+fn pool_size(length: u64) -> u64 {
+    (benches::big_log_size() / 2 / length).clamp(4, 5_000)
+}
+
+fn commands_on_aggregates(c: &mut Criterion) {
+    let rt = benches::runtime();
+    for (durability, synchronous, label) in [
+        (Durability::Full, "FULL", "full"),
+        (Durability::Normal, "NORMAL", "normal"),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = rt
+            .block_on(SqliteEventStore::open_with(
+                dir.path().join("store.db"),
+                SqliteOptions::default().with_durability(durability),
+            ))
+            .expect("store");
+        let raw = RawSqlite::open(&dir.path().join("raw.db"), synchronous);
+        let accounts = Repository::<Account>::new(Arc::new(store.clone()));
+        let deposit = AccountCommand::deposit(100);
+        let mut group = c.benchmark_group(format!("sqlite_{label}/command_on_aggregate"));
+        group.throughput(Throughput::Elements(1));
+        for length in [100u64, 1_000] {
+            let pool = pool_size(length);
+            let length_i = i64::try_from(length).expect("small");
+            rt.block_on(async {
+                for i in 0..pool {
+                    fill(&store, &format!("{length}-{i}"), length).await;
+                }
+            });
+            for i in 0..pool {
+                raw.fill(&format!("account-{length}-{i}"), 1, length_i);
+            }
+            let turn = AtomicU64::new(0);
+            let next = || turn.fetch_add(1, Ordering::Relaxed) % pool;
+            group.bench_with_input(BenchmarkId::new("raw", length), &length, |b, _| {
+                b.iter(|| raw.command(&format!("account-{length}-{}", next()), &deposit));
+            });
+            group.bench_with_input(BenchmarkId::new("store", length), &length, |b, _| {
+                b.to_async(&rt).iter(|| {
+                    let id = format!("{length}-{}", next());
+                    let (accounts, deposit) = (&accounts, deposit.clone());
+                    async move {
+                        accounts
+                            .handle_with(&id, deposit, benches::command_context())
+                            .await
+                            .expect("deposit")
+                    }
+                });
+            });
+        }
+        group.finish();
+    }
+}
+
+fn loads(c: &mut Criterion) {
     let rt = benches::runtime();
     let dir = tempfile::tempdir().expect("tempdir");
     let store = rt
         .block_on(SqliteEventStore::open(dir.path().join("store.db")))
         .expect("store");
     let raw = RawSqlite::open(&dir.path().join("raw.db"), "FULL");
-    let payload = deposit_payload();
-    let accounts = Repository::<Account>::new(Arc::new(store.clone()))
-        .with_snapshots(SnapshotPolicy::every(100));
+
+    // A 100-event stream, loaded whole.
+    let hundred = "hundred".to_owned();
+    let plain = Repository::<Account>::new(Arc::new(store.clone()));
+    rt.block_on(fill(&store, &hundred, 100));
+    raw.fill("account-hundred", 1, 100);
+    let mut group = c.benchmark_group("sqlite_full/load_100_events");
+    group.throughput(Throughput::Elements(100));
+    group.bench_function("raw", |b| {
+        b.iter(|| assert_eq!(raw.load("account-hundred").1, 100));
+    });
+    group.bench_function("store", |b| {
+        b.to_async(&rt).iter(|| async {
+            let loaded = plain.load(&hundred).await.expect("load");
+            assert_eq!(loaded.version, Version::new(100));
+        });
+    });
+    group.finish();
 
     // An account with 1,000 events, snapshotted at 1,000 as the policy would have.
+    let accounts = Repository::<Account>::new(Arc::new(store.clone()))
+        .with_snapshots(SnapshotPolicy::every(100));
     let busy = "busy".to_owned();
-    let stream = Account::stream_id(&busy).expect("stream");
     rt.block_on(async {
-        let opened = cqrs_core::encode_message(&benches::AccountEvent::Opened {
-            owner: "ana".into(),
-        })
-        .expect("encode");
-        let mut events = vec![NewEvent::new(opened.0, opened.1)];
-        events.extend(deposits(999, &payload));
-        store
-            .append(&stream, ExpectedVersion::NoStream, events)
-            .await
-            .expect("fill");
-        let state = Account { balance: 999 * 100 };
+        fill(&store, &busy, 1_000).await;
         store
             .save_snapshot(Snapshot {
-                stream: stream.clone(),
+                stream: Account::stream_id(&busy).expect("stream"),
                 version: Version::new(1000),
                 schema_version: Account::SNAPSHOT_VERSION,
-                state: Json::encode(&state).expect("state"),
-                taken_at: chrono_now(),
+                state: cqrs_core::Json::encode(&Account { balance: 999 * 100 }).expect("state"),
+                taken_at: chrono::Utc::now(),
             })
             .await
             .expect("snapshot");
     });
     let counter = AtomicU64::new(0);
-    let mut group = c.benchmark_group("sqlite_full/command_on_aggregate");
+    let mut group = c.benchmark_group("sqlite_full/snapshots");
     group.throughput(Throughput::Elements(1));
     group.bench_function("new_aggregate", |b| {
         b.to_async(&rt).iter(|| {
@@ -70,45 +153,16 @@ fn load(c: &mut Criterion) {
     group.bench_function("1000_prior_events_with_snapshots", |b| {
         b.to_async(&rt).iter(|| async {
             accounts
-                .handle(&busy, AccountCommand::Deposit { amount: 1 })
+                .handle_with(
+                    &busy,
+                    AccountCommand::deposit(1),
+                    benches::command_context(),
+                )
                 .await
                 .expect("deposit")
         });
     });
     group.finish();
-
-    // A 100-event stream, loaded whole.
-    let hundred = "hundred".to_owned();
-    let plain = Repository::<Account>::new(Arc::new(store.clone()));
-    rt.block_on(async {
-        let opened = cqrs_core::encode_message(&benches::AccountEvent::Opened {
-            owner: "ana".into(),
-        })
-        .expect("encode");
-        let mut events = vec![NewEvent::new(opened.0, opened.1)];
-        events.extend(deposits(99, &payload));
-        store
-            .append(
-                &Account::stream_id(&hundred).expect("stream"),
-                ExpectedVersion::NoStream,
-                events,
-            )
-            .await
-            .expect("fill");
-    });
-    raw.fill("account-hundred", 1, 100, &payload);
-    let mut group = c.benchmark_group("sqlite_full/load_100_events");
-    group.throughput(Throughput::Elements(100));
-    group.bench_function("raw", |b| b.iter(|| raw.load("account-hundred")));
-    group.bench_function("store", |b| {
-        b.to_async(&rt)
-            .iter(|| async { plain.load(&hundred).await.expect("load") });
-    });
-    group.finish();
-}
-
-fn chrono_now() -> chrono::DateTime<chrono::Utc> {
-    cqrs_core::Clock::now(&cqrs_core::SystemClock)
 }
 
 fn config() -> Criterion {
@@ -118,5 +172,5 @@ fn config() -> Criterion {
         .sample_size(20)
 }
 
-criterion_group! { name = benches; config = config(); targets = load }
+criterion_group! { name = benches; config = config(); targets = commands_on_aggregates, loads }
 criterion_main!(benches);

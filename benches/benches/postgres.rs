@@ -1,4 +1,5 @@
-//! The PostgreSQL store beside raw sqlx writing and reading the same rows, on a throwaway
+//! The PostgreSQL store beside the minimal hand-written event store of DESIGN.md §5 on sqlx
+//! (`raw_postgres`), with the same realistic events, on a throwaway
 //! server with PostgreSQL's durable defaults (`fsync=on`, `synchronous_commit=on`): commands on
 //! new aggregates (1 task, 16 tasks), a command on an aggregate with 1,000 prior events (with
 //! snapshots), the load of a 100-event stream, and `read_all` and a read model's rebuild over
@@ -9,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use benches::{
-    Account, AccountCommand, AccountEvent, big_log_size, deposit_payload, in_parallel,
-    open_account, raw_postgres,
+    Account, AccountCommand, AccountEvent, big_log_size, deposit_payload, event_metadata,
+    in_parallel, open_account, raw_postgres,
 };
 use cqrs_core::{
     Aggregate, EventStore, ExpectedVersion, Json, NewEvent, Repository, Snapshot, SnapshotPolicy,
@@ -44,11 +45,10 @@ fn postgres(c: &mut Criterion) {
         )
         .expect("raw pool");
     rt.block_on(raw_postgres::create(&raw));
-    let open = cqrs_core::encode_message(&AccountEvent::Opened {
-        owner: "ana".into(),
-    })
-    .expect("encode")
-    .1;
+    let open = cqrs_core::encode_message(&AccountEvent::opened())
+        .expect("encode")
+        .1;
+    let open_command = AccountCommand::open();
     let counter = AtomicU64::new(0);
     let next = || counter.fetch_add(1, Ordering::Relaxed);
 
@@ -58,10 +58,10 @@ fn postgres(c: &mut Criterion) {
     // analyzes again).
     let mut group = c.benchmark_group("postgres/command_new_aggregate");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("raw_one_txn_per_command", |b| {
+    group.bench_function("raw", |b| {
         b.to_async(&rt).iter(|| {
             let stream = format!("raw-{}", next());
-            let (raw, open) = (&raw, open.as_str());
+            let (raw, open) = (&raw, &open_command);
             async move { raw_postgres::command(raw, &stream, open).await }
         });
     });
@@ -72,10 +72,12 @@ fn postgres(c: &mut Criterion) {
     group.bench_function("raw_16_connections", |b| {
         b.iter_custom(|iters| {
             rt.block_on(in_parallel(iters, TASKS, &counter, {
-                let (raw, open) = (raw.clone(), open.as_str().to_owned());
+                let (raw, open) = (raw.clone(), open_command.clone());
                 move |n| {
                     let (raw, open) = (raw.clone(), open.clone());
-                    async move { raw_postgres::command(&raw, &format!("raw-{n}"), &open).await }
+                    async move {
+                        raw_postgres::command(&raw, &format!("raw-{n}"), &open).await;
+                    }
                 }
             }))
         });
@@ -100,11 +102,7 @@ fn postgres(c: &mut Criterion) {
     let payload = deposit_payload();
     rt.block_on(async {
         let stream = Account::stream_id(&busy).expect("stream");
-        let mut events = vec![NewEvent::new("account.opened", open.clone())];
-        events.extend(
-            (0..999)
-                .map(|_| NewEvent::new("account.deposited", Json::from_stored(payload.as_str()))),
-        );
+        let events = history(&open, &payload, 1000);
         store
             .append(&stream, ExpectedVersion::NoStream, events)
             .await
@@ -121,7 +119,7 @@ fn postgres(c: &mut Criterion) {
             .expect("snapshot");
     });
     rt.block_on(settle(&raw));
-    let mut group = c.benchmark_group("postgres/command_on_aggregate");
+    let mut group = c.benchmark_group("postgres/snapshots");
     group.throughput(Throughput::Elements(1));
     group.bench_function("new_aggregate", |b| {
         b.to_async(&rt)
@@ -130,7 +128,11 @@ fn postgres(c: &mut Criterion) {
     group.bench_function("1000_prior_events_with_snapshots", |b| {
         b.to_async(&rt).iter(|| async {
             snapshotting
-                .handle(&busy, AccountCommand::Deposit { amount: 1 })
+                .handle_with(
+                    &busy,
+                    AccountCommand::deposit(1),
+                    benches::command_context(),
+                )
                 .await
                 .expect("deposit")
         });
@@ -139,11 +141,7 @@ fn postgres(c: &mut Criterion) {
 
     let hundred = "hundred".to_owned();
     rt.block_on(async {
-        let mut events = vec![NewEvent::new("account.opened", open.clone())];
-        events.extend(
-            (0..99)
-                .map(|_| NewEvent::new("account.deposited", Json::from_stored(payload.as_str()))),
-        );
+        let events = history(&open, &payload, 100);
         store
             .append(
                 &Account::stream_id(&hundred).expect("stream"),
@@ -152,14 +150,14 @@ fn postgres(c: &mut Criterion) {
             )
             .await
             .expect("fill");
-        raw_postgres::fill(&raw, "account-hundred", 1, 100, &payload).await;
+        raw_postgres::fill(&raw, "account-hundred", 1, 100).await;
     });
     rt.block_on(settle(&raw));
     let mut group = c.benchmark_group("postgres/load_100_events");
     group.throughput(Throughput::Elements(100));
     group.bench_function("raw", |b| {
         b.to_async(&rt)
-            .iter(|| raw_postgres::load(&raw, "account-hundred"))
+            .iter(|| async { assert_eq!(raw_postgres::load(&raw, "account-hundred").await.1, 100) })
     });
     group.bench_function("store", |b| {
         b.to_async(&rt)
@@ -175,7 +173,10 @@ fn postgres(c: &mut Criterion) {
             let count = BATCH.min(size - b * BATCH);
             let stream = StreamId::new(format!("account-bulk{}", b % 100)).expect("stream");
             let events = (0..count)
-                .map(|_| NewEvent::new("account.deposited", Json::from_stored(payload.as_str())))
+                .map(|_| {
+                    NewEvent::new("account.deposited", Json::from_stored(payload.as_str()))
+                        .with_metadata(event_metadata())
+                })
                 .collect();
             store
                 .append(&stream, ExpectedVersion::Any, events)
@@ -187,7 +188,6 @@ fn postgres(c: &mut Criterion) {
                 &format!("account-bulk{}", b % 100),
                 first,
                 i64::try_from(count).expect("small"),
-                &payload,
             )
             .await;
         }
@@ -204,6 +204,17 @@ fn postgres(c: &mut Criterion) {
     });
     benches::store_log_benches(&mut group, &rt, &store, store_total);
     group.finish();
+}
+
+/// An account's history of `n` events (opened, then deposits), as the store is handed it.
+fn history(open: &Json, deposit: &str, n: usize) -> Vec<NewEvent> {
+    let mut events =
+        vec![NewEvent::new("account.opened", open.clone()).with_metadata(event_metadata())];
+    events.extend((1..n).map(|_| {
+        NewEvent::new("account.deposited", Json::from_stored(deposit))
+            .with_metadata(event_metadata())
+    }));
+    events
 }
 
 /// Vacuums, analyzes and checkpoints, so that a group is not measured while autovacuum or

@@ -6,7 +6,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use benches::{Account, AccountEvent, RawMemory, RawSqlite, deposit_payload};
+use benches::{
+    Account, AccountEvent, RawEvent, RawMemory, RawSqlite, deposit_payload, event_metadata,
+};
 use cqrs_core::{
     Aggregate, ExpectedVersion, InMemoryEventStore, Json, NewEvent, Position, RecordedEvent,
     Repository, Snapshot, SnapshotPolicy, Storage, StreamId, Upcasters, Version,
@@ -19,16 +21,15 @@ const LENGTHS: [u64; 4] = [10, 100, 1_000, 10_000];
 /// An account with `n` events, and (`snapshot`) a snapshot at its last version.
 async fn fill(store: &dyn Storage, id: &str, n: u64, snapshot: bool) {
     let stream = Account::stream_id(&id.to_owned()).expect("stream");
-    let open = cqrs_core::encode_message(&AccountEvent::Opened {
-        owner: "ana".into(),
-    })
-    .expect("encode")
-    .1;
+    let open = cqrs_core::encode_message(&AccountEvent::opened())
+        .expect("encode")
+        .1;
     let payload = deposit_payload();
-    let mut events = vec![NewEvent::new("account.opened", open)];
-    events.extend(
-        (1..n).map(|_| NewEvent::new("account.deposited", Json::from_stored(payload.as_str()))),
-    );
+    let mut events = vec![NewEvent::new("account.opened", open).with_metadata(event_metadata())];
+    events.extend((1..n).map(|_| {
+        NewEvent::new("account.deposited", Json::from_stored(payload.as_str()))
+            .with_metadata(event_metadata())
+    }));
     for (i, chunk) in events.chunks(1_000).enumerate() {
         let expected = if i == 0 {
             ExpectedVersion::NoStream
@@ -69,16 +70,20 @@ impl Raw {
         let count = i64::try_from(n).expect("small");
         match self {
             Raw::Memory(raw) => raw.fill(stream, n, payload),
-            Raw::Sqlite(raw) => raw.fill(stream, 1, count, payload),
-            Raw::Postgres(raw) => benches::raw_postgres::fill(raw, stream, 1, count, payload).await,
+            Raw::Sqlite(raw) => raw.fill(stream, 1, count),
+            Raw::Postgres(raw) => benches::raw_postgres::fill(raw, stream, 1, count).await,
         }
     }
 
-    async fn load(&self, stream: &str) -> (i64, usize) {
+    /// How many events the load folded.
+    async fn load(&self, stream: &str) -> u64 {
         match self {
-            Raw::Memory(raw) => raw.load(stream),
-            Raw::Sqlite(raw) => raw.load(stream),
-            Raw::Postgres(raw) => benches::raw_postgres::load(raw, stream).await,
+            Raw::Memory(raw) => raw.load(stream).1 as u64,
+            Raw::Sqlite(raw) => raw.load(stream).1.unsigned_abs(),
+            Raw::Postgres(raw) => benches::raw_postgres::load(raw, stream)
+                .await
+                .1
+                .unsigned_abs(),
         }
     }
 }
@@ -116,7 +121,7 @@ fn load_by_length(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new("raw", n), &n, |b, n| {
                 let stream = format!("raw{n}");
                 b.to_async(&rt).iter(|| async {
-                    assert_eq!(raw.load(&stream).await.1 as u64, *n);
+                    assert_eq!(raw.load(&stream).await, *n);
                 });
             });
             group.bench_with_input(BenchmarkId::new("no_snapshots", n), &n, |b, n| {
@@ -141,6 +146,9 @@ fn append_batches(c: &mut Criterion) {
         .block_on(SqliteEventStore::open(dir.path().join("batches.db")))
         .expect("store");
     let raw = RawSqlite::open(&dir.path().join("raw.db"), "FULL");
+    let raw_events: Vec<RawEvent> = (0..100)
+        .map(|_| RawEvent::new(&AccountEvent::deposited(100)))
+        .collect();
     let payload = deposit_payload();
     let counter = AtomicU64::new(0);
     let next = || counter.fetch_add(1, Ordering::Relaxed);
@@ -148,13 +156,10 @@ fn append_batches(c: &mut Criterion) {
     for size in [1u64, 10, 100] {
         group.throughput(Throughput::Elements(size));
         group.bench_with_input(BenchmarkId::new("raw", size), &size, |b, size| {
+            let events = &raw_events[..usize::try_from(*size).expect("small")];
             b.iter(|| {
-                raw.fill(
-                    &format!("raw-{}", next()),
-                    1,
-                    i64::try_from(*size).unwrap_or(1),
-                    &payload,
-                )
+                raw.append(&format!("raw-{}", next()), 0, events)
+                    .expect("new stream")
             });
         });
         group.bench_with_input(BenchmarkId::new("store", size), &size, |b, size| {
@@ -241,11 +246,9 @@ fn memory(c: &mut Criterion) {
     group.finish();
     let raw = Arc::new(raw);
     let accounts = Repository::<Account>::new(Arc::new(store.clone()));
-    let open = cqrs_core::encode_message(&AccountEvent::Opened {
-        owner: "ana".into(),
-    })
-    .expect("encode")
-    .1;
+    let open = cqrs_core::encode_message(&AccountEvent::opened())
+        .expect("encode")
+        .1;
     let mut group = c.benchmark_group("memory/command_new_aggregate");
     group.throughput(Throughput::Elements(1));
     group.bench_function("raw_one_lock_per_command", |b| {
@@ -286,17 +289,24 @@ fn postgres_batches(c: &mut Criterion) {
         return;
     };
     let payload = deposit_payload();
+    let raw_events: Vec<RawEvent> = (0..100)
+        .map(|_| RawEvent::new(&AccountEvent::deposited(100)))
+        .collect();
     let counter = AtomicU64::new(0);
     let next = || counter.fetch_add(1, Ordering::Relaxed);
     let mut group = c.benchmark_group("postgres/append_batch");
     for size in [1u64, 10, 100] {
         group.throughput(Throughput::Elements(size));
         group.bench_with_input(BenchmarkId::new("raw", size), &size, |b, size| {
+            let events = &raw_events[..usize::try_from(*size).expect("small")];
             b.to_async(&rt).iter(|| {
-                let (raw, payload) = (&raw, payload.as_str());
                 let stream = format!("raw-{}", next());
-                let count = i64::try_from(*size).unwrap_or(1);
-                async move { benches::raw_postgres::fill(raw, &stream, 1, count, payload).await }
+                let raw = &raw;
+                async move {
+                    benches::raw_postgres::append(raw, &stream, 0, events)
+                        .await
+                        .expect("new stream")
+                }
             });
         });
         group.bench_with_input(BenchmarkId::new("store", size), &size, |b, size| {

@@ -1,9 +1,14 @@
-//! The raw PostgreSQL baseline: hand-written sqlx writing and reading the same rows as the
-//! store, in tables of the same shape, with no framework.
+//! The raw PostgreSQL baseline of DESIGN.md §5: a minimal hand-written event store on sqlx,
+//! with no framework: one row per event (global position, stream, version, type, payload,
+//! metadata, recorded-at; `UNIQUE (stream, version)`), a single-event append in one autocommit
+//! `INSERT`, a load in one indexed `SELECT`, each payload decoded and folded.
 
 use sqlx::{PgPool, Row};
 
-/// Creates the raw tables in schema `raw`.
+use crate::{Account, AccountCommand, AccountEvent, RawConflict, RawEvent};
+use cqrs_core::Aggregate;
+
+/// Creates the minimal store's table in schema `raw`.
 ///
 /// # Panics
 ///
@@ -12,105 +17,142 @@ pub async fn create(pool: &PgPool) {
     sqlx::raw_sql(
         "CREATE SCHEMA IF NOT EXISTS raw;
          CREATE TABLE IF NOT EXISTS raw.events (
-             position bigserial PRIMARY KEY, stream text NOT NULL, category text NOT NULL, version bigint NOT NULL,
-             event_type text NOT NULL, schema_version integer NOT NULL, payload json NOT NULL, event_id uuid NOT NULL,
-             correlation_id uuid, causation_id uuid, command_id uuid, recorded_at timestamptz NOT NULL, headers json,
-             UNIQUE (stream, version));
-         CREATE TABLE IF NOT EXISTS raw.commands (
-             sequence bigserial PRIMARY KEY, command_id uuid NOT NULL UNIQUE, command_type text NOT NULL,
-             target text NOT NULL, payload json NOT NULL, correlation_id uuid, causation_id uuid,
-             recorded_at timestamptz NOT NULL, headers json, outcome json NOT NULL);",
+             position bigserial PRIMARY KEY, stream text NOT NULL, version bigint NOT NULL,
+             event_type text NOT NULL, payload json NOT NULL, metadata json NOT NULL,
+             recorded_at timestamptz NOT NULL DEFAULT now(), UNIQUE (stream, version));",
     )
     .execute(pool)
     .await
     .expect("raw tables");
 }
 
-/// Handles a command the hand-written way: one transaction that inserts the stream's next
-/// event (its version read in the same statement) and the command's record.
+/// Appends `events` to `stream` if it is at `expected`: one autocommit `INSERT` (one row per
+/// event). Returns the new version.
+///
+/// # Errors
+///
+/// [`RawConflict`] if the stream is past `expected`.
 ///
 /// # Panics
 ///
-/// Panics if PostgreSQL fails.
-pub async fn command(pool: &PgPool, stream: &str, payload: &str) {
-    let id = uuid::Uuid::now_v7();
-    let now = chrono::Utc::now();
-    let mut tx = pool.begin().await.expect("begin");
-    sqlx::query(
-        "INSERT INTO raw.events (stream, category, version, event_type, schema_version, payload, event_id,
-             correlation_id, causation_id, command_id, recorded_at)
-         SELECT $1, 'account', coalesce(max(version), 0) + 1, 'account.opened', 1, $2::json, $3, $3, $3, $3, $4
-         FROM raw.events WHERE stream = $1",
-    )
-    .bind(stream)
-    .bind(payload)
-    .bind(id)
-    .bind(now)
-    .execute(&mut *tx)
-    .await
-    .expect("insert event");
-    sqlx::query(
-        "INSERT INTO raw.commands (command_id, command_type, target, payload, correlation_id, recorded_at, outcome)
-         VALUES ($1, 'account.open', $2, '{\"owner\":\"ana\"}', $1, $3, '{\"outcome\":\"accepted\",\"version\":1,\"events\":1}')",
-    )
-    .bind(id)
-    .bind(stream)
-    .bind(now)
-    .execute(&mut *tx)
-    .await
-    .expect("insert command");
-    tx.commit().await.expect("commit");
+/// Panics if PostgreSQL fails otherwise.
+pub async fn append(
+    pool: &PgPool,
+    stream: &str,
+    expected: i64,
+    events: &[RawEvent],
+) -> Result<i64, RawConflict> {
+    let inserted = if let [event] = events {
+        sqlx::query(
+            "INSERT INTO raw.events (stream, version, event_type, payload, metadata) \
+             VALUES ($1, $2, $3, $4::json, $5::json)",
+        )
+        .bind(stream)
+        .bind(expected + 1)
+        .bind(event.event_type)
+        .bind(&event.payload)
+        .bind(&event.metadata)
+        .execute(pool)
+        .await
+    } else {
+        let types: Vec<&str> = events.iter().map(|e| e.event_type).collect();
+        let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
+        let metadata: Vec<&str> = events.iter().map(|e| e.metadata.as_str()).collect();
+        sqlx::query(
+            "INSERT INTO raw.events (stream, version, event_type, payload, metadata) \
+             SELECT $1, $2 + n, t, p::json, m::json \
+             FROM unnest($3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS e(t, p, m, n)",
+        )
+        .bind(stream)
+        .bind(expected)
+        .bind(&types)
+        .bind(&payloads)
+        .bind(&metadata)
+        .execute(pool)
+        .await
+    };
+    match inserted {
+        Ok(_) => Ok(expected + i64::try_from(events.len()).expect("small")),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => Err(RawConflict),
+        Err(e) => panic!("insert: {e}"),
+    }
 }
 
-/// Inserts `count` events of `stream` in one statement (to set up reads).
+/// Loads account `stream`: its rows in version order, each payload decoded and folded.
+/// Returns the state and the stream's version.
 ///
 /// # Panics
 ///
-/// Panics if PostgreSQL fails.
-pub async fn fill(pool: &PgPool, stream: &str, first_version: i64, count: i64, payload: &str) {
-    sqlx::query(
-        "INSERT INTO raw.events (stream, category, version, event_type, schema_version, payload, event_id, recorded_at)
-         SELECT $1, 'account', v, 'account.deposited', 1, $2::json, gen_random_uuid(), now()
-         FROM generate_series($3::bigint, $3::bigint + $4::bigint - 1) AS v",
-    )
-    .bind(stream)
-    .bind(payload)
-    .bind(first_version)
-    .bind(count)
-    .execute(pool)
-    .await
-    .expect("fill");
-}
-
-/// Loads a stream the hand-written way: its rows in order, each payload deserialized and
-/// folded.
-///
-/// # Panics
-///
-/// Panics if PostgreSQL fails.
-pub async fn load(pool: &PgPool, stream: &str) -> (i64, usize) {
+/// Panics if PostgreSQL fails or the history does not fold.
+pub async fn load(pool: &PgPool, stream: &str) -> (Option<Account>, i64) {
     let rows = sqlx::query(
-        "SELECT position, version, event_type, schema_version, payload::text, event_id, correlation_id,
-             causation_id, command_id, recorded_at, headers::text
-         FROM raw.events WHERE stream = $1 ORDER BY version",
+        "SELECT version, event_type, payload::text FROM raw.events WHERE stream = $1 ORDER BY version",
     )
     .bind(stream)
     .fetch_all(pool)
     .await
     .expect("load");
-    let mut balance = 0;
+    let (mut state, mut version) = (None, 0);
     for row in &rows {
-        let payload: &str = row.get(4);
-        if let Ok(crate::AccountEvent::Deposited { amount }) =
-            cqrs_core::decode_message("account.deposited", payload)
-        {
-            balance += amount;
-        }
+        version = row.get(0);
+        let event: AccountEvent =
+            cqrs_core::decode_message(row.get(1), row.get(2)).expect("decode");
+        state = Some(Account::apply(state, &event).expect("apply"));
     }
-    (balance, rows.len())
+    (state, version)
 }
 
-/// Scans every row in position order, reading every column the store reads, in pages.
+/// Handles `command` for account `stream` the hand-written way: load, decide, append at the
+/// loaded version (retried on a conflict). Returns the new version.
+///
+/// # Panics
+///
+/// Panics if the account rejects the command or PostgreSQL fails.
+pub async fn command(pool: &PgPool, stream: &str, command: &AccountCommand) -> i64 {
+    loop {
+        let (state, version) = load(pool, stream).await;
+        let events: Vec<RawEvent> =
+            Account::handle(state.as_ref(), &String::new(), command.clone())
+                .expect("accepted")
+                .iter()
+                .map(RawEvent::new)
+                .collect();
+        if let Ok(version) = append(pool, stream, version, &events).await {
+            return version;
+        }
+    }
+}
+
+/// Appends `count` events to `stream` from version `first` in one statement (to set up
+/// reads): version 1 opens the account, the others are deposits.
+///
+/// # Panics
+///
+/// Panics if PostgreSQL fails or a version exists.
+pub async fn fill(pool: &PgPool, stream: &str, first: i64, count: i64) {
+    let opened = RawEvent::new(&AccountEvent::opened());
+    let deposit = RawEvent::new(&AccountEvent::deposited(100));
+    sqlx::query(
+        "INSERT INTO raw.events (stream, version, event_type, payload, metadata)
+         SELECT $1, v, CASE WHEN v = 1 THEN $4 ELSE $5 END,
+                (CASE WHEN v = 1 THEN $6 ELSE $7 END)::json, $8::json
+         FROM generate_series($2::bigint, $2::bigint + $3::bigint - 1) AS v",
+    )
+    .bind(stream)
+    .bind(first)
+    .bind(count)
+    .bind(opened.event_type)
+    .bind(deposit.event_type)
+    .bind(&opened.payload)
+    .bind(&deposit.payload)
+    .bind(&deposit.metadata)
+    .execute(pool)
+    .await
+    .expect("fill");
+}
+
+/// Replays the whole log in position order, each row's fields copied out, in pages of 10,000.
+/// Returns how many rows it saw.
 ///
 /// # Panics
 ///
@@ -119,22 +161,27 @@ pub async fn scan(pool: &PgPool) -> u64 {
     let mut from = 0_i64;
     let mut seen = 0;
     loop {
-        let rows = sqlx::query(
-            "SELECT position, stream, version, event_type, schema_version, payload::text, event_id, correlation_id,
-                 causation_id, command_id, recorded_at, headers::text
+        let page: Vec<crate::RawLogRow> = sqlx::query(
+            "SELECT position, stream, version, event_type, payload::text, metadata::text, recorded_at
              FROM raw.events WHERE position > $1 ORDER BY position LIMIT 10000",
         )
         .bind(from)
         .fetch_all(pool)
         .await
-        .expect("scan");
-        let Some(last) = rows.last() else { return seen };
-        from = last.get(0);
-        for row in &rows {
-            let _stream: &str = row.get(1);
-            let _payload: &str = row.get(5);
-            let _id: uuid::Uuid = row.get(6);
-            seen += 1;
-        }
+        .expect("scan")
+        .iter()
+        .map(|row| crate::RawLogRow {
+            position: row.get(0),
+            stream: row.get(1),
+            version: row.get(2),
+            event_type: row.get(3),
+            payload: row.get(4),
+            metadata: row.get(5),
+            recorded_at: row.get::<chrono::DateTime<chrono::Utc>, _>(6).timestamp_micros(),
+        })
+        .collect();
+        let Some(last) = page.last() else { return seen };
+        from = last.position;
+        seen += page.len() as u64;
     }
 }

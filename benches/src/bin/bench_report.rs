@@ -281,7 +281,7 @@ fn concurrency_plot(results: &[Result], file: &Path) -> Option<PathBuf> {
     {
         let engine = r.group.split('/').next().unwrap_or("");
         let (kind, tasks) = match r.function.as_str() {
-            "raw_one_txn_per_command" | "raw_one_lock_per_command" => ("raw", 1.0),
+            "raw" | "raw_one_lock_per_command" => ("raw", 1.0),
             "raw_16_connections" | "raw_16_tasks" => ("raw", 16.0),
             "store_1_task" => ("store", 1.0),
             "store_16_tasks" => ("store", 16.0),
