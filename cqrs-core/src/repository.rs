@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
@@ -158,6 +159,7 @@ pub struct Repository<A: Aggregate> {
     upcasters: Upcasters,
     clock: Arc<dyn Clock>,
     snapshots: Option<SnapshotCodec<A>>,
+    cache: Option<Arc<StateCache<A>>>,
     max_attempts: u32,
     _aggregate: PhantomData<fn() -> A>,
 }
@@ -169,6 +171,7 @@ impl<A: Aggregate> Clone for Repository<A> {
             upcasters: self.upcasters.clone(),
             clock: Arc::clone(&self.clock),
             snapshots: self.snapshots.clone(),
+            cache: self.cache.clone(),
             max_attempts: self.max_attempts,
             _aggregate: PhantomData,
         }
@@ -182,6 +185,7 @@ impl<A: Aggregate> fmt::Debug for Repository<A> {
             .field("upcasters", &self.upcasters)
             .field("clock", &self.clock)
             .field("snapshots", &self.snapshots.as_ref().map(|s| s.policy))
+            .field("cache", &self.cache.as_ref().map(|c| c.capacity))
             .field("max_attempts", &self.max_attempts)
             .finish_non_exhaustive()
     }
@@ -234,6 +238,7 @@ impl<A: Aggregate> Repository<A> {
             upcasters: Upcasters::new(),
             clock: Arc::new(SystemClock),
             snapshots: None,
+            cache: None,
             max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
             _aggregate: PhantomData,
         }
@@ -271,6 +276,53 @@ impl<A: Aggregate> Repository<A> {
             encode: |a| Json::encode(a),
             decode: Json::decode,
         });
+        self
+    }
+
+    /// Keeps the states of up to `capacity` aggregates in memory after each command, so that
+    /// the next command on a hot aggregate neither reads its stream nor decodes a snapshot.
+    ///
+    /// The cache is shared by this repository's clones. A cached state is only a starting
+    /// point, like a snapshot: a command still reads whatever its stream gained since (another
+    /// process's writes, say) and commits at the version it decided on, so a stale entry costs
+    /// a longer read or a retry, never a wrong decision. An entry is taken out while its command
+    /// runs and put back only after the commit succeeded (or the command was rejected), so
+    /// concurrent commands on one aggregate and failed commits fall back to loading. The least
+    /// recently used aggregates go first (approximately: two generations of `capacity / 2`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use cqrs_core::{Aggregate, ApplyError, DomainEvent, InMemoryEventStore, Repository, Version};
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Debug, Clone, Serialize, Deserialize)]
+    /// # struct Counter { n: u64 }
+    /// # #[derive(Debug, Serialize, Deserialize)]
+    /// # enum CounterCommand { #[serde(rename = "counter.add")] Add }
+    /// # #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    /// # enum CounterEvent { #[serde(rename = "counter.added")] Added }
+    /// # impl DomainEvent for CounterEvent {}
+    /// # #[derive(Debug, PartialEq, thiserror::Error, Serialize, Deserialize)]
+    /// # #[error("never")] struct Never;
+    /// # impl Aggregate for Counter {
+    /// #     const TYPE: &'static str = "counter";
+    /// #     type Id = u32; type Command = CounterCommand; type Event = CounterEvent; type Error = Never;
+    /// #     fn handle(_: Option<&Self>, _: &u32, _: CounterCommand) -> Result<Vec<CounterEvent>, Never> { Ok(vec![CounterEvent::Added]) }
+    /// #     fn apply(state: Option<Self>, _: &CounterEvent) -> Result<Self, ApplyError> { Ok(Counter { n: state.map_or(0, |c| c.n) + 1 }) }
+    /// # }
+    /// # tokio_test::block_on(async {
+    /// let counters = Repository::<Counter>::new(Arc::new(InMemoryEventStore::new())).with_cache(10_000);
+    /// for _ in 0..3 {
+    ///     // After the first, each command starts from the cached state.
+    ///     counters.handle(&1, CounterCommand::Add).await?;
+    /// }
+    /// assert_eq!(counters.load(&1).await?.version, Version::new(3));
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
+    #[must_use]
+    pub fn with_cache(mut self, capacity: usize) -> Self {
+        self.cache = Some(Arc::new(StateCache::new(capacity)));
         self
     }
 
@@ -420,7 +472,16 @@ impl<A: Aggregate> Repository<A> {
         loop {
             attempt += 1;
             tracing::Span::current().record("attempts", attempt);
-            let (base, base_version) = self.load_snapshot(&stream).await?;
+            // A cached state stands in for the snapshot on the first attempt; a retry follows a
+            // conflict, so it starts afresh.
+            let cached = match &self.cache {
+                Some(cache) if attempt == 1 => cache.take(&stream),
+                _ => None,
+            };
+            let (base, base_version) = match cached {
+                Some((state, version)) => (Some(state), version),
+                None => self.load_snapshot(&stream).await?,
+            };
             // Decide again from the stored payload on retries, so commands need not be Clone.
             let command = match first.take() {
                 Some(c) => c,
@@ -469,19 +530,24 @@ impl<A: Aggregate> Repository<A> {
                     tracing::Span::current().record("version", appended.version.get());
                     tracing::Span::current().record("events", decided.events.len());
                     if let Some(rejection) = decided.rejection {
+                        if let (Some(cache), Some(state)) = (&self.cache, decided.state) {
+                            cache.put(stream, state, decided.version);
+                        }
                         return Err(CommandError::Rejected(rejection));
                     }
-                    if let Some(codec) = &self.snapshots
-                        && codec.policy.is_due(decided.version, appended.version)
-                    {
-                        self.save_snapshot(
-                            codec,
-                            &stream,
-                            decided.state,
-                            &decided.events,
-                            appended.version,
-                        )
-                        .await;
+                    let snapshot = self
+                        .snapshots
+                        .as_ref()
+                        .filter(|codec| codec.policy.is_due(decided.version, appended.version));
+                    if snapshot.is_some() || self.cache.is_some() {
+                        let state = evolve(&stream, decided.state, &decided.events);
+                        if let (Some(codec), Some(state)) = (snapshot, &state) {
+                            self.save_snapshot(codec, &stream, state, appended.version)
+                                .await;
+                        }
+                        if let (Some(cache), Some(state)) = (&self.cache, state) {
+                            cache.put(stream.clone(), state, appended.version);
+                        }
                     }
                     return Ok(Handled {
                         stream,
@@ -522,21 +588,10 @@ impl<A: Aggregate> Repository<A> {
         &self,
         codec: &SnapshotCodec<A>,
         stream: &StreamId,
-        mut state: Option<A>,
-        events: &[A::Event],
+        state: &A,
         version: Version,
     ) {
-        for event in events {
-            match A::apply(state, event) {
-                Ok(s) => state = Some(s),
-                Err(err) => {
-                    tracing::warn!(%stream, error = %err, "not snapshotting: an event just decided does not apply");
-                    return;
-                }
-            }
-        }
-        let Some(state) = state else { return };
-        let encoded = match (codec.encode)(&state) {
+        let encoded = match (codec.encode)(state) {
             Ok(json) => json,
             Err(err) => {
                 tracing::warn!(%stream, error = %err, "not snapshotting: the state does not serialize");
@@ -623,6 +678,75 @@ impl<A: Aggregate> Repository<A> {
                 Err(e) => Err(CommandError::Encode(MessageError::Payload(e))),
             },
         }
+    }
+}
+
+/// The state after `events`, just decided and committed, are applied to `state`; `None` if
+/// there is none or an event does not apply (then nothing is snapshotted or cached).
+fn evolve<A: Aggregate>(stream: &StreamId, mut state: Option<A>, events: &[A::Event]) -> Option<A> {
+    for event in events {
+        match A::apply(state, event) {
+            Ok(s) => state = Some(s),
+            Err(err) => {
+                tracing::warn!(%stream, error = %err, "an event just decided does not apply: neither snapshotted nor cached");
+                return None;
+            }
+        }
+    }
+    state
+}
+
+/// The states of recently used aggregates, bounded: two generations, each holding at most
+/// half the capacity. New and used entries go to the young one; when it is full it becomes
+/// the old one, and the old one is dropped. Every operation is O(1), and an aggregate used
+/// within the last `capacity / 2` puts is never evicted.
+struct StateCache<A> {
+    capacity: usize,
+    generations: Mutex<Generations<A>>,
+}
+
+struct Generations<A> {
+    young: HashMap<StreamId, (A, Version)>,
+    old: HashMap<StreamId, (A, Version)>,
+}
+
+impl<A> StateCache<A> {
+    fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(2),
+            generations: Mutex::new(Generations {
+                young: HashMap::new(),
+                old: HashMap::new(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Generations<A>> {
+        self.generations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes `stream`'s state out, if cached: a command works on it and puts it back.
+    fn take(&self, stream: &StreamId) -> Option<(A, Version)> {
+        let mut g = self.lock();
+        g.young.remove(stream).or_else(|| g.old.remove(stream))
+    }
+
+    /// Caches `stream`'s state at `version`.
+    fn put(&self, stream: StreamId, state: A, version: Version) {
+        let mut g = self.lock();
+        if g.young.len() >= self.capacity / 2 && !g.young.contains_key(&stream) {
+            g.old = std::mem::take(&mut g.young);
+        }
+        g.old.remove(&stream);
+        g.young.insert(stream, (state, version));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        let g = self.lock();
+        g.young.len() + g.old.len()
     }
 }
 
@@ -868,5 +992,29 @@ impl<E> CommandError<E> {
     #[must_use]
     pub fn is_conflict(&self) -> bool {
         matches!(self, Self::Conflict { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(n: usize) -> StreamId {
+        StreamId::new(format!("s-{n}")).unwrap()
+    }
+
+    #[test]
+    fn the_state_cache_is_bounded_and_keeps_the_recently_used() {
+        let cache = StateCache::new(4);
+        for n in 0..100 {
+            cache.put(stream(n), n, Version::new(1));
+            assert!(cache.len() <= 4);
+            // Touching the first one keeps it.
+            let (state, version) = cache.take(&stream(0)).expect("kept while used");
+            cache.put(stream(0), state, version);
+        }
+        assert_eq!(cache.take(&stream(99)), Some((99, Version::new(1))));
+        assert_eq!(cache.take(&stream(99)), None, "taken out");
+        assert_eq!(cache.take(&stream(3)), None, "evicted");
     }
 }

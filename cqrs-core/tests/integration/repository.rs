@@ -46,6 +46,192 @@ async fn concurrent_commands_on_one_aggregate_all_land_through_retries() {
     assert_eq!(loaded.state.unwrap().available, 100 - 32);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_commands_on_a_cached_aggregate_all_land() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let seats = Repository::<Seats>::new(store.clone())
+        .with_max_attempts(64)
+        .with_cache(16);
+    let conference = "cached".to_owned();
+    seats
+        .handle(&conference, SeatsCommand::Add { quantity: 100 })
+        .await
+        .unwrap();
+    let barrier = Arc::new(Barrier::new(16));
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let (seats, barrier, conference) =
+                (seats.clone(), Arc::clone(&barrier), conference.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                for round in 0..4 {
+                    seats
+                        .handle(
+                            &conference,
+                            SeatsCommand::Reserve {
+                                order: format!("o{i}-{round}"),
+                                seats: 1,
+                            },
+                        )
+                        .await?;
+                }
+                Ok::<_, cqrs_core::CommandError<crate::domain::SeatsError>>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().expect("every reservation lands");
+    }
+    let loaded = seats.load(&conference).await.unwrap();
+    assert_eq!(loaded.version, Version::new(65));
+    assert_eq!(loaded.state.unwrap().available, 100 - 64);
+}
+
+/// An order placed in an older shape (`legacy.order_placed`) on `stream`, and the upcaster that
+/// reads it as `order.placed`, counting the events it decodes: how many stored events a
+/// repository read.
+async fn legacy_order(
+    store: &InMemoryEventStore,
+    streams: &[&str],
+) -> (Upcasters, Arc<std::sync::atomic::AtomicUsize>) {
+    for stream in streams {
+        store
+            .append(
+                &StreamId::new(*stream).unwrap(),
+                ExpectedVersion::NoStream,
+                vec![NewEvent::new(
+                    "legacy.order_placed",
+                    Json::from(json!({ "order": stream, "seats": 2 })),
+                )],
+            )
+            .await
+            .unwrap();
+    }
+    let decoded = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&decoded);
+    let upcasters = Upcasters::new().register(
+        "legacy.order_placed",
+        1,
+        ["order.placed"],
+        move |payload: serde_json::Value| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(vec![cqrs_core::Upcasted::new("order.placed", 1, payload)])
+        },
+    );
+    (upcasters, decoded)
+}
+
+#[tokio::test]
+async fn a_cached_aggregate_is_not_read_again() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let (upcasters, decoded) = legacy_order(&store, &["order-plain", "order-cached"]).await;
+    let plain = Repository::<Order>::new(store.clone()).with_upcasters(upcasters.clone());
+    let cached = Repository::<Order>::new(store.clone())
+        .with_upcasters(upcasters)
+        .with_cache(8);
+    let read = || decoded.load(std::sync::atomic::Ordering::Relaxed);
+
+    let id = "plain".to_owned();
+    plain.handle(&id, OrderCommand::Confirm).await.unwrap();
+    assert!(
+        plain
+            .handle(&id, OrderCommand::Confirm)
+            .await
+            .unwrap_err()
+            .is_rejected()
+    );
+    assert_eq!(
+        read(),
+        2,
+        "without the cache, each command reads the stream"
+    );
+
+    let id = "cached".to_owned();
+    cached.handle(&id, OrderCommand::Confirm).await.unwrap();
+    assert_eq!(read(), 3, "the first command loads");
+    // A rejection leaves the state as it was, cached too.
+    assert!(
+        cached
+            .handle(&id, OrderCommand::Confirm)
+            .await
+            .unwrap_err()
+            .is_rejected()
+    );
+    assert!(
+        cached
+            .handle(&id, OrderCommand::Reject)
+            .await
+            .unwrap_err()
+            .is_rejected()
+    );
+    assert_eq!(
+        read(),
+        3,
+        "later ones start from the state the last one left"
+    );
+    let loaded = cached.load(&id).await.unwrap();
+    assert_eq!(loaded.state.unwrap().status, OrderStatus::Confirmed);
+    assert_eq!(loaded.version, Version::new(2));
+}
+
+#[tokio::test]
+async fn a_cached_state_still_sees_what_others_wrote() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let cached = Repository::<Seats>::new(store.clone()).with_cache(8);
+    let other = Repository::<Seats>::new(store.clone());
+    let conference = "shared".to_owned();
+    cached
+        .handle(&conference, SeatsCommand::Add { quantity: 10 })
+        .await
+        .unwrap();
+    // Another process takes 8 of the 10 seats behind the cache's back.
+    other
+        .handle(
+            &conference,
+            SeatsCommand::Reserve {
+                order: "theirs".into(),
+                seats: 8,
+            },
+        )
+        .await
+        .unwrap();
+    let refused = cached
+        .handle(
+            &conference,
+            SeatsCommand::Reserve {
+                order: "ours".into(),
+                seats: 5,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.rejection(),
+        Some(&crate::domain::SeatsError::NotEnough { available: 2 })
+    );
+    let handled = cached
+        .handle(
+            &conference,
+            SeatsCommand::Reserve {
+                order: "ours".into(),
+                seats: 2,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(handled.version, Version::new(3));
+    assert_eq!(
+        cached
+            .load(&conference)
+            .await
+            .unwrap()
+            .state
+            .unwrap()
+            .available,
+        0
+    );
+}
+
 #[tokio::test]
 async fn old_event_shapes_are_upcast_on_load() {
     let store = Arc::new(InMemoryEventStore::new());
