@@ -1,7 +1,8 @@
 //! Loading aggregates, on SQLite, beside the minimal hand-written event store of DESIGN.md §5
 //! (`RawSqlite`) with the same realistic events: commands on aggregates of 100 and 1,000 events
-//! without snapshots (both durabilities), the load of a 100-event stream, and a command on an
-//! aggregate of 1,000 events with snapshots beside one on a new aggregate.
+//! without snapshots (both durabilities) and with the repository's state cache, the load of a
+//! 100-event stream, and a command on an aggregate of 1,000 events with snapshots and with the
+//! cache beside one on a new aggregate.
 //!
 //! A command appends an event, so the aggregates grow while they are measured: each length
 //! has a pool of aggregates taken in turn, large enough that none grows by more than a few
@@ -60,6 +61,8 @@ fn commands_on_aggregates(c: &mut Criterion) {
             .expect("store");
         let raw = RawSqlite::open(&dir.path().join("raw.db"), synchronous);
         let accounts = Repository::<Account>::new(Arc::new(store.clone()));
+        // Large enough for every aggregate of both pools.
+        let cached = accounts.clone().with_cache(20_000);
         let deposit = AccountCommand::deposit(100);
         let mut group = c.benchmark_group(format!("sqlite_{label}/command_on_aggregate"));
         group.throughput(Throughput::Elements(1));
@@ -79,18 +82,20 @@ fn commands_on_aggregates(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new("raw", length), &length, |b, _| {
                 b.iter(|| raw.command(&format!("account-{length}-{}", next()), &deposit));
             });
-            group.bench_with_input(BenchmarkId::new("store", length), &length, |b, _| {
-                b.to_async(&rt).iter(|| {
-                    let id = format!("{length}-{}", next());
-                    let (accounts, deposit) = (&accounts, deposit.clone());
-                    async move {
-                        accounts
-                            .handle_with(&id, deposit, benches::command_context())
-                            .await
-                            .expect("deposit")
-                    }
+            for (name, repository) in [("store", &accounts), ("store_cached", &cached)] {
+                group.bench_with_input(BenchmarkId::new(name, length), &length, |b, _| {
+                    b.to_async(&rt).iter(|| {
+                        let id = format!("{length}-{}", next());
+                        let deposit = deposit.clone();
+                        async move {
+                            repository
+                                .handle_with(&id, deposit, benches::command_context())
+                                .await
+                                .expect("deposit")
+                        }
+                    });
                 });
-            });
+            }
         }
         group.finish();
     }
@@ -125,6 +130,7 @@ fn loads(c: &mut Criterion) {
     // An account with 1,000 events, snapshotted at 1,000 as the policy would have.
     let accounts = Repository::<Account>::new(Arc::new(store.clone()))
         .with_snapshots(SnapshotPolicy::every(100));
+    let cached = Repository::<Account>::new(Arc::new(store.clone())).with_cache(1_000);
     let busy = "busy".to_owned();
     rt.block_on(async {
         fill(&store, &busy, 1_000).await;
@@ -153,6 +159,20 @@ fn loads(c: &mut Criterion) {
     group.bench_function("1000_prior_events_with_snapshots", |b| {
         b.to_async(&rt).iter(|| async {
             accounts
+                .handle_with(
+                    &busy,
+                    AccountCommand::deposit(1),
+                    benches::command_context(),
+                )
+                .await
+                .expect("deposit")
+        });
+    });
+    // The same aggregate without snapshots, its state kept by the repository's cache: the
+    // first command loads the 1,000 events, the others start from the cached state.
+    group.bench_function("1000_prior_events_cached", |b| {
+        b.to_async(&rt).iter(|| async {
+            cached
                 .handle_with(
                     &busy,
                     AccountCommand::deposit(1),
