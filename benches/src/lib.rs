@@ -31,21 +31,25 @@ pub struct Account {
 pub enum AccountCommand {
     /// Open it.
     #[serde(rename = "account.open")]
-    Open {
-        /// The owner.
-        owner: String,
-        /// The owner's email.
-        email: String,
-        /// The account's currency.
-        currency: String,
-        /// The branch that opened it.
-        branch: String,
-        /// The pricing tier.
-        tier: String,
-    },
+    Open(Opening),
     /// Put money in.
     #[serde(rename = "account.deposit")]
     Deposit(Deposit),
+}
+
+/// An account's opening.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Opening {
+    /// The owner.
+    pub owner: String,
+    /// The owner's email.
+    pub email: String,
+    /// The account's currency.
+    pub currency: String,
+    /// The branch that opened it.
+    pub branch: String,
+    /// The pricing tier.
+    pub tier: String,
 }
 
 /// A deposit as a bank records it.
@@ -72,18 +76,7 @@ pub struct Deposit {
 pub enum AccountEvent {
     /// It was opened.
     #[serde(rename = "account.opened")]
-    Opened {
-        /// The owner.
-        owner: String,
-        /// The owner's email.
-        email: String,
-        /// The account's currency.
-        currency: String,
-        /// The branch that opened it.
-        branch: String,
-        /// The pricing tier.
-        tier: String,
-    },
+    Opened(Opening),
     /// Money was put in.
     #[serde(rename = "account.deposited")]
     Deposited(Deposit),
@@ -95,13 +88,7 @@ impl AccountCommand {
     /// The opening every benchmark uses.
     #[must_use]
     pub fn open() -> Self {
-        Self::Open {
-            owner: "Ana Lucía Fernández-Ortega".into(),
-            email: "ana.fernandez-ortega@contoso.example".into(),
-            currency: "EUR".into(),
-            branch: "Amsterdam Zuidas, Gustav Mahlerlaan 10".into(),
-            tier: "business-plus".into(),
-        }
+        Self::Open(Opening::new())
     }
 
     /// A deposit of `amount` cents.
@@ -115,28 +102,33 @@ impl AccountEvent {
     /// The event [`AccountCommand::open`] causes.
     #[must_use]
     pub fn opened() -> Self {
-        match AccountCommand::open() {
-            AccountCommand::Open {
-                owner,
-                email,
-                currency,
-                branch,
-                tier,
-            } => Self::Opened {
-                owner,
-                email,
-                currency,
-                branch,
-                tier,
-            },
-            AccountCommand::Deposit(_) => unreachable!("open() opens"),
-        }
+        Self::Opened(Opening::new())
     }
 
     /// A deposit of `amount` cents.
     #[must_use]
     pub fn deposited(amount: i64) -> Self {
         Self::Deposited(Deposit::of(amount))
+    }
+}
+
+impl Opening {
+    /// The realistic opening every benchmark uses.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            owner: "Ana Lucía Fernández-Ortega".into(),
+            email: "ana.fernandez-ortega@contoso.example".into(),
+            currency: "EUR".into(),
+            branch: "Amsterdam Zuidas, Gustav Mahlerlaan 10".into(),
+            tier: "business-plus".into(),
+        }
+    }
+}
+
+impl Default for Opening {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -206,23 +198,8 @@ impl Aggregate for Account {
         command: AccountCommand,
     ) -> Result<Vec<AccountEvent>, AccountError> {
         match (state, command) {
-            (
-                None,
-                AccountCommand::Open {
-                    owner,
-                    email,
-                    currency,
-                    branch,
-                    tier,
-                },
-            ) => Ok(vec![AccountEvent::Opened {
-                owner,
-                email,
-                currency,
-                branch,
-                tier,
-            }]),
-            (Some(_), AccountCommand::Open { .. }) => Err(AccountError::AlreadyOpen),
+            (None, AccountCommand::Open(opening)) => Ok(vec![AccountEvent::Opened(opening)]),
+            (Some(_), AccountCommand::Open(_)) => Err(AccountError::AlreadyOpen),
             (None, AccountCommand::Deposit(_)) => Err(AccountError::NotFound),
             (Some(_), AccountCommand::Deposit(deposit)) => {
                 Ok(vec![AccountEvent::Deposited(deposit)])
@@ -232,7 +209,7 @@ impl Aggregate for Account {
 
     fn apply(state: Option<Self>, event: &AccountEvent) -> Result<Self, ApplyError> {
         match (state, event) {
-            (None, AccountEvent::Opened { .. }) => Ok(Account { balance: 0 }),
+            (None, AccountEvent::Opened(_)) => Ok(Account { balance: 0 }),
             (Some(a), AccountEvent::Deposited(deposit)) => Ok(Account {
                 balance: a.balance + deposit.amount,
             }),
@@ -296,6 +273,20 @@ struct RawMetadata<'a> {
 }
 
 impl RawEvent {
+    /// What `command` on an account in `state` appends, as the minimal store writes it.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the account rejects the command: benchmarks send only accepted ones.
+    #[must_use]
+    pub fn decide(state: Option<&Account>, command: &AccountCommand) -> Vec<Self> {
+        Account::handle(state, &String::new(), command.clone())
+            .expect("accepted")
+            .iter()
+            .map(Self::new)
+            .collect()
+    }
+
     /// `event` encoded as the minimal store keeps it, caused by a fresh command in a fresh
     /// flow, by [`USER`].
     ///
@@ -443,12 +434,7 @@ impl RawSqlite {
     pub fn command(&self, stream: &str, command: &AccountCommand) -> i64 {
         loop {
             let (state, version) = self.load(stream);
-            let events: Vec<RawEvent> =
-                Account::handle(state.as_ref(), &String::new(), command.clone())
-                    .expect("accepted")
-                    .iter()
-                    .map(RawEvent::new)
-                    .collect();
+            let events = RawEvent::decide(state.as_ref(), command);
             if let Ok(version) = self.append(stream, version, &events) {
                 return version;
             }

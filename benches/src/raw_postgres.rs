@@ -111,12 +111,7 @@ pub async fn load(pool: &PgPool, stream: &str) -> (Option<Account>, i64) {
 pub async fn command(pool: &PgPool, stream: &str, command: &AccountCommand) -> i64 {
     loop {
         let (state, version) = load(pool, stream).await;
-        let events: Vec<RawEvent> =
-            Account::handle(state.as_ref(), &String::new(), command.clone())
-                .expect("accepted")
-                .iter()
-                .map(RawEvent::new)
-                .collect();
+        let events = RawEvent::decide(state.as_ref(), command);
         if let Ok(version) = append(pool, stream, version, &events).await {
             return version;
         }
