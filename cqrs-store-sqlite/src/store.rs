@@ -21,7 +21,7 @@ use crate::rows::{
     insert_scheduled, scheduled, write_commit,
 };
 use crate::schema;
-use crate::writer::{WriteError, Writer, WriterStats};
+use crate::writer::{WriteError, Writer, WriterStats, on_multi_thread_runtime};
 
 /// How hard SQLite works to keep a commit once it has returned.
 ///
@@ -316,13 +316,6 @@ impl SqliteEventStore {
     pub fn notifier(&self) -> &CommitNotifier {
         &self.inner.notifier
     }
-}
-
-/// Whether the current task runs on a multi-threaded tokio runtime, where
-/// `block_in_place` may be called.
-fn on_multi_thread_runtime() -> bool {
-    tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 impl ReaderPool {

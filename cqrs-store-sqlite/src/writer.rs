@@ -1,11 +1,12 @@
-//! The writer thread: it owns the write connection and commits every waiting write in one
-//! transaction (group commit). A write that may fail half-way runs in its own savepoint; a
+//! The write connection and the writer thread: a write runs on its caller's thread when the
+//! connection is free and nothing waits, else the writer thread commits every waiting write in
+//! one transaction (group commit). A write that may fail half-way runs in its own savepoint; a
 //! write that checks everything before it writes (an append, a command) runs without one, and
 //! if it still fails half-way the whole transaction is rolled back and every write in it fails.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -158,10 +159,18 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 #[error("the transaction failed to commit: {0}")]
 struct CommitFailed(String);
 
-/// The handle to the writer thread.
+/// The handle to the write connection and the writer thread.
+///
+/// A write runs on the caller's own thread when it can (a multi-threaded runtime, no write
+/// waiting, the connection free): it takes the connection, commits its job as a group of one
+/// and has its answer with no thread to wake. Otherwise it goes to the writer thread's channel,
+/// and the writer commits every write waiting there in one transaction (group commit). Either
+/// way one connection, behind one lock, does every write.
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
     jobs: mpsc::Sender<Job>,
+    conn: Arc<Mutex<Connection>>,
+    notifier: CommitNotifier,
     stats: Arc<Counters>,
 }
 
@@ -205,12 +214,18 @@ impl Writer {
         let stats = Arc::new(Counters::default());
         // Opening the store ran its migration in a transaction of its own.
         stats.transactions.store(1, Ordering::Relaxed);
-        let counters = Arc::clone(&stats);
+        let conn = Arc::new(Mutex::new(conn));
+        let (counters, shared, wake) = (Arc::clone(&stats), Arc::clone(&conn), notifier.clone());
         thread::Builder::new()
             .name("cqrs-sqlite-writer".into())
-            .spawn(move || run(conn, &rx, &notifier, &counters))
+            .spawn(move || run(&shared, &rx, &wake, &counters))
             .map_err(StoreError::backend)?;
-        Ok(Self { jobs, stats })
+        Ok(Self {
+            jobs,
+            conn,
+            notifier,
+            stats,
+        })
     }
 
     /// The writer's counters.
@@ -259,17 +274,61 @@ impl Writer {
         job: Job,
         rx: oneshot::Receiver<Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
-        self.stats.submitted.fetch_add(1, Ordering::AcqRel);
-        self.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        let submitted = self.stats.submitted.fetch_add(1, Ordering::AcqRel);
+        // Writes already waiting go first: they are the writer thread's, and it commits them
+        // together; this one joins them. With none waiting and the connection free, this
+        // thread commits it itself (on a multi-threaded runtime, whose other tasks
+        // `block_in_place` hands to another thread first).
+        let idle = submitted == self.stats.writes.load(Ordering::Acquire);
+        if let Some(job) = self.commit_here(job, idle) {
+            self.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        }
         rx.await.map_err(|_| StoreError::Closed)?
     }
 }
 
-fn run(conn: Connection, jobs: &mpsc::Receiver<Job>, notifier: &CommitNotifier, stats: &Counters) {
+impl Writer {
+    /// Commits `job` on this thread if nothing waits (`idle`), the runtime can move its other
+    /// tasks away, and the connection is free; gives it back otherwise.
+    fn commit_here(&self, job: Job, idle: bool) -> Option<Job> {
+        if !idle || !on_multi_thread_runtime() {
+            return Some(job);
+        }
+        let Ok(conn) = self.conn.try_lock() else {
+            return Some(job);
+        };
+        self.stats.writes.fetch_add(1, Ordering::AcqRel);
+        tokio::task::block_in_place(|| {
+            commit_group(&conn, &mut vec![job], &self.notifier, &self.stats);
+        });
+        None
+    }
+}
+
+/// Whether the current task runs on a multi-threaded tokio runtime, where `block_in_place`
+/// may be called.
+pub(crate) fn on_multi_thread_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
+fn run(
+    conn: &Mutex<Connection>,
+    jobs: &mpsc::Receiver<Job>,
+    notifier: &CommitNotifier,
+    stats: &Counters,
+) {
     let mut group = Vec::with_capacity(MAX_GROUP);
-    // The thread ends when every handle to the store is gone; dropping `conn` then closes the
-    // file cleanly (and checkpoints the WAL).
+    // The thread ends when every handle to the store is gone; the last handle to the
+    // connection then drops it, which closes the file cleanly (and checkpoints the WAL).
     while let Some(first) = next_job(jobs) {
+        // The connection first: while a caller commits on its own thread, writes keep
+        // arriving, and all of them then go in the next transaction.
+        // A job panicking is caught inside `commit_group`: the lock is never poisoned by one,
+        // and a poisoned lock's connection is still whole.
+        let conn = conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         group.push(first);
         while group.len() < MAX_GROUP {
             match jobs.try_recv() {
