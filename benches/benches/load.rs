@@ -185,5 +185,5 @@ fn config() -> Criterion {
         .sample_size(20)
 }
 
-criterion_group! { name = benches; config = config(); targets = commands_on_aggregates, loads }
+criterion_group! { name = benches; config = config(); targets = loads, commands_on_aggregates }
 criterion_main!(benches);

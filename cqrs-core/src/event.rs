@@ -474,6 +474,40 @@ impl RecordedEvent {
             metadata: event.metadata,
         }
     }
+
+    /// The event as a fold reads it, borrowed.
+    #[must_use]
+    pub fn view(&self) -> EventView<'_> {
+        EventView {
+            stream: &self.stream,
+            version: self.version,
+            position: self.position,
+            event_type: &self.event_type,
+            schema_version: self.schema_version,
+            payload: self.payload.as_str(),
+        }
+    }
+}
+
+/// A stored event as a fold reads it: borrowed from the store's row, without its metadata.
+///
+/// Folding an aggregate needs the type, the schema version and the payload of each event;
+/// [`EventReader::visit_stream`](crate::EventReader::visit_stream) hands events over in this
+/// form so that a store need not copy what nobody reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventView<'a> {
+    /// The stream it belongs to.
+    pub stream: &'a StreamId,
+    /// Its version in that stream.
+    pub version: Version,
+    /// Its position in the store's global log.
+    pub position: Position,
+    /// The stable type name.
+    pub event_type: &'a str,
+    /// The schema version the payload was written with.
+    pub schema_version: u16,
+    /// The payload, JSON text as written.
+    pub payload: &'a str,
 }
 
 /// Selects events of the global log by type name or stream category.

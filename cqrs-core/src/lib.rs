@@ -132,8 +132,8 @@ pub use crate::bluegreen::{BlueGreen, BlueGreenStatus};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::command::{CommandContext, CommandEnvelope, CommandRecord, EnvelopeError, Outcome};
 pub use crate::event::{
-    EventFilter, Headers, InvalidStreamId, Json, MAX_STREAM_ID_LEN, MAX_TYPE_NAME_LEN, Metadata,
-    NewEvent, RecordedEvent, StreamId,
+    EventFilter, EventView, Headers, InvalidStreamId, Json, MAX_STREAM_ID_LEN, MAX_TYPE_NAME_LEN,
+    Metadata, NewEvent, RecordedEvent, StreamId,
 };
 pub use crate::message::{
     DomainEvent, Message, MessageError, decode_message, decode_message_value, encode_message,
@@ -151,9 +151,9 @@ pub use crate::projection::{
 pub use crate::repository::{CommandError, Handled, LoadError, Loaded, Repository, SnapshotPolicy};
 pub use crate::store::memory::InMemoryEventStore;
 pub use crate::store::{
-    Appended, BatchStream, CheckpointStore, Commit, Decide, EventReader, EventStore, EventStream,
-    LogCursor, LogEntry, LogQuery, LoggedMessage, MessageKind, MessageLog, ProcessSave,
-    ProcessState, ProcessStore, ReadBatch, ScheduleStore, ScheduledCommand, Snapshot,
+    Appended, BatchStream, CheckpointStore, Commit, Decide, Decision, EventReader, EventStore,
+    EventStream, LogCursor, LogEntry, LogQuery, LoggedMessage, MessageKind, MessageLog,
+    ProcessSave, ProcessState, ProcessStore, ReadBatch, ScheduleStore, ScheduledCommand, Snapshot,
     SnapshotStore, Storage, StoreError, check_headers, check_type_name,
 };
 pub use crate::subscription::{CommitNotifier, SubscriptionOptions, subscription};

@@ -1,6 +1,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -12,9 +13,9 @@ use uuid::Uuid;
 use crate::aggregate::{Aggregate, ApplyError};
 use crate::clock::{Clock, SystemClock};
 use crate::command::{CommandContext, CommandRecord, Outcome};
-use crate::event::{InvalidStreamId, Json, Metadata, NewEvent, StreamId};
+use crate::event::{EventView, InvalidStreamId, Json, Metadata, NewEvent, StreamId};
 use crate::message::{MessageError, decode_message, encode_message};
-use crate::store::{Commit, Decide, Snapshot, Storage, StoreError};
+use crate::store::{Commit, Decide, Decision, Snapshot, Storage, StoreError};
 use crate::upcast::{DecodeError, Upcasters};
 use crate::version::{ExpectedVersion, Position, Version};
 
@@ -354,9 +355,15 @@ impl<A: Aggregate> Repository<A> {
         async move {
             let (state, version) = self.load_snapshot(&stream).await?;
             let read_span = tracing::debug_span!("cqrs.store.read_stream", stream = %stream, from = version.next().get());
-            let events = self.storage.read_stream(&stream, version.next()).instrument(read_span).await?;
-            tracing::Span::current().record("events", events.len());
-            let (state, version) = fold::<A>(&self.upcasters, &stream, state, version, &events)?;
+            let mut fold = Fold::<A>::new(stream, state, version);
+            let from = version.next();
+            let upcasters = &self.upcasters;
+            self.storage
+                .visit_stream(&fold.stream.clone(), from, &mut |event| fold.event(upcasters, event))
+                .instrument(read_span)
+                .await?;
+            tracing::Span::current().record("events", fold.version.get() - version.get());
+            let (stream, state, version) = fold.finish()?;
             Ok(Loaded { stream, state, version })
         }
         .instrument(span)
@@ -489,31 +496,19 @@ impl<A: Aggregate> Repository<A> {
                     decode_message(command_type, payload.as_str()).map_err(CommandError::Encode)?
                 }
             };
-            let decision = Decision {
+            let slot = Arc::new(Mutex::new(None));
+            // The store may run this inside its write path (SQLite does, on its writer thread):
+            // then the read and the commit are one atomic step and cannot conflict.
+            let decide: Decide = Box::new(Attempt {
                 id: id.clone(),
-                stream: stream.clone(),
-                base,
-                base_version,
+                fold: Fold::new(stream.clone(), base, base_version),
                 command,
                 command_type,
                 payload: payload.clone(),
                 context: context.clone(),
                 now: self.clock.now(),
                 upcasters: self.upcasters.clone(),
-            };
-            let slot = Arc::new(Mutex::new(None));
-            let decided = Arc::clone(&slot);
-            // The store may run this inside its write path (SQLite does, on its writer thread):
-            // then the read and the commit are one atomic step and cannot conflict.
-            let decide: Decide = Box::new(move |events| {
-                let (commit, outcome) = match decision.decide(&events) {
-                    Ok((commit, outcome)) => (Some(commit), Ok(outcome)),
-                    Err(err) => (None, Err(err)),
-                };
-                *decided
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(outcome);
-                commit
+                outcome: Arc::clone(&slot),
             });
             let span = tracing::debug_span!("cqrs.store.read_then_commit", stream = %stream, from = base_version.next().get());
             let result = self
@@ -750,51 +745,105 @@ impl<A> StateCache<A> {
     }
 }
 
-/// Folds stored events onto a state, checking that versions follow each other.
-fn fold<A: Aggregate>(
-    upcasters: &Upcasters,
-    stream: &StreamId,
-    mut state: Option<A>,
-    mut version: Version,
-    events: &[crate::event::RecordedEvent],
-) -> Result<(Option<A>, Version), LoadError> {
-    for recorded in events {
-        if recorded.version != version.next() {
+/// Folds stored events onto a state as they are read, checking that versions follow each
+/// other; the first failure stops the fold and is kept for [`Fold::finish`].
+struct Fold<A> {
+    stream: StreamId,
+    state: Option<A>,
+    version: Version,
+    failed: Option<LoadError>,
+}
+
+impl<A: Aggregate> Fold<A> {
+    fn new(stream: StreamId, state: Option<A>, version: Version) -> Self {
+        Self {
+            stream,
+            state,
+            version,
+            failed: None,
+        }
+    }
+
+    /// Applies the stored `event`.
+    fn event(&mut self, upcasters: &Upcasters, event: EventView<'_>) -> ControlFlow<()> {
+        match self.apply(upcasters, event) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(err) => {
+                self.failed = Some(err);
+                ControlFlow::Break(())
+            }
+        }
+    }
+
+    fn apply(&mut self, upcasters: &Upcasters, event: EventView<'_>) -> Result<(), LoadError> {
+        if event.version != self.version.next() {
             return Err(LoadError::Store(StoreError::Corrupt {
-                position: Some(recorded.position),
+                position: Some(event.position),
                 what: format!(
-                    "stream {stream} jumps from version {version} to {}",
-                    recorded.version
+                    "stream {} jumps from version {} to {}",
+                    self.stream, self.version, event.version
                 ),
             }));
         }
-        for event in upcasters.decode::<A::Event>(recorded)? {
-            state = Some(
-                A::apply(state, &event).map_err(|source| LoadError::History {
-                    stream: stream.clone(),
-                    version: recorded.version,
+        for decoded in upcasters.decode_view::<A::Event>(event)? {
+            let state = self.state.take();
+            self.state = Some(
+                A::apply(state, &decoded).map_err(|source| LoadError::History {
+                    stream: self.stream.clone(),
+                    version: event.version,
                     source,
                 })?,
             );
         }
-        version = recorded.version;
+        self.version = event.version;
+        Ok(())
     }
-    Ok((state, version))
+
+    /// The stream, the state and its version, or the failure that stopped the fold.
+    fn finish(self) -> Result<(StreamId, Option<A>, Version), LoadError> {
+        match self.failed {
+            Some(err) => Err(err),
+            None => Ok((self.stream, self.state, self.version)),
+        }
+    }
 }
 
 /// Everything one attempt at a command needs to decide, owned, so that the store may run it
 /// on another thread.
-struct Decision<A: Aggregate> {
+struct Attempt<A: Aggregate> {
     id: A::Id,
-    stream: StreamId,
-    base: Option<A>,
-    base_version: Version,
+    /// The fold from the base state (a snapshot, a cached state or nothing) over the events
+    /// the store hands over.
+    fold: Fold<A>,
     command: A::Command,
     command_type: &'static str,
     payload: Json,
     context: CommandContext,
     now: chrono::DateTime<chrono::Utc>,
     upcasters: Upcasters,
+    /// Where the outcome goes, for the caller.
+    outcome: Arc<Mutex<Option<Outcomes<A>>>>,
+}
+
+/// What an attempt decided, or why it could not.
+type Outcomes<A> = Result<Decided<A>, CommandError<<A as Aggregate>::Error>>;
+
+impl<A: Aggregate> Decision for Attempt<A> {
+    fn event(&mut self, event: EventView<'_>) -> ControlFlow<()> {
+        self.fold.event(&self.upcasters, event)
+    }
+
+    fn decide(self: Box<Self>) -> Option<Commit> {
+        let slot = Arc::clone(&self.outcome);
+        let (commit, outcome) = match self.decide_now() {
+            Ok((commit, decided)) => (Some(commit), Ok(decided)),
+            Err(err) => (None, Err(err)),
+        };
+        *slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(outcome);
+        commit
+    }
 }
 
 /// What a decision made, for the caller.
@@ -808,25 +857,16 @@ struct Decided<A: Aggregate> {
     rejection: Option<A::Error>,
 }
 
-impl<A: Aggregate> Decision<A> {
-    /// Folds `events` onto the snapshot, decides, and builds the commit: the events with their
-    /// lineage and the command's record, at the version decided on.
-    fn decide(
-        self,
-        events: &[crate::event::RecordedEvent],
-    ) -> Result<(Commit, Decided<A>), CommandError<A::Error>> {
-        let (state, version) = fold::<A>(
-            &self.upcasters,
-            &self.stream,
-            self.base,
-            self.base_version,
-            events,
-        )?;
+impl<A: Aggregate> Attempt<A> {
+    /// Decides on the folded state and builds the commit: the events with their lineage and
+    /// the command's record, at the version decided on.
+    fn decide_now(self) -> Result<(Commit, Decided<A>), CommandError<A::Error>> {
+        let (stream, state, version) = self.fold.finish()?;
         let correlation_id = self.context.correlation_id();
         let record = |outcome| CommandRecord {
             command_id: self.context.command_id,
             command_type: self.command_type.to_owned(),
-            target: self.stream.clone(),
+            target: stream.clone(),
             payload: self.payload.clone(),
             correlation_id: Some(correlation_id),
             causation_id: self.context.causation_id,
@@ -844,8 +884,8 @@ impl<A: Aggregate> Decision<A> {
                         .map_err(|e| CommandError::Encode(MessageError::Payload(e)))?,
                     message: rejection.to_string(),
                 };
-                let commit = Commit::new(self.stream.clone(), expected, Vec::new())
-                    .with_command(record(outcome));
+                let commit =
+                    Commit::new(stream.clone(), expected, Vec::new()).with_command(record(outcome));
                 Ok((
                     commit,
                     Decided {
@@ -882,8 +922,8 @@ impl<A: Aggregate> Decision<A> {
                     version: version.add(count),
                     events: count,
                 };
-                let commit = Commit::new(self.stream.clone(), expected, new_events)
-                    .with_command(record(outcome));
+                let commit =
+                    Commit::new(stream.clone(), expected, new_events).with_command(record(outcome));
                 Ok((
                     commit,
                     Decided {

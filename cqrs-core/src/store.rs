@@ -3,6 +3,7 @@
 pub(crate) mod memory;
 
 use std::error::Error as StdError;
+use std::ops::ControlFlow;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -12,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::command::{CommandEnvelope, CommandRecord};
-use crate::event::{EventFilter, Json, MAX_TYPE_NAME_LEN, NewEvent, RecordedEvent, StreamId};
+use crate::event::{
+    EventFilter, EventView, Json, MAX_TYPE_NAME_LEN, NewEvent, RecordedEvent, StreamId,
+};
 use crate::version::{ExpectedVersion, Position, Version};
 
 /// A live stream of events from the global log, as [`EventReader::subscribe`] returns it.
@@ -58,6 +61,34 @@ pub trait EventReader: Send + Sync + 'static {
         stream: &StreamId,
         from: Version,
     ) -> Result<Vec<RecordedEvent>, StoreError>;
+
+    /// Reads `stream` from version `from` on, in version order, handing each event to `visit`
+    /// as it is read, without its metadata, until `visit` breaks or the stream ends: how the
+    /// repository folds an aggregate.
+    ///
+    /// The default reads with [`EventReader::read_stream`]; a store overrides it to decode
+    /// straight from its rows, copying nothing the fold does not read.
+    ///
+    /// # Errors
+    ///
+    /// As [`EventReader::read_stream`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
+    async fn visit_stream(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        visit: &mut (dyn for<'e> FnMut(EventView<'e>) -> ControlFlow<()> + Send),
+    ) -> Result<(), StoreError> {
+        for event in self.read_stream(stream, from).await? {
+            if visit(event.view()).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
 
     /// Reads up to `limit` events of the global log from position `from` on.
     ///
@@ -233,8 +264,8 @@ pub trait EventStore: EventReader {
     /// Retry with the same command id to find out.
     async fn commit(&self, commit: Commit) -> Result<Appended, StoreError>;
 
-    /// Reads `stream` from version `from`, hands the events to `decide`, and commits what it
-    /// returns: how a command is handled.
+    /// Reads `stream` from version `from`, hands the events to `decide` one by one, and commits
+    /// what it then decides: how a command is handled.
     ///
     /// The default reads, decides and commits as three steps, and the commit's expected version
     /// guards against a writer that came in between (a [`StoreError::Conflict`] then asks the
@@ -257,8 +288,10 @@ pub trait EventStore: EventReader {
         from: Version,
         decide: Decide,
     ) -> Result<Option<Appended>, StoreError> {
-        let events = self.read_stream(stream, from).await?;
-        match decide(events) {
+        let mut decide = decide;
+        self.visit_stream(stream, from, &mut |event| decide.event(event))
+            .await?;
+        match decide.decide() {
             Some(commit) => self.commit(commit).await.map(Some),
             None => Ok(None),
         }
@@ -325,9 +358,41 @@ pub trait EventStore: EventReader {
     }
 }
 
-/// A decision over a stream's events, as [`EventStore::read_then_commit`] takes it: given the
-/// events read, what to commit (or nothing).
-pub type Decide = Box<dyn FnOnce(Vec<RecordedEvent>) -> Option<Commit> + Send>;
+/// A decision over a stream's events, as [`EventStore::read_then_commit`] runs it: it is
+/// given the events read, in version order, then asked what to commit.
+///
+/// # Examples
+///
+/// ```
+/// use std::ops::ControlFlow;
+/// use cqrs_core::{Commit, Decision, EventView, ExpectedVersion, NewEvent, Json, StreamId, Version};
+///
+/// /// Appends one event at the version read.
+/// struct Next { stream: StreamId, version: Version }
+///
+/// impl Decision for Next {
+///     fn event(&mut self, event: EventView<'_>) -> ControlFlow<()> {
+///         self.version = event.version;
+///         ControlFlow::Continue(())
+///     }
+///
+///     fn decide(self: Box<Self>) -> Option<Commit> {
+///         let expected = ExpectedVersion::Exact(self.version);
+///         Some(Commit::new(self.stream, expected, vec![NewEvent::new("seats.added", Json::null())]))
+///     }
+/// }
+/// ```
+pub trait Decision: Send {
+    /// Takes the stream's next event; `Break` stops the read (the decision is then made on
+    /// what was read, and should commit nothing that depends on the rest).
+    fn event(&mut self, event: EventView<'_>) -> ControlFlow<()>;
+
+    /// What to commit, once the events were read (or nothing).
+    fn decide(self: Box<Self>) -> Option<Commit>;
+}
+
+/// A boxed [`Decision`], as [`EventStore::read_then_commit`] takes it.
+pub type Decide = Box<dyn Decision>;
 
 /// One atomic write: events for one stream and, optionally, the command that caused them.
 #[derive(Debug, Clone)]

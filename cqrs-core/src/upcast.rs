@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::event::{EventFilter, RecordedEvent, StreamId};
+use crate::event::{EventFilter, EventView, RecordedEvent, StreamId};
 use crate::message::{DomainEvent, MessageError, decode_message, decode_message_value};
 use crate::version::{Position, Version};
 
@@ -307,20 +307,31 @@ impl Upcasters {
     /// [`DecodeError`] naming the event's position if the type is unknown to `E`, its schema
     /// version does not match after upcasting, an upcaster fails, or the payload does not fit.
     pub fn decode<E: DomainEvent>(&self, event: &RecordedEvent) -> Result<Decoded<E>, DecodeError> {
-        let fail = |kind| DecodeError::new(event, kind);
-        if !self.has_upcaster(&event.event_type, event.schema_version) {
-            check_known::<E>(&event.event_type, event.schema_version).map_err(fail)?;
-            let decoded = decode_message::<E>(&event.event_type, event.payload.as_str())
+        self.decode_view(event.view())
+    }
+
+    /// Decodes a stored event, borrowed as a fold reads it, into domain events, upcasting it
+    /// first if needed.
+    ///
+    /// # Errors
+    ///
+    /// As [`Upcasters::decode`].
+    pub fn decode_view<E: DomainEvent>(
+        &self,
+        event: EventView<'_>,
+    ) -> Result<Decoded<E>, DecodeError> {
+        let fail = |kind| DecodeError::at(event, kind);
+        if !self.has_upcaster(event.event_type, event.schema_version) {
+            check_known::<E>(event.event_type, event.schema_version).map_err(fail)?;
+            let decoded = decode_message::<E>(event.event_type, event.payload)
                 .map_err(|e| fail(DecodeErrorKind::from_message(e)))?;
             return Ok(Decoded(DecodedInner::One(Some(decoded))));
         }
-        let payload = event
-            .payload
-            .to_value()
+        let payload = serde_json::from_str(event.payload)
             .map_err(|e| fail(DecodeErrorKind::Payload(MessageError::Payload(e))))?;
         let upcasted = self
             .upcast(Upcasted::new(
-                event.event_type.clone(),
+                event.event_type.to_owned(),
                 event.schema_version,
                 payload,
             ))
@@ -456,11 +467,17 @@ impl DecodeError {
     /// Describes a failure to decode `event`.
     #[must_use]
     pub fn new(event: &RecordedEvent, kind: DecodeErrorKind) -> Self {
+        Self::at(event.view(), kind)
+    }
+
+    /// Describes a failure to decode `event`, borrowed as a fold reads it.
+    #[must_use]
+    pub fn at(event: EventView<'_>, kind: DecodeErrorKind) -> Self {
         Self {
             position: event.position,
             stream: event.stream.clone(),
             version: event.version,
-            event_type: event.event_type.clone(),
+            event_type: event.event_type.to_owned(),
             schema_version: event.schema_version,
             kind,
         }

@@ -1,9 +1,10 @@
 //! Reading the store's rows back into the core's types, and writing them.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 
 use cqrs_core::{
-    Appended, CommandRecord, Commit, Json, Metadata, Outcome, Position, RecordedEvent,
+    Appended, CommandRecord, Commit, EventView, Json, Metadata, Outcome, Position, RecordedEvent,
     ScheduledCommand, StoreError, StreamId, Version,
 };
 use rusqlite::{Connection, Row, params};
@@ -78,6 +79,59 @@ impl EventRows {
             metadata,
         })
     }
+}
+
+/// Hands `stream`'s events from version `from` on to `visit` as they are read, borrowed
+/// from the rows (type, schema version and payload; no metadata), until it breaks. Returns the
+/// version of the last event handed over.
+pub(crate) fn visit_stream(
+    conn: &Connection,
+    stream: &StreamId,
+    from: Version,
+    visit: &mut dyn FnMut(EventView<'_>) -> ControlFlow<()>,
+) -> Result<Option<Version>, StoreError> {
+    let mut select = conn
+        .prepare_cached(
+            "SELECT position, version, event_type, schema_version, payload FROM cqrs_events \
+             WHERE stream = ?1 AND version >= ?2 ORDER BY version",
+        )
+        .map_err(backend)?;
+    let mut rows = select
+        .query(params![stream.as_str(), signed(from.get())?])
+        .map_err(backend)?;
+    let mut last = None;
+    while let Some(row) = rows.next().map_err(backend)? {
+        let position = Position::new(unsigned(row.get(0).map_err(backend)?, "position", None)?);
+        let at = Some(position);
+        let corrupt = |what: String| StoreError::Corrupt { position: at, what };
+        let version = Version::new(unsigned(row.get(1).map_err(backend)?, "version", at)?);
+        let event_type = row
+            .get_ref(2)
+            .map_err(backend)?
+            .as_str()
+            .map_err(|e| corrupt(format!("event type: {e}")))?;
+        let schema_version: i64 = row.get(3).map_err(backend)?;
+        let schema_version = u16::try_from(schema_version)
+            .map_err(|_| corrupt(format!("schema version {schema_version}")))?;
+        let payload = row
+            .get_ref(4)
+            .map_err(backend)?
+            .as_str()
+            .map_err(|e| corrupt(format!("payload is not text: {e}")))?;
+        last = Some(version);
+        let event = EventView {
+            stream,
+            version,
+            position,
+            event_type,
+            schema_version,
+            payload,
+        };
+        if visit(event).is_break() {
+            break;
+        }
+    }
+    Ok(last)
 }
 
 /// An optional UUID column, read without allocating.

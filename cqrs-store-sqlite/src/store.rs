@@ -1,4 +1,5 @@
 use std::fmt;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -7,9 +8,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_core::{
     Appended, BatchStream, CheckpointStore, CommandRecord, Commit, CommitNotifier, Decide,
-    EventFilter, EventReader, EventStore, ExpectedVersion, Json, LogEntry, LogQuery, MessageKind,
-    MessageLog, Position, ProcessSave, ProcessState, ProcessStore, ReadBatch, RecordedEvent,
-    ScheduleStore, ScheduledCommand, Snapshot, SnapshotStore, StoreError, StreamId,
+    EventFilter, EventReader, EventStore, EventView, ExpectedVersion, Json, LogEntry, LogQuery,
+    MessageKind, MessageLog, Position, ProcessSave, ProcessState, ProcessStore, ReadBatch,
+    RecordedEvent, ScheduleStore, ScheduledCommand, Snapshot, SnapshotStore, StoreError, StreamId,
     SubscriptionOptions, Version, subscription,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
@@ -17,8 +18,8 @@ use uuid::Uuid;
 
 use crate::error::{backend, from_micros, micros, signed, unsigned};
 use crate::rows::{
-    COMMAND_COLUMNS, EVENT_COLUMNS, EventRows, SCHEDULED_COLUMNS, command_record, insert_command,
-    insert_scheduled, scheduled, write_commit,
+    self, COMMAND_COLUMNS, EVENT_COLUMNS, EventRows, SCHEDULED_COLUMNS, command_record,
+    insert_command, insert_scheduled, scheduled, write_commit,
 };
 use crate::schema;
 use crate::writer::{WriteError, Writer, WriterStats, on_multi_thread_runtime};
@@ -397,6 +398,29 @@ impl EventReader for SqliteEventStore {
             .await
     }
 
+    /// Decodes straight from the rows on the calling thread where the runtime allows it
+    /// (see [`SqliteEventStore::query`]'s connections); elsewhere reads with `read_stream`.
+    async fn visit_stream(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        visit: &mut (dyn for<'e> FnMut(EventView<'e>) -> ControlFlow<()> + Send),
+    ) -> Result<(), StoreError> {
+        match &self.inner.readers {
+            Some(pool) if on_multi_thread_runtime() => tokio::task::block_in_place(|| {
+                pool.run(|conn| rows::visit_stream(conn, stream, from, visit).map(|_| ()))
+            }),
+            _ => {
+                for event in self.read_stream(stream, from).await? {
+                    if visit(event.view()).is_break() {
+                        break;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
     async fn read_all(
         &self,
         from: Position,
@@ -601,15 +625,23 @@ impl EventStore for SqliteEventStore {
         self.inner
             .writer
             .write_checked(true, move |conn| {
-                let events = read_stream(conn, &stream, from)?;
+                let mut decide = decide;
+                let mut stopped = false;
+                let last = rows::visit_stream(conn, &stream, from, &mut |e| {
+                    let next = decide.event(e);
+                    stopped |= next.is_break();
+                    next
+                })?;
                 // The stream cannot have moved since this read (same transaction, one writer):
                 // its version is the last one read, or zero if it was read whole and is empty.
-                let known = match events.last() {
-                    Some(last) => Some(last.version),
+                // A decision that stopped early did not read it whole: the commit looks it up.
+                let known = match last {
+                    _ if stopped => None,
+                    Some(version) => Some(version),
                     None if from <= Version::START => Some(Version::ZERO),
                     None => None,
                 };
-                match decide(events) {
+                match decide.decide() {
                     Some(commit) => {
                         commit.validate()?;
                         write_commit(conn, commit, known).map(Some)

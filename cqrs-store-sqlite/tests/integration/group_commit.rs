@@ -154,16 +154,25 @@ async fn a_failing_write_rolls_back_alone() {
     assert_eq!(store.head().await.unwrap(), Position::new(1));
 }
 
+/// A decision with a bug: it panics when asked to decide.
+struct Buggy;
+
+impl cqrs_core::Decision for Buggy {
+    fn event(&mut self, _: cqrs_core::EventView<'_>) -> std::ops::ControlFlow<()> {
+        std::ops::ControlFlow::Continue(())
+    }
+
+    fn decide(self: Box<Self>) -> Option<cqrs_core::Commit> {
+        panic!("a bug in a decision")
+    }
+}
+
 #[tokio::test]
 async fn a_panicking_decision_fails_alone_and_the_writer_lives_on() {
     let store = SqliteEventStore::open_in_memory().await.unwrap();
     let stream = StreamId::new("order-1").unwrap();
     let err = store
-        .read_then_commit(
-            &stream,
-            Version::START,
-            Box::new(|_| panic!("a bug in a decision")),
-        )
+        .read_then_commit(&stream, Version::START, Box::new(Buggy))
         .await
         .expect_err("the panic is an error");
     assert!(err.to_string().contains("storage backend failed"), "{err}");

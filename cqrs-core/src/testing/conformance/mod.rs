@@ -123,6 +123,7 @@ macro_rules! __conformance_list {
             invalid_commits_are_rejected,
             large_batches_and_payloads_round_trip,
             read_then_commit_decides_on_the_stream,
+            visit_stream_reads_what_read_stream_reads,
             read_all_pages_in_global_order,
             read_filtered_selects_types_and_categories,
             subscription_catches_up_then_follows_live,

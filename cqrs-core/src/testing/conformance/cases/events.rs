@@ -604,42 +604,68 @@ fn assert_conflict(
     }
 }
 
-/// `read_then_commit` hands the decision the stream's events from `from`, commits what it
-/// returns, and writes nothing when it returns nothing.
+/// A decision that notes the `n` of each event it is given, in order, and (if `commits`)
+/// appends event 4 at the last version it saw.
+struct Tally {
+    stream: StreamId,
+    seen: Arc<std::sync::Mutex<Vec<(u64, Version)>>>,
+    last: Version,
+    commits: bool,
+}
+
+impl crate::store::Decision for Tally {
+    fn event(&mut self, event: crate::event::EventView<'_>) -> std::ops::ControlFlow<()> {
+        let n =
+            serde_json::from_str::<serde_json::Value>(event.payload).expect("valid payload")["n"]
+                .as_u64()
+                .expect("payload has n");
+        self.seen.lock().expect("lock").push((n, event.version));
+        assert_eq!(event.stream, &self.stream, "the events are the stream's");
+        self.last = event.version;
+        std::ops::ControlFlow::Continue(())
+    }
+
+    fn decide(self: Box<Self>) -> Option<Commit> {
+        self.commits.then(|| {
+            Commit::new(
+                self.stream,
+                ExpectedVersion::Exact(self.last),
+                vec![event("e", 4)],
+            )
+        })
+    }
+}
+
+/// `read_then_commit` hands the decision the stream's events from `from`, in order, commits
+/// what it returns, and writes nothing when it returns nothing.
 pub async fn read_then_commit_decides_on_the_stream(store: Arc<dyn Storage>) {
     let s = stream("tally");
     store
         .append(&s, ExpectedVersion::NoStream, events("e", 1, 3))
         .await
         .expect("append");
-    let decided_on = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let seen = Arc::clone(&decided_on);
-    let target = s.clone();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let tally = |commits| {
+        Box::new(Tally {
+            stream: s.clone(),
+            seen: Arc::clone(&seen),
+            last: Version::ZERO,
+            commits,
+        })
+    };
     let appended = store
-        .read_then_commit(
-            &s,
-            Version::new(2),
-            Box::new(move |events| {
-                let last = events.last().map_or(Version::ZERO, |e| e.version);
-                *seen.lock().expect("lock") = events.iter().map(n_of).collect();
-                Some(crate::store::Commit::new(
-                    target,
-                    ExpectedVersion::Exact(last),
-                    vec![event("e", 4)],
-                ))
-            }),
-        )
+        .read_then_commit(&s, Version::new(2), tally(true))
         .await
         .expect("read_then_commit")
         .expect("it committed");
     assert_eq!(
-        *decided_on.lock().expect("lock"),
-        [2, 3],
+        *seen.lock().expect("lock"),
+        [(2, Version::new(2)), (3, Version::new(3))],
         "the decision sees the events from `from`"
     );
     assert_eq!(appended.version, Version::new(4));
     let nothing = store
-        .read_then_commit(&s, Version::START, Box::new(|_| None))
+        .read_then_commit(&s, Version::START, tally(false))
         .await
         .expect("read_then_commit");
     assert_eq!(nothing, None);
@@ -652,6 +678,68 @@ pub async fn read_then_commit_decides_on_the_stream(store: Arc<dyn Storage>) {
         4,
         "declining wrote nothing"
     );
+}
+
+/// `visit_stream` hands over the same events as `read_stream`, in order, and stops when the
+/// visitor breaks.
+pub async fn visit_stream_reads_what_read_stream_reads(store: Arc<dyn Storage>) {
+    let s = stream("visited");
+    store
+        .append(&s, ExpectedVersion::NoStream, events("e", 1, 5))
+        .await
+        .expect("append");
+    let read = store.read_stream(&s, Version::new(2)).await.expect("read");
+    let mut visited = Vec::new();
+    store
+        .visit_stream(&s, Version::new(2), &mut |e| {
+            visited.push((
+                e.stream.clone(),
+                e.version,
+                e.position,
+                e.event_type.to_owned(),
+                e.schema_version,
+                e.payload.to_owned(),
+            ));
+            std::ops::ControlFlow::Continue(())
+        })
+        .await
+        .expect("visit");
+    let expected: Vec<_> = read
+        .iter()
+        .map(|e| {
+            (
+                e.stream.clone(),
+                e.version,
+                e.position,
+                e.event_type.clone(),
+                e.schema_version,
+                e.payload.as_str().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(visited, expected);
+    let mut taken = 0;
+    store
+        .visit_stream(&s, Version::START, &mut |_| {
+            taken += 1;
+            if taken == 2 {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        })
+        .await
+        .expect("visit");
+    assert_eq!(taken, 2, "a break stops the read");
+    let mut none = 0;
+    store
+        .visit_stream(&stream("missing"), Version::START, &mut |_| {
+            none += 1;
+            std::ops::ControlFlow::Continue(())
+        })
+        .await
+        .expect("visit");
+    assert_eq!(none, 0, "a missing stream visits nothing");
 }
 
 /// `last_committed` names the newest committed event, is never behind `head`, and `head`
