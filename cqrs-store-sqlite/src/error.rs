@@ -62,12 +62,12 @@ pub(crate) fn headers_text(headers: &Headers) -> Option<String> {
 
 /// Stored headers back.
 pub(crate) fn headers(
-    text: Option<String>,
+    text: Option<&str>,
     position: Option<Position>,
 ) -> Result<Headers, StoreError> {
     match text {
         None => Ok(Headers::new()),
-        Some(t) => serde_json::from_str(&t).map_err(|e| StoreError::Corrupt {
+        Some(t) => serde_json::from_str(t).map_err(|e| StoreError::Corrupt {
             position,
             what: format!("headers are not a JSON object of strings: {e}"),
         }),

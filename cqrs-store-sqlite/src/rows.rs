@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 
 use cqrs_core::{
-    Appended, CommandRecord, Commit, EventView, Json, Metadata, Outcome, Position, RecordedEvent,
-    ScheduledCommand, StoreError, StreamId, Version,
+    Appended, CommandRecord, Commit, EventView, Headers, Json, Metadata, Outcome, Position,
+    RecordedEvent, ScheduledCommand, StoreError, StreamId, Version,
 };
 use rusqlite::{Connection, Row, params};
 
@@ -19,10 +19,12 @@ use crate::writer::WriteError;
 pub(crate) const EVENT_COLUMNS: &str = "e.position, e.stream, e.version, e.event_type, e.schema_version, e.payload, \
      e.event_id, e.correlation_id, e.causation_id, e.command_id, e.recorded_at, e.headers";
 
-/// Turns event rows into [`RecordedEvent`]s, sharing one `StreamId` per stream.
+/// Turns event rows into [`RecordedEvent`]s, sharing one `StreamId` per stream and parsing
+/// a run of identical headers (one user's commands, say) once.
 #[derive(Default)]
 pub(crate) struct EventRows {
     streams: HashMap<Box<str>, StreamId>,
+    last_headers: Option<(String, Headers)>,
 }
 
 impl EventRows {
@@ -67,7 +69,7 @@ impl EventRows {
             causation_id: blob_uuid(row, 8, at)?,
             command_id: blob_uuid(row, 9, at)?,
             recorded_at: from_micros(row.get(10).map_err(backend)?, at)?,
-            headers: headers(row.get(11).map_err(backend)?, at)?,
+            headers: self.headers(text_or_null(row, 11, at)?, at)?,
         };
         Ok(RecordedEvent {
             stream,
@@ -134,6 +136,37 @@ pub(crate) fn visit_stream(
     Ok(last)
 }
 
+impl EventRows {
+    fn headers(&mut self, text: Option<&str>, at: Option<Position>) -> Result<Headers, StoreError> {
+        let Some(text) = text else {
+            return Ok(Headers::new());
+        };
+        if let Some((last, parsed)) = &self.last_headers
+            && last == text
+        {
+            return Ok(parsed.clone());
+        }
+        let parsed = headers(Some(text), at)?;
+        self.last_headers = Some((text.to_owned(), parsed.clone()));
+        Ok(parsed)
+    }
+}
+
+/// An optional text column, borrowed from the row.
+fn text_or_null<'r>(
+    row: &'r Row<'_>,
+    column: usize,
+    at: Option<Position>,
+) -> Result<Option<&'r str>, StoreError> {
+    row.get_ref(column)
+        .map_err(backend)?
+        .as_str_or_null()
+        .map_err(|e| StoreError::Corrupt {
+            position: at,
+            what: format!("column {column}: {e}"),
+        })
+}
+
 /// An optional UUID column, read without allocating.
 fn blob_uuid(
     row: &Row<'_>,
@@ -174,7 +207,7 @@ pub(crate) fn command_record(row: &Row<'_>) -> Result<(u64, CommandRecord), Stor
             correlation_id: opt_uuid(row.get(5).map_err(backend)?, None)?,
             causation_id: opt_uuid(row.get(6).map_err(backend)?, None)?,
             recorded_at: from_micros(row.get(7).map_err(backend)?, None)?,
-            headers: headers(row.get(8).map_err(backend)?, None)?,
+            headers: headers(text_or_null(row, 8, None)?, None)?,
             outcome: serde_json::from_str::<Outcome>(&outcome)
                 .map_err(|e| corrupt(e.to_string()))?,
         },
@@ -340,7 +373,7 @@ pub(crate) fn scheduled(row: &Row<'_>) -> Result<ScheduledCommand, StoreError> {
             payload: Json::from_stored(payload),
             correlation_id: opt_uuid(row.get(4).map_err(backend)?, None)?,
             causation_id: opt_uuid(row.get(5).map_err(backend)?, None)?,
-            headers: headers(row.get(6).map_err(backend)?, None)?,
+            headers: headers(text_or_null(row, 6, None)?, None)?,
         },
         due_at: from_micros(row.get(7).map_err(backend)?, None)?,
         attempts: u32::try_from(row.get::<_, i64>(8).map_err(backend)?).unwrap_or(u32::MAX),

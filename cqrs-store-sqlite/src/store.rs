@@ -437,7 +437,8 @@ impl EventReader for SqliteEventStore {
                 .map_err(backend)?;
             let mut rows = select.query(params![from, limit]).map_err(backend)?;
             let mut decoder = EventRows::default();
-            let mut events = Vec::new();
+            // A page of the log is usually full: one allocation instead of a dozen doublings.
+            let mut events = Vec::with_capacity(usize::try_from(limit).unwrap_or(0).min(10_000));
             while let Some(row) = rows.next().map_err(backend)? {
                 events.push(decoder.read(row)?);
             }
