@@ -148,7 +148,9 @@ pub use crate::projection::{
     Checkpointed, EventHandler, MemoryProjection, Projection, ProjectionError, ProjectionHandle,
     ProjectionRunner, ProjectionStatus, RunnerStopped,
 };
-pub use crate::repository::{CommandError, Handled, LoadError, Loaded, Repository, SnapshotPolicy};
+pub use crate::repository::{
+    CommandError, Handled, LoadError, Loaded, Repository, SnapshotError, SnapshotPolicy,
+};
 pub use crate::store::memory::InMemoryEventStore;
 pub use crate::store::{
     Appended, BatchStream, CheckpointStore, Commit, Decide, Decision, EventReader, EventStore,

@@ -327,6 +327,36 @@ impl<A: Aggregate> Repository<A> {
         self
     }
 
+    /// Snapshots the aggregate `id` now, whatever the policy says: before a long-lived
+    /// aggregate's next burst of commands, say, or after an upgrade that changed
+    /// [`Aggregate::SNAPSHOT_VERSION`] (older snapshots are ignored until a new one is taken).
+    ///
+    /// Returns the version snapshotted, or `None` if the aggregate does not exist. A repository
+    /// loads from snapshots only if it was given [`Repository::with_snapshots`].
+    ///
+    /// # Errors
+    ///
+    /// [`SnapshotError`] if the aggregate cannot be loaded, its state does not serialize, or
+    /// the store fails.
+    pub async fn snapshot_now(&self, id: &A::Id) -> Result<Option<Version>, SnapshotError>
+    where
+        A: Serialize,
+    {
+        let loaded = self.load(id).await?;
+        let Some(state) = loaded.state else {
+            return Ok(None);
+        };
+        let snapshot = Snapshot {
+            stream: loaded.stream,
+            version: loaded.version,
+            schema_version: A::SNAPSHOT_VERSION,
+            state: Json::encode(&state).map_err(SnapshotError::Encode)?,
+            taken_at: self.clock.now(),
+        };
+        self.storage.save_snapshot(snapshot).await?;
+        Ok(Some(loaded.version))
+    }
+
     /// The storage this repository works on.
     #[must_use]
     pub fn storage(&self) -> &Arc<dyn Storage> {
@@ -960,6 +990,21 @@ pub enum LoadError {
         source: ApplyError,
     },
     /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why [`Repository::snapshot_now`] took no snapshot.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    /// The aggregate could not be loaded.
+    #[error("cannot load the aggregate")]
+    Load(#[from] LoadError),
+    /// The state does not serialize.
+    #[error("the state does not serialize")]
+    Encode(#[source] serde_json::Error),
+    /// The store failed to save it.
     #[error(transparent)]
     Store(#[from] StoreError),
 }

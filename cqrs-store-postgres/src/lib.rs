@@ -47,4 +47,6 @@ pub mod testing;
 pub use sqlx;
 
 pub use crate::projection::{PostgresProjection, Transactional};
-pub use crate::store::{MAX_EVENTS_PER_TRANSACTION, PostgresEventStore, PostgresOptions};
+pub use crate::store::{
+    MAX_EVENTS_PER_TRANSACTION, PostgresEventStore, PostgresOptions, SynchronousCommit,
+};

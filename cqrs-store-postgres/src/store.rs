@@ -11,7 +11,7 @@ use cqrs_core::{
     ScheduledCommand, Snapshot, SnapshotStore, StoreError, StreamId, SubscriptionOptions, Version,
     subscription,
 };
-use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -32,14 +32,21 @@ use crate::sql::{COMMAND_COLUMNS, Sql};
 /// use std::time::Duration;
 /// use cqrs_store_postgres::PostgresOptions;
 ///
-/// let options = PostgresOptions::default().with_schema("billing").with_max_connections(32);
+/// use cqrs_store_postgres::SynchronousCommit;
+///
+/// let options = PostgresOptions::default()
+///     .with_schema("billing")
+///     .with_max_connections(32)
+///     .with_synchronous_commit(SynchronousCommit::Off);
 /// assert_eq!(options.schema(), "billing");
+/// assert_eq!(options.synchronous_commit(), Some(SynchronousCommit::Off));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostgresOptions {
     schema: String,
     max_connections: u32,
     poll_interval: Duration,
+    synchronous_commit: Option<SynchronousCommit>,
 }
 
 impl Default for PostgresOptions {
@@ -48,6 +55,45 @@ impl Default for PostgresOptions {
             schema: "cqrs".to_owned(),
             max_connections: 16,
             poll_interval: Duration::from_millis(500),
+            synchronous_commit: None,
+        }
+    }
+}
+
+/// When PostgreSQL answers a commit: its `synchronous_commit` setting, for the connections
+/// the store opens.
+///
+/// The store answers an append once PostgreSQL has answered its commit, so this is also when
+/// an append is acknowledged. Positions, gap safety and the order of the log are the same at
+/// every setting: only what a crash can take away changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SynchronousCommit {
+    /// After the commit is flushed to this server's log and, with synchronous standbys, to
+    /// theirs: an acknowledged append survives a crash of the server or its machine.
+    On,
+    /// Before the commit is flushed: the last commits of up to three times
+    /// `wal_writer_delay` (600 ms by default) may be lost if the server crashes, never part
+    /// of one and never out of order. Each commit then skips a sync of the log.
+    Off,
+    /// After this server's log is flushed, without waiting for synchronous standbys.
+    Local,
+    /// After synchronous standbys have written (not flushed) the commit.
+    RemoteWrite,
+    /// After synchronous standbys have applied the commit, so their readers see it.
+    RemoteApply,
+}
+
+impl SynchronousCommit {
+    /// The setting's value as PostgreSQL spells it.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::On => "on",
+            Self::Off => "off",
+            Self::Local => "local",
+            Self::RemoteWrite => "remote_write",
+            Self::RemoteApply => "remote_apply",
         }
     }
 }
@@ -76,10 +122,25 @@ impl PostgresOptions {
         self
     }
 
+    /// Sets `synchronous_commit` on every connection the store opens (default: the server's
+    /// setting, `on` unless configured otherwise). A pool handed to
+    /// [`PostgresEventStore::from_pool`] keeps its own settings.
+    #[must_use]
+    pub fn with_synchronous_commit(mut self, setting: SynchronousCommit) -> Self {
+        self.synchronous_commit = Some(setting);
+        self
+    }
+
     /// The schema the store's tables live in.
     #[must_use]
     pub fn schema(&self) -> &str {
         &self.schema
+    }
+
+    /// The `synchronous_commit` the store sets, if any.
+    #[must_use]
+    pub fn synchronous_commit(&self) -> Option<SynchronousCommit> {
+        self.synchronous_commit
     }
 }
 
@@ -166,10 +227,14 @@ impl PostgresEventStore {
         // No ping before handing out a connection: it would add a round trip to every query.
         // A connection that died is found by the query that uses it, which fails with a
         // backend error the caller can retry; the pool then drops it.
+        let mut connect: PgConnectOptions = url.parse().map_err(backend)?;
+        if let Some(setting) = options.synchronous_commit {
+            connect = connect.options([("synchronous_commit", setting.as_str())]);
+        }
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .test_before_acquire(false)
-            .connect(url)
+            .connect_with(connect)
             .await
             .map_err(backend)?;
         Self::from_pool(pool, options).await

@@ -47,14 +47,21 @@ pub enum Durability {
 /// ```
 /// use cqrs_store_sqlite::{Durability, SqliteOptions};
 ///
-/// let options = SqliteOptions::default().with_durability(Durability::Normal).with_readers(8);
+/// let options = SqliteOptions::default()
+///     .with_durability(Durability::Normal)
+///     .with_readers(8)
+///     .with_cache_size(64_000)
+///     .with_mmap_size(256 << 20);
 /// assert_eq!(options.durability(), Durability::Normal);
+/// assert_eq!(options.mmap_size(), 256 << 20);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SqliteOptions {
     durability: Durability,
     readers: usize,
     busy_timeout: Duration,
+    cache_kib: u32,
+    mmap_bytes: u64,
 }
 
 impl Default for SqliteOptions {
@@ -63,6 +70,8 @@ impl Default for SqliteOptions {
             durability: Durability::Full,
             readers: 4,
             busy_timeout: Duration::from_secs(5),
+            cache_kib: 16_000,
+            mmap_bytes: 0,
         }
     }
 }
@@ -89,10 +98,47 @@ impl SqliteOptions {
         self
     }
 
+    /// Gives each connection (the writer's and every reader's) a page cache of `kib`
+    /// kibibytes (default 16,000, about 16 MB; SQLite's own default is 2 MB).
+    ///
+    /// A larger cache keeps more of the log's index and of hot streams in the process, so loads
+    /// and the writer's version checks touch the file less; it costs that much memory per open
+    /// connection (the writer plus up to [`SqliteOptions::with_readers`] readers).
+    #[must_use]
+    pub fn with_cache_size(mut self, kib: u32) -> Self {
+        self.cache_kib = kib;
+        self
+    }
+
+    /// Lets each connection read the file through a memory map of up to `bytes` (default 0:
+    /// no map, every page is copied in by a `read` call).
+    ///
+    /// A map spares reads the copy into SQLite's cache and the system call, which shows in
+    /// whole-log reads and replays; the mapped pages count towards the process's memory as the
+    /// operating system sees it, and an I/O error on the file then arrives as a signal instead
+    /// of an error (SQLite's documentation: "memory-mapped I/O"). 256 MiB is a common choice.
+    #[must_use]
+    pub fn with_mmap_size(mut self, bytes: u64) -> Self {
+        self.mmap_bytes = bytes;
+        self
+    }
+
     /// The durability.
     #[must_use]
     pub fn durability(&self) -> Durability {
         self.durability
+    }
+
+    /// The page cache of each connection, in kibibytes.
+    #[must_use]
+    pub fn cache_size(&self) -> u32 {
+        self.cache_kib
+    }
+
+    /// The most of the file each connection maps into memory, in bytes.
+    #[must_use]
+    pub fn mmap_size(&self) -> u64 {
+        self.mmap_bytes
     }
 }
 
@@ -379,7 +425,9 @@ fn configure(conn: &Connection, options: SqliteOptions, writer: bool) -> Result<
         Durability::Normal => "NORMAL",
     };
     conn.execute_batch(&format!(
-        "PRAGMA synchronous = {synchronous}; PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16000;"
+        "PRAGMA synchronous = {synchronous}; PRAGMA temp_store = MEMORY; \
+         PRAGMA cache_size = -{}; PRAGMA mmap_size = {};",
+        options.cache_kib, options.mmap_bytes
     ))
     .map_err(backend)?;
     conn.set_prepared_statement_cache_capacity(64);

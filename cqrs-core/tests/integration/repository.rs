@@ -144,6 +144,49 @@ async fn a_cached_aggregate_is_not_read_again() {
 }
 
 #[tokio::test]
+async fn an_aggregate_is_snapshotted_on_request() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let seats = Repository::<Seats>::new(store.clone())
+        .with_snapshots(cqrs_core::SnapshotPolicy::every(1_000));
+    let conference = "snapped".to_owned();
+    seats
+        .handle(&conference, SeatsCommand::Add { quantity: 10 })
+        .await
+        .unwrap();
+    let order = "o1".to_owned();
+    seats
+        .handle(&conference, SeatsCommand::Reserve { order, seats: 3 })
+        .await
+        .unwrap();
+    let stream = StreamId::new("seats-snapped").unwrap();
+    let snapshots = || {
+        cqrs_core::SnapshotStore::load_snapshot(
+            &*store,
+            &stream,
+            <Seats as cqrs_core::Aggregate>::SNAPSHOT_VERSION,
+        )
+    };
+    assert!(snapshots().await.unwrap().is_none(), "the policy took none");
+    assert_eq!(
+        seats.snapshot_now(&conference).await.unwrap(),
+        Some(Version::new(2))
+    );
+    let snapshot = snapshots().await.unwrap().expect("taken");
+    assert_eq!(snapshot.version, Version::new(2));
+    let state: Seats = snapshot.state.decode().unwrap();
+    assert_eq!(state.available, 7);
+    assert_eq!(
+        seats.load(&conference).await.unwrap().version,
+        Version::new(2)
+    );
+    assert_eq!(
+        seats.snapshot_now(&"nothing".to_owned()).await.unwrap(),
+        None,
+        "an aggregate that does not exist has nothing to snapshot"
+    );
+}
+
+#[tokio::test]
 async fn a_cached_state_still_sees_what_others_wrote() {
     let store = Arc::new(InMemoryEventStore::new());
     let cached = Repository::<Seats>::new(store.clone()).with_cache(8);

@@ -93,3 +93,36 @@ async fn a_schema_from_a_newer_version_is_refused_and_a_bad_name_is_invalid() {
         assert!(matches!(err, StoreError::Invalid(_)), "{bad:?}: {err:?}");
     }
 }
+
+#[tokio::test]
+async fn synchronous_commit_is_set_on_the_stores_connections() {
+    let Some(server) = server(Durability::Durable) else {
+        return;
+    };
+    let url = server.fresh_database().await;
+    let setting = |store: PostgresEventStore| async move {
+        let mut shown = Vec::new();
+        // Every connection the pool opens, not only the first.
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            let mut conn = store.pool().acquire().await.unwrap();
+            let value: String = cqrs_store_postgres::sqlx::query_scalar("SHOW synchronous_commit")
+                .fetch_one(&mut *conn)
+                .await
+                .unwrap();
+            shown.push(value);
+            held.push(conn);
+        }
+        shown
+    };
+    let relaxed = PostgresEventStore::connect_with(
+        &url,
+        PostgresOptions::default()
+            .with_synchronous_commit(cqrs_store_postgres::SynchronousCommit::Off),
+    )
+    .await
+    .unwrap();
+    assert_eq!(setting(relaxed).await, ["off", "off", "off"]);
+    let default = PostgresEventStore::connect(&url).await.unwrap();
+    assert_eq!(setting(default).await, ["on", "on", "on"], "the server's");
+}
