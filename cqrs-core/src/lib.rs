@@ -156,7 +156,7 @@ pub use crate::store::{
     Appended, BatchStream, CheckpointStore, Commit, Decide, Decision, EventReader, EventStore,
     EventStream, LogCursor, LogEntry, LogQuery, LoggedMessage, MessageKind, MessageLog,
     ProcessSave, ProcessState, ProcessStore, ReadBatch, ScheduleStore, ScheduledCommand, Snapshot,
-    SnapshotStore, Storage, StoreError, check_headers, check_type_name,
+    SnapshotStore, Storage, StoreError, check_headers, check_type_name, visit_by_reading,
 };
 pub use crate::subscription::{CommitNotifier, SubscriptionOptions, subscription};
 pub use crate::upcast::{

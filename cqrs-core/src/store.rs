@@ -82,12 +82,7 @@ pub trait EventReader: Send + Sync + 'static {
         from: Version,
         visit: &mut (dyn for<'e> FnMut(EventView<'e>) -> ControlFlow<()> + Send),
     ) -> Result<(), StoreError> {
-        for event in self.read_stream(stream, from).await? {
-            if visit(event.view()).is_break() {
-                break;
-            }
-        }
-        Ok(())
+        visit_by_reading(self, stream, from, visit).await
     }
 
     /// Reads up to `limit` events of the global log from position `from` on.
@@ -356,6 +351,26 @@ pub trait EventStore: EventReader {
         }
         Ok(appended)
     }
+}
+
+/// [`EventReader::visit_stream`] as its default does it: [`EventReader::read_stream`], then
+/// each event viewed. For stores that decode from their rows only on some paths.
+///
+/// # Errors
+///
+/// As [`EventReader::read_stream`].
+pub async fn visit_by_reading<R: EventReader + ?Sized>(
+    reader: &R,
+    stream: &StreamId,
+    from: Version,
+    visit: &mut (dyn for<'e> FnMut(EventView<'e>) -> ControlFlow<()> + Send),
+) -> Result<(), StoreError> {
+    for event in reader.read_stream(stream, from).await? {
+        if visit(event.view()).is_break() {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// A decision over a stream's events, as [`EventStore::read_then_commit`] runs it: it is

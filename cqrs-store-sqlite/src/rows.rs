@@ -47,16 +47,9 @@ impl EventRows {
             }
         };
         let version = Version::new(unsigned(row.get(2).map_err(backend)?, "version", at)?);
-        let event_type: String = row.get(3).map_err(backend)?;
-        let schema_version: i64 = row.get(4).map_err(backend)?;
-        let schema_version = u16::try_from(schema_version)
-            .map_err(|_| corrupt(format!("schema version {schema_version}")))?;
-        // Read the text in place and copy it once, straight into the shared payload.
-        let payload = row
-            .get_ref(5)
-            .map_err(backend)?
-            .as_str()
-            .map_err(|e| corrupt(format!("payload is not text: {e}")))?;
+        // Read the texts in place and copy the payload once, straight into the shared payload.
+        let (event_type, schema_version, payload) = typed_payload(row, 3, at)?;
+        let event_type = event_type.to_owned();
         let payload = Json::from_stored(payload);
         let event_id = row
             .get_ref(6)
@@ -105,21 +98,8 @@ pub(crate) fn visit_stream(
     while let Some(row) = rows.next().map_err(backend)? {
         let position = Position::new(unsigned(row.get(0).map_err(backend)?, "position", None)?);
         let at = Some(position);
-        let corrupt = |what: String| StoreError::Corrupt { position: at, what };
         let version = Version::new(unsigned(row.get(1).map_err(backend)?, "version", at)?);
-        let event_type = row
-            .get_ref(2)
-            .map_err(backend)?
-            .as_str()
-            .map_err(|e| corrupt(format!("event type: {e}")))?;
-        let schema_version: i64 = row.get(3).map_err(backend)?;
-        let schema_version = u16::try_from(schema_version)
-            .map_err(|_| corrupt(format!("schema version {schema_version}")))?;
-        let payload = row
-            .get_ref(4)
-            .map_err(backend)?
-            .as_str()
-            .map_err(|e| corrupt(format!("payload is not text: {e}")))?;
+        let (event_type, schema_version, payload) = typed_payload(row, 2, at)?;
         last = Some(version);
         let event = EventView {
             stream,
@@ -150,6 +130,29 @@ impl EventRows {
         self.last_headers = Some((text.to_owned(), parsed.clone()));
         Ok(parsed)
     }
+}
+
+/// The type name, schema version and payload in the three columns from `first`, borrowed.
+fn typed_payload<'r>(
+    row: &'r Row<'_>,
+    first: usize,
+    at: Option<Position>,
+) -> Result<(&'r str, u16, &'r str), StoreError> {
+    let corrupt = |what: String| StoreError::Corrupt { position: at, what };
+    let event_type = row
+        .get_ref(first)
+        .map_err(backend)?
+        .as_str()
+        .map_err(|e| corrupt(format!("event type: {e}")))?;
+    let schema_version: i64 = row.get(first + 1).map_err(backend)?;
+    let schema_version = u16::try_from(schema_version)
+        .map_err(|_| corrupt(format!("schema version {schema_version}")))?;
+    let payload = row
+        .get_ref(first + 2)
+        .map_err(backend)?
+        .as_str()
+        .map_err(|e| corrupt(format!("payload is not text: {e}")))?;
+    Ok((event_type, schema_version, payload))
 }
 
 /// An optional text column, borrowed from the row.

@@ -458,14 +458,7 @@ impl EventReader for SqliteEventStore {
             Some(pool) if on_multi_thread_runtime() => tokio::task::block_in_place(|| {
                 pool.run(|conn| rows::visit_stream(conn, stream, from, visit).map(|_| ()))
             }),
-            _ => {
-                for event in self.read_stream(stream, from).await? {
-                    if visit(event.view()).is_break() {
-                        break;
-                    }
-                }
-                Ok(())
-            }
+            _ => cqrs_core::visit_by_reading(self, stream, from, visit).await,
         }
     }
 
