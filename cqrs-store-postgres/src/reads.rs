@@ -1,14 +1,15 @@
 //! Reading streams: concurrent `read_stream` calls share a round trip when the server is busy.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use cqrs_core::{RecordedEvent, StoreError, StreamId, Version};
+use cqrs_core::{EventView, RecordedEvent, StoreError, StreamId, Version};
 use sqlx::{AssertSqlSafe, PgPool, Row};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::error::{backend, signed};
-use crate::rows::EventRows;
+use crate::rows::{EventRows, fold_columns};
 use crate::sql::Sql;
 
 /// How many stream reads may be at the server at once before newcomers wait and share one.
@@ -76,6 +77,45 @@ impl Reader {
             })
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Hands `stream`'s events from `from` on to `visit`, as a fold reads them: with a free
+    /// slot, by a query of the fold's columns only; with none, through a shared read.
+    pub(crate) async fn visit_stream(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        visit: &mut (dyn for<'e> FnMut(EventView<'e>) -> ControlFlow<()> + Send),
+    ) -> Result<(), StoreError> {
+        let Ok(_slot) = self.slots.try_acquire() else {
+            for event in self.read_stream(stream, from).await? {
+                if visit(event.view()).is_break() {
+                    break;
+                }
+            }
+            return Ok(());
+        };
+        let rows = sqlx::query(AssertSqlSafe(self.sql.visit_stream.clone()))
+            .bind(stream.as_str())
+            .bind(signed(from.get())?)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        for row in &rows {
+            let (position, _, version, event_type, schema_version, payload) = fold_columns(row, 0)?;
+            let event = EventView {
+                stream,
+                version,
+                position,
+                event_type,
+                schema_version,
+                payload,
+            };
+            if visit(event).is_break() {
+                break;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -30,30 +30,26 @@ impl EventRows {
 
     pub(crate) fn read(&mut self, row: &PgRow) -> Result<RecordedEvent, StoreError> {
         let c = self.first;
-        let position: i64 = row.try_get(c).map_err(backend)?;
-        let position = Position::new(unsigned(position, "position", None)?);
+        let (position, name, version, event_type, schema_version, payload) = fold_columns(row, c)?;
         let at = Some(position);
-        let corrupt = |what: String| StoreError::Corrupt { position: at, what };
-        let name: &str = row.try_get(c + 1).map_err(backend)?;
         let stream = match self.streams.get(name) {
             Some(s) => s.clone(),
             None => {
-                let s = StreamId::new(name).map_err(|e| corrupt(e.to_string()))?;
+                let s = StreamId::new(name).map_err(|e| StoreError::Corrupt {
+                    position: at,
+                    what: e.to_string(),
+                })?;
                 self.streams.insert(name.to_owned(), s.clone());
                 s
             }
         };
-        let version: i64 = row.try_get(c + 2).map_err(backend)?;
-        let schema_version: i32 = row.try_get(c + 4).map_err(backend)?;
-        let payload: &str = row.try_get(c + 5).map_err(backend)?;
         let headers: Option<&str> = row.try_get(c + 11).map_err(backend)?;
         Ok(RecordedEvent {
             stream,
-            version: Version::new(unsigned(version, "version", at)?),
+            version,
             position,
-            event_type: row.try_get(c + 3).map_err(backend)?,
-            schema_version: u16::try_from(schema_version)
-                .map_err(|_| corrupt(format!("schema version {schema_version}")))?,
+            event_type: event_type.to_owned(),
+            schema_version,
             payload: Json::from_stored(payload),
             metadata: Metadata {
                 event_id: row.try_get(c + 6).map_err(backend)?,
@@ -65,6 +61,31 @@ impl EventRows {
             },
         })
     }
+}
+
+/// The event columns up to the payload, from column `c`: position, stream name, version, type,
+/// schema version and payload, borrowed from the row.
+pub(crate) fn fold_columns(
+    row: &PgRow,
+    c: usize,
+) -> Result<(Position, &str, Version, &str, u16, &str), StoreError> {
+    let position: i64 = row.try_get(c).map_err(backend)?;
+    let position = Position::new(unsigned(position, "position", None)?);
+    let at = Some(position);
+    let version: i64 = row.try_get(c + 2).map_err(backend)?;
+    let schema_version: i32 = row.try_get(c + 4).map_err(backend)?;
+    let schema_version = u16::try_from(schema_version).map_err(|_| StoreError::Corrupt {
+        position: at,
+        what: format!("schema version {schema_version}"),
+    })?;
+    Ok((
+        position,
+        row.try_get(c + 1).map_err(backend)?,
+        Version::new(unsigned(version, "version", at)?),
+        row.try_get(c + 3).map_err(backend)?,
+        schema_version,
+        row.try_get(c + 5).map_err(backend)?,
+    ))
 }
 
 /// Headers as stored: `NULL` when empty, a JSON object otherwise.

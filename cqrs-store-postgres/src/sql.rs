@@ -6,6 +6,9 @@ use std::sync::Arc;
 const EVENT_COLUMNS: &str = "position, stream, version, event_type, schema_version, payload::text, event_id, \
      correlation_id, causation_id, command_id, recorded_at, headers::text";
 
+/// The first event columns, up to the payload: what a fold reads ([`crate::rows::fold_columns`]).
+const FOLD_COLUMNS: &str = "position, stream, version, event_type, schema_version, payload::text";
+
 /// Positions below this are final: every transaction that could still write one has ended.
 const HORIZON: &str = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 16)";
 
@@ -16,6 +19,7 @@ pub(crate) struct Sql {
     pub(crate) append_many: Arc<str>,
     pub(crate) stream_version: Arc<str>,
     pub(crate) read_stream: Arc<str>,
+    pub(crate) visit_stream: Arc<str>,
     pub(crate) read_streams: Arc<str>,
     pub(crate) read_all: Arc<str>,
     pub(crate) read_filtered: Arc<str>,
@@ -75,6 +79,10 @@ impl Sql {
             )),
             read_stream: q(format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events WHERE stream = $1 AND version >= $2 ORDER BY version"
+            )),
+            // What a fold reads: the event columns up to the payload, no metadata.
+            visit_stream: q(format!(
+                "SELECT {FOLD_COLUMNS} FROM {s}.events WHERE stream = $1 AND version >= $2 ORDER BY version"
             )),
             // Several stream reads at once, each row led by its read's (1-based) index. The
             // lateral subquery keeps the only plan an index lookup per read.

@@ -1,4 +1,5 @@
 use std::fmt;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -6,10 +7,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_core::{
     Appended, BatchStream, CheckpointStore, CommandRecord, Commit, CommitNotifier, EventFilter,
-    EventReader, EventStore, ExpectedVersion, Json, LogEntry, LogQuery, MessageKind, MessageLog,
-    Position, ProcessSave, ProcessState, ProcessStore, ReadBatch, RecordedEvent, ScheduleStore,
-    ScheduledCommand, Snapshot, SnapshotStore, StoreError, StreamId, SubscriptionOptions, Version,
-    subscription,
+    EventReader, EventStore, EventView, ExpectedVersion, Json, LogEntry, LogQuery, MessageKind,
+    MessageLog, Position, ProcessSave, ProcessState, ProcessStore, ReadBatch, RecordedEvent,
+    ScheduleStore, ScheduledCommand, Snapshot, SnapshotStore, StoreError, StreamId,
+    SubscriptionOptions, Version, subscription,
 };
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
@@ -407,6 +408,17 @@ impl EventReader for PostgresEventStore {
         from: Version,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         self.inner.reader.read_stream(stream, from).await
+    }
+
+    /// Reads only the columns a fold needs while the server is quiet; shares a round trip
+    /// with other reads under load.
+    async fn visit_stream(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        visit: &mut (dyn for<'e> FnMut(EventView<'e>) -> ControlFlow<()> + Send),
+    ) -> Result<(), StoreError> {
+        self.inner.reader.visit_stream(stream, from, visit).await
     }
 
     async fn read_all(
