@@ -79,22 +79,24 @@ impl Reader {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Hands `stream`'s events from `from` on to `visit`, as a fold reads them: with a free
-    /// slot, by a query of the fold's columns only; with none, through a shared read.
-    pub(crate) async fn visit_stream(
+    /// Hands `stream`'s events from `from` on to `visit`, as a fold reads them, by a query of
+    /// the fold's columns only, if a slot is free; `None` (nothing read) if none is.
+    pub(crate) async fn visit_alone(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        visit: &mut (dyn for<'e> FnMut(EventView<'e>) -> ControlFlow<()> + Send),
+    ) -> Option<Result<(), StoreError>> {
+        let _slot = self.slots.try_acquire().ok()?;
+        Some(self.visit_columns(stream, from, visit).await)
+    }
+
+    async fn visit_columns(
         &self,
         stream: &StreamId,
         from: Version,
         visit: &mut (dyn for<'e> FnMut(EventView<'e>) -> ControlFlow<()> + Send),
     ) -> Result<(), StoreError> {
-        let Ok(_slot) = self.slots.try_acquire() else {
-            for event in self.read_stream(stream, from).await? {
-                if visit(event.view()).is_break() {
-                    break;
-                }
-            }
-            return Ok(());
-        };
         let rows = sqlx::query(AssertSqlSafe(self.sql.visit_stream.clone()))
             .bind(stream.as_str())
             .bind(signed(from.get())?)

@@ -418,7 +418,10 @@ impl EventReader for PostgresEventStore {
         from: Version,
         visit: &mut (dyn for<'e> FnMut(EventView<'e>) -> ControlFlow<()> + Send),
     ) -> Result<(), StoreError> {
-        self.inner.reader.visit_stream(stream, from, visit).await
+        match self.inner.reader.visit_alone(stream, from, visit).await {
+            Some(visited) => visited,
+            None => cqrs_core::visit_by_reading(self, stream, from, visit).await,
+        }
     }
 
     async fn read_all(
