@@ -131,6 +131,12 @@ fn append(c: &mut Criterion) {
             b.to_async(&rt)
                 .iter(|| open_account(&accounts, format!("seq{}", next())));
         });
+        // The same command from a repository that keeps no message log (what the opt-out buys).
+        let unlogged = accounts.clone().without_message_log();
+        group.bench_function("store_1_task_without_message_log", |b| {
+            b.to_async(&rt)
+                .iter(|| open_account(&unlogged, format!("unlogged{}", next())));
+        });
         group.bench_function("store_16_tasks", |b| {
             b.iter_custom(|iters| {
                 rt.block_on(in_parallel(iters, 16, &counter, {

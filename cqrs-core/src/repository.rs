@@ -161,6 +161,7 @@ pub struct Repository<A: Aggregate> {
     clock: Arc<dyn Clock>,
     snapshots: Option<SnapshotCodec<A>>,
     cache: Option<Arc<StateCache<A>>>,
+    log_commands: bool,
     max_attempts: u32,
     _aggregate: PhantomData<fn() -> A>,
 }
@@ -173,6 +174,7 @@ impl<A: Aggregate> Clone for Repository<A> {
             clock: Arc::clone(&self.clock),
             snapshots: self.snapshots.clone(),
             cache: self.cache.clone(),
+            log_commands: self.log_commands,
             max_attempts: self.max_attempts,
             _aggregate: PhantomData,
         }
@@ -187,6 +189,7 @@ impl<A: Aggregate> fmt::Debug for Repository<A> {
             .field("clock", &self.clock)
             .field("snapshots", &self.snapshots.as_ref().map(|s| s.policy))
             .field("cache", &self.cache.as_ref().map(|c| c.capacity))
+            .field("log_commands", &self.log_commands)
             .field("max_attempts", &self.max_attempts)
             .finish_non_exhaustive()
     }
@@ -240,6 +243,7 @@ impl<A: Aggregate> Repository<A> {
             clock: Arc::new(SystemClock),
             snapshots: None,
             cache: None,
+            log_commands: true,
             max_attempts: Self::DEFAULT_MAX_ATTEMPTS,
             _aggregate: PhantomData,
         }
@@ -324,6 +328,20 @@ impl<A: Aggregate> Repository<A> {
     #[must_use]
     pub fn with_cache(mut self, capacity: usize) -> Self {
         self.cache = Some(Arc::new(StateCache::new(capacity)));
+        self
+    }
+
+    /// Stops recording this repository's commands in the message log: for a hot path that
+    /// cannot afford the record's write (one more row and index entry per command; figures in
+    /// `docs/benchmarks-notes.md`).
+    ///
+    /// What is given up: a command id handled before is **executed again** (the record is what
+    /// recognises it), the message log shows the events but not the commands or their
+    /// rejections, and a rejected command leaves no trace. Events still carry the command id as
+    /// their causation and command id. The default records every command.
+    #[must_use]
+    pub fn without_message_log(mut self) -> Self {
+        self.log_commands = false;
         self
     }
 
@@ -538,6 +556,7 @@ impl<A: Aggregate> Repository<A> {
                 context: context.clone(),
                 now: self.clock.now(),
                 upcasters: self.upcasters.clone(),
+                log_command: self.log_commands,
                 outcome: Arc::clone(&slot),
             });
             let span = tracing::debug_span!("cqrs.store.read_then_commit", stream = %stream, from = base_version.next().get());
@@ -851,6 +870,8 @@ struct Attempt<A: Aggregate> {
     context: CommandContext,
     now: chrono::DateTime<chrono::Utc>,
     upcasters: Upcasters,
+    /// Whether the commit records the command in the message log.
+    log_command: bool,
     /// Where the outcome goes, for the caller.
     outcome: Arc<Mutex<Option<Outcomes<A>>>>,
 }
@@ -907,6 +928,7 @@ impl<A: Aggregate> Attempt<A> {
         // Committing at the loaded version makes the decision (a rejection too) stand only if it
         // was made on the latest state.
         let expected = ExpectedVersion::Exact(version);
+        let log_command = self.log_command;
         match A::handle(state.as_ref(), &self.id, self.command) {
             Err(rejection) => {
                 let outcome = Outcome::Rejected {
@@ -914,8 +936,10 @@ impl<A: Aggregate> Attempt<A> {
                         .map_err(|e| CommandError::Encode(MessageError::Payload(e)))?,
                     message: rejection.to_string(),
                 };
-                let commit =
-                    Commit::new(stream.clone(), expected, Vec::new()).with_command(record(outcome));
+                let commit = with_record(
+                    Commit::new(stream.clone(), expected, Vec::new()),
+                    log_command.then(|| record(outcome)),
+                );
                 Ok((
                     commit,
                     Decided {
@@ -952,8 +976,10 @@ impl<A: Aggregate> Attempt<A> {
                     version: version.add(count),
                     events: count,
                 };
-                let commit =
-                    Commit::new(stream.clone(), expected, new_events).with_command(record(outcome));
+                let commit = with_record(
+                    Commit::new(stream.clone(), expected, new_events),
+                    log_command.then(|| record(outcome)),
+                );
                 Ok((
                     commit,
                     Decided {
@@ -965,6 +991,14 @@ impl<A: Aggregate> Attempt<A> {
                 ))
             }
         }
+    }
+}
+
+/// `commit` with the command's `record`, if the repository keeps one.
+fn with_record(commit: Commit, record: Option<CommandRecord>) -> Commit {
+    match record {
+        Some(record) => commit.with_command(record),
+        None => commit,
     }
 }
 

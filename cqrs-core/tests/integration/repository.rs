@@ -144,6 +144,58 @@ async fn a_cached_aggregate_is_not_read_again() {
 }
 
 #[tokio::test]
+async fn a_repository_without_a_message_log_records_no_commands() {
+    let store = Arc::new(InMemoryEventStore::new());
+    let seats = Repository::<Seats>::new(store.clone()).without_message_log();
+    let conference = "unlogged".to_owned();
+    let id = uuid::Uuid::now_v7();
+    let add = || SeatsCommand::Add { quantity: 5 };
+    let first = seats
+        .handle_with(
+            &conference,
+            add(),
+            CommandContext::new().with_command_id(id),
+        )
+        .await
+        .unwrap();
+    // Without its record the id is not recognised: the command runs again (what is given up).
+    let again = seats
+        .handle_with(
+            &conference,
+            add(),
+            CommandContext::new().with_command_id(id),
+        )
+        .await
+        .unwrap();
+    assert!(!again.replayed);
+    assert_eq!(
+        (first.version, again.version),
+        (Version::new(1), Version::new(2))
+    );
+    assert_eq!(
+        cqrs_core::MessageLog::find_command(&*store, id)
+            .await
+            .unwrap(),
+        None
+    );
+    let order = "too-many".to_owned();
+    let refused = seats
+        .handle(&conference, SeatsCommand::Reserve { order, seats: 11 })
+        .await
+        .unwrap_err();
+    assert!(refused.is_rejected());
+    let logged = cqrs_core::MessageLog::query_log(&*store, &cqrs_core::LogQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(logged.len(), 2, "the two events, no command: {logged:?}");
+    let events = store
+        .read_stream(&StreamId::new("seats-unlogged").unwrap(), Version::START)
+        .await
+        .unwrap();
+    assert!(events.iter().all(|e| e.metadata.command_id == Some(id)));
+}
+
+#[tokio::test]
 async fn an_aggregate_is_snapshotted_on_request() {
     let store = Arc::new(InMemoryEventStore::new());
     let seats = Repository::<Seats>::new(store.clone())
