@@ -226,7 +226,6 @@ fn upcasting(c: &mut Criterion) {
 
 fn memory(c: &mut Criterion) {
     let rt = benches::runtime();
-    let store = InMemoryEventStore::new();
     let raw = RawMemory::new();
     let payload = deposit_payload();
     let counter = AtomicU64::new(0);
@@ -238,14 +237,24 @@ fn memory(c: &mut Criterion) {
             b.iter(|| raw.append_new(&format!("raw-{}", next()), *size, &payload));
         });
         group.bench_with_input(BenchmarkId::new("store", size), &size, |b, size| {
-            b.to_async(&rt).iter(|| {
-                benches::append_new_stream(&store, format!("account-{}", next()), *size, &payload)
+            // A fresh store per sample: a full run appends millions of realistic events.
+            b.iter_custom(|iters| {
+                let store = InMemoryEventStore::new();
+                rt.block_on(async {
+                    let started = std::time::Instant::now();
+                    for _ in 0..iters {
+                        let stream = format!("account-{}", next());
+                        benches::append_new_stream(&store, stream, *size, &payload).await;
+                    }
+                    started.elapsed()
+                })
             });
         });
     }
     group.finish();
     let raw = Arc::new(raw);
-    let accounts = Repository::<Account>::new(Arc::new(store.clone()));
+    // A fresh store per sample, as above.
+    let fresh = || Repository::<Account>::new(Arc::new(InMemoryEventStore::new()));
     let open = cqrs_core::encode_message(&AccountEvent::opened())
         .expect("encode")
         .1;
@@ -255,8 +264,16 @@ fn memory(c: &mut Criterion) {
         b.iter(|| raw.command(&format!("raw-{}", next()), open.as_str()));
     });
     group.bench_function("store_1_task", |b| {
-        b.to_async(&rt)
-            .iter(|| benches::open_account(&accounts, format!("seq{}", next())));
+        b.iter_custom(|iters| {
+            let accounts = fresh();
+            rt.block_on(async {
+                let started = std::time::Instant::now();
+                for _ in 0..iters {
+                    benches::open_account(&accounts, format!("seq{}", next())).await;
+                }
+                started.elapsed()
+            })
+        });
     });
     group.bench_function("raw_16_tasks", |b| {
         b.iter_custom(|iters| {
@@ -272,7 +289,7 @@ fn memory(c: &mut Criterion) {
     group.bench_function("store_16_tasks", |b| {
         b.iter_custom(|iters| {
             rt.block_on(benches::in_parallel(iters, 16, &counter, {
-                let accounts = accounts.clone();
+                let accounts = fresh();
                 move |n| {
                     let accounts = accounts.clone();
                     async move { benches::open_account(&accounts, format!("par{n}")).await }
