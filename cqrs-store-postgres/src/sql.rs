@@ -31,6 +31,8 @@ pub(crate) struct Sql {
     pub(crate) save_checkpoint: Arc<str>,
     pub(crate) delete_checkpoint: Arc<str>,
     pub(crate) find_command: Arc<str>,
+    pub(crate) log_commands: Arc<str>,
+    pub(crate) log_events: Arc<str>,
     pub(crate) insert_command: Arc<str>,
     pub(crate) schedule: Arc<str>,
     pub(crate) claim_due: Arc<str>,
@@ -51,6 +53,30 @@ pub(crate) const COMMAND_COLUMNS: &str = "sequence, command_id, command_type, ta
 
 /// The scheduled-command columns, in the order [`crate::rows::scheduled`] reads them.
 pub(crate) const SCHEDULED_COLUMNS: &str = "id, target, command_type, payload::text, correlation_id, causation_id, headers::text, due_at, attempts";
+
+/// How a message-log query begins: one snapshot for its two `SELECT`s, so a commit shows whole
+/// or not at all. The log shows what is committed; it does not wait for the gap-safety horizon,
+/// which orders deliveries by position, while the log is ordered by time.
+pub(crate) const LOG_SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+
+/// A message-log query's criteria over one table: $1 types, $2 streams, $3 correlation ids,
+/// $4 since, $5 until, $6..$8 the cursor to continue after (`kind` is the table's place in
+/// log order, 0 for commands), $9 (bound but used by the caller) the limit.
+fn log_criteria(
+    type_column: &str,
+    stream_column: &str,
+    kind: i32,
+    sequence_column: &str,
+) -> String {
+    format!(
+        "(cardinality($1::text[]) = 0 OR {type_column} = ANY($1))
+         AND (cardinality($2::text[]) = 0 OR {stream_column} = ANY($2))
+         AND (cardinality($3::uuid[]) = 0 OR correlation_id = ANY($3))
+         AND ($4::timestamptz IS NULL OR recorded_at >= $4)
+         AND ($5::timestamptz IS NULL OR recorded_at < $5)
+         AND ($6::timestamptz IS NULL OR (recorded_at, {kind}, {sequence_column}) > ($6, $7::int, $8::bigint))"
+    )
+}
 
 impl Sql {
     /// The statements for `schema` (already checked to be a plain identifier).
@@ -126,6 +152,16 @@ impl Sql {
             )),
             delete_checkpoint: q(format!("DELETE FROM {s}.checkpoints WHERE name = $1")),
             find_command: q(format!("SELECT {COMMAND_COLUMNS} FROM {s}.commands WHERE command_id = $1")),
+            // The message log: both run in one snapshot (see `LOG_SNAPSHOT`), with one set of
+            // criteria bound by `store::bind_log`.
+            log_commands: q(format!(
+                "SELECT {COMMAND_COLUMNS} FROM {s}.commands WHERE {} ORDER BY recorded_at, sequence LIMIT $9",
+                log_criteria("command_type", "target", 0, "sequence")
+            )),
+            log_events: q(format!(
+                "SELECT {EVENT_COLUMNS} FROM {s}.events WHERE {} ORDER BY recorded_at, position LIMIT $9",
+                log_criteria("event_type", "stream", 1, "position")
+            )),
             insert_command: q(format!(
                 "INSERT INTO {s}.commands (command_id, command_type, target, payload, correlation_id, causation_id,
                      recorded_at, headers, outcome)

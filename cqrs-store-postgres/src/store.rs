@@ -23,7 +23,7 @@ use crate::error::{backend, signed, unique_violation, unsigned};
 use crate::reads::Reader;
 use crate::rows::{EventRows, command_record, headers_text, scheduled};
 use crate::schema;
-use crate::sql::{COMMAND_COLUMNS, Sql};
+use crate::sql::{LOG_SNAPSHOT, Sql};
 
 /// How to connect a [`PostgresEventStore`].
 ///
@@ -645,11 +645,11 @@ impl MessageLog for PostgresEventStore {
     }
 
     async fn query_log(&self, query: &LogQuery) -> Result<Vec<LogEntry>, StoreError> {
-        let schema = &self.inner.sql.schema;
+        let sql = &self.inner.sql;
         let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
         let types: Vec<&str> = query.types.iter().map(String::as_str).collect();
         let streams: Vec<&str> = query.streams.iter().map(StreamId::as_str).collect();
-        let (after_time, after_kind, after_sequence) = match query.after {
+        let after = match query.after {
             Some(a) => (
                 Some(a.recorded_at),
                 i32::from(a.kind == MessageKind::Event),
@@ -657,38 +657,23 @@ impl MessageLog for PostgresEventStore {
             ),
             None => (None, 0, 0),
         };
-        // One set of criteria for both tables: $1 types, $2 streams, $3 correlation ids,
-        // $4 since, $5 until, $6..$8 the cursor to continue after, $9 the limit.
-        let criteria = |type_column: &str,
-                        stream_column: &str,
-                        kind: i32,
-                        sequence_column: &str| {
-            format!(
-                "(cardinality($1::text[]) = 0 OR {type_column} = ANY($1))
-                 AND (cardinality($2::text[]) = 0 OR {stream_column} = ANY($2))
-                 AND (cardinality($3::uuid[]) = 0 OR correlation_id = ANY($3))
-                 AND ($4::timestamptz IS NULL OR recorded_at >= $4)
-                 AND ($5::timestamptz IS NULL OR recorded_at < $5)
-                 AND ($6::timestamptz IS NULL OR (recorded_at, {kind}, {sequence_column}) > ($6, $7::int, $8::bigint))"
-            )
-        };
+        let mut snapshot = self
+            .inner
+            .pool
+            .begin_with(LOG_SNAPSHOT)
+            .await
+            .map_err(backend)?;
         let mut entries = Vec::new();
         if query.kind != Some(MessageKind::Event) {
-            let sql = format!(
-                "SELECT {COMMAND_COLUMNS} FROM {schema}.commands WHERE {} ORDER BY recorded_at, sequence LIMIT $9",
-                criteria("command_type", "target", 0, "sequence")
-            );
             let rows = bind_log(
-                sqlx::query(AssertSqlSafe(sql)),
+                sqlx::query(AssertSqlSafe(sql.log_commands.clone())),
                 &types,
                 &streams,
                 query,
-                after_time,
-                after_kind,
-                after_sequence,
+                after,
                 limit,
             )
-            .fetch_all(&self.inner.pool)
+            .fetch_all(&mut *snapshot)
             .await
             .map_err(backend)?;
             for row in &rows {
@@ -697,25 +682,15 @@ impl MessageLog for PostgresEventStore {
             }
         }
         if query.kind != Some(MessageKind::Command) {
-            let sql = format!(
-                "SELECT position, stream, version, event_type, schema_version, payload::text, event_id, correlation_id,
-                     causation_id, command_id, recorded_at, headers::text
-                 FROM {schema}.events
-                 WHERE position < (pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 16) AND {}
-                 ORDER BY recorded_at, position LIMIT $9",
-                criteria("event_type", "stream", 1, "position")
-            );
             let rows = bind_log(
-                sqlx::query(AssertSqlSafe(sql)),
+                sqlx::query(AssertSqlSafe(sql.log_events.clone())),
                 &types,
                 &streams,
                 query,
-                after_time,
-                after_kind,
-                after_sequence,
+                after,
                 limit,
             )
-            .fetch_all(&self.inner.pool)
+            .fetch_all(&mut *snapshot)
             .await
             .map_err(backend)?;
             let mut decoder = EventRows::new(0);
@@ -723,22 +698,18 @@ impl MessageLog for PostgresEventStore {
                 entries.push(LogEntry::event(decoder.read(row)?));
             }
         }
+        snapshot.commit().await.map_err(backend)?;
         Ok(query.finish(entries))
     }
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the nine parameters of a log query"
-)]
+/// Binds a log query's nine parameters (see `sql::log_criteria`).
 fn bind_log<'q>(
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     types: &'q [&'q str],
     streams: &'q [&'q str],
     log: &'q LogQuery,
-    after_time: Option<DateTime<Utc>>,
-    after_kind: i32,
-    after_sequence: i64,
+    (after_time, after_kind, after_sequence): (Option<DateTime<Utc>>, i32, i64),
     limit: i64,
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
     query

@@ -845,6 +845,15 @@ impl MessageLog for SqliteEventStore {
 fn query_log(conn: &Connection, query: &LogQuery) -> Result<Vec<LogEntry>, StoreError> {
     let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
     let mut entries = Vec::new();
+    // Commands and events are two SELECTs: one read transaction gives them one snapshot, so a
+    // commit is seen whole or not at all (never a record without its events, or the reverse).
+    // On the writer's connection (an in-memory store) the read is already inside its
+    // transaction.
+    let snapshot = if conn.is_autocommit() {
+        Some(conn.unchecked_transaction().map_err(backend)?)
+    } else {
+        None
+    };
     if query.kind != Some(MessageKind::Event) {
         let mut sql = format!("SELECT {COMMAND_COLUMNS} FROM cqrs_commands WHERE 1 = 1");
         let args = log_conditions(
@@ -886,6 +895,9 @@ fn query_log(conn: &Connection, query: &LogQuery) -> Result<Vec<LogEntry>, Store
         while let Some(row) = rows.next().map_err(backend)? {
             entries.push(LogEntry::event(decoder.read(row)?));
         }
+    }
+    if let Some(snapshot) = snapshot {
+        snapshot.finish().map_err(backend)?;
     }
     Ok(query.finish(entries))
 }

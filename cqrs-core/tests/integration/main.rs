@@ -6,6 +6,8 @@
 mod domain;
 /// Store migration: copy-transform, prelude, checkpoints, refusal, resume after errors and kills.
 mod migrate;
+/// The conformance suite against stores with planted bugs: each fails a named case in time.
+mod planted;
 /// Process managers, the outbox and durable timeouts, across restarts and redeliveries.
 mod processes;
 /// Projections: catch-up, live following, rebuilds, retries after errors, blue/green keys.

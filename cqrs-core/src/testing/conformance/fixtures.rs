@@ -9,9 +9,10 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, ApplyError};
+use crate::command::CommandEnvelope;
 use crate::event::{Json, Metadata, NewEvent, RecordedEvent, StreamId};
 use crate::message::DomainEvent;
-use crate::store::EventStream;
+use crate::store::{EventStream, ScheduledCommand};
 
 /// How long a case waits for something that should happen at once before failing.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(20);
@@ -75,8 +76,10 @@ pub(crate) async fn take(subscription: &mut EventStream, count: usize) -> Vec<Re
 
 /// Asserts that a subscription has nothing more to deliver right now.
 pub(crate) async fn assert_quiet(subscription: &mut EventStream) {
-    if let Ok(item) = tokio::time::timeout(Duration::from_millis(200), subscription.next()).await {
-        panic!("the subscription delivered more than was appended: {item:?}");
+    match tokio::time::timeout(Duration::from_millis(200), subscription.next()).await {
+        Err(_) => {}
+        Ok(Some(item)) => panic!("the subscription delivered more than was appended: {item:?}"),
+        Ok(None) => panic!("the subscription ended; it should wait for more"),
     }
 }
 
@@ -160,7 +163,7 @@ impl Aggregate for Tally {
 /// Waits until readers of the global log see everything up to `position`: at once in most
 /// stores; in PostgreSQL, once every transaction that began before the append has ended.
 pub(crate) async fn settle(
-    store: &dyn crate::store::Storage,
+    store: &dyn crate::store::EventReader,
     position: Option<crate::version::Position>,
 ) {
     let Some(position) = position else { return };
@@ -175,12 +178,37 @@ pub(crate) async fn settle(
 }
 
 /// [`settle`]s on the last event of each of `streams`.
-pub(crate) async fn settle_streams(store: &dyn crate::store::Storage, streams: &[StreamId]) {
+pub(crate) async fn settle_streams(store: &dyn crate::store::EventReader, streams: &[StreamId]) {
     for stream in streams {
         let events = store
             .read_stream(stream, crate::version::Version::START)
             .await
             .expect("read_stream");
         settle(store, events.last().map(|e| e.position)).await;
+    }
+}
+
+/// A scheduled `order.expire` on `target`, due `minutes` after the base time.
+pub(crate) fn scheduled(target: &StreamId, minutes: i64) -> ScheduledCommand {
+    ScheduledCommand {
+        command: CommandEnvelope {
+            id: Uuid::new_v4(),
+            target: target.clone(),
+            command_type: "order.expire".into(),
+            payload: Json::from(json!({ "minutes": minutes })),
+            correlation_id: Some(Uuid::new_v4()),
+            causation_id: Some(Uuid::new_v4()),
+            headers: [("h".to_owned(), "✓".to_owned())].into(),
+        },
+        due_at: at(minutes),
+        attempts: 0,
+    }
+}
+
+/// `command` as a claim returns it, on its `attempts`th attempt.
+pub(crate) fn attempt(command: &ScheduledCommand, attempts: u32) -> ScheduledCommand {
+    ScheduledCommand {
+        attempts,
+        ..command.clone()
     }
 }

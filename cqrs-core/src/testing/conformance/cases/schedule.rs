@@ -1,42 +1,17 @@
+//! Group `schedule`: scheduled commands, claims and leases.
+
 use std::sync::Arc;
 
 use chrono::Duration;
-use serde_json::json;
 use uuid::Uuid;
 
-use crate::command::{CommandEnvelope, CommandRecord, Outcome};
-use crate::event::{Json, StreamId};
-use crate::store::{ProcessSave, ScheduledCommand, Storage, StoreError};
-use crate::testing::conformance::fixtures::{at, stream};
-use crate::version::{ExpectedVersion, Position, Version};
-
-fn scheduled(target: &StreamId, minutes: i64) -> ScheduledCommand {
-    ScheduledCommand {
-        command: CommandEnvelope {
-            id: Uuid::new_v4(),
-            target: target.clone(),
-            command_type: "order.expire".into(),
-            payload: Json::from(json!({ "minutes": minutes })),
-            correlation_id: Some(Uuid::new_v4()),
-            causation_id: Some(Uuid::new_v4()),
-            headers: [("h".to_owned(), "✓".to_owned())].into(),
-        },
-        due_at: at(minutes),
-        attempts: 0,
-    }
-}
-
-fn attempt(command: &ScheduledCommand, attempts: u32) -> ScheduledCommand {
-    ScheduledCommand {
-        attempts,
-        ..command.clone()
-    }
-}
+use crate::store::ScheduleStore;
+use crate::testing::conformance::fixtures::{at, attempt, scheduled, stream};
 
 /// Scheduled commands become claimable at their due time, earliest first; a claim hides them
 /// for the lease; an unfinished claim comes back when the lease ends; completing removes them;
 /// scheduling an id twice keeps one.
-pub async fn scheduled_commands_fire_when_due_and_once_claimed(store: Arc<dyn Storage>) {
+pub async fn scheduled_commands_fire_when_due_and_once_claimed(store: Arc<dyn ScheduleStore>) {
     let target = stream("order");
     let (a, b, c) = (
         scheduled(&target, 1),
@@ -134,192 +109,122 @@ pub async fn scheduled_commands_fire_when_due_and_once_claimed(store: Arc<dyn St
         .expect("completing an unknown id is fine");
 }
 
-/// A process instance's state, its outbox and the command it handled commit together or not
-/// at all; versions guard concurrent saves.
-pub async fn process_state_and_outbox_commit_together(store: Arc<dyn Storage>) {
-    let id = stream("registration");
+/// Claims take the earliest due first, to the microsecond, whatever order the commands were
+/// scheduled in and however the limit cuts them; due times come back as scheduled, cut to the
+/// microsecond.
+pub async fn claims_come_earliest_due_first(store: Arc<dyn ScheduleStore>) {
     let target = stream("order");
-    assert_eq!(store.load_process(&id).await.expect("load"), None);
-    let save = |expected: u64,
-                outbox: Vec<ScheduledCommand>,
-                handled: Option<CommandRecord>,
-                completed: bool| ProcessSave {
-        id: id.clone(),
-        expected: Version::new(expected),
-        state: Json::from(json!({ "state": "awaiting", "n": expected })),
-        completed,
-        last_position: Position::new(expected + 7),
-        outbox,
-        handled,
-        saved_at: at(i64::try_from(expected).expect("small")),
-    };
-    let (first, second) = (scheduled(&target, 0), scheduled(&target, 15));
-    store
-        .save_process(save(0, vec![first.clone(), second.clone()], None, false))
-        .await
-        .expect("first save");
-    let loaded = store.load_process(&id).await.expect("load").expect("saved");
-    assert_eq!(loaded.version, Version::new(1));
-    assert_eq!(
-        loaded.state.to_value().expect("valid"),
-        json!({ "state": "awaiting", "n": 0 })
-    );
-    assert_eq!(
-        (loaded.completed, loaded.last_position, loaded.updated_at),
-        (false, Position::new(7), at(0))
-    );
-    assert_eq!(
-        store
-            .claim_due(at(0), 10, Duration::seconds(30))
-            .await
-            .expect("claim"),
-        [attempt(&first, 1)],
-        "the outbox is scheduled"
-    );
-    store
-        .complete_scheduled(&[first.command.id])
-        .await
-        .expect("complete");
-
-    let lost = store
-        .save_process(save(0, vec![scheduled(&target, 0)], None, false))
-        .await
-        .expect_err("stale save");
-    match lost {
-        StoreError::Conflict {
-            stream,
-            expected,
-            actual,
-        } => {
-            assert_eq!(
-                (stream, expected, actual),
-                (
-                    id.clone(),
-                    ExpectedVersion::Exact(Version::ZERO),
-                    Version::new(1)
-                )
-            );
-        }
-        other => panic!("expected a conflict, got {other:?}"),
+    // 30 commands due a few microseconds apart (some with nanoseconds the store drops),
+    // scheduled in a scrambled order, in two calls.
+    let mut commands: Vec<_> = (0..30_i64)
+        .map(|i| {
+            let mut c = scheduled(&target, 0);
+            c.due_at +=
+                Duration::microseconds((i * 7) % 30) + Duration::nanoseconds(i * 13 % 1_000);
+            c
+        })
+        .collect();
+    let (first, second) = commands.split_at(17);
+    store.schedule(second.to_vec()).await.expect("schedule");
+    store.schedule(first.to_vec()).await.expect("schedule");
+    for c in &mut commands {
+        c.due_at =
+            c.due_at - Duration::nanoseconds(i64::from(c.due_at.timestamp_subsec_nanos() % 1_000));
     }
+    commands.sort_by_key(|c| c.due_at);
+    assert_eq!(
+        store.next_due().await.expect("next_due"),
+        Some(commands[0].due_at),
+        "next_due is the earliest due time, cut to the microsecond"
+    );
+    let mut claimed = Vec::new();
+    for limit in [1, 4, 7, 100] {
+        let batch = store
+            .claim_due(at(1), limit, Duration::minutes(5))
+            .await
+            .expect("claim");
+        assert!(
+            batch.len() <= limit,
+            "a claim of {limit} returned {}",
+            batch.len()
+        );
+        claimed.extend(batch);
+    }
+    let due: Vec<_> = claimed.iter().map(|c| c.due_at).collect();
+    let want: Vec<_> = commands.iter().map(|c| c.due_at).collect();
+    assert_eq!(
+        due, want,
+        "claims come earliest due first, across claims and within each"
+    );
+    let ids: std::collections::HashSet<Uuid> = claimed.iter().map(|c| c.command.id).collect();
+    assert_eq!(ids.len(), commands.len(), "every command is claimed once");
+    assert!(claimed.iter().all(|c| c.attempts == 1));
+}
+
+/// Scheduling an id that is already scheduled changes nothing: not its due time, not its
+/// payload, not a claim in progress (it stays hidden for its lease) nor its attempts. An outbox
+/// delivered twice must not fire a command twice or early.
+pub async fn scheduling_an_id_again_changes_nothing(store: Arc<dyn ScheduleStore>) {
+    let target = stream("order");
+    let original = scheduled(&target, 5);
+    store
+        .schedule(vec![original.clone()])
+        .await
+        .expect("schedule");
+    let mut earlier = scheduled(&target, 1);
+    earlier.command.id = original.command.id;
+    store
+        .schedule(vec![earlier.clone()])
+        .await
+        .expect("scheduling the id again is not an error");
+    assert_eq!(
+        store.next_due().await.expect("next_due"),
+        Some(at(5)),
+        "a second schedule of an id moved its due time"
+    );
     assert!(
         store
-            .claim_due(at(1), 10, Duration::seconds(30))
+            .claim_due(at(2), 10, Duration::minutes(1))
             .await
             .expect("claim")
             .is_empty(),
-        "a failed save scheduled its outbox"
+        "a second schedule of an id made it due early"
     );
-
-    let timeout = CommandRecord::from_envelope(
-        &second.command,
-        at(15),
-        Outcome::Accepted {
-            version: Version::new(2),
-            events: 0,
-        },
-    );
-    store
-        .save_process(save(1, Vec::new(), Some(timeout.clone()), true))
-        .await
-        .expect("save handling a timeout");
-    assert_eq!(
-        store.find_command(second.command.id).await.expect("find"),
-        Some(timeout.clone()),
-        "the handled command is recorded"
-    );
-    let dup = store
-        .save_process(save(2, vec![scheduled(&target, 0)], Some(timeout), true))
-        .await
-        .expect_err("duplicate");
-    assert!(dup.is_duplicate_command(), "got {dup:?}");
-    let loaded = store.load_process(&id).await.expect("load").expect("saved");
-    assert_eq!(
-        (loaded.version, loaded.completed),
-        (Version::new(2), true),
-        "a duplicate save changed the instance"
-    );
-}
-
-/// Every process instance and every scheduled command not completed can be listed, in id
-/// order and by pages, so that a store can be copied.
-pub async fn processes_and_schedules_can_be_listed(store: Arc<dyn Storage>) {
-    let target = stream("order");
-    let mut ids = Vec::new();
-    let mut commands = Vec::new();
-    for (n, name) in ["registration-b", "registration-a", "registration-c"]
-        .into_iter()
-        .enumerate()
-    {
-        let id = StreamId::new(name).expect("id");
-        let outbox = vec![scheduled(&target, i64::try_from(n).expect("small"))];
-        commands.extend(outbox.clone());
-        store
-            .save_process(ProcessSave {
-                id: id.clone(),
-                expected: Version::ZERO,
-                state: Json::from(json!({ "n": n })),
-                completed: n == 2,
-                last_position: Position::new(10 + n as u64),
-                outbox,
-                handled: None,
-                saved_at: at(0),
-            })
-            .await
-            .expect("save");
-        ids.push(id);
-    }
-    let page = store.list_processes(None, 2).await.expect("list");
-    let names: Vec<&str> = page.iter().map(|p| p.id.as_str()).collect();
-    assert_eq!(
-        names,
-        ["registration-a", "registration-b"],
-        "by id, a page at a time"
-    );
-    assert_eq!(
-        page[0],
-        store
-            .load_process(&page[0].id)
-            .await
-            .expect("load")
-            .expect("saved")
-    );
-    let rest = store
-        .list_processes(Some(&page[1].id), 10)
-        .await
-        .expect("list");
-    assert_eq!(rest.len(), 1);
-    assert_eq!(rest[0].id.as_str(), "registration-c");
-    assert!(rest[0].completed);
-    assert_eq!(rest[0].last_position, Position::new(12));
-
-    commands.sort_by_key(|c| c.command.id);
-    assert_eq!(
-        store.list_scheduled(None, 10).await.expect("list"),
-        commands
-    );
-    let first = store.list_scheduled(None, 1).await.expect("list");
-    let after = store
-        .list_scheduled(Some(first[0].command.id), 10)
-        .await
-        .expect("list");
-    assert_eq!(after, commands[1..], "by id, a page at a time");
-    // Claimed ones are still listed (with their attempts); completed ones are not.
     let claimed = store
-        .claim_due(at(0), 1, Duration::seconds(30))
+        .claim_due(at(5), 10, Duration::minutes(1))
         .await
         .expect("claim");
-    assert_eq!(claimed.len(), 1);
-    let listed = store.list_scheduled(None, 10).await.expect("list");
-    assert_eq!(listed.len(), 3);
-    assert!(
-        listed
-            .iter()
-            .any(|c| c.command.id == claimed[0].command.id && c.attempts == 1)
+    assert_eq!(
+        claimed,
+        [attempt(&original, 1)],
+        "the first schedule stands"
     );
+
     store
-        .complete_scheduled(&[claimed[0].command.id])
+        .schedule(vec![original.clone()])
         .await
-        .expect("complete");
-    assert_eq!(store.list_scheduled(None, 10).await.expect("list").len(), 2);
+        .expect("schedule while claimed");
+    assert!(
+        store
+            .claim_due(at(5) + Duration::seconds(30), 10, Duration::minutes(1))
+            .await
+            .expect("claim")
+            .is_empty(),
+        "scheduling a claimed id again ended its lease"
+    );
+    let listed = store.list_scheduled(None, 10).await.expect("list");
+    assert_eq!(
+        listed.iter().map(|c| c.attempts).collect::<Vec<_>>(),
+        [1],
+        "scheduling a claimed id again reset its attempts"
+    );
+    let retried = store
+        .claim_due(at(5) + Duration::minutes(2), 10, Duration::minutes(1))
+        .await
+        .expect("claim");
+    assert_eq!(
+        retried,
+        [attempt(&original, 2)],
+        "after the lease, the second attempt"
+    );
 }

@@ -3,14 +3,9 @@ use std::sync::Arc;
 
 use tokio::sync::Barrier;
 
-use chrono::Duration;
-use serde_json::json;
-use uuid::Uuid;
-
-use crate::command::CommandEnvelope;
-use crate::event::{EventFilter, Json};
-use crate::store::{ProcessSave, ScheduledCommand, Storage, StoreError};
-use crate::testing::conformance::fixtures::{at, event, n_of, settle, stream, take};
+use crate::event::EventFilter;
+use crate::store::{EventStore, StoreError};
+use crate::testing::conformance::fixtures::{event, n_of, settle, stream, take};
 use crate::version::{ExpectedVersion, Position, Version};
 
 const WRITERS: usize = 16;
@@ -18,7 +13,7 @@ const WRITERS: usize = 16;
 /// Sixteen writers race on one stream: at one expected version exactly one wins; appending
 /// in turns by retrying on conflicts, every event lands once, versions stay dense and each
 /// writer's events keep their order.
-pub async fn concurrent_writers_on_one_stream(store: Arc<dyn Storage>) {
+pub async fn concurrent_writers_on_one_stream(store: Arc<dyn EventStore>) {
     let s = stream("contended");
     let barrier = Arc::new(Barrier::new(WRITERS));
     let mut tasks = Vec::new();
@@ -110,7 +105,7 @@ pub async fn concurrent_writers_on_one_stream(store: Arc<dyn Storage>) {
 /// Writers on many streams (and some on a shared stream) append while a live subscriber
 /// follows the log: it must see every event exactly once, in increasing position order,
 /// consistent with each stream's versions, and exactly what `read_all` returns afterwards.
-pub async fn live_subscriber_sees_every_event_once_in_order(store: Arc<dyn Storage>) {
+pub async fn live_subscriber_sees_every_event_once_in_order(store: Arc<dyn EventStore>) {
     const BATCHES: u64 = 25;
     let shared = stream("shared");
     let total: usize = (0..WRITERS as u64)
@@ -186,94 +181,4 @@ pub async fn live_subscriber_sees_every_event_once_in_order(store: Arc<dyn Stora
         .await
         .expect("read_all");
     assert_eq!(stored, seen, "the subscriber saw exactly the log");
-}
-
-/// Concurrent dispatchers claiming due commands get disjoint sets, and together all of them;
-/// concurrent saves of one process instance at one version: exactly one wins.
-pub async fn concurrent_claims_and_process_saves_do_not_overlap(store: Arc<dyn Storage>) {
-    let target = stream("order");
-    let commands: Vec<ScheduledCommand> = (0..200)
-        .map(|i| ScheduledCommand {
-            command: CommandEnvelope {
-                id: Uuid::new_v4(),
-                target: target.clone(),
-                command_type: "order.expire".into(),
-                payload: Json::from(json!({ "i": i })),
-                correlation_id: None,
-                causation_id: None,
-                headers: Default::default(),
-            },
-            due_at: at(0),
-            attempts: 0,
-        })
-        .collect();
-    store.schedule(commands.clone()).await.expect("schedule");
-    let barrier = Arc::new(Barrier::new(8));
-    let claimers: Vec<_> = (0..8)
-        .map(|_| {
-            let (store, barrier) = (Arc::clone(&store), Arc::clone(&barrier));
-            tokio::spawn(async move {
-                barrier.wait().await;
-                let mut mine = Vec::new();
-                loop {
-                    let batch = store
-                        .claim_due(at(1), 7, Duration::minutes(5))
-                        .await
-                        .expect("claim");
-                    if batch.is_empty() {
-                        return mine;
-                    }
-                    mine.extend(batch.into_iter().map(|c| c.command.id));
-                }
-            })
-        })
-        .collect();
-    let mut claimed = Vec::new();
-    for claimer in claimers {
-        claimed.extend(claimer.await.expect("claimer"));
-    }
-    let unique: HashSet<Uuid> = claimed.iter().copied().collect();
-    assert_eq!(
-        unique.len(),
-        claimed.len(),
-        "a command was claimed twice within its lease"
-    );
-    assert_eq!(
-        unique,
-        commands.iter().map(|c| c.command.id).collect(),
-        "every due command was claimed"
-    );
-
-    let id = stream("registration");
-    let barrier = Arc::new(Barrier::new(WRITERS));
-    let savers: Vec<_> = (0..WRITERS)
-        .map(|w| {
-            let (store, barrier, id) = (Arc::clone(&store), Arc::clone(&barrier), id.clone());
-            tokio::spawn(async move {
-                barrier.wait().await;
-                store
-                    .save_process(ProcessSave {
-                        id,
-                        expected: Version::ZERO,
-                        state: Json::from(json!({ "writer": w })),
-                        completed: false,
-                        last_position: Position::new(1),
-                        outbox: Vec::new(),
-                        handled: None,
-                        saved_at: at(0),
-                    })
-                    .await
-            })
-        })
-        .collect();
-    let mut wins = 0;
-    for saver in savers {
-        match saver.await.expect("saver") {
-            Ok(()) => wins += 1,
-            Err(err) => assert!(err.is_conflict(), "expected a conflict, got {err:?}"),
-        }
-    }
-    assert_eq!(wins, 1, "exactly one save wins a version");
-    let saved = store.load_process(&id).await.expect("load").expect("saved");
-    assert_eq!(saved.version, Version::new(1));
 }

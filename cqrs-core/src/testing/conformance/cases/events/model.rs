@@ -5,7 +5,7 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use uuid::Uuid;
 
 use crate::event::StreamId;
-use crate::store::{Storage, StoreError};
+use crate::store::{EventStore, StoreError};
 use crate::testing::conformance::fixtures::{event, n_of, settle};
 use crate::version::{ExpectedVersion, Version};
 
@@ -52,7 +52,7 @@ fn op() -> impl Strategy<Value = Op> {
 /// agree with a plain model: a list of events per stream and one global list.
 ///
 /// Runs `PROPTEST_CASES` cases (32 by default) against the one store, each on fresh streams.
-pub async fn model_check(store: Arc<dyn Storage>) {
+pub async fn model_check(store: Arc<dyn EventStore>) {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -77,7 +77,7 @@ pub async fn model_check(store: Arc<dyn Storage>) {
     }
 }
 
-async fn check(store: Arc<dyn Storage>, ops: Vec<Op>) -> Result<(), TestCaseError> {
+async fn check(store: Arc<dyn EventStore>, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let case = Uuid::new_v4().simple().to_string();
     let streams: Vec<StreamId> = (0..STREAMS)
         .map(|i| StreamId::new(format!("model{i}-{case}")).expect("valid"))

@@ -1,13 +1,13 @@
 use std::sync::Arc;
 
 use crate::event::EventFilter;
-use crate::store::Storage;
+use crate::store::EventStore;
 use crate::testing::conformance::fixtures::{assert_quiet, event, events, n_of, stream, take};
 use crate::version::{ExpectedVersion, Position};
 
 /// A subscription first delivers what is stored, then what is appended later, woken by the
 /// store, in position order and without repeats.
-pub async fn subscription_catches_up_then_follows_live(store: Arc<dyn Storage>) {
+pub async fn subscription_catches_up_then_follows_live(store: Arc<dyn EventStore>) {
     let s = stream("seats");
     store
         .append(&s, ExpectedVersion::NoStream, events("seats.added", 1, 3))
@@ -46,7 +46,7 @@ pub async fn subscription_catches_up_then_follows_live(store: Arc<dyn Storage>) 
 
 /// A subscription starts at its `from` position and delivers only what passes its filter,
 /// before and after it catches up.
-pub async fn subscription_from_a_position_with_a_filter(store: Arc<dyn Storage>) {
+pub async fn subscription_from_a_position_with_a_filter(store: Arc<dyn EventStore>) {
     let (orders, seats) = (stream("order"), stream("seats"));
     let mut positions = Vec::new();
     for n in 1..=4 {

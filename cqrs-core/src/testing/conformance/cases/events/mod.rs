@@ -1,9 +1,19 @@
+//! Group `events`: appends, expected versions, reads, subscriptions, concurrency, and a model check.
+
+mod model;
+mod stress;
+mod subscriptions;
+
+pub use self::model::*;
+pub use self::stress::*;
+pub use self::subscriptions::*;
+
 use std::sync::Arc;
 
 use serde_json::json;
 
 use crate::event::{EventFilter, Json, NewEvent, RecordedEvent, StreamId};
-use crate::store::{Commit, Storage, StoreError};
+use crate::store::{Commit, EventStore, StoreError};
 use crate::testing::conformance::fixtures::{
     event, events, full_metadata, n_of, settle, settle_streams, stream,
 };
@@ -11,7 +21,7 @@ use crate::version::{ExpectedVersion, Position, Version};
 
 /// Every field of an event comes back as written: stream, versions from 1, increasing
 /// positions, type, schema version, payload and all metadata, from `read_stream` and `read_all`.
-pub async fn append_and_read_back_round_trips_every_field(store: Arc<dyn Storage>) {
+pub async fn append_and_read_back_round_trips_every_field(store: Arc<dyn EventStore>) {
     let s = stream("order");
     let first = NewEvent::new(
         "registration.order_placed",
@@ -80,7 +90,7 @@ fn assert_same_event(
 }
 
 /// A stream that was never written reads as empty, and `head` of an empty store is zero.
-pub async fn read_stream_of_missing_stream_is_empty(store: Arc<dyn Storage>) {
+pub async fn read_stream_of_missing_stream_is_empty(store: Arc<dyn EventStore>) {
     assert!(
         store
             .read_stream(&stream("nothing"), Version::START)
@@ -108,7 +118,7 @@ pub async fn read_stream_of_missing_stream_is_empty(store: Arc<dyn Storage>) {
 }
 
 /// `read_stream(from)` returns the events with version ≥ `from`, in order; zero reads all.
-pub async fn read_stream_from_version(store: Arc<dyn Storage>) {
+pub async fn read_stream_from_version(store: Arc<dyn EventStore>) {
     let s = stream("seats");
     store
         .append(&s, ExpectedVersion::NoStream, events("seats.added", 1, 5))
@@ -151,7 +161,7 @@ pub async fn read_stream_from_version(store: Arc<dyn Storage>) {
 
 /// `NoStream` succeeds on a new stream and conflicts, with the actual version, on one that has
 /// events.
-pub async fn no_stream_expectation(store: Arc<dyn Storage>) {
+pub async fn no_stream_expectation(store: Arc<dyn EventStore>) {
     let s = stream("order");
     store
         .append(&s, ExpectedVersion::NoStream, vec![event("e", 1)])
@@ -165,7 +175,7 @@ pub async fn no_stream_expectation(store: Arc<dyn Storage>) {
 }
 
 /// `Exact(v)` succeeds only at version `v`; `Exact(0)` means no stream.
-pub async fn exact_expectation(store: Arc<dyn Storage>) {
+pub async fn exact_expectation(store: Arc<dyn EventStore>) {
     let s = stream("order");
     let a = store
         .append(
@@ -228,7 +238,7 @@ pub async fn exact_expectation(store: Arc<dyn Storage>) {
 }
 
 /// `Any` appends whatever the version.
-pub async fn any_expectation_always_appends(store: Arc<dyn Storage>) {
+pub async fn any_expectation_always_appends(store: Arc<dyn EventStore>) {
     let s = stream("log");
     for n in 1..=3 {
         let a = store
@@ -240,7 +250,7 @@ pub async fn any_expectation_always_appends(store: Arc<dyn Storage>) {
 }
 
 /// A batch that conflicts writes nothing: not its first event, not a position.
-pub async fn conflicting_batch_writes_nothing(store: Arc<dyn Storage>) {
+pub async fn conflicting_batch_writes_nothing(store: Arc<dyn EventStore>) {
     let s = stream("order");
     let first = store
         .append(&s, ExpectedVersion::NoStream, vec![event("e", 1)])
@@ -290,7 +300,7 @@ pub async fn conflicting_batch_writes_nothing(store: Arc<dyn Storage>) {
 }
 
 /// An empty append checks the expectation and changes nothing.
-pub async fn empty_append_checks_the_expectation(store: Arc<dyn Storage>) {
+pub async fn empty_append_checks_the_expectation(store: Arc<dyn EventStore>) {
     let s = stream("order");
     let a = store
         .append(&s, ExpectedVersion::NoStream, Vec::new())
@@ -325,7 +335,7 @@ pub async fn empty_append_checks_the_expectation(store: Arc<dyn Storage>) {
 /// Commits that break a limit every store enforces are rejected whole: type names of 1 to
 /// 200 bytes without control characters, headers without empty names or NUL characters, a
 /// command record for the commit's own stream.
-pub async fn invalid_commits_are_rejected(store: Arc<dyn Storage>) {
+pub async fn invalid_commits_are_rejected(store: Arc<dyn EventStore>) {
     let s = stream("order");
     for bad in [String::new(), "x".repeat(201), "bad\u{0}name".to_owned()] {
         let err = store
@@ -390,7 +400,7 @@ pub async fn invalid_commits_are_rejected(store: Arc<dyn Storage>) {
 }
 
 /// A batch of 1,000 events and a 256 KiB payload round-trip.
-pub async fn large_batches_and_payloads_round_trip(store: Arc<dyn Storage>) {
+pub async fn large_batches_and_payloads_round_trip(store: Arc<dyn EventStore>) {
     let s = stream("bulk");
     store
         .append(&s, ExpectedVersion::NoStream, events("bulk.item", 1, 1000))
@@ -427,7 +437,7 @@ pub async fn large_batches_and_payloads_round_trip(store: Arc<dyn Storage>) {
 
 /// `read_all` returns events in position order, pages by `from` and `limit`, and agrees with
 /// `head`.
-pub async fn read_all_pages_in_global_order(store: Arc<dyn Storage>) {
+pub async fn read_all_pages_in_global_order(store: Arc<dyn EventStore>) {
     let streams = [stream("a"), stream("b"), stream("c")];
     let mut n = 0;
     for round in 0..10 {
@@ -496,7 +506,7 @@ pub async fn read_all_pages_in_global_order(store: Arc<dyn Storage>) {
 }
 
 /// `read_filtered` selects by type or category, reports where to continue, and ends.
-pub async fn read_filtered_selects_types_and_categories(store: Arc<dyn Storage>) {
+pub async fn read_filtered_selects_types_and_categories(store: Arc<dyn EventStore>) {
     let (orders, seats, other) = (stream("order"), stream("seats"), stream("payment"));
     for i in 0..12 {
         store
@@ -638,7 +648,7 @@ impl crate::store::Decision for Tally {
 
 /// `read_then_commit` hands the decision the stream's events from `from`, in order, commits
 /// what it returns, and writes nothing when it returns nothing.
-pub async fn read_then_commit_decides_on_the_stream(store: Arc<dyn Storage>) {
+pub async fn read_then_commit_decides_on_the_stream(store: Arc<dyn EventStore>) {
     let s = stream("tally");
     store
         .append(&s, ExpectedVersion::NoStream, events("e", 1, 3))
@@ -682,7 +692,7 @@ pub async fn read_then_commit_decides_on_the_stream(store: Arc<dyn Storage>) {
 
 /// `visit_stream` hands over the same events as `read_stream`, in order, and stops when the
 /// visitor breaks.
-pub async fn visit_stream_reads_what_read_stream_reads(store: Arc<dyn Storage>) {
+pub async fn visit_stream_reads_what_read_stream_reads(store: Arc<dyn EventStore>) {
     let s = stream("visited");
     store
         .append(&s, ExpectedVersion::NoStream, events("e", 1, 5))
@@ -744,7 +754,7 @@ pub async fn visit_stream_reads_what_read_stream_reads(store: Arc<dyn Storage>) 
 
 /// `last_committed` names the newest committed event, is never behind `head`, and `head`
 /// reaches it once older transactions have ended.
-pub async fn head_reaches_the_last_committed_position(store: Arc<dyn Storage>) {
+pub async fn head_reaches_the_last_committed_position(store: Arc<dyn EventStore>) {
     let mut newest = Position::ZERO;
     for n in 0..3 {
         let appended = store
@@ -772,7 +782,7 @@ pub async fn head_reaches_the_last_committed_position(store: Arc<dyn Storage>) {
 
 /// Commits given in order land in that order, each checked against its stream as the earlier
 /// ones left it; a refused one appends nothing of itself or of what follows it.
-pub async fn commits_in_order_keep_their_order(store: Arc<dyn Storage>) {
+pub async fn commits_in_order_keep_their_order(store: Arc<dyn EventStore>) {
     let (x, y, z) = (stream("order"), stream("seats"), stream("payment"));
     let appended = store
         .commit_in_order(vec![
@@ -842,4 +852,66 @@ pub async fn commits_in_order_keep_their_order(store: Arc<dyn Storage>) {
     // Stores that write the list in one transaction leave none of it; others keep the
     // commits before the refused one, whole.
     assert!([0, 2].contains(&read(z).await));
+}
+
+/// Event times keep their microseconds, whatever the instant: what is written with finer
+/// precision comes back cut (not rounded) to the microsecond, from every read.
+pub async fn timestamps_keep_microseconds(store: Arc<dyn EventStore>) {
+    use chrono::{DateTime, Utc};
+
+    let s = stream("clock");
+    let instants: Vec<DateTime<Utc>> = [
+        (0, 1_000),                   // the epoch's first microsecond
+        (1_767_225_600, 999_999_999), // a nanosecond before a second: not rounded up
+        (1_767_225_600, 123_456_789), // sub-microsecond digits dropped
+        (4_102_444_800, 1_000),       // 2100
+        (1_767_225_601, 0),           // a whole second
+    ]
+    .into_iter()
+    .map(|(secs, nanos)| DateTime::from_timestamp(secs, nanos).expect("valid time"))
+    .collect();
+    let written: Vec<NewEvent> = instants
+        .iter()
+        .enumerate()
+        .map(|(n, &t)| {
+            let mut e = event("clock.ticked", n as u64);
+            e.metadata.recorded_at = t;
+            e
+        })
+        .collect();
+    let appended = store
+        .append(&s, ExpectedVersion::NoStream, written)
+        .await
+        .expect("append");
+    let want: Vec<DateTime<Utc>> = instants
+        .iter()
+        .map(|t| {
+            DateTime::from_timestamp(t.timestamp(), t.timestamp_subsec_micros() * 1_000)
+                .expect("valid time")
+        })
+        .collect();
+    let times = |events: &[RecordedEvent]| -> Vec<DateTime<Utc>> {
+        events.iter().map(|e| e.metadata.recorded_at).collect()
+    };
+    let read = store.read_stream(&s, Version::START).await.expect("read");
+    assert_eq!(times(&read), want, "read_stream keeps microseconds, cut");
+    settle(&*store, appended.position).await;
+    let all = store
+        .read_all(Position::START, 100)
+        .await
+        .expect("read_all");
+    assert_eq!(times(&all), want, "read_all keeps microseconds, cut");
+    let filtered = store
+        .read_filtered(
+            Position::START,
+            100,
+            &EventFilter::all().with_types(["clock.ticked"]),
+        )
+        .await
+        .expect("read_filtered");
+    assert_eq!(
+        times(&filtered.events),
+        want,
+        "read_filtered keeps microseconds, cut"
+    );
 }

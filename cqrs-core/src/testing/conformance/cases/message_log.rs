@@ -1,15 +1,15 @@
+//! Group `message_log`: command records, duplicates and log queries.
+
 use std::sync::Arc;
 
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::command::{CommandContext, CommandRecord, Outcome};
+use crate::command::{CommandRecord, Outcome};
 use crate::event::{Headers, Json, Metadata, NewEvent, StreamId};
-use crate::repository::Repository;
-use crate::store::{Commit, LogEntry, LogQuery, LoggedMessage, MessageKind, Storage, StoreError};
-use crate::testing::conformance::fixtures::{
-    Tally, TallyCommand, TallyError, TallyEvent, at, event, settle_streams, stream,
-};
+use crate::store::{Commit, LogEntry, LogQuery, LoggedMessage, MessageKind, StoreError};
+use crate::testing::conformance::EventsAndLog;
+use crate::testing::conformance::fixtures::{at, event, settle_streams, stream};
 use crate::version::{ExpectedVersion, Position, Version};
 
 fn record(
@@ -37,7 +37,7 @@ fn record(
 
 /// A command record written with a commit comes back whole from `find_command`, with or
 /// without events, accepted or rejected.
-pub async fn command_records_round_trip(store: Arc<dyn Storage>) {
+pub async fn command_records_round_trip(store: Arc<dyn EventsAndLog>) {
     let s = stream("order");
     let accepted = record(
         Uuid::new_v4(),
@@ -109,7 +109,7 @@ pub async fn command_records_round_trip(store: Arc<dyn Storage>) {
 
 /// A commit whose command id is already recorded writes nothing and says so, even on another
 /// stream and even when its expectation would also conflict.
-pub async fn duplicate_command_id_writes_nothing(store: Arc<dyn Storage>) {
+pub async fn duplicate_command_id_writes_nothing(store: Arc<dyn EventsAndLog>) {
     let (a, b) = (stream("order"), stream("order"));
     let id = Uuid::new_v4();
     let first = record(
@@ -192,7 +192,7 @@ pub async fn duplicate_command_id_writes_nothing(store: Arc<dyn Storage>) {
 }
 
 /// Message-log queries OR values within a criterion and AND criteria, over commands and events.
-pub async fn message_log_queries_combine_criteria(store: Arc<dyn Storage>) {
+pub async fn message_log_queries_combine_criteria(store: Arc<dyn EventsAndLog>) {
     let (orders, seats) = (stream("order"), stream("seats"));
     let (flow1, flow2) = (Uuid::new_v4(), Uuid::new_v4());
     let c1 = record(
@@ -348,7 +348,7 @@ pub async fn message_log_queries_combine_criteria(store: Arc<dyn Storage>) {
 }
 
 /// The log pages with `after` and `limit`, losing and repeating nothing.
-pub async fn message_log_pages_in_log_order(store: Arc<dyn Storage>) {
+pub async fn message_log_pages_in_log_order(store: Arc<dyn EventsAndLog>) {
     let s = stream("order");
     for i in 0..9 {
         let minutes = [3, 1, 2][i % 3];
@@ -392,118 +392,157 @@ pub async fn message_log_pages_in_log_order(store: Arc<dyn Storage>) {
     assert_eq!(paged, everything);
 }
 
-/// Through a repository, a command id handled before is not executed again: an accepted one
-/// returns the same events and version, a rejected one the same error, even after the state
-/// changed.
-pub async fn repository_commands_are_idempotent(store: Arc<dyn Storage>) {
-    let tallies = Repository::<Tally>::new(Arc::clone(&store));
-    let id = format!("t{}", Uuid::new_v4().simple());
-    tallies
-        .handle(&id, TallyCommand::Open { limit: 10 })
-        .await
-        .expect("open");
-    let add = CommandContext::new();
-    let first = tallies
-        .handle_with(&id, TallyCommand::Add { amount: 4 }, add.clone())
-        .await
-        .expect("add");
-    assert!(!first.replayed);
-    let again = tallies
-        .handle_with(&id, TallyCommand::Add { amount: 4 }, add.clone())
-        .await
-        .expect("same id");
-    assert!(again.replayed, "the second handling is a replay");
-    assert_eq!(
-        (again.version, again.position, &again.events),
-        (first.version, first.position, &first.events)
-    );
-    assert_eq!(again.events, [TallyEvent::Added { amount: 4 }]);
-    assert_eq!(
-        tallies
-            .load(&id)
-            .await
-            .expect("load")
-            .state
-            .expect("exists")
-            .total,
-        4,
-        "the command ran once"
-    );
+/// While writers commit commands with their events, every log query sees each command record
+/// together with all the events committed with it, or neither: a reader never catches a commit
+/// half-visible (the record without its events, or events whose record is missing).
+pub async fn log_queries_never_tear_a_command_from_its_events(store: Arc<dyn EventsAndLog>) {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
-    let over = CommandContext::new();
-    let err = tallies
-        .handle_with(&id, TallyCommand::Add { amount: 7 }, over.clone())
-        .await
-        .expect_err("over limit");
-    assert_eq!(
-        err.rejection(),
-        Some(&TallyError::OverLimit {
-            amount: 7,
-            limit: 10
+    const WRITERS: u64 = 4;
+    const COMMANDS: u64 = 40;
+    let flow = Uuid::new_v4();
+    let done = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let s = stream("order");
+                let mut version = 0;
+                for c in 0..COMMANDS {
+                    let count = 1 + (w + c) % 3;
+                    let id = Uuid::new_v4();
+                    version += count;
+                    let mut command = record(
+                        id,
+                        "order.place",
+                        &s,
+                        Some(flow),
+                        0,
+                        Outcome::Accepted {
+                            version: Version::new(version),
+                            events: count,
+                        },
+                    );
+                    command.recorded_at = Metadata::new().recorded_at;
+                    let events = (0..count)
+                        .map(|n| {
+                            let mut e = event("order.placed", n);
+                            e.metadata = Metadata::at(command.recorded_at)
+                                .with_correlation_id(flow)
+                                .with_causation_id(id)
+                                .with_command_id(id);
+                            e
+                        })
+                        .collect();
+                    store
+                        .commit(
+                            Commit::new(s.clone(), ExpectedVersion::Any, events)
+                                .with_command(command),
+                        )
+                        .await
+                        .expect("commit");
+                }
+            })
         })
-    );
-    tallies
-        .handle(&id, TallyCommand::Add { amount: 0 })
-        .await
-        .expect("a command that causes nothing is accepted");
-    let err = tallies
-        .handle_with(&id, TallyCommand::Add { amount: 7 }, over.clone())
-        .await
-        .expect_err("same id");
-    assert_eq!(
-        err.rejection(),
-        Some(&TallyError::OverLimit {
-            amount: 7,
-            limit: 10
-        }),
-        "the recorded rejection comes back"
-    );
+        .collect();
+    let readers: Vec<_> = (0..2)
+        .map(|r| {
+            let (store, done) = (Arc::clone(&store), Arc::clone(&done));
+            tokio::spawn(async move {
+                let mut queries = 0_u32;
+                loop {
+                    let finished = done.load(Ordering::Acquire);
+                    let query = if r == 0 {
+                        LogQuery::new().with_correlation_ids([flow])
+                    } else {
+                        LogQuery::new().with_types(["order.place", "order.placed"])
+                    };
+                    let entries = store
+                        .query_log(&query.with_limit(100_000))
+                        .await
+                        .expect("query_log");
+                    let mut expected: HashMap<Uuid, u64> = HashMap::new();
+                    let mut seen: HashMap<Uuid, u64> = HashMap::new();
+                    for entry in &entries {
+                        match &entry.message {
+                            LoggedMessage::Command(c) => {
+                                if let Outcome::Accepted { events, .. } = c.outcome {
+                                    expected.insert(c.command_id, events);
+                                }
+                            }
+                            LoggedMessage::Event(e) => {
+                                let id = e.metadata.command_id.expect("events name their command");
+                                *seen.entry(id).or_default() += 1;
+                            }
+                        }
+                    }
+                    for (id, n) in &seen {
+                        assert_eq!(
+                            expected.get(id),
+                            Some(n),
+                            "query {queries}: a torn read: {n} event(s) of command {id} are \
+                             visible, its record says {:?}",
+                            expected.get(id)
+                        );
+                    }
+                    for (id, n) in &expected {
+                        assert_eq!(
+                            seen.get(id).copied().unwrap_or(0),
+                            *n,
+                            "query {queries}: a torn read: the record of command {id} is \
+                             visible without its {n} event(s)"
+                        );
+                    }
+                    queries += 1;
+                    if finished {
+                        let want = WRITERS * COMMANDS;
+                        assert_eq!(
+                            expected.len() as u64,
+                            want,
+                            "the last query sees every command"
+                        );
+                        return queries;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+    // Each reader ends with a query that must see everything.
+    settle_log(&*store, flow, WRITERS * COMMANDS).await;
+    done.store(true, Ordering::Release);
+    for reader in readers {
+        let queries = reader.await.expect("reader");
+        assert!(queries >= 1);
+    }
+}
 
-    let err = tallies
-        .handle_with(&id, TallyCommand::Open { limit: 1 }, add.clone())
-        .await
-        .expect_err("reused id");
-    assert!(
-        matches!(err, crate::repository::CommandError::CommandIdReused { .. }),
-        "a command id reused for another command type is an error, got {err:?}"
-    );
-    let other = format!("t{}", Uuid::new_v4().simple());
-    let err = tallies
-        .handle_with(&other, TallyCommand::Open { limit: 1 }, add)
-        .await
-        .expect_err("reused id");
-    assert!(
-        matches!(err, crate::repository::CommandError::CommandIdReused { .. }),
-        "got {err:?}"
-    );
-
-    let logged = store
-        .find_command(over.command_id)
-        .await
-        .expect("find")
-        .expect("recorded");
-    assert!(matches!(logged.outcome, Outcome::Rejected { .. }));
-    assert_eq!(
-        logged.correlation_id,
-        Some(over.command_id),
-        "a command starting a flow correlates by its own id"
-    );
-    let events = store
-        .read_stream(
-            &<Tally as crate::aggregate::Aggregate>::stream_id(&id).expect("stream"),
-            Version::START,
-        )
-        .await
-        .expect("read");
-    assert_eq!(events.len(), 2);
-    assert_eq!(
-        events[1].metadata.command_id,
-        Some(first.command_id),
-        "events name their command"
-    );
-    assert_eq!(
-        events[1].metadata.causation_id,
-        Some(first.command_id),
-        "a command causes its events"
-    );
+/// Waits until the log shows `commands` command records of the flow (a store may show a commit
+/// in its log a little after it returns, as long as it shows it whole).
+async fn settle_log(store: &dyn EventsAndLog, flow: Uuid, commands: u64) {
+    let deadline = tokio::time::Instant::now() + crate::testing::conformance::fixtures::PATIENCE;
+    loop {
+        let seen = store
+            .query_log(
+                &LogQuery::new()
+                    .with_kind(MessageKind::Command)
+                    .with_correlation_ids([flow])
+                    .with_limit(100_000),
+            )
+            .await
+            .expect("query_log")
+            .len() as u64;
+        if seen == commands {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the log shows {seen} of {commands} committed command records"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
 }

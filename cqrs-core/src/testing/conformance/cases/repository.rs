@@ -1,0 +1,191 @@
+//! Group `repository`: a [`Repository`] over the whole store, idempotent and snapshotting.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::aggregate::Aggregate;
+use crate::command::{CommandContext, Outcome};
+use crate::event::Json;
+use crate::repository::{Repository, SnapshotPolicy};
+use crate::store::{Snapshot, Storage};
+use crate::testing::conformance::fixtures::{Tally, TallyCommand, TallyError, TallyEvent, at};
+use crate::version::Version;
+
+/// Through a repository, a command id handled before is not executed again: an accepted one
+/// returns the same events and version, a rejected one the same error, even after the state
+/// changed.
+pub async fn repository_commands_are_idempotent(store: Arc<dyn Storage>) {
+    let tallies = Repository::<Tally>::new(Arc::clone(&store));
+    let id = format!("t{}", Uuid::new_v4().simple());
+    tallies
+        .handle(&id, TallyCommand::Open { limit: 10 })
+        .await
+        .expect("open");
+    let add = CommandContext::new();
+    let first = tallies
+        .handle_with(&id, TallyCommand::Add { amount: 4 }, add.clone())
+        .await
+        .expect("add");
+    assert!(!first.replayed);
+    let again = tallies
+        .handle_with(&id, TallyCommand::Add { amount: 4 }, add.clone())
+        .await
+        .expect("same id");
+    assert!(again.replayed, "the second handling is a replay");
+    assert_eq!(
+        (again.version, again.position, &again.events),
+        (first.version, first.position, &first.events)
+    );
+    assert_eq!(again.events, [TallyEvent::Added { amount: 4 }]);
+    assert_eq!(
+        tallies
+            .load(&id)
+            .await
+            .expect("load")
+            .state
+            .expect("exists")
+            .total,
+        4,
+        "the command ran once"
+    );
+
+    let over = CommandContext::new();
+    let err = tallies
+        .handle_with(&id, TallyCommand::Add { amount: 7 }, over.clone())
+        .await
+        .expect_err("over limit");
+    assert_eq!(
+        err.rejection(),
+        Some(&TallyError::OverLimit {
+            amount: 7,
+            limit: 10
+        })
+    );
+    tallies
+        .handle(&id, TallyCommand::Add { amount: 0 })
+        .await
+        .expect("a command that causes nothing is accepted");
+    let err = tallies
+        .handle_with(&id, TallyCommand::Add { amount: 7 }, over.clone())
+        .await
+        .expect_err("same id");
+    assert_eq!(
+        err.rejection(),
+        Some(&TallyError::OverLimit {
+            amount: 7,
+            limit: 10
+        }),
+        "the recorded rejection comes back"
+    );
+
+    let err = tallies
+        .handle_with(&id, TallyCommand::Open { limit: 1 }, add.clone())
+        .await
+        .expect_err("reused id");
+    assert!(
+        matches!(err, crate::repository::CommandError::CommandIdReused { .. }),
+        "a command id reused for another command type is an error, got {err:?}"
+    );
+    let other = format!("t{}", Uuid::new_v4().simple());
+    let err = tallies
+        .handle_with(&other, TallyCommand::Open { limit: 1 }, add)
+        .await
+        .expect_err("reused id");
+    assert!(
+        matches!(err, crate::repository::CommandError::CommandIdReused { .. }),
+        "got {err:?}"
+    );
+
+    let logged = store
+        .find_command(over.command_id)
+        .await
+        .expect("find")
+        .expect("recorded");
+    assert!(matches!(logged.outcome, Outcome::Rejected { .. }));
+    assert_eq!(
+        logged.correlation_id,
+        Some(over.command_id),
+        "a command starting a flow correlates by its own id"
+    );
+    let events = store
+        .read_stream(
+            &<Tally as crate::aggregate::Aggregate>::stream_id(&id).expect("stream"),
+            Version::START,
+        )
+        .await
+        .expect("read");
+    assert_eq!(events.len(), 2);
+    assert_eq!(
+        events[1].metadata.command_id,
+        Some(first.command_id),
+        "events name their command"
+    );
+    assert_eq!(
+        events[1].metadata.causation_id,
+        Some(first.command_id),
+        "a command causes its events"
+    );
+}
+
+/// A repository with a snapshot policy saves snapshots and loads through them to the same
+/// state, and ignores a snapshot of another schema version.
+pub async fn repository_loads_through_snapshots(store: Arc<dyn Storage>) {
+    let tallies =
+        Repository::<Tally>::new(Arc::clone(&store)).with_snapshots(SnapshotPolicy::every(5));
+    let id = format!("snap{}", uuid::Uuid::new_v4().simple());
+    tallies
+        .handle(&id, TallyCommand::Open { limit: 1_000 })
+        .await
+        .expect("open");
+    for amount in 1..=12 {
+        tallies
+            .handle(&id, TallyCommand::Add { amount })
+            .await
+            .expect("add");
+    }
+    let s = <Tally as Aggregate>::stream_id(&id).expect("stream");
+    let snapshot = store
+        .load_snapshot(&s, Tally::SNAPSHOT_VERSION)
+        .await
+        .expect("load")
+        .expect("a snapshot was taken");
+    assert_eq!(
+        snapshot.version,
+        Version::new(10),
+        "every 5 events: the last snapshot is at 10"
+    );
+    let loaded = tallies.load(&id).await.expect("load");
+    assert_eq!(loaded.version, Version::new(13));
+    assert_eq!(
+        loaded.state,
+        Some(Tally {
+            total: 78,
+            limit: 1_000
+        })
+    );
+
+    // A snapshot of another schema (a newer build's, say) is ignored, not misread.
+    store
+        .save_snapshot(Snapshot {
+            stream: s.clone(),
+            version: Version::new(12),
+            schema_version: 99,
+            state: Json::from(json!({ "total": "garbage" })),
+            taken_at: at(0),
+        })
+        .await
+        .expect("save");
+    let loaded = tallies
+        .load(&id)
+        .await
+        .expect("load ignores the foreign snapshot");
+    assert_eq!(
+        loaded.state,
+        Some(Tally {
+            total: 78,
+            limit: 1_000
+        })
+    );
+}

@@ -1,0 +1,466 @@
+//! The conformance suite catches stores with planted bugs, each with a named case and within
+//! the per-case limit, instead of passing them or hanging.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SubsecRound, Utc};
+use cqrs_core::testing::conformance::{cases, run_within};
+use cqrs_core::{
+    Appended, BatchStream, Commit, EventFilter, EventReader, EventStore, ExpectedVersion,
+    InMemoryEventStore, LogEntry, LogQuery, MessageLog, Position, ProcessSave, ProcessState,
+    ProcessStore, RecordedEvent, ScheduleStore, ScheduledCommand, StoreError, StreamId, Version,
+};
+use uuid::Uuid;
+
+/// Long enough for every case on a correct store, short enough to keep this test quick.
+const LIMIT: Duration = Duration::from_secs(5);
+
+/// Runs `case` on `store` under [`LIMIT`] and returns the failure's message.
+fn failure<S, C, Fut>(name: &str, store: S, case: C) -> String
+where
+    S: Send + Sync + 'static,
+    C: FnOnce(Arc<S>) -> Fut + std::panic::UnwindSafe,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let store = std::panic::AssertUnwindSafe(store);
+    let result = std::panic::catch_unwind(move || {
+        let store = store;
+        run_within(name, LIMIT, async move || Some(store.0), case);
+    });
+    let payload = result.expect_err("the planted bug went unnoticed");
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .expect("a message")
+}
+
+fn assert_names(message: &str, case: &str) {
+    assert!(
+        message.starts_with(&format!("conformance case `{case}` ")),
+        "the failure does not name {case}: {message}"
+    );
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bug {
+    /// None: the in-memory store as it is.
+    None,
+    /// `head()` stays one behind the last commit.
+    StaleHead,
+    /// Event times keep milliseconds only.
+    Milliseconds,
+    /// A command record is committed after its events, in a second step.
+    TornLog,
+    /// A process-save conflict reports the version found as the one expected.
+    ConflictVersions,
+    /// Commits never wake subscribers.
+    Silent,
+}
+
+/// The in-memory store with one planted bug.
+#[derive(Clone)]
+struct Planted {
+    inner: InMemoryEventStore,
+    bug: Bug,
+    /// What [`Bug::Silent`] subscribes to: a notifier nobody signals.
+    silent: cqrs_core::CommitNotifier,
+}
+
+impl Planted {
+    fn new(bug: Bug) -> Self {
+        Self {
+            inner: InMemoryEventStore::new(),
+            bug,
+            silent: cqrs_core::CommitNotifier::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl EventReader for Planted {
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: Version,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_stream(stream, from).await
+    }
+
+    async fn read_all(
+        &self,
+        from: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_all(from, limit).await
+    }
+
+    async fn head(&self) -> Result<Position, StoreError> {
+        let head = self.inner.head().await?;
+        Ok(match self.bug {
+            Bug::StaleHead => Position::new(head.get().saturating_sub(1)),
+            _ => head,
+        })
+    }
+
+    fn subscribe_batches(&self, from: Position, filter: EventFilter) -> BatchStream {
+        if self.bug == Bug::Silent {
+            // The subscription catches up, then waits for ever.
+            return cqrs_core::subscription(
+                Arc::new(self.inner.clone()),
+                &self.silent,
+                from,
+                filter,
+                cqrs_core::SubscriptionOptions::default(),
+            );
+        }
+        self.inner.subscribe_batches(from, filter)
+    }
+}
+
+#[async_trait]
+impl EventStore for Planted {
+    async fn commit(&self, mut commit: Commit) -> Result<Appended, StoreError> {
+        match self.bug {
+            Bug::Milliseconds => {
+                for event in &mut commit.events {
+                    event.metadata.recorded_at = event.metadata.recorded_at.trunc_subsecs(3);
+                }
+                self.inner.commit(commit).await
+            }
+            Bug::TornLog if commit.command.is_some() => {
+                let command = commit.command.take().expect("a command");
+                let stream = commit.stream.clone();
+                let appended = self.inner.commit(commit).await?;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                self.inner
+                    .commit(
+                        Commit::new(stream, ExpectedVersion::Any, Vec::new()).with_command(command),
+                    )
+                    .await?;
+                Ok(appended)
+            }
+            _ => self.inner.commit(commit).await,
+        }
+    }
+}
+
+#[async_trait]
+impl MessageLog for Planted {
+    async fn find_command(&self, id: Uuid) -> Result<Option<cqrs_core::CommandRecord>, StoreError> {
+        self.inner.find_command(id).await
+    }
+
+    async fn query_log(&self, query: &LogQuery) -> Result<Vec<LogEntry>, StoreError> {
+        self.inner.query_log(query).await
+    }
+}
+
+#[async_trait]
+impl ProcessStore for Planted {
+    async fn load_process(&self, id: &StreamId) -> Result<Option<ProcessState>, StoreError> {
+        self.inner.load_process(id).await
+    }
+
+    async fn save_process(&self, save: ProcessSave) -> Result<(), StoreError> {
+        match self.inner.save_process(save).await {
+            Err(StoreError::Conflict { stream, actual, .. })
+                if self.bug == Bug::ConflictVersions =>
+            {
+                Err(StoreError::Conflict {
+                    stream,
+                    expected: ExpectedVersion::Exact(actual),
+                    actual,
+                })
+            }
+            other => other,
+        }
+    }
+
+    async fn list_processes(
+        &self,
+        after: Option<&StreamId>,
+        limit: usize,
+    ) -> Result<Vec<ProcessState>, StoreError> {
+        self.inner.list_processes(after, limit).await
+    }
+}
+
+#[async_trait]
+impl ScheduleStore for Planted {
+    async fn schedule(&self, commands: Vec<ScheduledCommand>) -> Result<(), StoreError> {
+        self.inner.schedule(commands).await
+    }
+
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: chrono::Duration,
+    ) -> Result<Vec<ScheduledCommand>, StoreError> {
+        self.inner.claim_due(now, limit, lease).await
+    }
+
+    async fn list_scheduled(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<ScheduledCommand>, StoreError> {
+        self.inner.list_scheduled(after, limit).await
+    }
+
+    async fn complete_scheduled(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+        self.inner.complete_scheduled(ids).await
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        self.inner.next_due().await
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ScheduleBug {
+    /// None: a correct schedule.
+    None,
+    /// Claims ignore leases: a claimed command is claimable again at once.
+    IgnoresLeases,
+    /// Claims take due commands in the order they were scheduled, not earliest due first.
+    ClaimsInScheduleOrder,
+    /// Scheduling an id again replaces it (due time, attempts, lease).
+    RescheduleResets,
+}
+
+/// A scheduled command, the order it was scheduled in, and when it is next claimable.
+type Entry = (ScheduledCommand, u64, DateTime<Utc>);
+
+/// A schedule of its own (a store may implement only this trait), with one planted bug.
+struct PlantedSchedule {
+    bug: ScheduleBug,
+    commands: Mutex<BTreeMap<Uuid, Entry>>,
+    scheduled: Mutex<u64>,
+}
+
+impl PlantedSchedule {
+    fn new(bug: ScheduleBug) -> Self {
+        Self {
+            bug,
+            commands: Mutex::default(),
+            scheduled: Mutex::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl ScheduleStore for PlantedSchedule {
+    async fn schedule(&self, commands: Vec<ScheduledCommand>) -> Result<(), StoreError> {
+        let mut all = self.commands.lock().expect("lock");
+        for mut command in commands {
+            command.due_at = command.due_at.trunc_subsecs(6);
+            let mut n = self.scheduled.lock().expect("lock");
+            *n += 1;
+            let entry = (command.clone(), *n, command.due_at);
+            if self.bug == ScheduleBug::RescheduleResets {
+                all.insert(command.command.id, entry);
+            } else {
+                all.entry(command.command.id).or_insert(entry);
+            }
+        }
+        Ok(())
+    }
+
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: chrono::Duration,
+    ) -> Result<Vec<ScheduledCommand>, StoreError> {
+        let mut all = self.commands.lock().expect("lock");
+        let mut due: Vec<(Uuid, u64, DateTime<Utc>)> = all
+            .iter()
+            .filter(|(_, (_, _, available))| *available <= now)
+            .map(|(id, (_, n, available))| (*id, *n, *available))
+            .collect();
+        if self.bug == ScheduleBug::ClaimsInScheduleOrder {
+            due.sort_by_key(|(_, n, _)| *n);
+        } else {
+            due.sort_by_key(|(id, _, available)| (*available, *id));
+        }
+        let lease = if self.bug == ScheduleBug::IgnoresLeases {
+            chrono::Duration::zero()
+        } else {
+            lease
+        };
+        let mut claimed = Vec::new();
+        for (id, _, _) in due.into_iter().take(limit) {
+            let (command, _, available) = all.get_mut(&id).expect("listed");
+            command.attempts += 1;
+            *available = now + lease;
+            claimed.push(command.clone());
+        }
+        Ok(claimed)
+    }
+
+    async fn list_scheduled(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<ScheduledCommand>, StoreError> {
+        let all = self.commands.lock().expect("lock");
+        Ok(all
+            .values()
+            .filter(|(c, _, _)| after.is_none_or(|a| c.command.id > a))
+            .take(limit)
+            .map(|(c, _, _)| c.clone())
+            .collect())
+    }
+
+    async fn complete_scheduled(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+        let mut all = self.commands.lock().expect("lock");
+        for id in ids {
+            all.remove(id);
+        }
+        Ok(())
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let all = self.commands.lock().expect("lock");
+        Ok(all.values().map(|(_, _, available)| *available).min())
+    }
+}
+
+#[test]
+fn without_their_bugs_the_planted_stores_pass_their_groups() {
+    cqrs_core::conformance_run!(groups(schedule) async || PlantedSchedule::new(ScheduleBug::None));
+    cqrs_core::conformance_run!(groups(events, message_log, processes) async || Planted::new(Bug::None));
+}
+
+#[test]
+fn ignored_leases_fail_a_named_case() {
+    let message = failure(
+        "schedule::scheduled_commands_fire_when_due_and_once_claimed",
+        PlantedSchedule::new(ScheduleBug::IgnoresLeases),
+        |store| cases::schedule::scheduled_commands_fire_when_due_and_once_claimed(store),
+    );
+    assert_names(
+        &message,
+        "schedule::scheduled_commands_fire_when_due_and_once_claimed",
+    );
+    assert!(message.contains("claimed commands are hidden"), "{message}");
+}
+
+#[test]
+fn claims_out_of_due_order_fail_a_named_case() {
+    let message = failure(
+        "schedule::claims_come_earliest_due_first",
+        PlantedSchedule::new(ScheduleBug::ClaimsInScheduleOrder),
+        |store| cases::schedule::claims_come_earliest_due_first(store),
+    );
+    assert_names(&message, "schedule::claims_come_earliest_due_first");
+    assert!(message.contains("earliest due first"), "{message}");
+}
+
+#[test]
+fn a_reschedule_that_resets_fails_a_named_case() {
+    let message = failure(
+        "schedule::scheduling_an_id_again_changes_nothing",
+        PlantedSchedule::new(ScheduleBug::RescheduleResets),
+        |store| cases::schedule::scheduling_an_id_again_changes_nothing(store),
+    );
+    assert_names(&message, "schedule::scheduling_an_id_again_changes_nothing");
+}
+
+#[test]
+fn a_stale_head_fails_a_named_case() {
+    let message = failure(
+        "events::head_reaches_the_last_committed_position",
+        Planted::new(Bug::StaleHead),
+        |store| cases::events::head_reaches_the_last_committed_position(store),
+    );
+    assert_names(&message, "events::head_reaches_the_last_committed_position");
+    // A case that waits for the head to reach a commit fails too, by name, within the limit.
+    let message = failure(
+        "events::read_all_pages_in_global_order",
+        Planted::new(Bug::StaleHead),
+        |store| cases::events::read_all_pages_in_global_order(store),
+    );
+    assert_names(&message, "events::read_all_pages_in_global_order");
+}
+
+#[test]
+fn torn_log_reads_fail_a_named_case() {
+    let message = failure(
+        "message_log::log_queries_never_tear_a_command_from_its_events",
+        Planted::new(Bug::TornLog),
+        |store| cases::message_log::log_queries_never_tear_a_command_from_its_events(store),
+    );
+    assert_names(
+        &message,
+        "message_log::log_queries_never_tear_a_command_from_its_events",
+    );
+    assert!(message.contains("a torn read"), "{message}");
+}
+
+#[test]
+fn wrong_conflict_versions_fail_a_named_case() {
+    let message = failure(
+        "processes::process_conflicts_report_both_versions",
+        Planted::new(Bug::ConflictVersions),
+        |store| cases::processes::process_conflicts_report_both_versions(store),
+    );
+    assert_names(
+        &message,
+        "processes::process_conflicts_report_both_versions",
+    );
+}
+
+#[test]
+fn millisecond_timestamps_fail_a_named_case() {
+    let message = failure(
+        "events::timestamps_keep_microseconds",
+        Planted::new(Bug::Milliseconds),
+        |store| cases::events::timestamps_keep_microseconds(store),
+    );
+    assert_names(&message, "events::timestamps_keep_microseconds");
+}
+
+#[test]
+fn a_case_that_waits_for_ever_fails_by_name_within_the_limit() {
+    // Subscribers are never woken: the live part of the case waits for events that come.
+    let message = failure(
+        "events::subscription_catches_up_then_follows_live",
+        Planted::new(Bug::Silent),
+        |store| cases::events::subscription_catches_up_then_follows_live(store),
+    );
+    assert_names(
+        &message,
+        "events::subscription_catches_up_then_follows_live",
+    );
+    assert!(message.contains("did not finish within 5s"), "{message}");
+}
+
+#[test]
+fn a_case_spinning_on_every_worker_still_fails_by_name() {
+    // A store that never yields can hold every runtime thread; the limit must still fire.
+    static STOP: AtomicBool = AtomicBool::new(false);
+    let message = failure("events::spins", (), |_store| async {
+        let spinners: Vec<_> = (0..8)
+            .map(|_| {
+                tokio::spawn(async {
+                    while !STOP.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        for spinner in spinners {
+            let _ = spinner.await;
+        }
+    });
+    STOP.store(true, Ordering::Relaxed);
+    assert_names(&message, "events::spins");
+    assert!(message.contains("did not finish within"), "{message}");
+}
