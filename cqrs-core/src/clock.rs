@@ -146,7 +146,7 @@ impl Clock for ManualClock {
 }
 
 /// Cuts `t` to whole microseconds, the precision every store keeps.
-pub(crate) fn truncate_to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+pub fn truncate_to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
     t.trunc_subsecs(6)
 }
 

@@ -88,6 +88,10 @@
 //!   concurrency, subscriptions), [`SnapshotStore`], [`CheckpointStore`], [`MessageLog`],
 //!   [`ScheduleStore`], [`ProcessStore`]; [`Storage`] is all of them. Stores see
 //!   [`NewEvent`] and [`RecordedEvent`], never domain types.
+//! - **Writing a store:** the [`store`] module holds the contracts and what every store needs
+//!   beside them (subscriptions over its own reads, the limits every store enforces as typed
+//!   errors, checked integer conversions, microsecond timestamps); the
+//!   [conformance suite](testing::conformance) proves a store, group by trait.
 //! - **Versioning:** [`Upcasters`] turn old stored shapes into current ones on read;
 //!   [`migrate::Migration`] copies a store into another in today's shapes, resumably, and
 //!   verifies the copy.
@@ -118,7 +122,7 @@ pub mod migrate;
 mod process;
 mod projection;
 mod repository;
-mod store;
+pub mod store;
 mod subscription;
 mod task;
 mod upcast;
@@ -156,13 +160,18 @@ pub use crate::store::{
     Appended, BatchStream, CheckpointStore, Commit, Decide, Decision, EventReader, EventStore,
     EventStream, LogCursor, LogEntry, LogQuery, LoggedMessage, MessageKind, MessageLog,
     ProcessSave, ProcessState, ProcessStore, ReadBatch, ScheduleStore, ScheduledCommand, Snapshot,
-    SnapshotStore, Storage, StoreError, check_headers, check_type_name, visit_by_reading,
+    SnapshotStore, Storage, StoreError,
 };
-pub use crate::subscription::{CommitNotifier, SubscriptionOptions, subscription};
 pub use crate::upcast::{
     DecodeError, DecodeErrorKind, Decoded, UpcastError, Upcasted, Upcaster, Upcasters,
 };
 pub use crate::version::{ExpectedVersion, Position, Version};
+
+// What public signatures expose, so that a user needs no version-matched dependency of their
+// own to name it.
+pub use async_trait::async_trait;
+pub use chrono;
+pub use uuid;
 
 /// Re-exports for the macros of [`testing`]; not part of the API.
 #[cfg(any(test, feature = "testing"))]

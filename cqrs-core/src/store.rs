@@ -1,6 +1,21 @@
-//! The storage contracts: what every store provides, and the types that cross the boundary.
+//! The storage contracts, and the toolkit for writing a store.
+//!
+//! **Applications** need only the contracts ([`EventStore`], [`Storage`], ...) and the types
+//! that cross them; the crate root re-exports those. **Store authors** also find here what
+//! every store needs and none should copy: subscriptions over a store's own reads
+//! ([`subscription`], [`CommitNotifier`]), the limits every store enforces
+//! ([`Commit::validate`], [`ScheduledCommand::validate`], [`check_type_name`], [`check_headers`],
+//! typed as [`Invalid`]), checked conversions to and from a database's signed integers
+//! ([`to_i64`], [`from_i64`]), timestamps cut to the precision every store keeps
+//! ([`truncate_to_micros`]), a page of the message log put in order ([`log_page`]), and
+//! [`visit_by_reading`]. A store proves itself with the
+//! [conformance suite](crate::testing::conformance), group by group for the traits it
+//! implements.
 
 pub(crate) mod memory;
+
+pub use crate::clock::truncate_to_micros;
+pub use crate::subscription::{CommitNotifier, SubscriptionOptions, subscription};
 
 use std::error::Error as StdError;
 use std::ops::ControlFlow;
@@ -176,7 +191,7 @@ pub trait EventReader: Send + Sync + 'static {
     /// A batch may hold no events when only filtered-out events went by; its
     /// [`ReadBatch::next`] still advances, and [`ReadBatch::end`] tells that the subscription
     /// has caught up with what was visible. Stores build this with
-    /// [`subscription`](crate::subscription). The stream ends only when the store is closed; an
+    /// [`subscription`]. The stream ends only when the store is closed; an
     /// error item is followed by the end.
     fn subscribe_batches(&self, from: Position, filter: EventFilter) -> BatchStream;
 
@@ -453,14 +468,12 @@ impl Commit {
     pub fn validate(&self) -> Result<(), StoreError> {
         for (i, event) in self.events.iter().enumerate() {
             check_type_name(&event.event_type)
-                .map_err(|why| StoreError::Invalid(format!("event {i}: {why}")))?;
-            check_headers(&event.metadata.headers)
+                .and_then(|()| check_headers(&event.metadata.headers))
                 .map_err(|why| StoreError::Invalid(format!("event {i}: {why}")))?;
         }
         if let Some(command) = &self.command {
             check_type_name(&command.command_type)
-                .map_err(|why| StoreError::Invalid(format!("command: {why}")))?;
-            check_headers(&command.headers)
+                .and_then(|()| check_headers(&command.headers))
                 .map_err(|why| StoreError::Invalid(format!("command: {why}")))?;
             if command.target != self.stream {
                 return Err(StoreError::Invalid(format!(
@@ -473,36 +486,107 @@ impl Commit {
     }
 }
 
-/// Checks a type name against the limits every store enforces.
+/// A name or header outside the limits every store enforces.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Invalid {
+    /// A type name is empty, too long, or holds a control character.
+    #[error("type name {name:?} must be 1 to {MAX_TYPE_NAME_LEN} bytes without control characters")]
+    TypeName {
+        /// The name.
+        name: String,
+    },
+    /// A header's name is empty.
+    #[error("a header name is empty")]
+    EmptyHeaderName,
+    /// A header's name or value holds a NUL character (which some databases cannot store in
+    /// text).
+    #[error("header {name:?} holds a NUL character")]
+    NulInHeader {
+        /// The header's name.
+        name: String,
+    },
+}
+
+impl From<Invalid> for StoreError {
+    fn from(err: Invalid) -> Self {
+        Self::Invalid(err.to_string())
+    }
+}
+
+/// Checks a type name against the limits every store enforces: 1 to
+/// [`MAX_TYPE_NAME_LEN`] bytes, no control characters.
 ///
 /// # Errors
 ///
-/// A description of the problem.
-pub fn check_type_name(name: &str) -> Result<(), String> {
+/// [`Invalid::TypeName`].
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::store::{Invalid, check_type_name};
+///
+/// assert!(check_type_name("order.placed").is_ok());
+/// assert_eq!(check_type_name(""), Err(Invalid::TypeName { name: String::new() }));
+/// ```
+pub fn check_type_name(name: &str) -> Result<(), Invalid> {
     if name.is_empty() || name.len() > MAX_TYPE_NAME_LEN || name.chars().any(char::is_control) {
-        return Err(format!(
-            "type name {name:?} must be 1 to {MAX_TYPE_NAME_LEN} bytes without control characters"
-        ));
+        return Err(Invalid::TypeName {
+            name: name.to_owned(),
+        });
     }
     Ok(())
 }
 
 /// Checks headers against the limits every store enforces: names are non-empty, and neither
-/// names nor values hold a NUL character (which some databases cannot store in text).
+/// names nor values hold a NUL character.
 ///
 /// # Errors
 ///
-/// A description of the problem.
-pub fn check_headers(headers: &crate::event::Headers) -> Result<(), String> {
+/// [`Invalid::EmptyHeaderName`] or [`Invalid::NulInHeader`].
+pub fn check_headers(headers: &crate::event::Headers) -> Result<(), Invalid> {
     for (name, value) in headers {
         if name.is_empty() {
-            return Err("a header name is empty".to_owned());
+            return Err(Invalid::EmptyHeaderName);
         }
         if name.contains('\0') || value.contains('\0') {
-            return Err(format!("header {name:?} holds a NUL character"));
+            return Err(Invalid::NulInHeader { name: name.clone() });
         }
     }
     Ok(())
+}
+
+/// A count, version or position as a database's signed 64-bit integer.
+///
+/// # Errors
+///
+/// [`StoreError::Invalid`] above `i64::MAX`, which no store can hold.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::store::{from_i64, to_i64};
+///
+/// assert_eq!(to_i64(42).unwrap(), 42);
+/// assert!(to_i64(u64::MAX).is_err());
+/// assert_eq!(from_i64(42, "version", None).unwrap(), 42);
+/// assert!(from_i64(-1, "version", None).unwrap_err().to_string().contains("version -1 is negative"));
+/// ```
+pub fn to_i64(value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value).map_err(|_| StoreError::Invalid(format!("{value} does not fit the store")))
+}
+
+/// A stored signed integer back as a count, version or position: `what` and the event's
+/// `position` (if the row is an event) name it in the error.
+///
+/// # Errors
+///
+/// [`StoreError::Corrupt`] if it is negative, which the store never writes.
+pub fn from_i64(value: i64, what: &str, position: Option<Position>) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt {
+        position,
+        what: format!("{what} {value} is negative"),
+    })
 }
 
 /// Where a commit landed.
@@ -775,21 +859,21 @@ impl LogQuery {
             && self.until.is_none_or(|t| cursor.recorded_at < t)
             && self.after.is_none_or(|a| *cursor > a)
     }
-
-    /// Puts the entries a store gathered (commands and events, each already in order) into
-    /// log order and keeps the first [`limit`](Self::limit).
-    #[must_use]
-    pub fn finish(&self, mut entries: Vec<LogEntry>) -> Vec<LogEntry> {
-        entries.sort_by_key(|e| e.cursor);
-        entries.truncate(self.limit);
-        entries
-    }
 }
 
 impl Default for LogQuery {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Puts the entries a store gathered for `query` (commands and events, each already in order)
+/// into log order and keeps the first [`limit`](LogQuery::limit).
+#[must_use]
+pub fn log_page(query: &LogQuery, mut entries: Vec<LogEntry>) -> Vec<LogEntry> {
+    entries.sort_by_key(|e| e.cursor);
+    entries.truncate(query.limit);
+    entries
 }
 
 /// One entry of the message log.
@@ -834,7 +918,7 @@ impl LogEntry {
     ///     metadata: metadata.clone(),
     /// };
     /// let entries = vec![LogEntry::event(event(2)), LogEntry::event(event(1))];
-    /// let page = LogQuery::new().with_limit(1).finish(entries);
+    /// let page = cqrs_core::store::log_page(&LogQuery::new().with_limit(1), entries);
     /// assert_eq!(page.len(), 1);
     /// assert_eq!(page[0].cursor.kind, MessageKind::Event);
     /// assert_eq!(page[0].cursor.sequence, 1);
@@ -954,6 +1038,21 @@ impl ScheduledCommand {
             due_at,
             attempts: 0,
         }
+    }
+
+    /// Checks the limits every store enforces on a scheduled command: its type name and its
+    /// headers, as [`Commit::validate`] does for a command record. Stores call this before
+    /// scheduling, so that every store rejects the same commands.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Invalid`] naming the offending part.
+    pub fn validate(&self) -> Result<(), StoreError> {
+        check_type_name(&self.command.command_type)
+            .and_then(|()| check_headers(&self.command.headers))
+            .map_err(|why| {
+                StoreError::Invalid(format!("scheduled command {}: {why}", self.command.id))
+            })
     }
 }
 

@@ -17,7 +17,7 @@ use crate::version::Position;
 /// # Examples
 ///
 /// ```
-/// use cqrs_core::CommitNotifier;
+/// use cqrs_core::store::CommitNotifier;
 ///
 /// # tokio_test::block_on(async {
 /// let notifier = CommitNotifier::new();
@@ -90,7 +90,8 @@ impl Default for SubscriptionOptions {
 ///
 /// ```
 /// use std::sync::Arc;
-/// use cqrs_core::{subscription, EventFilter, InMemoryEventStore, Position, SubscriptionOptions};
+/// use cqrs_core::{EventFilter, InMemoryEventStore, Position};
+/// use cqrs_core::store::{SubscriptionOptions, subscription};
 ///
 /// let store = InMemoryEventStore::new();
 /// let batches = subscription(

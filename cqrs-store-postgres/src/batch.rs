@@ -11,10 +11,11 @@ use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::error::{backend, signed, unique_violation, unsigned};
+use crate::error::{backend, unique_violation};
 use crate::rows::headers_text;
 use crate::sql::Sql;
 use crate::store::MAX_EVENTS_PER_TRANSACTION;
+use cqrs_core::store::{from_i64, to_i64};
 
 /// The most appends one batch takes: a batch is one transaction, and a bounded one keeps a
 /// flood of writers seeing commits.
@@ -41,7 +42,7 @@ impl Appender {
             .fetch_one(&self.pool)
             .await
             .map_err(backend)?;
-        Ok(Version::new(unsigned(v, "stream version", None)?))
+        Ok(Version::new(from_i64(v, "stream version", None)?))
     }
 
     /// Runs the append statement once (with `NOTIFY` in it when asked: for appends inside a
@@ -65,7 +66,7 @@ impl Appender {
         }
         let expected = match commit.expected {
             ExpectedVersion::NoStream => 0,
-            ExpectedVersion::Exact(v) => signed(v.get())?,
+            ExpectedVersion::Exact(v) => to_i64(v.get())?,
             _ => -1,
         };
         let record = commit.command.as_ref();
@@ -115,7 +116,7 @@ impl Appender {
                 command_id: record.map(|c| c.command_id).unwrap_or_default(),
             });
         }
-        let actual = Version::new(unsigned(current, "stream version", None)?);
+        let actual = Version::new(from_i64(current, "stream version", None)?);
         if !ok {
             if usize::try_from(base)
                 .unwrap_or(usize::MAX)
@@ -230,7 +231,7 @@ impl Appender {
                 let current: i64 = row.try_get(1).map_err(backend)?;
                 let last_position: Option<i64> = row.try_get(2).map_err(backend)?;
                 let last_version: Option<i64> = row.try_get(3).map_err(backend)?;
-                let actual = Version::new(unsigned(current, "stream version", None)?);
+                let actual = Version::new(from_i64(current, "stream version", None)?);
                 match status {
                     0 => appended(actual, last_version, last_position),
                     1 => Err(StoreError::DuplicateCommand {
@@ -263,10 +264,10 @@ fn appended(
 ) -> Result<Appended, StoreError> {
     Ok(Appended {
         version: last_version.map_or(Ok(before), |v| {
-            unsigned(v, "version", None).map(Version::new)
+            from_i64(v, "version", None).map(Version::new)
         })?,
         position: last_position
-            .map(|p| unsigned(p, "position", None).map(Position::new))
+            .map(|p| from_i64(p, "position", None).map(Position::new))
             .transpose()?,
     })
 }

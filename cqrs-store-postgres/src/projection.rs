@@ -5,8 +5,8 @@ use cqrs_core::{EventFilter, Position, Projection, ProjectionError, RecordedEven
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::error::signed;
 use crate::store::{PostgresEventStore, load_checkpoint};
+use cqrs_core::store::to_i64;
 
 /// A read model whose tables live in the store's database.
 ///
@@ -210,7 +210,7 @@ impl<P: PostgresProjection> Projection for Transactional<P> {
             }
             sqlx::query(AssertSqlSafe(sql.save_checkpoint.clone()))
                 .bind(&key)
-                .bind(signed(checkpoint.get()).map_err(ProjectionError::from_error)?)
+                .bind(to_i64(checkpoint.get()).map_err(ProjectionError::from_error)?)
                 .execute(&mut *tx)
                 .await
                 .map_err(ProjectionError::from_error)?;

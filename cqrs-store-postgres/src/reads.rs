@@ -8,9 +8,10 @@ use sqlx::{AssertSqlSafe, PgPool, Row};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::error::{backend, signed};
+use crate::error::backend;
 use crate::rows::{EventRows, fold_columns};
 use crate::sql::Sql;
+use cqrs_core::store::to_i64;
 
 /// How many stream reads may be at the server at once before newcomers wait and share one.
 /// Below this, every read goes on its own at once, so a quiet store adds no latency.
@@ -99,7 +100,7 @@ impl Reader {
     ) -> Result<(), StoreError> {
         let rows = sqlx::query(AssertSqlSafe(self.sql.visit_stream.clone()))
             .bind(stream.as_str())
-            .bind(signed(from.get())?)
+            .bind(to_i64(from.get())?)
             .fetch_all(&self.pool)
             .await
             .map_err(backend)?;
@@ -161,7 +162,7 @@ async fn read_one(
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let rows = sqlx::query(AssertSqlSafe(sql.read_stream.clone()))
         .bind(stream.as_str())
-        .bind(signed(from.get())?)
+        .bind(to_i64(from.get())?)
         .fetch_all(pool)
         .await
         .map_err(backend)?;

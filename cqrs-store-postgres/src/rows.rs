@@ -11,7 +11,8 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
-use crate::error::{backend, unsigned};
+use crate::error::backend;
+use cqrs_core::store::from_i64;
 
 /// Turns event rows (selected with the event columns starting at column `first`) into
 /// [`RecordedEvent`]s, sharing one `StreamId` per stream.
@@ -70,7 +71,7 @@ pub(crate) fn fold_columns(
     c: usize,
 ) -> Result<(Position, &str, Version, &str, u16, &str), StoreError> {
     let position: i64 = row.try_get(c).map_err(backend)?;
-    let position = Position::new(unsigned(position, "position", None)?);
+    let position = Position::new(from_i64(position, "position", None)?);
     let at = Some(position);
     let version: i64 = row.try_get(c + 2).map_err(backend)?;
     let schema_version: i32 = row.try_get(c + 4).map_err(backend)?;
@@ -81,7 +82,7 @@ pub(crate) fn fold_columns(
     Ok((
         position,
         row.try_get(c + 1).map_err(backend)?,
-        Version::new(unsigned(version, "version", at)?),
+        Version::new(from_i64(version, "version", at)?),
         row.try_get(c + 3).map_err(backend)?,
         schema_version,
         row.try_get(c + 5).map_err(backend)?,
@@ -110,7 +111,7 @@ fn parse_headers(text: Option<&str>, position: Option<Position>) -> Result<Heade
 /// Reads a command record selected with the command columns, with its log sequence.
 pub(crate) fn command_record(row: &PgRow) -> Result<(u64, CommandRecord), StoreError> {
     let sequence: i64 = row.try_get(0).map_err(backend)?;
-    let sequence = unsigned(sequence, "sequence", None)?;
+    let sequence = from_i64(sequence, "sequence", None)?;
     let corrupt = |what: String| StoreError::Corrupt {
         position: None,
         what: format!("command record {sequence}: {what}"),

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use cqrs_core::store::{CommitNotifier, SubscriptionOptions, log_page, subscription};
 use cqrs_core::{
-    Appended, BatchStream, CheckpointStore, CommandRecord, Commit, CommitNotifier, EventFilter,
-    EventReader, EventStore, EventView, ExpectedVersion, Json, LogEntry, LogQuery, MessageKind,
-    MessageLog, Position, ProcessSave, ProcessState, ProcessStore, ReadBatch, RecordedEvent,
-    ScheduleStore, ScheduledCommand, Snapshot, SnapshotStore, StoreError, StreamId,
-    SubscriptionOptions, Version, subscription,
+    Appended, BatchStream, CheckpointStore, CommandRecord, Commit, EventFilter, EventReader,
+    EventStore, EventView, ExpectedVersion, Json, LogEntry, LogQuery, MessageKind, MessageLog,
+    Position, ProcessSave, ProcessState, ProcessStore, ReadBatch, RecordedEvent, ScheduleStore,
+    ScheduledCommand, Snapshot, SnapshotStore, StoreError, StreamId, Version,
 };
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
@@ -19,11 +19,12 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::batch::{Appender, Attempt, Pending, run_batcher};
-use crate::error::{backend, signed, unique_violation, unsigned};
+use crate::error::{backend, unique_violation};
 use crate::reads::Reader;
 use crate::rows::{EventRows, command_record, headers_text, scheduled};
 use crate::schema;
 use crate::sql::{LOG_SNAPSHOT, Sql};
+use cqrs_core::store::{from_i64, to_i64};
 
 /// How to connect a [`PostgresEventStore`].
 ///
@@ -420,7 +421,7 @@ impl EventReader for PostgresEventStore {
     ) -> Result<(), StoreError> {
         match self.inner.reader.visit_alone(stream, from, visit).await {
             Some(visited) => visited,
-            None => cqrs_core::visit_by_reading(self, stream, from, visit).await,
+            None => cqrs_core::store::visit_by_reading(self, stream, from, visit).await,
         }
     }
 
@@ -431,7 +432,7 @@ impl EventReader for PostgresEventStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         self.read_events(
             sqlx::query(AssertSqlSafe(self.inner.sql.read_all.clone()))
-                .bind(signed(from.get())?)
+                .bind(to_i64(from.get())?)
                 .bind(i64::try_from(limit).unwrap_or(i64::MAX)),
         )
         .await
@@ -445,7 +446,7 @@ impl EventReader for PostgresEventStore {
     ) -> Result<ReadBatch, StoreError> {
         let limit = limit.max(1);
         let rows = sqlx::query(AssertSqlSafe(self.inner.sql.read_filtered.clone()))
-            .bind(signed(from.get())?)
+            .bind(to_i64(from.get())?)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
             .bind(filter.is_all())
             .bind(&filter.types)
@@ -459,7 +460,7 @@ impl EventReader for PostgresEventStore {
             .transpose()
             .map_err(backend)?
             .unwrap_or(0);
-        let head = Position::new(unsigned(head, "head", None)?);
+        let head = Position::new(from_i64(head, "head", None)?);
         let mut decoder = EventRows::new(1);
         let mut events = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -486,7 +487,7 @@ impl EventReader for PostgresEventStore {
             .fetch_one(&self.inner.pool)
             .await
             .map_err(backend)?;
-        Ok(Position::new(unsigned(head, "head", None)?))
+        Ok(Position::new(from_i64(head, "head", None)?))
     }
 
     /// Every committed event, below the horizon or not: committed rows are visible to a new
@@ -496,7 +497,7 @@ impl EventReader for PostgresEventStore {
             .fetch_one(&self.inner.pool)
             .await
             .map_err(backend)?;
-        Ok(Position::new(unsigned(
+        Ok(Position::new(from_i64(
             last,
             "last committed position",
             None,
@@ -557,7 +558,7 @@ impl SnapshotStore for PostgresEventStore {
             let state: &str = row.try_get(1).map_err(backend)?;
             Ok(Snapshot {
                 stream: stream.clone(),
-                version: Version::new(unsigned(version, "snapshot version", None)?),
+                version: Version::new(from_i64(version, "snapshot version", None)?),
                 schema_version,
                 state: Json::from_stored(state),
                 taken_at: row.try_get(2).map_err(backend)?,
@@ -570,7 +571,7 @@ impl SnapshotStore for PostgresEventStore {
         sqlx::query(AssertSqlSafe(self.inner.sql.save_snapshot.clone()))
             .bind(snapshot.stream.as_str())
             .bind(i32::from(snapshot.schema_version))
-            .bind(signed(snapshot.version.get())?)
+            .bind(to_i64(snapshot.version.get())?)
             .bind(snapshot.state.as_str())
             .bind(snapshot.taken_at)
             .execute(&self.inner.pool)
@@ -589,7 +590,7 @@ impl CheckpointStore for PostgresEventStore {
     async fn save_checkpoint(&self, name: &str, position: Position) -> Result<(), StoreError> {
         sqlx::query(AssertSqlSafe(self.inner.sql.save_checkpoint.clone()))
             .bind(name)
-            .bind(signed(position.get())?)
+            .bind(to_i64(position.get())?)
             .execute(&self.inner.pool)
             .await
             .map_err(backend)?;
@@ -621,7 +622,7 @@ where
         .await
         .map_err(backend)?;
     found
-        .map(|p| unsigned(p, "checkpoint", None).map(Position::new))
+        .map(|p| from_i64(p, "checkpoint", None).map(Position::new))
         .transpose()
 }
 
@@ -653,7 +654,7 @@ impl MessageLog for PostgresEventStore {
             Some(a) => (
                 Some(a.recorded_at),
                 i32::from(a.kind == MessageKind::Event),
-                signed(a.sequence)?,
+                to_i64(a.sequence)?,
             ),
             None => (None, 0, 0),
         };
@@ -699,7 +700,7 @@ impl MessageLog for PostgresEventStore {
             }
         }
         snapshot.commit().await.map_err(backend)?;
-        Ok(query.finish(entries))
+        Ok(log_page(query, entries))
     }
 }
 
@@ -795,8 +796,7 @@ where
         return Ok(());
     }
     for s in commands {
-        cqrs_core::check_type_name(&s.command.command_type).map_err(StoreError::Invalid)?;
-        cqrs_core::check_headers(&s.command.headers).map_err(StoreError::Invalid)?;
+        s.validate()?;
     }
     let ids: Vec<Uuid> = commands.iter().map(|s| s.command.id).collect();
     let targets: Vec<&str> = commands.iter().map(|s| s.command.target.as_str()).collect();
@@ -845,10 +845,10 @@ impl ProcessStore for PostgresEventStore {
             let last: i64 = row.try_get(3).map_err(backend)?;
             Ok(ProcessState {
                 id: id.clone(),
-                version: Version::new(unsigned(version, "process version", None)?),
+                version: Version::new(from_i64(version, "process version", None)?),
                 state: Json::from_stored(state),
                 completed: row.try_get(2).map_err(backend)?,
-                last_position: Position::new(unsigned(last, "process position", None)?),
+                last_position: Position::new(from_i64(last, "process position", None)?),
                 updated_at: row.try_get(4).map_err(backend)?,
             })
         })
@@ -874,10 +874,10 @@ impl ProcessStore for PostgresEventStore {
                 let last: i64 = row.try_get(4).map_err(backend)?;
                 Ok(ProcessState {
                     id: StreamId::new(id).map_err(|e| StoreError::Invalid(e.to_string()))?,
-                    version: Version::new(unsigned(version, "process version", None)?),
+                    version: Version::new(from_i64(version, "process version", None)?),
                     state: Json::from_stored(state),
                     completed: row.try_get(3).map_err(backend)?,
-                    last_position: Position::new(unsigned(last, "process position", None)?),
+                    last_position: Position::new(from_i64(last, "process position", None)?),
                     updated_at: row.try_get(5).map_err(backend)?,
                 })
             })
@@ -916,7 +916,7 @@ impl ProcessStore for PostgresEventStore {
             .fetch_optional(&mut *tx)
             .await
             .map_err(backend)?;
-        let actual = Version::new(found.map_or(Ok(0), |v| unsigned(v, "process version", None))?);
+        let actual = Version::new(found.map_or(Ok(0), |v| from_i64(v, "process version", None))?);
         if actual != save.expected {
             return Err(StoreError::Conflict {
                 stream: save.id,
@@ -933,7 +933,7 @@ impl ProcessStore for PostgresEventStore {
             .bind(save.id.as_str())
             .bind(save.state.as_str())
             .bind(save.completed)
-            .bind(signed(save.last_position.get())?)
+            .bind(to_i64(save.last_position.get())?)
             .bind(save.saved_at)
             .execute(&mut *tx)
             .await;

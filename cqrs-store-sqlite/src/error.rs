@@ -73,20 +73,3 @@ pub(crate) fn headers(
         }),
     }
 }
-
-/// A stored non-negative integer back.
-pub(crate) fn unsigned(
-    value: i64,
-    what: &str,
-    position: Option<Position>,
-) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| StoreError::Corrupt {
-        position,
-        what: format!("{what} {value} is negative"),
-    })
-}
-
-/// An unsigned value to store.
-pub(crate) fn signed(value: u64) -> Result<i64, StoreError> {
-    i64::try_from(value).map_err(|_| StoreError::Invalid(format!("{value} does not fit the store")))
-}

@@ -10,10 +10,10 @@ use cqrs_core::{
 use rusqlite::{Connection, Row, params};
 
 use crate::error::{
-    backend, from_micros, headers, headers_text, is_unique_violation, micros, opt_uuid, signed,
-    unsigned, uuid,
+    backend, from_micros, headers, headers_text, is_unique_violation, micros, opt_uuid, uuid,
 };
 use crate::writer::WriteError;
+use cqrs_core::store::{from_i64, to_i64};
 
 /// The event columns, in the order [`EventRows::read`] expects, for the events table as `e`.
 pub(crate) const EVENT_COLUMNS: &str = "e.position, e.stream, e.version, e.event_type, e.schema_version, e.payload, \
@@ -30,7 +30,7 @@ pub(crate) struct EventRows {
 impl EventRows {
     /// Reads one row selected with [`EVENT_COLUMNS`].
     pub(crate) fn read(&mut self, row: &Row<'_>) -> Result<RecordedEvent, StoreError> {
-        let position = Position::new(unsigned(row.get(0).map_err(backend)?, "position", None)?);
+        let position = Position::new(from_i64(row.get(0).map_err(backend)?, "position", None)?);
         let at = Some(position);
         let corrupt = |what: String| StoreError::Corrupt { position: at, what };
         let name = row
@@ -46,7 +46,7 @@ impl EventRows {
                 s
             }
         };
-        let version = Version::new(unsigned(row.get(2).map_err(backend)?, "version", at)?);
+        let version = Version::new(from_i64(row.get(2).map_err(backend)?, "version", at)?);
         // Read the texts in place and copy the payload once, straight into the shared payload.
         let (event_type, schema_version, payload) = typed_payload(row, 3, at)?;
         let event_type = event_type.to_owned();
@@ -92,13 +92,13 @@ pub(crate) fn visit_stream(
         )
         .map_err(backend)?;
     let mut rows = select
-        .query(params![stream.as_str(), signed(from.get())?])
+        .query(params![stream.as_str(), to_i64(from.get())?])
         .map_err(backend)?;
     let mut last = None;
     while let Some(row) = rows.next().map_err(backend)? {
-        let position = Position::new(unsigned(row.get(0).map_err(backend)?, "position", None)?);
+        let position = Position::new(from_i64(row.get(0).map_err(backend)?, "position", None)?);
         let at = Some(position);
-        let version = Version::new(unsigned(row.get(1).map_err(backend)?, "version", at)?);
+        let version = Version::new(from_i64(row.get(1).map_err(backend)?, "version", at)?);
         let (event_type, schema_version, payload) = typed_payload(row, 2, at)?;
         last = Some(version);
         let event = EventView {
@@ -191,7 +191,7 @@ pub(crate) const COMMAND_COLUMNS: &str = "sequence, command_id, command_type, ta
 
 /// Reads a command record selected with [`COMMAND_COLUMNS`], with its log sequence.
 pub(crate) fn command_record(row: &Row<'_>) -> Result<(u64, CommandRecord), StoreError> {
-    let sequence = unsigned(row.get(0).map_err(backend)?, "sequence", None)?;
+    let sequence = from_i64(row.get(0).map_err(backend)?, "sequence", None)?;
     let corrupt = |what: String| StoreError::Corrupt {
         position: None,
         what: format!("command record {sequence}: {what}"),
@@ -280,7 +280,7 @@ pub(crate) fn write_commit(
             let found: Option<i64> = current
                 .query_row([commit.stream.as_str()], |r| r.get(0))
                 .map_err(backend)?;
-            Version::new(found.map_or(Ok(0), |v| unsigned(v, "stream version", None))?)
+            Version::new(found.map_or(Ok(0), |v| from_i64(v, "stream version", None))?)
         }
     };
     if !commit.expected.matches(actual) {
@@ -294,7 +294,7 @@ pub(crate) fn write_commit(
         .get()
         .checked_add(commit.events.len() as u64)
         .ok_or_else(|| StoreError::Invalid("the stream is full".into()))?;
-    signed(last)?;
+    to_i64(last)?;
     // From here on a failure leaves writes behind: the transaction must go.
     write_events(conn, &commit, actual).map_err(WriteError::Broken)
 }
@@ -324,7 +324,7 @@ fn write_events(
                 .execute(params![
                     commit.stream.as_str(),
                     commit.stream.category(),
-                    signed(version.get())?,
+                    to_i64(version.get())?,
                     event.event_type,
                     event.schema_version,
                     event.payload.as_str(),
@@ -339,7 +339,7 @@ fn write_events(
                 ])
                 .map_err(backend)?;
         }
-        position = Some(Position::new(unsigned(
+        position = Some(Position::new(from_i64(
             conn.last_insert_rowid(),
             "position",
             None,
@@ -395,8 +395,7 @@ pub(crate) fn insert_scheduled(
         )
         .map_err(backend)?;
     for s in commands {
-        cqrs_core::check_type_name(&s.command.command_type).map_err(StoreError::Invalid)?;
-        cqrs_core::check_headers(&s.command.headers).map_err(StoreError::Invalid)?;
+        s.validate()?;
         let c = &s.command;
         insert
             .execute(params![

@@ -6,23 +6,24 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use cqrs_core::store::{CommitNotifier, SubscriptionOptions, log_page, subscription};
 use cqrs_core::{
-    Appended, BatchStream, CheckpointStore, CommandRecord, Commit, CommitNotifier, Decide,
-    EventFilter, EventReader, EventStore, EventView, ExpectedVersion, Json, LogEntry, LogQuery,
-    MessageKind, MessageLog, Position, ProcessSave, ProcessState, ProcessStore, ReadBatch,
-    RecordedEvent, ScheduleStore, ScheduledCommand, Snapshot, SnapshotStore, StoreError, StreamId,
-    SubscriptionOptions, Version, subscription,
+    Appended, BatchStream, CheckpointStore, CommandRecord, Commit, Decide, EventFilter,
+    EventReader, EventStore, EventView, ExpectedVersion, Json, LogEntry, LogQuery, MessageKind,
+    MessageLog, Position, ProcessSave, ProcessState, ProcessStore, ReadBatch, RecordedEvent,
+    ScheduleStore, ScheduledCommand, Snapshot, SnapshotStore, StoreError, StreamId, Version,
 };
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 use uuid::Uuid;
 
-use crate::error::{backend, from_micros, micros, signed, unsigned};
+use crate::error::{backend, from_micros, micros};
 use crate::rows::{
     self, COMMAND_COLUMNS, EVENT_COLUMNS, EventRows, SCHEDULED_COLUMNS, command_record,
     insert_command, insert_scheduled, scheduled, write_commit,
 };
 use crate::schema;
 use crate::writer::{WriteError, Writer, WriterStats, on_multi_thread_runtime};
+use cqrs_core::store::{from_i64, to_i64};
 
 /// How hard SQLite works to keep a commit once it has returned.
 ///
@@ -458,7 +459,7 @@ impl EventReader for SqliteEventStore {
             Some(pool) if on_multi_thread_runtime() => tokio::task::block_in_place(|| {
                 pool.run(|conn| rows::visit_stream(conn, stream, from, visit).map(|_| ()))
             }),
-            _ => cqrs_core::visit_by_reading(self, stream, from, visit).await,
+            _ => cqrs_core::store::visit_by_reading(self, stream, from, visit).await,
         }
     }
 
@@ -467,7 +468,7 @@ impl EventReader for SqliteEventStore {
         from: Position,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let from = signed(from.get())?;
+        let from = to_i64(from.get())?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(move |conn| {
             let mut select = conn
@@ -521,7 +522,7 @@ fn read_stream(
     stream: &StreamId,
     from: Version,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
-    let from = signed(from.get())?;
+    let from = to_i64(from.get())?;
     let mut select = conn
         .prepare_cached(&format!(
             "SELECT {EVENT_COLUMNS} FROM cqrs_events e WHERE e.stream = ?1 AND e.version >= ?2 ORDER BY e.version"
@@ -543,7 +544,7 @@ fn head(conn: &Connection) -> Result<Position, StoreError> {
         .query_row("SELECT max(position) FROM cqrs_events", [], |r| r.get(0))
         .map_err(backend)?;
     Ok(Position::new(
-        max.map_or(Ok(0), |p| unsigned(p, "position", None))?,
+        max.map_or(Ok(0), |p| from_i64(p, "position", None))?,
     ))
 }
 
@@ -577,7 +578,7 @@ fn read_filtered(
          WHERE e.position >= ?1 AND e.position < ?2"
     );
     let mut args: Vec<rusqlite::types::Value> =
-        vec![signed(from.get())?.into(), signed(window_end)?.into()];
+        vec![to_i64(from.get())?.into(), to_i64(window_end)?.into()];
     if !filter.is_all() {
         let mut alternatives = Vec::new();
         if !filter.types.is_empty() {
@@ -716,7 +717,7 @@ impl SnapshotStore for SqliteEventStore {
             row.map(|(version, state, taken_at)| {
                 Ok(Snapshot {
                     stream: stream.clone(),
-                    version: Version::new(unsigned(version, "snapshot version", None)?),
+                    version: Version::new(from_i64(version, "snapshot version", None)?),
                     schema_version,
                     state: Json::from_stored(state),
                     taken_at: from_micros(taken_at, None)?,
@@ -743,7 +744,7 @@ impl SnapshotStore for SqliteEventStore {
                 upsert
                     .execute(params![
                         snapshot.stream.as_str(),
-                        signed(snapshot.version.get())?,
+                        to_i64(snapshot.version.get())?,
                         snapshot.schema_version,
                         snapshot.state.as_str(),
                         micros(snapshot.taken_at),
@@ -796,7 +797,7 @@ pub(crate) fn load_checkpoint(
         .optional()
         .map_err(backend)?;
     found
-        .map(|p| unsigned(p, "checkpoint", None).map(Position::new))
+        .map(|p| from_i64(p, "checkpoint", None).map(Position::new))
         .transpose()
 }
 
@@ -813,7 +814,7 @@ pub(crate) fn save_checkpoint(
         )
         .map_err(backend)?;
     upsert
-        .execute(params![name, signed(position.get())?])
+        .execute(params![name, to_i64(position.get())?])
         .map_err(backend)?;
     Ok(())
 }
@@ -899,7 +900,7 @@ fn query_log(conn: &Connection, query: &LogQuery) -> Result<Vec<LogEntry>, Store
     if let Some(snapshot) = snapshot {
         snapshot.finish().map_err(backend)?;
     }
-    Ok(query.finish(entries))
+    Ok(log_page(query, entries))
 }
 
 /// Appends the query's criteria to `sql` (values OR-ed within one, criteria AND-ed) and
@@ -968,7 +969,7 @@ fn log_conditions(
         };
         args.push(micros(after.recorded_at).into());
         args.push(after_kind.into());
-        args.push(signed(after.sequence)?.into());
+        args.push(to_i64(after.sequence)?.into());
         let n = args.len();
         sql.push_str(&format!(
             " AND ({time_column}, {kind}, {sequence_column}) > (?{}, ?{}, ?{n})",
@@ -1095,10 +1096,10 @@ impl ProcessStore for SqliteEventStore {
             row.map(|(version, state, completed, last_position, updated_at)| {
                 Ok(ProcessState {
                     id: id.clone(),
-                    version: Version::new(unsigned(version, "process version", None)?),
+                    version: Version::new(from_i64(version, "process version", None)?),
                     state: Json::from_stored(state),
                     completed,
-                    last_position: Position::new(unsigned(last_position, "process position", None)?),
+                    last_position: Position::new(from_i64(last_position, "process position", None)?),
                     updated_at: from_micros(updated_at, None)?,
                 })
             })
@@ -1128,10 +1129,10 @@ impl ProcessStore for SqliteEventStore {
                 let id = StreamId::new(&id).map_err(|e| StoreError::Invalid(e.to_string()))?;
                 all.push(ProcessState {
                     id,
-                    version: Version::new(unsigned(row.get(1).map_err(backend)?, "process version", None)?),
+                    version: Version::new(from_i64(row.get(1).map_err(backend)?, "process version", None)?),
                     state: Json::from_stored(row.get::<_, String>(2).map_err(backend)?),
                     completed: row.get(3).map_err(backend)?,
-                    last_position: Position::new(unsigned(row.get(4).map_err(backend)?, "process position", None)?),
+                    last_position: Position::new(from_i64(row.get(4).map_err(backend)?, "process position", None)?),
                     updated_at: from_micros(row.get(5).map_err(backend)?, None)?,
                 });
             }
@@ -1142,9 +1143,7 @@ impl ProcessStore for SqliteEventStore {
 
     async fn save_process(&self, save: ProcessSave) -> Result<(), StoreError> {
         for command in &save.outbox {
-            cqrs_core::check_type_name(&command.command.command_type)
-                .map_err(StoreError::Invalid)?;
-            cqrs_core::check_headers(&command.command.headers).map_err(StoreError::Invalid)?;
+            command.validate()?;
         }
         self.inner
             .writer
@@ -1157,7 +1156,7 @@ impl ProcessStore for SqliteEventStore {
                 let mut select =
                     conn.prepare_cached("SELECT version FROM cqrs_processes WHERE id = ?1").map_err(backend)?;
                 let found: Option<i64> = select.query_row([save.id.as_str()], |r| r.get(0)).optional().map_err(backend)?;
-                let actual = Version::new(found.map_or(Ok(0), |v| unsigned(v, "process version", None))?);
+                let actual = Version::new(found.map_or(Ok(0), |v| from_i64(v, "process version", None))?);
                 if actual != save.expected {
                     return Err(StoreError::Conflict {
                         stream: save.id,
@@ -1177,10 +1176,10 @@ impl ProcessStore for SqliteEventStore {
                 upsert
                     .execute(params![
                         save.id.as_str(),
-                        signed(actual.next().get())?,
+                        to_i64(actual.next().get())?,
                         save.state.as_str(),
                         save.completed,
-                        signed(save.last_position.get())?,
+                        to_i64(save.last_position.get())?,
                         micros(save.saved_at),
                     ])
                     .map_err(backend)?;

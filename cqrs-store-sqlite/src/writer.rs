@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use cqrs_core::{CommitNotifier, StoreError};
+use cqrs_core::StoreError;
+use cqrs_core::store::CommitNotifier;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 

@@ -345,7 +345,7 @@ impl MessageLog for InMemoryEventStore {
                 });
             }
         }
-        Ok(query.finish(entries))
+        Ok(crate::store::log_page(query, entries))
     }
 }
 
@@ -353,9 +353,7 @@ impl MessageLog for InMemoryEventStore {
 impl ScheduleStore for InMemoryEventStore {
     async fn schedule(&self, commands: Vec<ScheduledCommand>) -> Result<(), StoreError> {
         for command in &commands {
-            crate::store::check_type_name(&command.command.command_type)
-                .map_err(StoreError::Invalid)?;
-            crate::store::check_headers(&command.command.headers).map_err(StoreError::Invalid)?;
+            command.validate()?;
         }
         self.lock().schedule(commands);
         Ok(())
@@ -446,9 +444,7 @@ impl ProcessStore for InMemoryEventStore {
 
     async fn save_process(&self, save: ProcessSave) -> Result<(), StoreError> {
         for command in &save.outbox {
-            crate::store::check_type_name(&command.command.command_type)
-                .map_err(StoreError::Invalid)?;
-            crate::store::check_headers(&command.command.headers).map_err(StoreError::Invalid)?;
+            command.validate()?;
         }
         let mut state = self.lock();
         if let Some(handled) = &save.handled

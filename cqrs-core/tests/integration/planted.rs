@@ -68,7 +68,7 @@ struct Planted {
     inner: InMemoryEventStore,
     bug: Bug,
     /// What [`Bug::Silent`] subscribes to: a notifier nobody signals.
-    silent: cqrs_core::CommitNotifier,
+    silent: cqrs_core::store::CommitNotifier,
 }
 
 impl Planted {
@@ -76,7 +76,7 @@ impl Planted {
         Self {
             inner: InMemoryEventStore::new(),
             bug,
-            silent: cqrs_core::CommitNotifier::new(),
+            silent: cqrs_core::store::CommitNotifier::new(),
         }
     }
 }
@@ -110,12 +110,12 @@ impl EventReader for Planted {
     fn subscribe_batches(&self, from: Position, filter: EventFilter) -> BatchStream {
         if self.bug == Bug::Silent {
             // The subscription catches up, then waits for ever.
-            return cqrs_core::subscription(
+            return cqrs_core::store::subscription(
                 Arc::new(self.inner.clone()),
                 &self.silent,
                 from,
                 filter,
-                cqrs_core::SubscriptionOptions::default(),
+                cqrs_core::store::SubscriptionOptions::default(),
             );
         }
         self.inner.subscribe_batches(from, filter)

@@ -51,11 +51,10 @@
 //! ```
 //! use std::sync::{Arc, Mutex};
 //!
-//! use chrono::SubsecRound;
+//! use cqrs_core::store::{CommitNotifier, SubscriptionOptions, subscription, truncate_to_micros};
 //! use cqrs_core::{
-//!     Appended, BatchStream, Commit, CommitNotifier, EventFilter, EventReader, EventStore,
-//!     Position, RecordedEvent, StoreError, StreamId, SubscriptionOptions, Version,
-//!     subscription,
+//!     Appended, BatchStream, Commit, EventFilter, EventReader, EventStore, Position,
+//!     RecordedEvent, StoreError, StreamId, Version,
 //! };
 //!
 //! #[derive(Clone, Default)]
@@ -64,7 +63,7 @@
 //!     notifier: CommitNotifier,
 //! }
 //!
-//! #[async_trait::async_trait]
+//! #[cqrs_core::async_trait]
 //! impl EventReader for TinyStore {
 //!     async fn read_stream(&self, stream: &StreamId, from: Version) -> Result<Vec<RecordedEvent>, StoreError> {
 //!         let log = self.log.lock().unwrap();
@@ -87,7 +86,7 @@
 //!     }
 //! }
 //!
-//! #[async_trait::async_trait]
+//! #[cqrs_core::async_trait]
 //! impl EventStore for TinyStore {
 //!     async fn commit(&self, commit: Commit) -> Result<Appended, StoreError> {
 //!         commit.validate()?;
@@ -104,7 +103,7 @@
 //!         let (mut version, mut position) = (actual, None);
 //!         for mut event in commit.events {
 //!             // Every store keeps times to the microsecond, cut.
-//!             event.metadata.recorded_at = event.metadata.recorded_at.trunc_subsecs(6);
+//!             event.metadata.recorded_at = truncate_to_micros(event.metadata.recorded_at);
 //!             version = version.next();
 //!             let at = Position::new(log.len() as u64 + 1);
 //!             position = Some(at);
