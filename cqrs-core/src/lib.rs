@@ -112,6 +112,8 @@
 //!
 //! - `testing`: [`testing`], the given/when/then kit and the store conformance suite.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod aggregate;
 mod bluegreen;
 mod clock;
@@ -129,6 +131,7 @@ mod upcast;
 mod version;
 
 #[cfg(any(test, feature = "testing"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
 pub use crate::aggregate::{Aggregate, AggregateId, ApplyError, replay};

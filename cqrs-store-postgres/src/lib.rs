@@ -32,6 +32,8 @@
 //!
 //! - `testing`: [`testing`], a throwaway PostgreSQL cluster for tests.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod batch;
 mod error;
 mod projection;
@@ -42,6 +44,7 @@ mod sql;
 mod store;
 
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
 pub use sqlx;

@@ -1,5 +1,7 @@
 //! Test support: a real PostgreSQL for tests, no mocks and no Docker.
 //!
+//! **Available with the crate feature `testing`.**
+//!
 //! With `DATABASE_URL` set, tests use that server. Otherwise the first test of a process
 //! starts a throwaway cluster from the machine's PostgreSQL binaries (found with
 //! `pg_config --bindir`, under `/usr/lib/postgresql/*/bin`, or on `PATH`): `initdb` and

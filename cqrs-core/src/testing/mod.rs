@@ -1,7 +1,7 @@
 //! The test kit: given/when/then scenarios for aggregates and process managers, and the store
 //! conformance suite.
 //!
-//! Enable it in tests with the `testing` feature:
+//! **Available with the crate feature `testing`.** Enable it in tests:
 //!
 //! ```toml
 //! [dev-dependencies]
