@@ -356,7 +356,7 @@ impl<S: Clone + Send + Sync + 'static> BlueGreen<S> {
                     Ok(true) => return,
                     Ok(false) => tokio::time::sleep(SWITCH_POLL).await,
                     Err(err) => {
-                        tracing::warn!(error = %err, "blue/green: cannot switch yet");
+                        tracing::warn!(error = %crate::ErrorChain(&err), "blue/green: cannot switch yet");
                         tokio::time::sleep(SWITCH_POLL * 20).await;
                     }
                 }

@@ -116,6 +116,7 @@
 
 mod aggregate;
 mod bluegreen;
+mod chain;
 mod clock;
 mod command;
 mod event;
@@ -136,6 +137,7 @@ pub mod testing;
 
 pub use crate::aggregate::{Aggregate, AggregateId, ApplyError, replay};
 pub use crate::bluegreen::{BlueGreen, BlueGreenStatus};
+pub use crate::chain::ErrorChain;
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::command::{CommandContext, CommandEnvelope, CommandRecord, EnvelopeError, Outcome};
 pub use crate::event::{

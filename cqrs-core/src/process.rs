@@ -215,7 +215,7 @@ impl<P> Reaction<P> {
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     id: Uuid,
-    command: Result<(StreamId, &'static str, Json), String>,
+    command: Result<(StreamId, &'static str, Json), Arc<EnvelopeError>>,
     due_at: Option<DateTime<Utc>>,
 }
 
@@ -227,7 +227,7 @@ impl PartialEq for Outgoing {
             (Ok((t1, c1, p1)), Ok((t2, c2, p2))) => {
                 t1 == t2 && c1 == c2 && p1.to_value().ok() == p2.to_value().ok()
             }
-            (Err(a), Err(b)) => a == b,
+            (Err(a), Err(b)) => a.to_string() == b.to_string(),
             _ => false,
         };
         same_command && self.due_at == other.due_at
@@ -240,7 +240,7 @@ impl Outgoing {
     pub fn to<A: Aggregate>(id: &A::Id, command: &A::Command) -> Self {
         match A::stream_id(id) {
             Ok(stream) => Self::to_stream(stream, command),
-            Err(err) => Self::failed(err.to_string()),
+            Err(err) => Self::failed(EnvelopeError::Target(err)),
         }
     }
 
@@ -249,7 +249,7 @@ impl Outgoing {
     pub fn timeout<P: ProcessManager>(instance: &str, timeout: &P::Timeout) -> Self {
         match StreamId::for_aggregate(P::NAME, &instance) {
             Ok(stream) => Self::to_stream(stream, timeout),
-            Err(err) => Self::failed(err.to_string()),
+            Err(err) => Self::failed(EnvelopeError::Target(err)),
         }
     }
 
@@ -258,7 +258,7 @@ impl Outgoing {
     pub fn to_stream<C: Serialize + ?Sized>(target: StreamId, command: &C) -> Self {
         let command = crate::message::encode_message(command)
             .map(|(name, payload)| (target, name, payload))
-            .map_err(|e| e.to_string());
+            .map_err(|e| Arc::new(EnvelopeError::Message(e)));
         Self {
             id: Uuid::now_v7(),
             command,
@@ -266,10 +266,10 @@ impl Outgoing {
         }
     }
 
-    fn failed(why: String) -> Self {
+    fn failed(why: EnvelopeError) -> Self {
         Self {
             id: Uuid::now_v7(),
-            command: Err(why),
+            command: Err(Arc::new(why)),
             due_at: None,
         }
     }
@@ -324,13 +324,13 @@ impl Outgoing {
     ///
     /// # Errors
     ///
-    /// [`ProcessError::Encode`] if the command did not serialize.
+    /// [`ProcessError::Command`] if the command did not serialize.
     pub fn into_scheduled(
         self,
         cause: &Cause<'_>,
         now: DateTime<Utc>,
     ) -> Result<ScheduledCommand, ProcessError> {
-        let (target, command_type, payload) = self.command.map_err(ProcessError::Encode)?;
+        let (target, command_type, payload) = self.command.map_err(ProcessError::Command)?;
         Ok(ScheduledCommand {
             command: CommandEnvelope {
                 id: self.id,
@@ -394,9 +394,47 @@ pub enum ProcessError {
     /// An event could not be decoded.
     #[error(transparent)]
     Decode(#[from] crate::upcast::DecodeError),
-    /// A state, timeout or command did not (de)serialize.
-    #[error("cannot encode: {0}")]
-    Encode(String),
+    /// An instance id makes no valid stream id.
+    #[error("instance {instance:?} makes no valid stream id")]
+    InstanceId {
+        /// The instance id.
+        instance: String,
+        /// Why.
+        #[source]
+        source: crate::event::InvalidStreamId,
+    },
+    /// A stored state does not decode as the process manager's state.
+    #[error("the stored state of {id} does not decode")]
+    StateDecode {
+        /// The instance.
+        id: StreamId,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A state does not serialize.
+    #[error("the state of {id} does not serialize")]
+    StateEncode {
+        /// The instance.
+        id: StreamId,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A scheduled timeout does not decode as the process manager's timeout.
+    #[error("timeout {command_type} for {id} does not decode")]
+    TimeoutDecode {
+        /// The instance.
+        id: StreamId,
+        /// The timeout's type name.
+        command_type: String,
+        /// Why.
+        #[source]
+        source: crate::message::MessageError,
+    },
+    /// A command the reaction sends does not serialize, or names an invalid target.
+    #[error("a command cannot be sent")]
+    Command(#[source] Arc<EnvelopeError>),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -406,6 +444,15 @@ pub enum ProcessError {
     /// The reaction sends commands for an instance that has no state.
     #[error("process {0} sends commands but has no state")]
     NoState(StreamId),
+}
+
+impl ProcessError {
+    /// Whether trying again cannot help: the input or the state is wrong, not the store.
+    /// [`ProcessError::Store`] and [`ProcessError::Conflict`] are the passing ones.
+    #[must_use]
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, Self::Store(_) | Self::Conflict(_))
+    }
 }
 
 /// Receives serialized commands: what routers, dispatchers and outboxes deliver to.
@@ -666,9 +713,12 @@ impl<P: ProcessManager> ProcessManagerRunner<P> {
     ///
     /// # Errors
     ///
-    /// [`ProcessError::Encode`] if it makes an invalid stream id.
+    /// [`ProcessError::InstanceId`] if it makes an invalid stream id.
     pub fn instance_id(instance: &str) -> Result<StreamId, ProcessError> {
-        StreamId::for_aggregate(P::NAME, &instance).map_err(|e| ProcessError::Encode(e.to_string()))
+        StreamId::for_aggregate(P::NAME, &instance).map_err(|source| ProcessError::InstanceId {
+            instance: instance.to_owned(),
+            source,
+        })
     }
 
     /// Loads the state of `instance`, if it was ever saved, with whether it is finished.
@@ -687,7 +737,10 @@ impl<P: ProcessManager> ProcessManagerRunner<P> {
         let state = stored
             .state
             .decode::<P>()
-            .map_err(|e| ProcessError::Encode(e.to_string()))?;
+            .map_err(|source| ProcessError::StateDecode {
+                id: stored.id.clone(),
+                source,
+            })?;
         Ok(Some((state, stored.completed)))
     }
 
@@ -723,13 +776,13 @@ impl<P: ProcessManager> ProcessManagerRunner<P> {
                 .await
             {
                 Ok(()) => {}
-                Err(err @ (ProcessError::Store(_) | ProcessError::Conflict(_))) => return Err(err),
+                Err(err) if !err.is_permanent() => return Err(err),
                 Err(err) => tracing::error!(
                     process = P::NAME,
                     %instance,
                     position = recorded.position.get(),
                     event_type = %recorded.event_type,
-                    error = %err,
+                    error = %crate::ErrorChain(&err),
                     "process manager cannot take this event; skipping it"
                 ),
             }
@@ -746,18 +799,20 @@ impl<P: ProcessManager> ProcessManagerRunner<P> {
         let id = Self::instance_id(instance)?;
         for _ in 0..SAVE_ATTEMPTS {
             let stored = self.storage.load_process(&id).await?;
-            let (mut state, version) = match &stored {
-                Some(s) if s.completed || s.last_position >= recorded.position => return Ok(()),
-                Some(s) => (
-                    Some(
-                        s.state
-                            .decode::<P>()
-                            .map_err(|e| ProcessError::Encode(e.to_string()))?,
+            let (mut state, version) =
+                match &stored {
+                    Some(s) if s.completed || s.last_position >= recorded.position => return Ok(()),
+                    Some(s) => (
+                        Some(s.state.decode::<P>().map_err(|source| {
+                            ProcessError::StateDecode {
+                                id: s.id.clone(),
+                                source,
+                            }
+                        })?),
+                        s.version,
                     ),
-                    s.version,
-                ),
-                None => (None, Version::ZERO),
-            };
+                    None => (None, Version::ZERO),
+                };
             let now = self.clock.now();
             let context = EventContext {
                 instance,
@@ -778,7 +833,7 @@ impl<P: ProcessManager> ProcessManagerRunner<P> {
                         completed |= reaction.completed;
                     }
                     Err(err) => {
-                        tracing::warn!(process = %id, position = recorded.position.get(), event_type = %recorded.event_type, error = %err, "process manager refused an event; skipping it");
+                        tracing::warn!(process = %id, position = recorded.position.get(), event_type = %recorded.event_type, error = %crate::ErrorChain(&err), "process manager refused an event; skipping it");
                     }
                 }
                 if completed {
@@ -800,7 +855,10 @@ impl<P: ProcessManager> ProcessManagerRunner<P> {
             let save = ProcessSave {
                 id: id.clone(),
                 expected: version,
-                state: Json::encode(&state).map_err(|e| ProcessError::Encode(e.to_string()))?,
+                state: Json::encode(&state).map_err(|source| ProcessError::StateEncode {
+                    id: id.clone(),
+                    source,
+                })?,
                 completed,
                 last_position: recorded.position,
                 outbox,
@@ -833,10 +891,17 @@ impl<P: ProcessManager> ProcessManagerRunner<P> {
             let state = stored
                 .state
                 .decode::<P>()
-                .map_err(|e| ProcessError::Encode(e.to_string()))?;
+                .map_err(|source| ProcessError::StateDecode {
+                    id: envelope.target.clone(),
+                    source,
+                })?;
             let timeout =
                 decode_message::<P::Timeout>(&envelope.command_type, envelope.payload.as_str())
-                    .map_err(|e| ProcessError::Encode(e.to_string()))?;
+                    .map_err(|source| ProcessError::TimeoutDecode {
+                        id: envelope.target.clone(),
+                        command_type: envelope.command_type.clone(),
+                        source,
+                    })?;
             let now = self.clock.now();
             let context = TimeoutContext {
                 instance: &instance,
@@ -851,7 +916,7 @@ impl<P: ProcessManager> ProcessManagerRunner<P> {
                     Delivery::Accepted,
                 ),
                 Err(err) => {
-                    tracing::warn!(process = %envelope.target, error = %err, "process manager refused a timeout");
+                    tracing::warn!(process = %envelope.target, error = %crate::ErrorChain(&err), "process manager refused a timeout");
                     let message = err.to_string();
                     let outcome = Outcome::Rejected {
                         error: Json::encode(&message).unwrap_or_else(|_| Json::null()),
@@ -873,7 +938,10 @@ impl<P: ProcessManager> ProcessManagerRunner<P> {
             let save = ProcessSave {
                 id: envelope.target.clone(),
                 expected: stored.version,
-                state: Json::encode(&new_state).map_err(|e| ProcessError::Encode(e.to_string()))?,
+                state: Json::encode(&new_state).map_err(|source| ProcessError::StateEncode {
+                    id: envelope.target.clone(),
+                    source,
+                })?,
                 completed: reaction.completed,
                 last_position: stored.last_position,
                 outbox,
@@ -949,9 +1017,12 @@ impl<P: ProcessManager> CommandHandler for ProcessManagerRunner<P> {
                 P::NAME
             )));
         }
-        self.handle_timeout(envelope).await.map_err(|e| match e {
-            ProcessError::Encode(why) => DispatchError::Invalid(why),
-            other => DispatchError::Failed(Box::new(other)),
+        self.handle_timeout(envelope).await.map_err(|e| {
+            if e.is_permanent() {
+                DispatchError::Invalid(crate::ErrorChain(&e).to_string())
+            } else {
+                DispatchError::Failed(Box::new(e))
+            }
         })
     }
 }
@@ -1098,7 +1169,7 @@ impl CommandDispatcher {
                     self.record_undeliverable(&envelope, &why, now).await?;
                     done.push(id);
                 } else {
-                    tracing::warn!(command_id = %id, command = %envelope.command_type, attempt = scheduled.attempts, error = %error, "delivery failed; it will be tried again");
+                    tracing::warn!(command_id = %id, command = %envelope.command_type, attempt = scheduled.attempts, error = %crate::ErrorChain(&error), "delivery failed; it will be tried again");
                 }
             }
             handled += done.len();
@@ -1141,11 +1212,11 @@ impl CommandDispatcher {
             loop {
                 let next = match self.run_due().await {
                     Ok(_) => self.storage.next_due().await.unwrap_or_else(|err| {
-                        tracing::warn!(error = %err, "reading the next due time failed");
+                        tracing::warn!(error = %crate::ErrorChain(&err), "reading the next due time failed");
                         None
                     }),
                     Err(err) => {
-                        tracing::warn!(error = %err, "delivering scheduled commands failed; retrying");
+                        tracing::warn!(error = %crate::ErrorChain(&err), "delivering scheduled commands failed; retrying");
                         None
                     }
                 };
@@ -1185,7 +1256,7 @@ impl DispatcherHandle {
 ///
 /// # Errors
 ///
-/// [`EnvelopeError`] if the command does not serialize, wrapped in [`ProcessError::Encode`], or
+/// [`EnvelopeError`] if the command does not serialize, wrapped in [`ProcessError::Command`], or
 /// the store's error.
 pub async fn schedule_command<A: Aggregate>(
     storage: &dyn Storage,
@@ -1195,7 +1266,7 @@ pub async fn schedule_command<A: Aggregate>(
     due_at: DateTime<Utc>,
 ) -> Result<Uuid, ProcessError> {
     let envelope = CommandEnvelope::for_aggregate::<A>(id, command, context)
-        .map_err(|e: EnvelopeError| ProcessError::Encode(e.to_string()))?;
+        .map_err(|e: EnvelopeError| ProcessError::Command(Arc::new(e)))?;
     let command_id = envelope.id;
     storage
         .schedule(vec![ScheduledCommand::new(

@@ -90,9 +90,9 @@ pub trait Projection: Send + Sync + 'static {
 /// assert_eq!(err.to_string(), "projection failed: the seat type is unknown");
 /// ```
 #[derive(Debug, thiserror::Error)]
-#[error("projection failed: {message}")]
+#[error("projection failed{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
 pub struct ProjectionError {
-    message: String,
+    message: Option<String>,
     #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
@@ -102,15 +102,42 @@ impl ProjectionError {
     #[must_use]
     pub fn new(message: impl Into<String>) -> Self {
         Self {
-            message: message.into(),
+            message: Some(message.into()),
             source: None,
         }
     }
 
-    /// Wraps another error.
+    /// Wraps another error, kept as the [source](std::error::Error::source) (shown by
+    /// [`ErrorChain`](crate::ErrorChain), not repeated in this error's own message).
+    ///
+    /// ```
+    /// use cqrs_core::{ErrorChain, ProjectionError};
+    ///
+    /// let err = ProjectionError::from_error(std::io::Error::other("disk full"));
+    /// assert_eq!(err.to_string(), "projection failed");
+    /// assert_eq!(ErrorChain(&err).to_string(), "projection failed: disk full");
+    /// ```
     pub fn from_error(err: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self {
-            message: err.to_string(),
+            message: None,
+            source: Some(Box::new(err)),
+        }
+    }
+
+    /// Wraps another error with what was being done.
+    ///
+    /// ```
+    /// use cqrs_core::{ErrorChain, ProjectionError};
+    ///
+    /// let err = ProjectionError::context("updating seats", std::io::Error::other("disk full"));
+    /// assert_eq!(ErrorChain(&err).to_string(), "projection failed: updating seats: disk full");
+    /// ```
+    pub fn context(
+        message: impl Into<String>,
+        err: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            message: Some(message.into()),
             source: Some(Box::new(err)),
         }
     }
@@ -626,7 +653,7 @@ impl ProjectionRunner {
             if progressed {
                 delay = self.retry_delay;
             }
-            tracing::warn!(projection = %self.projection.key(), error = %err, retry_in_ms = delay.as_millis(), "projection failed; retrying");
+            tracing::warn!(projection = %self.projection.key(), error = %crate::ErrorChain(&err), retry_in_ms = delay.as_millis(), "projection failed; retrying");
             status.send_modify(|s| {
                 s.live = false;
                 s.last_error = Some(err.to_string());

@@ -438,7 +438,7 @@ impl<A: Aggregate> Repository<A> {
                         Ok((Some(state), snapshot.version))
                     }
                     Err(err) => {
-                        tracing::warn!(%stream, error = %err, "ignoring a snapshot that does not decode");
+                        tracing::warn!(%stream, error = %crate::ErrorChain(&err), "ignoring a snapshot that does not decode");
                         Ok((None, Version::ZERO))
                     }
                 }
@@ -638,7 +638,7 @@ impl<A: Aggregate> Repository<A> {
         let encoded = match (codec.encode)(state) {
             Ok(json) => json,
             Err(err) => {
-                tracing::warn!(%stream, error = %err, "not snapshotting: the state does not serialize");
+                tracing::warn!(%stream, error = %crate::ErrorChain(&err), "not snapshotting: the state does not serialize");
                 return;
             }
         };
@@ -651,7 +651,7 @@ impl<A: Aggregate> Repository<A> {
         };
         // The command has committed; a failed snapshot only costs a longer load later.
         if let Err(err) = self.storage.save_snapshot(snapshot).await {
-            tracing::warn!(%stream, error = %err, "saving a snapshot failed");
+            tracing::warn!(%stream, error = %crate::ErrorChain(&err), "saving a snapshot failed");
         }
     }
 
@@ -732,7 +732,7 @@ fn evolve<A: Aggregate>(stream: &StreamId, mut state: Option<A>, events: &[A::Ev
         match A::apply(state, event) {
             Ok(s) => state = Some(s),
             Err(err) => {
-                tracing::warn!(%stream, error = %err, "an event just decided does not apply: neither snapshotted nor cached");
+                tracing::warn!(%stream, error = %crate::ErrorChain(&err), "an event just decided does not apply: neither snapshotted nor cached");
                 return None;
             }
         }
@@ -1044,12 +1044,29 @@ pub enum SnapshotError {
 }
 
 /// Why a command was not handled.
+///
+/// A rejection shows the domain's reason; the other failures show their own part and keep
+/// their cause as the [source](std::error::Error::source) (print them with
+/// [`ErrorChain`](crate::ErrorChain)).
+///
+/// ```
+/// use cqrs_core::CommandError;
+///
+/// #[derive(Debug, thiserror::Error)]
+/// #[error("only 1 seat left")]
+/// struct NotEnough;
+///
+/// let err = CommandError::Rejected(NotEnough);
+/// assert_eq!(err.to_string(), "command rejected: only 1 seat left");
+/// assert!(err.rejection().is_some());
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CommandError<E> {
-    /// The aggregate rejected the command.
-    #[error("command rejected")]
-    Rejected(#[source] E),
+    /// The aggregate rejected the command. The reason is the domain's answer, not a failure
+    /// underneath, so it is shown here rather than as a source.
+    #[error("command rejected: {0}")]
+    Rejected(E),
     /// Every attempt lost a race with another writer.
     #[error("stream {stream} kept changing: gave up after {attempts} attempts")]
     Conflict {

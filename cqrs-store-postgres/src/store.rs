@@ -358,7 +358,7 @@ async fn announce_commits(pool: PgPool, channel: String, wake: Arc<Notify>) {
             .await
         {
             // Subscribers elsewhere fall back to polling meanwhile.
-            tracing::warn!(%channel, error = %err, "cannot NOTIFY");
+            tracing::warn!(%channel, error = %cqrs_core::ErrorChain(&err), "cannot NOTIFY");
         }
         // At most one NOTIFY per interval: each one is a transaction that takes PostgreSQL's
         // notification lock and wakes every listener, too dear to pay per commit.
@@ -386,15 +386,19 @@ async fn listen(pool: PgPool, channel: String, notifier: CommitNotifier) {
                                 break;
                             }
                             Err(err) => {
-                                tracing::warn!(%channel, error = %err, "LISTEN failed; reconnecting");
+                                tracing::warn!(%channel, error = %cqrs_core::ErrorChain(&err), "LISTEN failed; reconnecting");
                                 break;
                             }
                         }
                     }
                 }
-                Err(err) => tracing::warn!(%channel, error = %err, "cannot LISTEN"),
+                Err(err) => {
+                    tracing::warn!(%channel, error = %cqrs_core::ErrorChain(&err), "cannot LISTEN")
+                }
             },
-            Err(err) => tracing::warn!(%channel, error = %err, "cannot open a LISTEN connection"),
+            Err(err) => {
+                tracing::warn!(%channel, error = %cqrs_core::ErrorChain(&err), "cannot open a LISTEN connection")
+            }
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));

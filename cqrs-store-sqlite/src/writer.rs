@@ -404,7 +404,7 @@ fn commit_group(
                         execute(conn, "ROLLBACK TO job").and_then(|()| execute(conn, "RELEASE job"))
                     };
                     if let Err(err) = closed {
-                        tracing::error!(error = %err, "sqlite: cannot close a savepoint");
+                        tracing::error!(error = %cqrs_core::ErrorChain(&err), "sqlite: cannot close a savepoint");
                     }
                     outcome
                 }

@@ -38,9 +38,16 @@ pub enum AppError {
     /// No such thing (a conference, an order, a payment…).
     #[error("{0} not found")]
     NotFound(String),
-    /// The request itself is wrong (a field, a state the thing is not in yet).
+    /// The request itself is wrong (a field out of range, a malformed value).
     #[error("{0}")]
     Invalid(String),
+    /// The thing is not in the state the request needs yet (an order whose seats are still
+    /// being reserved): the same request may succeed a little later.
+    #[error("{0}")]
+    NotReady(String),
+    /// Another operation that excludes this one is under way (a read-model upgrade).
+    #[error("{0}")]
+    Busy(String),
     /// A business rule refused it.
     #[error(transparent)]
     Rejected(#[from] Rejection),

@@ -298,18 +298,18 @@ impl ConferenceApp {
     ///
     /// # Errors
     ///
-    /// [`AppError::Invalid`] if an upgrade is under way already.
+    /// [`AppError::Busy`] if an upgrade is under way already.
     pub fn upgrade_read_models(&self) -> Result<(), AppError> {
         let current = (conference_directory(), order_views());
         if self.directory.live_key() != current.0.key() {
             self.directory
                 .upgrade(current.0)
-                .map_err(|e| AppError::Invalid(e.to_string()))?;
+                .map_err(|e| AppError::Busy(e.to_string()))?;
         }
         if self.order_views.live_key() != current.1.key() {
             self.order_views
                 .upgrade(current.1)
-                .map_err(|e| AppError::Invalid(e.to_string()))?;
+                .map_err(|e| AppError::Busy(e.to_string()))?;
         }
         Ok(())
     }
@@ -557,7 +557,7 @@ impl ConferenceApp {
     ///
     /// # Errors
     ///
-    /// [`AppError::Invalid`] if the order's seats are not held yet (call again once the
+    /// [`AppError::NotReady`] if the order's seats are not held yet (call again once the
     /// draft order shows them), [`AppError::Rejected`] for an expired order.
     pub async fn start_payment(&self, order: OrderId) -> Result<PaymentStep, AppError> {
         // Freeze the seats first, then price what is frozen: the order itself, not a read
@@ -572,7 +572,7 @@ impl ConferenceApp {
                 return Ok(PaymentStep::ConfirmedFree);
             }
             Err(CommandError::Rejected(OrderError::NotReserved)) => {
-                return Err(AppError::Invalid(
+                return Err(AppError::NotReady(
                     "the order's seats are still being reserved".into(),
                 ));
             }

@@ -791,7 +791,7 @@ async fn upgrade_projections(
     operator_or_owner(&state, credentials, false)?;
     match state.app.upgrade_read_models() {
         Ok(()) => {}
-        Err(crate::app::AppError::Invalid(message)) => {
+        Err(crate::app::AppError::Busy(message)) => {
             return Err(ApiError::conflict("upgrade_under_way", message));
         }
         Err(other) => return Err(other.into()),

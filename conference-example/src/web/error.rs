@@ -72,10 +72,12 @@ impl From<AppError> for ApiError {
     fn from(err: AppError) -> Self {
         match err {
             AppError::NotFound(what) => Self::not_found(format!("{what} not found")),
-            AppError::Invalid(message) => Self::conflict("not_ready", message),
+            AppError::Invalid(message) => Self::invalid(message),
+            AppError::NotReady(message) => Self::conflict("not_ready", message),
+            AppError::Busy(message) => Self::conflict("busy", message),
             AppError::Rejected(rejection) => rejection.into(),
             other => {
-                tracing::error!(error = %other, source = ?std::error::Error::source(&other), "request failed");
+                tracing::error!(error = %cqrs_core::ErrorChain(&other), "request failed");
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",

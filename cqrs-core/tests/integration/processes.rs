@@ -460,3 +460,53 @@ async fn an_event_a_process_manager_cannot_take_is_skipped_not_retried_forever()
         "later events are still handled"
     );
 }
+
+#[tokio::test]
+async fn a_timeout_that_does_not_decode_is_undeliverable_with_its_cause() {
+    let s = system().await;
+    s.orders
+        .handle(&"o9".to_owned(), OrderCommand::Place { seats: 1 })
+        .await
+        .unwrap();
+    s.settle().await;
+    let target = ProcessManagerRunner::<Registration>::instance_id("o9").unwrap();
+    let bogus = CommandEnvelope {
+        id: uuid::Uuid::new_v4(),
+        target,
+        command_type: "registration.snooze".into(),
+        payload: cqrs_core::Json::null(),
+        correlation_id: None,
+        causation_id: None,
+        headers: Default::default(),
+    };
+    let err = s.process.deliver(bogus).await.unwrap_err();
+    let message = err.to_string();
+    assert!(
+        matches!(err, cqrs_core::DispatchError::Invalid(_)),
+        "a timeout that cannot decode never will: {err:?}"
+    );
+    assert!(
+        message.contains("timeout registration.snooze for registration-o9 does not decode")
+            && message.contains("unknown message type \"registration.snooze\""),
+        "the reason and its cause are kept: {message}"
+    );
+}
+
+#[test]
+fn process_errors_keep_their_causes_and_say_whether_to_retry() {
+    use cqrs_core::{ErrorChain, ProcessError, StoreError};
+
+    let err = ProcessManagerRunner::<Registration>::instance_id(&"x".repeat(300)).unwrap_err();
+    assert!(matches!(err, ProcessError::InstanceId { .. }), "{err:?}");
+    assert!(err.is_permanent());
+    assert!(
+        std::error::Error::source(&err).is_some(),
+        "the invalid stream id is the source"
+    );
+    let store = ProcessError::Store(StoreError::backend(std::io::Error::other("disk full")));
+    assert!(!store.is_permanent(), "a store failure may pass");
+    assert_eq!(
+        ErrorChain(&store).to_string(),
+        "storage backend failed: disk full"
+    );
+}

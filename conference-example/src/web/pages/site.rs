@@ -697,7 +697,9 @@ async fn proceed(
         }
         Ok(PaymentStep::Started(payment)) => Ok(see_other(&format!("/{slug}/pay/{payment}"))),
         // Not reserved yet after all: checkout waits for it.
-        Err(AppError::Invalid(_)) => Ok(see_other(&format!("/{slug}/registrant?order_id={order}"))),
+        Err(AppError::NotReady(_)) => {
+            Ok(see_other(&format!("/{slug}/registrant?order_id={order}")))
+        }
         Err(AppError::Rejected(Rejection::Order(OrderError::Expired))) => {
             Ok(see_other(&format!("/{slug}/expired?order_id={order}")))
         }
