@@ -151,7 +151,7 @@ pub use crate::message::{
 pub use crate::process::{
     Cause, CommandDispatcher, CommandHandler, CommandRouter, Delivery, DispatchError,
     DispatchWaker, DispatcherHandle, EventContext, Outgoing, ProcessError, ProcessManager,
-    ProcessManagerRunner, Reaction, TimeoutContext, schedule_command,
+    ProcessManagerRunner, Reaction, TimeoutContext, cancel_command, schedule_command,
 };
 pub use crate::projection::{
     Checkpointed, EventHandler, MemoryProjection, Projection, ProjectionError, ProjectionHandle,

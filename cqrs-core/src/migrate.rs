@@ -492,6 +492,7 @@ impl Migration {
                         completed: process.completed,
                         last_position,
                         outbox: Vec::new(),
+                        cancel: Vec::new(),
                         handled: None,
                         saved_at: process.updated_at,
                     })

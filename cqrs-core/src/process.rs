@@ -18,7 +18,7 @@ use crate::event::{EventFilter, Json, RecordedEvent, StreamId};
 use crate::message::{DomainEvent, Message, decode_message};
 use crate::projection::{Projection, ProjectionError};
 use crate::repository::{CommandError, Repository};
-use crate::store::{Commit, ProcessSave, ScheduledCommand, Storage, StoreError};
+use crate::store::{Commit, ProcessSave, ScheduleStore, ScheduledCommand, Storage, StoreError};
 use crate::task::Background;
 use crate::upcast::Upcasters;
 use crate::version::{ExpectedVersion, Position, Version};
@@ -152,6 +152,8 @@ pub struct Reaction<P> {
     pub state: Option<P>,
     /// Commands to send, now or later.
     pub sends: Vec<Outgoing>,
+    /// Scheduled commands to cancel (by [`Outgoing::id`]), with the same save.
+    pub cancels: Vec<Uuid>,
     /// Whether the instance is finished (it then ignores everything).
     pub completed: bool,
 }
@@ -163,6 +165,7 @@ impl<P> Reaction<P> {
         Self {
             state: Some(state),
             sends: Vec::new(),
+            cancels: Vec::new(),
             completed: false,
         }
     }
@@ -173,6 +176,7 @@ impl<P> Reaction<P> {
         Self {
             state: None,
             sends: Vec::new(),
+            cancels: Vec::new(),
             completed: false,
         }
     }
@@ -181,6 +185,16 @@ impl<P> Reaction<P> {
     #[must_use]
     pub fn send(mut self, command: Outgoing) -> Self {
         self.sends.push(command);
+        self
+    }
+
+    /// Cancels the scheduled command `id` (a timeout sent earlier, by its [`Outgoing::id`]),
+    /// in the same save as the rest of the reaction. A command already being delivered may
+    /// still arrive once; [`ProcessManager::on_timeout`] should check the id it expects, as
+    /// it always should.
+    #[must_use]
+    pub fn cancel(mut self, id: Uuid) -> Self {
+        self.cancels.push(id);
         self
     }
 
@@ -194,7 +208,7 @@ impl<P> Reaction<P> {
     /// Whether the reaction changes nothing.
     #[must_use]
     pub fn is_unchanged(&self) -> bool {
-        self.state.is_none() && self.sends.is_empty() && !self.completed
+        self.state.is_none() && self.sends.is_empty() && self.cancels.is_empty() && !self.completed
     }
 }
 
@@ -820,6 +834,7 @@ impl<P: ProcessManager> ProcessManagerRunner<P> {
                 now,
             };
             let mut sends = Vec::new();
+            let mut cancels = Vec::new();
             let mut completed = false;
             let mut changed = false;
             for event in events {
@@ -830,6 +845,7 @@ impl<P: ProcessManager> ProcessManagerRunner<P> {
                             state = Some(new);
                         }
                         sends.extend(reaction.sends);
+                        cancels.extend(reaction.cancels);
                         completed |= reaction.completed;
                     }
                     Err(err) => {
@@ -862,6 +878,7 @@ impl<P: ProcessManager> ProcessManagerRunner<P> {
                 completed,
                 last_position: recorded.position,
                 outbox,
+                cancel: cancels,
                 handled: None,
                 saved_at: now,
             };
@@ -945,6 +962,7 @@ impl<P: ProcessManager> ProcessManagerRunner<P> {
                 completed: reaction.completed,
                 last_position: stored.last_position,
                 outbox,
+                cancel: reaction.cancels,
                 handled: Some(CommandRecord::from_envelope(&envelope, now, outcome)),
                 saved_at: now,
             };
@@ -1275,4 +1293,41 @@ pub async fn schedule_command<A: Aggregate>(
         )])
         .await?;
     Ok(command_id)
+}
+
+/// Cancels a command scheduled with [`schedule_command`] (or any scheduled command, by id),
+/// so that it is not delivered. Unknown ids, and commands already delivered, are ignored. A
+/// command that a dispatcher has already claimed may still be delivered once: receivers
+/// deduplicate by id, and a process manager's timeout handler checks the id it expects.
+/// A process manager cancels its own timeouts with [`Reaction::cancel`] instead, in the same
+/// save as its state.
+///
+/// # Errors
+///
+/// The store's error.
+///
+/// # Examples
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use cqrs_core::{InMemoryEventStore, ScheduleStore, ScheduledCommand, CommandEnvelope, StreamId, Json, cancel_command};
+/// # tokio_test::block_on(async {
+/// let store = InMemoryEventStore::new();
+/// let reminder = CommandEnvelope {
+///     id: uuid::Uuid::new_v4(),
+///     target: StreamId::new("order-1")?,
+///     command_type: "order.remind".into(),
+///     payload: Json::null(),
+///     correlation_id: None,
+///     causation_id: None,
+///     headers: Default::default(),
+/// };
+/// let id = reminder.id;
+/// store.schedule(vec![ScheduledCommand::new(reminder, chrono::Utc::now())]).await?;
+/// cancel_command(&store, id).await?;
+/// assert_eq!(store.next_due().await?, None);
+/// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+/// ```
+pub async fn cancel_command(storage: &dyn ScheduleStore, id: Uuid) -> Result<(), StoreError> {
+    storage.complete_scheduled(&[id]).await
 }

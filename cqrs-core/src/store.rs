@@ -1125,6 +1125,9 @@ pub struct ProcessSave {
     pub last_position: Position,
     /// Commands to deliver (now or later).
     pub outbox: Vec<ScheduledCommand>,
+    /// Scheduled commands to forget (timeouts no longer wanted), in the same commit; ids not
+    /// scheduled (already delivered, or never) are ignored.
+    pub cancel: Vec<Uuid>,
     /// The command this save handled, recorded in the message log.
     pub handled: Option<CommandRecord>,
     /// When the save happens.

@@ -952,6 +952,13 @@ impl ProcessStore for PostgresEventStore {
                 None => backend(err),
             });
         }
+        if !save.cancel.is_empty() {
+            sqlx::query(AssertSqlSafe(sql.complete_scheduled.clone()))
+                .bind(&save.cancel)
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
         schedule(sql, &mut *tx, &save.outbox).await?;
         tx.commit().await.map_err(backend)
     }

@@ -383,6 +383,19 @@ pub(crate) fn scheduled(row: &Row<'_>) -> Result<ScheduledCommand, StoreError> {
     })
 }
 
+/// Forgets scheduled commands (completed or cancelled); unknown ids are ignored.
+pub(crate) fn delete_scheduled(conn: &Connection, ids: &[uuid::Uuid]) -> Result<(), StoreError> {
+    let mut delete = conn
+        .prepare_cached("DELETE FROM cqrs_scheduled WHERE id = ?1")
+        .map_err(backend)?;
+    for id in ids {
+        delete
+            .execute([id.as_bytes().as_slice()])
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
 /// Schedules commands; ids already scheduled are left as they are.
 pub(crate) fn insert_scheduled(
     conn: &Connection,

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::error::{backend, from_micros, micros};
 use crate::rows::{
     self, COMMAND_COLUMNS, EVENT_COLUMNS, EventRows, SCHEDULED_COLUMNS, command_record,
-    insert_command, insert_scheduled, scheduled, write_commit,
+    delete_scheduled, insert_command, insert_scheduled, scheduled, write_commit,
 };
 use crate::schema;
 use crate::writer::{WriteError, Writer, WriterStats, on_multi_thread_runtime};
@@ -1052,17 +1052,7 @@ impl ScheduleStore for SqliteEventStore {
         let ids = ids.to_vec();
         self.inner
             .writer
-            .write(false, move |conn| {
-                let mut delete = conn
-                    .prepare_cached("DELETE FROM cqrs_scheduled WHERE id = ?1")
-                    .map_err(backend)?;
-                for id in &ids {
-                    delete
-                        .execute([id.as_bytes().as_slice()])
-                        .map_err(backend)?;
-                }
-                Ok(())
-            })
+            .write(false, move |conn| delete_scheduled(conn, &ids))
             .await
     }
 
@@ -1183,6 +1173,7 @@ impl ProcessStore for SqliteEventStore {
                         micros(save.saved_at),
                     ])
                     .map_err(backend)?;
+                delete_scheduled(conn, &save.cancel)?;
                 insert_scheduled(conn, &save.outbox)?;
                 Ok(())
             })

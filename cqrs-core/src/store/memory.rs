@@ -474,6 +474,9 @@ impl ProcessStore for InMemoryEventStore {
             updated_at: truncate_to_micros(save.saved_at),
         };
         state.processes.insert(save.id, process);
+        for id in &save.cancel {
+            state.scheduled.remove(id);
+        }
         state.schedule(save.outbox);
         if let Some(handled) = save.handled {
             state.record_command(handled);

@@ -318,6 +318,25 @@ impl<P: ProcessManager> ProcessThen<P> {
         self
     }
 
+    /// Asserts that exactly the scheduled commands `expected` were cancelled, in order.
+    ///
+    /// # Panics
+    ///
+    /// Panics (failing the test) otherwise.
+    #[track_caller]
+    pub fn then_cancels(self, expected: impl IntoIterator<Item = uuid::Uuid>) -> Self
+    where
+        P::Error: Debug,
+    {
+        let expected: Vec<uuid::Uuid> = expected.into_iter().collect();
+        assert_eq!(
+            self.reaction().cancels,
+            expected,
+            "the process manager cancelled other scheduled commands than expected"
+        );
+        self
+    }
+
     /// Asserts that nothing was sent.
     ///
     /// # Panics

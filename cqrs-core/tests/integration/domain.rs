@@ -259,7 +259,9 @@ impl ProcessManager for Registration {
                 reserved: true,
                 ..r.clone()
             }),
-            (Some(_), RegistrationInput::OrderConfirmed { .. }) => Reaction::unchanged().complete(),
+            (Some(r), RegistrationInput::OrderConfirmed { .. }) => {
+                Reaction::unchanged().cancel(r.expiry).complete()
+            }
             _ => Reaction::unchanged(),
         })
     }

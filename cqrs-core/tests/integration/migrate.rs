@@ -312,6 +312,7 @@ async fn in_flight_processes_and_their_timeouts_come_along_translated() {
         completed: false,
         last_position: Position::new(10),
         outbox: vec![timeout.clone()],
+        cancel: Vec::new(),
         handled: None,
         saved_at: Utc::now(),
     })
@@ -360,6 +361,7 @@ async fn in_flight_processes_and_their_timeouts_come_along_translated() {
         completed: true,
         last_position: Position::new(14),
         outbox: Vec::new(),
+        cancel: Vec::new(),
         handled: None,
         saved_at: Utc::now(),
     })

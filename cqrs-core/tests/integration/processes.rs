@@ -120,6 +120,11 @@ async fn confirmed_order_completes_and_its_timeout_is_ignored() {
         s.process.load("o1").await.unwrap().unwrap().1,
         "confirmation completes the process"
     );
+    assert_eq!(
+        s.storage.next_due().await.unwrap(),
+        None,
+        "confirmation cancels the expiry, in the same save"
+    );
 
     s.clock.advance(Duration::minutes(WINDOW_MINUTES + 1));
     s.settle().await;

@@ -114,6 +114,22 @@ fn the_expiry_rejects_and_releases() {
 }
 
 #[test]
+fn confirmation_cancels_the_expiry_and_completes() {
+    let state = Registration {
+        order: "o1".into(),
+        reserved: true,
+        expiry: uuid::Uuid::new_v4(),
+    };
+    let expiry = state.expiry;
+    ProcessScenario::<Registration>::new()
+        .given_state(state)
+        .when(RegistrationInput::OrderConfirmed { order: "o1".into() })
+        .then_cancels([expiry])
+        .then_no_sends()
+        .then_completed();
+}
+
+#[test]
 fn a_stale_timeout_is_ignored_and_a_duplicate_reservation_refused() {
     let placed = RegistrationInput::OrderPlaced {
         order: "o1".into(),

@@ -33,7 +33,7 @@
 //! | `checkpoints` | [`CheckpointStore`](crate::CheckpointStore) | save, overwrite, delete |
 //! | `message_log` | [`EventsAndLog`] | command records, duplicate command ids, log queries and paging, no torn reads under concurrent commits |
 //! | `schedule` | [`ScheduleStore`] | due times, claims earliest first, leases, attempts, re-scheduling an id changes nothing |
-//! | `processes` | [`ProcessesAndSchedule`] | state, outbox and handled command in one commit, conflicts with both versions, listing, concurrent claims and saves |
+//! | `processes` | [`ProcessesAndSchedule`] | state, outbox, cancellations and handled command in one commit, conflicts with both versions, listing, concurrent claims and saves |
 //! | `repository` | [`Storage`](crate::Storage) | a [`Repository`](crate::Repository) over the store: idempotent commands, loads through snapshots |
 //!
 //! [`catalogue`] lists every case with its group; [`cases`] holds each as a public async
@@ -434,6 +434,7 @@ macro_rules! __conformance_group {
         $crate::__conformance_emit! { processes ProcessesAndSchedule [
             process_state_and_outbox_commit_together,
             process_conflicts_report_both_versions,
+            process_saves_cancel_scheduled_commands,
             processes_and_schedules_can_be_listed,
             concurrent_claims_and_process_saves_do_not_overlap,
         ] $($then)* }

@@ -34,6 +34,7 @@ pub async fn process_state_and_outbox_commit_together(store: Arc<dyn ProcessesAn
         completed,
         last_position: Position::new(expected + 7),
         outbox,
+        cancel: Vec::new(),
         handled,
         saved_at: at(i64::try_from(expected).expect("small")),
     };
@@ -146,6 +147,7 @@ pub async fn processes_and_schedules_can_be_listed(store: Arc<dyn ProcessesAndSc
                 completed: n == 2,
                 last_position: Position::new(10 + n as u64),
                 outbox,
+                cancel: Vec::new(),
                 handled: None,
                 saved_at: at(0),
             })
@@ -281,6 +283,7 @@ pub async fn concurrent_claims_and_process_saves_do_not_overlap(
                         completed: false,
                         last_position: Position::new(1),
                         outbox: Vec::new(),
+                        cancel: Vec::new(),
                         handled: None,
                         saved_at: at(0),
                     })
@@ -313,6 +316,7 @@ pub async fn process_conflicts_report_both_versions(store: Arc<dyn ProcessesAndS
         completed: false,
         last_position: Position::new(n),
         outbox: vec![scheduled(&target, 0)],
+        cancel: Vec::new(),
         handled: None,
         saved_at: at(0),
     };
@@ -368,5 +372,66 @@ pub async fn process_conflicts_report_both_versions(store: Arc<dyn ProcessesAndS
         store.list_scheduled(None, 100).await.expect("list").len(),
         3,
         "conflicting saves scheduled their outboxes"
+    );
+}
+
+/// A save cancels scheduled commands in the same commit as its state and outbox: the ones
+/// named are gone, unknown ids are ignored, and a save that conflicts cancels nothing.
+pub async fn process_saves_cancel_scheduled_commands(store: Arc<dyn ProcessesAndSchedule>) {
+    let id = stream("registration");
+    let target = stream("order");
+    let (expiry, reminder, later) = (
+        scheduled(&target, 30),
+        scheduled(&target, 10),
+        scheduled(&target, 60),
+    );
+    let save = |expected: u64, outbox: Vec<ScheduledCommand>, cancel: Vec<Uuid>| ProcessSave {
+        id: id.clone(),
+        expected: Version::new(expected),
+        state: Json::from(json!({ "n": expected })),
+        completed: false,
+        last_position: Position::new(expected + 1),
+        outbox,
+        cancel,
+        handled: None,
+        saved_at: at(0),
+    };
+    store
+        .save_process(save(0, vec![expiry.clone(), reminder.clone()], Vec::new()))
+        .await
+        .expect("first save");
+    let err = store
+        .save_process(save(0, Vec::new(), vec![expiry.command.id]))
+        .await
+        .expect_err("a stale save");
+    assert!(err.is_conflict(), "got {err:?}");
+    let ids = |listed: Vec<ScheduledCommand>| -> HashSet<Uuid> {
+        listed.into_iter().map(|c| c.command.id).collect()
+    };
+    assert_eq!(
+        ids(store.list_scheduled(None, 10).await.expect("list")),
+        HashSet::from([expiry.command.id, reminder.command.id]),
+        "a conflicting save cancelled a command"
+    );
+    store
+        .save_process(save(
+            1,
+            vec![later.clone()],
+            vec![expiry.command.id, Uuid::new_v4()],
+        ))
+        .await
+        .expect("a save that cancels the expiry and schedules another");
+    assert_eq!(
+        ids(store.list_scheduled(None, 10).await.expect("list")),
+        HashSet::from([reminder.command.id, later.command.id]),
+        "the cancelled command is gone, the new one scheduled, the others kept"
+    );
+    let due = store
+        .claim_due(at(120), 10, Duration::seconds(30))
+        .await
+        .expect("claim");
+    assert!(
+        due.iter().all(|c| c.command.id != expiry.command.id),
+        "a cancelled command was delivered"
     );
 }
