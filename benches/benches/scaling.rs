@@ -209,11 +209,14 @@ fn upcasting(c: &mut Criterion) {
     group.bench_function("through_an_upcaster", |b| {
         b.iter(|| {
             let decoded: Vec<serde_json::Value> = upcasters
-                .upcast(cqrs_core::Upcasted::new(
-                    old.event_type.clone(),
-                    old.schema_version,
-                    old.payload.to_value().expect("json"),
-                ))
+                .upcast(
+                    cqrs_core::Upcasted::new(
+                        old.event_type.clone(),
+                        old.schema_version,
+                        old.payload.to_value().expect("json"),
+                    ),
+                    Some(&old.metadata),
+                )
                 .expect("upcast")
                 .into_iter()
                 .map(|u| u.payload)

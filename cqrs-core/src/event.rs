@@ -485,11 +485,13 @@ impl RecordedEvent {
             event_type: &self.event_type,
             schema_version: self.schema_version,
             payload: self.payload.as_str(),
+            metadata: Some(&self.metadata),
         }
     }
 }
 
-/// A stored event as a fold reads it: borrowed from the store's row, without its metadata.
+/// A stored event as a fold reads it: borrowed from the store's row, with its metadata only
+/// where the read loaded it.
 ///
 /// Folding an aggregate needs the type, the schema version and the payload of each event;
 /// [`EventReader::visit_stream`](crate::EventReader::visit_stream) hands events over in this
@@ -508,6 +510,9 @@ pub struct EventView<'a> {
     pub schema_version: u16,
     /// The payload, JSON text as written.
     pub payload: &'a str,
+    /// The metadata, when the read loaded it (a store's narrow fold read may not: see
+    /// [`Upcasters::needs_metadata`](crate::Upcasters::needs_metadata)).
+    pub metadata: Option<&'a Metadata>,
 }
 
 /// Selects events of the global log by type name or stream category.

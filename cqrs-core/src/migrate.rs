@@ -548,11 +548,14 @@ impl Migration {
         {
             let payload = recorded.payload.to_value().map_err(|e| fail(e.into()))?;
             self.upcasters
-                .upcast(Upcasted::new(
-                    recorded.event_type.clone(),
-                    recorded.schema_version,
-                    payload,
-                ))
+                .upcast(
+                    Upcasted::new(
+                        recorded.event_type.clone(),
+                        recorded.schema_version,
+                        payload,
+                    ),
+                    Some(&recorded.metadata),
+                )
                 .map_err(fail)?
                 .into_iter()
                 .map(|u| Ok((u.event_type, u.schema_version, Json::encode(&u.payload)?)))

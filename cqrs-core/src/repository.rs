@@ -406,10 +406,20 @@ impl<A: Aggregate> Repository<A> {
             let mut fold = Fold::<A>::new(stream, state, version);
             let from = version.next();
             let upcasters = &self.upcasters;
-            self.storage
-                .visit_stream(&fold.stream.clone(), from, &mut |event| fold.event(upcasters, event))
-                .instrument(read_span)
-                .await?;
+            let stream = fold.stream.clone();
+            let visit: &mut (dyn for<'e> FnMut(EventView<'e>) -> ControlFlow<()> + Send) =
+                &mut |event| fold.event(upcasters, event);
+            if upcasters.needs_metadata() {
+                // Whole events: a store's fold read may leave the metadata out.
+                crate::store::visit_by_reading(&*self.storage, &stream, from, visit)
+                    .instrument(read_span)
+                    .await?;
+            } else {
+                self.storage
+                    .visit_stream(&stream, from, visit)
+                    .instrument(read_span)
+                    .await?;
+            }
             tracing::Span::current().record("events", fold.version.get() - version.get());
             let (stream, state, version) = fold.finish()?;
             Ok(Loaded { stream, state, version })
@@ -560,11 +570,23 @@ impl<A: Aggregate> Repository<A> {
                 outcome: Arc::clone(&slot),
             });
             let span = tracing::debug_span!("cqrs.store.read_then_commit", stream = %stream, from = base_version.next().get());
-            let result = self
-                .storage
-                .read_then_commit(&stream, base_version.next(), decide)
+            let result = if self.upcasters.needs_metadata() {
+                // Whole events, as a load then: a store's own read-then-commit may fold
+                // without the metadata the upcasters need.
+                crate::store::read_whole_then_commit(
+                    &*self.storage,
+                    &stream,
+                    base_version.next(),
+                    decide,
+                )
                 .instrument(span)
-                .await;
+                .await
+            } else {
+                self.storage
+                    .read_then_commit(&stream, base_version.next(), decide)
+                    .instrument(span)
+                    .await
+            };
             let outcome = slot
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -388,6 +388,23 @@ pub async fn visit_by_reading<R: EventReader + ?Sized>(
     Ok(())
 }
 
+/// [`EventStore::read_then_commit`] as its default does it, but reading whole events (with
+/// their metadata) through [`EventReader::read_stream`]: for decisions whose upcasters read
+/// the metadata.
+pub(crate) async fn read_whole_then_commit<S: EventStore + ?Sized>(
+    store: &S,
+    stream: &StreamId,
+    from: Version,
+    decide: Decide,
+) -> Result<Option<Appended>, StoreError> {
+    let mut decide = decide;
+    visit_by_reading(store, stream, from, &mut |event| decide.event(event)).await?;
+    match decide.decide() {
+        Some(commit) => store.commit(commit).await.map(Some),
+        None => Ok(None),
+    }
+}
+
 /// A decision over a stream's events, as [`EventStore::read_then_commit`] runs it: it is
 /// given the events read, in version order, then asked what to commit.
 ///

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::event::{EventFilter, EventView, RecordedEvent, StreamId};
+use crate::event::{EventFilter, EventView, Metadata, RecordedEvent, StreamId};
 use crate::message::{DomainEvent, MessageError, decode_message, decode_message_value};
 use crate::version::{Position, Version};
 
@@ -88,10 +88,20 @@ impl From<serde_json::Error> for UpcastError {
     }
 }
 
+/// An upcaster that reads the stored event's metadata too.
+type WithMetadata =
+    dyn Fn(Value, &Metadata) -> Result<Vec<Upcasted>, UpcastError> + Send + Sync + 'static;
+
+#[derive(Clone)]
+enum Step {
+    Payload(Arc<dyn Upcaster>),
+    WithMetadata(Arc<WithMetadata>),
+}
+
 #[derive(Clone)]
 struct Registered {
     produces: Vec<String>,
-    upcaster: Arc<dyn Upcaster>,
+    step: Step,
 }
 
 /// The chain of upcasters, keyed by (type name, schema version), and the codec that decodes
@@ -139,6 +149,8 @@ struct Registered {
 pub struct Upcasters {
     /// Upcasters by type name, then by schema version: looked up without allocating.
     chain: Arc<HashMap<String, HashMap<u16, Registered>>>,
+    /// Whether one of them reads the stored metadata (asked before every load).
+    needs_metadata: bool,
 }
 
 /// A limit on chain length that only a cycle of renames can reach.
@@ -180,10 +192,110 @@ impl Upcasters {
             from_version,
             Registered {
                 produces: produces.into_iter().map(Into::into).collect(),
-                upcaster: Arc::new(upcaster),
+                step: Step::Payload(Arc::new(upcaster)),
             },
         );
         self
+    }
+
+    /// Registers an upcaster that also reads the stored event's metadata (read-only): its
+    /// time, ids and headers, for a payload that takes a default from them. As
+    /// [`Upcasters::register`] otherwise.
+    ///
+    /// Events decoded through it need their metadata: a [`Repository`](crate::Repository)
+    /// whose upcasters [need it](Self::needs_metadata) reads whole events instead of the
+    /// narrower fold reads some stores offer.
+    ///
+    /// # Panics
+    ///
+    /// As [`Upcasters::register`].
+    #[must_use]
+    pub fn register_with_metadata<I, S, F>(
+        mut self,
+        event_type: &str,
+        from_version: u16,
+        produces: I,
+        upcaster: F,
+    ) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+        F: Fn(Value, &Metadata) -> Result<Vec<Upcasted>, UpcastError> + Send + Sync + 'static,
+    {
+        let chain = Arc::make_mut(&mut self.chain);
+        let versions = chain.entry(event_type.to_owned()).or_default();
+        assert!(
+            !versions.contains_key(&from_version),
+            "two upcasters registered for {event_type} v{from_version}"
+        );
+        versions.insert(
+            from_version,
+            Registered {
+                produces: produces.into_iter().map(Into::into).collect(),
+                step: Step::WithMetadata(Arc::new(upcaster)),
+            },
+        );
+        self.needs_metadata = true;
+        self
+    }
+
+    /// [`Upcasters::map`] with the stored event's metadata: version `from_version + 1` gets the
+    /// payload `f` makes of the old one and the event's metadata.
+    ///
+    /// # Panics
+    ///
+    /// As [`Upcasters::register`].
+    ///
+    /// # Examples
+    ///
+    /// Version 2 of `order.placed` added `placed_at`; version 1 events take it from the time
+    /// they were recorded.
+    ///
+    /// ```
+    /// use cqrs_core::{Json, Metadata, NewEvent, Position, RecordedEvent, StreamId, Upcasted, Upcasters, Version};
+    /// use serde_json::json;
+    ///
+    /// let upcasters = Upcasters::new().map_with_metadata("order.placed", 1, |mut payload, metadata| {
+    ///     payload["placed_at"] = json!(metadata.recorded_at);
+    ///     Ok(payload)
+    /// });
+    /// let at = chrono::DateTime::from_timestamp(1_767_225_600, 0).unwrap();
+    /// let old = RecordedEvent::from_new(
+    ///     NewEvent::new("order.placed", Json::parse(r#"{"seats": 2}"#)?).with_metadata(Metadata::at(at)),
+    ///     StreamId::new("order-1")?,
+    ///     Version::START,
+    ///     Position::START,
+    /// );
+    /// let upcasted = upcasters.upcast(Upcasted::new("order.placed", 1, old.payload.to_value()?), Some(&old.metadata))?;
+    /// assert_eq!(upcasted[0].payload, json!({ "seats": 2, "placed_at": "2026-01-01T00:00:00Z" }));
+    /// assert!(upcasters.needs_metadata());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn map_with_metadata<F>(self, event_type: &str, from_version: u16, f: F) -> Self
+    where
+        F: Fn(Value, &Metadata) -> Result<Value, UpcastError> + Send + Sync + 'static,
+    {
+        let ty = event_type.to_owned();
+        let to_version = from_version.saturating_add(1);
+        self.register_with_metadata(
+            event_type,
+            from_version,
+            [event_type],
+            move |payload, metadata| {
+                Ok(vec![Upcasted::new(
+                    ty.clone(),
+                    to_version,
+                    f(payload, metadata)?,
+                )])
+            },
+        )
+    }
+
+    /// Whether some upcaster reads the stored event's metadata, so that decoding needs it.
+    #[must_use]
+    pub fn needs_metadata(&self) -> bool {
+        self.needs_metadata
     }
 
     /// Registers a rename: events of `from_type` at `from_version` become `to_type` at
@@ -264,13 +376,17 @@ impl Upcasters {
     }
 
     /// Runs the chain over one stored event, returning the events it becomes (just itself when
-    /// no upcaster matches).
+    /// no upcaster matches). `metadata` is the stored event's, for the upcasters that read it.
     ///
     /// # Errors
     ///
-    /// The first [`UpcastError`] of the chain, or one that reports a cycle or an undeclared
-    /// output type.
-    pub fn upcast(&self, event: Upcasted) -> Result<Vec<Upcasted>, UpcastError> {
+    /// The first [`UpcastError`] of the chain, or one that reports a cycle, an undeclared
+    /// output type, or an upcaster that needs the metadata when it is not given.
+    pub fn upcast(
+        &self,
+        event: Upcasted,
+        metadata: Option<&Metadata>,
+    ) -> Result<Vec<Upcasted>, UpcastError> {
         let mut done = Vec::with_capacity(1);
         let mut todo = vec![(event, 0usize)];
         while let Some((event, steps)) = todo.pop() {
@@ -285,7 +401,19 @@ impl Upcasters {
                 )));
             }
             let from = (event.event_type.clone(), event.schema_version);
-            let outputs = registered.upcaster.upcast(event.payload)?;
+            let outputs = match &registered.step {
+                Step::Payload(upcaster) => upcaster.upcast(event.payload)?,
+                Step::WithMetadata(upcaster) => {
+                    let Some(metadata) = metadata else {
+                        return Err(UpcastError::new(format!(
+                            "the upcaster for {} v{} needs the event's metadata, which this read \
+                             did not load",
+                            from.0, from.1
+                        )));
+                    };
+                    upcaster(event.payload, metadata)?
+                }
+            };
             // Push in reverse so that a split keeps the order the upcaster gave.
             for output in outputs.into_iter().rev() {
                 if !registered.produces.contains(&output.event_type) {
@@ -330,11 +458,10 @@ impl Upcasters {
         let payload = serde_json::from_str(event.payload)
             .map_err(|e| fail(DecodeErrorKind::Payload(MessageError::Payload(e))))?;
         let upcasted = self
-            .upcast(Upcasted::new(
-                event.event_type.to_owned(),
-                event.schema_version,
-                payload,
-            ))
+            .upcast(
+                Upcasted::new(event.event_type.to_owned(), event.schema_version, payload),
+                event.metadata,
+            )
             .map_err(|e| fail(DecodeErrorKind::Upcast(e)))?;
         let mut out = Vec::with_capacity(upcasted.len());
         for u in upcasted {
@@ -594,7 +721,7 @@ mod tests {
             }]
         );
         let up = chain()
-            .upcast(Upcasted::new("t.placed", 3, json!({"seats": 1})))
+            .upcast(Upcasted::new("t.placed", 3, json!({"seats": 1})), None)
             .unwrap();
         assert_eq!(up, [Upcasted::new("t.placed", 3, json!({"seats": 1}))]);
     }
@@ -644,7 +771,11 @@ mod tests {
         let cyclic = Upcasters::new()
             .rename("a", 1, "b", 1)
             .rename("b", 1, "a", 1);
-        assert!(cyclic.upcast(Upcasted::new("a", 1, json!({}))).is_err());
+        assert!(
+            cyclic
+                .upcast(Upcasted::new("a", 1, json!({})), None)
+                .is_err()
+        );
     }
 
     #[test]
@@ -670,7 +801,7 @@ mod tests {
         #[test]
         fn upcasting_a_current_event_changes_nothing(seats in 0u32..10_000, free: bool) {
             let payload = json!({"seats": seats, "free": free});
-            let up = chain().upcast(Upcasted::new("t.placed", 3, payload.clone())).unwrap();
+            let up = chain().upcast(Upcasted::new("t.placed", 3, payload.clone()), None).unwrap();
             proptest::prop_assert_eq!(up, vec![Upcasted::new("t.placed", 3, payload)]);
         }
     }

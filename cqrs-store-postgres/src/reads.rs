@@ -113,6 +113,8 @@ impl Reader {
                 event_type,
                 schema_version,
                 payload,
+                // A fold reads no metadata; a repository whose upcasters need it reads whole events.
+                metadata: None,
             };
             if visit(event).is_break() {
                 break;

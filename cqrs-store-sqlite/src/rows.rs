@@ -108,6 +108,8 @@ pub(crate) fn visit_stream(
             event_type,
             schema_version,
             payload,
+            // A fold reads no metadata; a repository whose upcasters need it reads whole events.
+            metadata: None,
         };
         if visit(event).is_break() {
             break;

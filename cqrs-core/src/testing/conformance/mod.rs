@@ -34,7 +34,7 @@
 //! | `message_log` | [`EventsAndLog`] | command records, duplicate command ids, log queries and paging, no torn reads under concurrent commits |
 //! | `schedule` | [`ScheduleStore`] | due times, claims earliest first, leases, attempts, re-scheduling an id changes nothing |
 //! | `processes` | [`ProcessesAndSchedule`] | state, outbox, cancellations and handled command in one commit, conflicts with both versions, listing, concurrent claims and saves |
-//! | `repository` | [`Storage`](crate::Storage) | a [`Repository`](crate::Repository) over the store: idempotent commands, loads through snapshots |
+//! | `repository` | [`Storage`](crate::Storage) | a [`Repository`](crate::Repository) over the store: idempotent commands, loads through snapshots, upcasters that read the stored metadata |
 //!
 //! [`catalogue`] lists every case with its group; [`cases`] holds each as a public async
 //! function, for a store that wants to run one its own way. Cases are listed once, in the macro
@@ -443,6 +443,7 @@ macro_rules! __conformance_group {
         $crate::__conformance_emit! { repository Storage [
             repository_commands_are_idempotent,
             repository_loads_through_snapshots,
+            repository_upcasters_read_the_stored_metadata,
         ] $($then)* }
     };
     ($other:ident $($then:tt)*) => {

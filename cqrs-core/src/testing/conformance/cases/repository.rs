@@ -7,11 +7,12 @@ use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
 use crate::command::{CommandContext, Outcome};
-use crate::event::Json;
+use crate::event::{Json, Metadata, NewEvent};
 use crate::repository::{Repository, SnapshotPolicy};
 use crate::store::{Snapshot, Storage};
 use crate::testing::conformance::fixtures::{Tally, TallyCommand, TallyError, TallyEvent, at};
-use crate::version::Version;
+use crate::upcast::{UpcastError, Upcasters};
+use crate::version::{ExpectedVersion, Version};
 
 /// Through a repository, a command id handled before is not executed again: an accepted one
 /// returns the same events and version, a rejected one the same error, even after the state
@@ -186,6 +187,67 @@ pub async fn repository_loads_through_snapshots(store: Arc<dyn Storage>) {
         Some(Tally {
             total: 78,
             limit: 1_000
+        })
+    );
+}
+
+/// An upcaster that reads the stored metadata gets it, through a repository, on loads and on
+/// commands alike, even from a store whose own fold reads leave the metadata out.
+pub async fn repository_upcasters_read_the_stored_metadata(store: Arc<dyn Storage>) {
+    let id = format!("meta{}", Uuid::new_v4().simple());
+    let s = <Tally as Aggregate>::stream_id(&id).expect("stream");
+    // As an older build wrote it: schema version 0 kept the amount in a header.
+    let old = |amount: &str| {
+        NewEvent::new("tally.added", Json::from(json!({})))
+            .with_schema_version(0)
+            .with_metadata(Metadata::new().with_header("amount", amount))
+    };
+    store
+        .append(
+            &s,
+            ExpectedVersion::NoStream,
+            vec![
+                NewEvent::new("tally.opened", Json::from(json!({ "limit": 100 }))),
+                old("7"),
+                old("5"),
+            ],
+        )
+        .await
+        .expect("append");
+    let upcasters =
+        Upcasters::new().map_with_metadata("tally.added", 0, |mut payload, metadata| {
+            let amount: u64 = metadata
+                .headers
+                .get("amount")
+                .ok_or_else(|| UpcastError::new("no amount header"))?
+                .parse()
+                .map_err(|_| UpcastError::new("the amount header is not a number"))?;
+            payload["amount"] = json!(amount);
+            Ok(payload)
+        });
+    let tallies = Repository::<Tally>::new(Arc::clone(&store)).with_upcasters(upcasters);
+    let loaded = tallies.load(&id).await.expect("load");
+    assert_eq!(
+        loaded.state,
+        Some(Tally {
+            total: 12,
+            limit: 100
+        }),
+        "the upcaster read each event's header"
+    );
+    tallies
+        .handle(&id, TallyCommand::Add { amount: 80 })
+        .await
+        .expect("a command decides on the upcast events");
+    let err = tallies
+        .handle(&id, TallyCommand::Add { amount: 9 })
+        .await
+        .expect_err("the limit counts the upcast amounts");
+    assert_eq!(
+        err.rejection(),
+        Some(&TallyError::OverLimit {
+            amount: 9,
+            limit: 100
         })
     );
 }
