@@ -20,10 +20,9 @@ use std::sync::Arc;
 
 use chrono::Duration;
 use cqrs_core::{
-    Aggregate, ApplyError, Clock, CommandContext, CommandDispatcher, CommandRouter, DispatchWaker,
-    DomainEvent, EventContext, EventFilter, EventReader, InMemoryEventStore, LogQuery,
-    LoggedMessage, ManualClock, MemoryProjection, Outgoing, ProcessManager, ProcessManagerRunner,
-    ProjectionError, ProjectionRunner, Reaction, RecordedEvent, Repository, Storage, StreamId,
+    Aggregate, ApplyError, BlueGreen, CommandContext, DomainEvent, EventContext, EventFilter,
+    InMemoryEventStore, LogQuery, LoggedMessage, ManualClock, MemoryProjection, Outgoing,
+    ProcessManager, ProjectionError, Reaction, RecordedEvent, Storage, StreamId, System,
     TimeoutContext,
 };
 use serde::{Deserialize, Serialize};
@@ -430,40 +429,24 @@ pub fn remaining_seats() -> MemoryProjection<std::collections::BTreeMap<String, 
 pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
     let store: Arc<dyn Storage> = Arc::new(InMemoryEventStore::new());
     let clock = ManualClock::new("2026-05-04T09:00:00Z".parse()?);
-    let time: Arc<dyn Clock> = Arc::new(clock.clone());
-    let waker = DispatchWaker::new();
-    let seats =
-        Repository::<SeatsAvailability>::new(Arc::clone(&store)).with_clock(Arc::clone(&time));
-    let orders = Repository::<Order>::new(Arc::clone(&store)).with_clock(Arc::clone(&time));
-    let registration = ProcessManagerRunner::<Registration>::new(Arc::clone(&store))
-        .with_clock(Arc::clone(&time))
-        .with_waker(waker.clone());
-    let router = CommandRouter::new()
-        .route_aggregate(seats.clone())
-        .route_aggregate(orders.clone())
-        .route_process(registration.clone());
-    let dispatcher = CommandDispatcher::new(Arc::clone(&store), Arc::new(router))
-        .with_clock(time)
-        .with_waker(waker);
-    let remaining = Arc::new(remaining_seats());
-    let reader: Arc<dyn EventReader> = Arc::clone(&store) as Arc<dyn EventReader>;
-    let process_runner = ProjectionRunner::new(Arc::clone(&reader), Arc::new(registration));
-    let remaining_runner = ProjectionRunner::new(reader, remaining.clone());
+    // One system wires every part: the store, the clock, the routes of scheduled commands.
+    let system = System::builder(Arc::clone(&store))
+        .clock(Arc::new(clock.clone()))
+        .build();
+    let seats = system.repository::<SeatsAvailability>();
+    let orders = system.repository::<Order>();
+    let _registration = system.process_manager::<Registration>();
+    let remaining = system.blue_green(remaining_seats());
 
-    // Runs the process manager and the dispatcher until the flow comes to rest. Each hop takes
-    // a second of (manual) time, as it would take a little time in a real deployment.
+    // Runs the process manager, the read model and the dispatcher until the flow comes to
+    // rest. Each step takes a second of (manual) time, as it would take a little time in a
+    // real deployment.
     let settle = || async {
-        loop {
-            clock.advance(Duration::seconds(1));
-            process_runner.catch_up().await?;
-            if dispatcher.run_due().await? == 0 {
-                remaining_runner.catch_up().await?;
-                return Ok::<(), anyhow::Error>(());
-            }
-        }
+        clock.advance(Duration::seconds(1));
+        system.settle().await
     };
     let conference = "devconf".to_owned();
-    let left = |remaining: &MemoryProjection<_>| {
+    let left = |remaining: &BlueGreen<_>| {
         remaining.read(|r: &std::collections::BTreeMap<String, i64>| {
             r.get("devconf").copied().unwrap_or(0)
         })
@@ -475,7 +458,7 @@ pub async fn run(out: &mut impl Write) -> anyhow::Result<()> {
     )?;
     writeln!(
         out,
-        "(the full conference app, web site and CLI are being built; see README.md)\n"
+        "(the full conference app, web site and CLI: `cargo run -p conference-example`)\n"
     )?;
 
     seats

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::projection::{
     MemoryProjection, Projection, ProjectionError, ProjectionHandle, ProjectionRunner,
-    ProjectionStatus,
+    ProjectionStatus, RunnerStopped,
 };
 use crate::store::EventReader;
 use crate::version::Position;
@@ -257,6 +257,36 @@ impl<S: Clone + Send + Sync + 'static> BlueGreen<S> {
             .is_some_and(|slot| slot.handle.is_none());
         if needs_runner {
             self.spawn_building();
+        }
+    }
+
+    /// Waits until the live version, running in the background ([`start`](Self::start)), has
+    /// applied the log up to `position`: read-your-writes for a command that committed at
+    /// `position`. It follows a switch to a new version while it waits.
+    ///
+    /// # Errors
+    ///
+    /// [`RunnerStopped`] if the read model is not running, or stops first.
+    pub async fn wait_for(&self, position: Position) -> Result<(), RunnerStopped> {
+        loop {
+            let (key, watch) = {
+                let live = self
+                    .inner
+                    .live
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                (
+                    live.projection.key(),
+                    live.handle.as_ref().map(ProjectionHandle::watch),
+                )
+            };
+            let mut watch = watch.ok_or(RunnerStopped)?;
+            if watch.wait_for(|s| s.position >= position).await.is_ok() {
+                return Ok(());
+            }
+            if self.live_key() == key {
+                return Err(RunnerStopped);
+            }
         }
     }
 

@@ -100,6 +100,10 @@
 //!   with no pause for readers.
 //! - **Processes:** [`ProcessManager`], [`ProcessManagerRunner`], [`CommandDispatcher`] for
 //!   durable timeouts and outboxes, [`CommandRouter`]; time comes from a [`Clock`].
+//! - **Wiring:** a [`System`] is given the storage, the clock and the upcasters once and hands
+//!   out repositories, process managers and read models already wired and routed; it
+//!   [settles](System::settle) them step by step or [spawns](System::spawn) them, with
+//!   read-your-writes through [`Running::wait_for`].
 //! - **Observability:** command handling, loads, projection batches and deliveries run in
 //!   `tracing` spans (`cqrs.command`, `cqrs.load`, `cqrs.store.read_stream`,
 //!   `cqrs.store.load_snapshot`, `cqrs.store.read_then_commit`, `cqrs.projection`, `cqrs.process`,
@@ -127,6 +131,7 @@ mod projection;
 mod repository;
 pub mod store;
 mod subscription;
+mod system;
 mod task;
 mod upcast;
 mod version;
@@ -167,6 +172,7 @@ pub use crate::store::{
     ProcessSave, ProcessState, ProcessStore, ReadBatch, ScheduleStore, ScheduledCommand, Snapshot,
     SnapshotStore, Storage, StoreError,
 };
+pub use crate::system::{Running, SettleError, System, SystemBuilder};
 pub use crate::upcast::{
     DecodeError, DecodeErrorKind, Decoded, UpcastError, Upcasted, Upcaster, Upcasters,
 };

@@ -27,9 +27,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use cqrs_core::{
-    Aggregate, BlueGreen, BlueGreenStatus, Clock, CommandDispatcher, CommandError, CommandRouter,
-    DispatchWaker, EventReader, LogEntry, LogQuery, ProcessManagerRunner, Projection,
-    ProjectionHandle, ProjectionRunner, Repository, SnapshotPolicy, Storage,
+    Aggregate, BlueGreen, BlueGreenStatus, Clock, CommandError, LogEntry, LogQuery, Projection,
+    Repository, Running, SnapshotPolicy, Storage, System,
 };
 
 pub use crate::app::error::{AppError, Rejection};
@@ -127,8 +126,7 @@ pub struct ConferenceApp {
     payments: Repository<ThirdPartyProcessorPayment>,
     directory: BlueGreen<ConferenceDirectory>,
     order_views: BlueGreen<OrderViews>,
-    runners: Arc<[ProjectionRunner]>,
-    dispatcher: CommandDispatcher,
+    system: System,
 }
 
 impl std::fmt::Debug for ConferenceApp {
@@ -146,65 +144,35 @@ impl ConferenceApp {
     /// [`start`](Self::start) (live, for a server).
     #[must_use]
     pub fn new(storage: Arc<dyn Storage>, clock: Arc<dyn Clock>, config: AppConfig) -> Self {
-        let waker = DispatchWaker::new();
-        let repository = || Arc::clone(&storage);
-        // Every reader decodes through the upcasters: a V1 store runs as it is.
-        let upcasters = crate::domain::versions::upcasters;
-        let conferences = Repository::<Conference>::new(repository())
-            .with_upcasters(upcasters())
-            .with_clock(Arc::clone(&clock));
-        let slugs = Repository::<ConferenceSlug>::new(repository())
-            .with_upcasters(upcasters())
-            .with_clock(Arc::clone(&clock));
-        let orders = Repository::<Order>::new(repository())
-            .with_upcasters(upcasters())
-            .with_clock(Arc::clone(&clock));
+        // Every part decodes through the upcasters (a V1 store runs as it is) and keeps time by
+        // the one clock; the system routes scheduled commands to each.
+        let system = System::builder(Arc::clone(&storage))
+            .clock(Arc::clone(&clock))
+            .upcasters(crate::domain::versions::upcasters())
+            .build();
+        let conferences = system.repository::<Conference>();
+        let slugs = system.repository::<ConferenceSlug>();
+        let orders = system.repository::<Order>();
         // A conference's seats see every reservation: snapshots keep loading them cheap.
-        let seats = Repository::<SeatsAvailability>::new(repository())
-            .with_upcasters(upcasters())
-            .with_clock(Arc::clone(&clock))
-            .with_snapshots(SnapshotPolicy::every(100));
-        let assignments = Repository::<SeatAssignments>::new(repository())
-            .with_upcasters(upcasters())
-            .with_clock(Arc::clone(&clock));
-        let payments = Repository::<ThirdPartyProcessorPayment>::new(repository())
-            .with_upcasters(upcasters())
-            .with_clock(Arc::clone(&clock));
-        let registration = ProcessManagerRunner::<RegistrationProcess>::new(repository())
-            .with_upcasters(upcasters())
-            .with_clock(Arc::clone(&clock))
-            .with_waker(waker.clone());
-        let quotas = ProcessManagerRunner::<SeatQuotas>::new(repository())
-            .with_upcasters(upcasters())
-            .with_clock(Arc::clone(&clock))
-            .with_waker(waker.clone());
-        let router = CommandRouter::new()
-            .route_aggregate(conferences.clone())
-            .route_aggregate(orders.clone())
-            .route_aggregate(seats)
-            .route_aggregate(assignments.clone())
-            .route_aggregate(payments.clone())
-            .route_process(registration.clone())
-            .route_process(quotas.clone());
-        let dispatcher = CommandDispatcher::new(repository(), Arc::new(router))
-            .with_clock(Arc::clone(&clock))
-            .with_waker(waker);
+        let _seats = system.repository_with::<SeatsAvailability>(|seats| {
+            seats.with_snapshots(SnapshotPolicy::every(100))
+        });
+        let assignments = system.repository::<SeatAssignments>();
+        let payments = system.repository::<ThirdPartyProcessorPayment>();
+        let _quotas = system.process_manager::<SeatQuotas>();
+        let _registration = system.process_manager::<RegistrationProcess>();
+        // The read models can be replaced by a new version while they serve.
         let (directory, order_views) = match config.read_models {
             ReadModels::V1 => (conference_directory_v1(), order_views_v1()),
             ReadModels::Current => (conference_directory(), order_views()),
         };
-        let reader: Arc<dyn EventReader> = Arc::clone(&storage) as Arc<dyn EventReader>;
-        let runners: Arc<[ProjectionRunner]> = Arc::new([
-            ProjectionRunner::new(Arc::clone(&reader), Arc::new(quotas)),
-            ProjectionRunner::new(Arc::clone(&reader), Arc::new(registration)),
-        ]);
-        // The read models can be replaced by a new version while they serve.
-        let directory = BlueGreen::new(Arc::clone(&reader), directory);
-        let order_views = BlueGreen::new(reader, order_views);
+        let directory = system.blue_green(directory);
+        let order_views = system.blue_green(order_views);
         Self {
             storage,
             clock,
             config,
+            system,
             conferences,
             slugs,
             orders,
@@ -212,8 +180,6 @@ impl ConferenceApp {
             payments,
             directory,
             order_views,
-            runners,
-            dispatcher,
         }
     }
 
@@ -231,57 +197,18 @@ impl ConferenceApp {
     ///
     /// [`AppError::Unavailable`] if the store fails or a read model cannot be updated.
     pub async fn settle(&self) -> Result<(), AppError> {
-        loop {
-            self.await_delivery().await?;
-            for runner in self.runners.iter() {
-                runner
-                    .catch_up()
-                    .await
-                    .map_err(|e| AppError::Unavailable(Box::new(e)))?;
-            }
-            for result in [
-                self.directory.catch_up().await,
-                self.order_views.catch_up().await,
-            ] {
-                result.map_err(|e| AppError::Unavailable(Box::new(e)))?;
-            }
-            if self.dispatcher.run_due().await? == 0 {
-                return Ok(());
-            }
-        }
-    }
-
-    /// Waits until every event committed so far can be delivered (on PostgreSQL, until every
-    /// older transaction has ended).
-    async fn await_delivery(&self) -> Result<(), AppError> {
-        let committed = self.storage.last_committed().await?;
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-        while self.storage.head().await? < committed {
-            if tokio::time::Instant::now() > deadline {
-                return Err(AppError::Unavailable(
-                    format!("events up to position {committed} are committed but not deliverable after 10 s: a transaction is held open").into(),
-                ));
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        }
-        Ok(())
+        self.system
+            .settle()
+            .await
+            .map_err(|e| AppError::Unavailable(Box::new(e)))
     }
 
     /// Starts the processes, the read models and the dispatcher as background tasks that
     /// follow the log live, for a server. Stop them with [`Engine::stop`].
     #[must_use]
     pub fn start(&self) -> Engine {
-        self.start_read_models();
         Engine {
-            projections: self
-                .runners
-                .iter()
-                .cloned()
-                .map(ProjectionRunner::spawn)
-                .collect(),
-            directory: self.directory.clone(),
-            order_views: self.order_views.clone(),
-            dispatcher: self.dispatcher.clone().spawn(),
+            running: self.system.spawn(),
         }
     }
 
@@ -730,20 +657,12 @@ impl ConferenceApp {
 /// The background tasks of a started application.
 #[derive(Debug)]
 pub struct Engine {
-    projections: Vec<ProjectionHandle>,
-    directory: BlueGreen<ConferenceDirectory>,
-    order_views: BlueGreen<OrderViews>,
-    dispatcher: cqrs_core::DispatcherHandle,
+    running: Running,
 }
 
 impl Engine {
     /// Stops every task, letting each finish what it is doing.
     pub async fn stop(self) {
-        self.dispatcher.stop().await;
-        for projection in &self.projections {
-            projection.stop().await;
-        }
-        self.directory.stop().await;
-        self.order_views.stop().await;
+        self.running.stop().await;
     }
 }

@@ -16,3 +16,5 @@ mod projections;
 mod repository;
 /// Given/when/then scenarios, sync and async.
 mod scenarios;
+/// `System`: wiring given once, settle, spawn, read-your-writes.
+mod system;

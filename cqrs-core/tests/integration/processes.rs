@@ -3,9 +3,9 @@ use std::time::Duration as StdDuration;
 
 use chrono::Duration;
 use cqrs_core::{
-    Clock, CommandContext, CommandDispatcher, CommandEnvelope, CommandHandler, CommandRouter,
-    Delivery, DispatchWaker, EventFilter, EventReader, InMemoryEventStore, LogQuery, ManualClock,
-    ProcessManagerRunner, Projection, ProjectionRunner, Repository, Storage, Version,
+    Clock, CommandContext, CommandDispatcher, CommandEnvelope, CommandHandler, Delivery,
+    EventFilter, EventReader, InMemoryEventStore, LogQuery, ManualClock, ProcessManagerRunner,
+    Projection, ProjectionRunner, Repository, Storage, Version,
 };
 
 use crate::domain::{
@@ -13,9 +13,10 @@ use crate::domain::{
     SeatsCommand, WINDOW_MINUTES,
 };
 
-/// The registration flow wired as an application would: repositories, the process manager,
-/// a router and a dispatcher, on one store and one manual clock.
-struct System {
+/// The registration flow wired as an application would: one `System` hands out the
+/// repositories, the process manager and the dispatcher, on one store and one manual clock.
+struct Flow {
+    system: cqrs_core::System,
     storage: Arc<dyn Storage>,
     clock: ManualClock,
     orders: Repository<Order>,
@@ -24,25 +25,17 @@ struct System {
     dispatcher: CommandDispatcher,
 }
 
-impl System {
+impl Flow {
     fn new(storage: Arc<dyn Storage>, clock: ManualClock) -> Self {
-        let clock_arc: Arc<dyn cqrs_core::Clock> = Arc::new(clock.clone());
-        let waker = DispatchWaker::new();
-        let orders =
-            Repository::<Order>::new(Arc::clone(&storage)).with_clock(Arc::clone(&clock_arc));
-        let seats =
-            Repository::<Seats>::new(Arc::clone(&storage)).with_clock(Arc::clone(&clock_arc));
-        let process = ProcessManagerRunner::<Registration>::new(Arc::clone(&storage))
-            .with_clock(Arc::clone(&clock_arc))
-            .with_waker(waker.clone());
-        let router = CommandRouter::new()
-            .route_aggregate(orders.clone())
-            .route_aggregate(seats.clone())
-            .route_process(process.clone());
-        let dispatcher = CommandDispatcher::new(Arc::clone(&storage), Arc::new(router))
-            .with_clock(clock_arc)
-            .with_waker(waker);
+        let system = cqrs_core::System::builder(Arc::clone(&storage))
+            .clock(Arc::new(clock.clone()))
+            .build();
+        let orders = system.repository::<Order>();
+        let seats = system.repository::<Seats>();
+        let process = system.process_manager::<Registration>();
+        let dispatcher = system.dispatcher();
         Self {
+            system,
             storage,
             clock,
             orders,
@@ -54,19 +47,7 @@ impl System {
 
     /// Runs the process manager and the dispatcher until neither has anything left to do.
     async fn settle(&self) {
-        let runner = ProjectionRunner::new(
-            Arc::clone(&self.storage) as Arc<dyn EventReader>,
-            Arc::new(self.process.clone()),
-        );
-        for _ in 0..20 {
-            let before = self.storage.head().await.unwrap();
-            runner.catch_up().await.unwrap();
-            let delivered = self.dispatcher.run_due().await.unwrap();
-            if delivered == 0 && self.storage.head().await.unwrap() == before {
-                return;
-            }
-        }
-        panic!("the system did not settle");
+        self.system.settle().await.unwrap();
     }
 
     async fn order_status(&self, id: &str) -> OrderStatus {
@@ -89,8 +70,8 @@ impl System {
     }
 }
 
-async fn system() -> System {
-    let system = System::new(Arc::new(InMemoryEventStore::new()), ManualClock::default());
+async fn system() -> Flow {
+    let system = Flow::new(Arc::new(InMemoryEventStore::new()), ManualClock::default());
     system
         .seats
         .handle(&CONFERENCE.to_owned(), SeatsCommand::Add { quantity: 10 })
@@ -207,7 +188,7 @@ async fn timeouts_survive_a_restart_and_take_effect_once() {
     let store: Arc<dyn Storage> = Arc::new(InMemoryEventStore::new());
     let clock = ManualClock::default();
     {
-        let before = System::new(Arc::clone(&store), clock.clone());
+        let before = Flow::new(Arc::clone(&store), clock.clone());
         before
             .seats
             .handle(&CONFERENCE.to_owned(), SeatsCommand::Add { quantity: 5 })
@@ -223,7 +204,7 @@ async fn timeouts_survive_a_restart_and_take_effect_once() {
     }
 
     // A new process, with nothing in memory, on the same store.
-    let after = Arc::new(System::new(Arc::clone(&store), clock.clone()));
+    let after = Arc::new(Flow::new(Arc::clone(&store), clock.clone()));
     clock.advance(Duration::minutes(WINDOW_MINUTES));
     // Two dispatchers race for the due timeout; leases and idempotency make it count once.
     let (a, b) = (Arc::clone(&after), Arc::clone(&after));
