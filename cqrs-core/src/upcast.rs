@@ -172,7 +172,7 @@ impl Upcasters {
     /// would be ambiguous.
     #[must_use]
     pub fn register<I, S>(
-        mut self,
+        self,
         event_type: &str,
         from_version: u16,
         produces: I,
@@ -182,6 +182,20 @@ impl Upcasters {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
+        self.insert(
+            event_type,
+            from_version,
+            produces,
+            Step::Payload(Arc::new(upcaster)),
+        )
+    }
+
+    fn insert<I, S>(mut self, event_type: &str, from_version: u16, produces: I, step: Step) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.needs_metadata |= matches!(step, Step::WithMetadata(_));
         let chain = Arc::make_mut(&mut self.chain);
         let versions = chain.entry(event_type.to_owned()).or_default();
         assert!(
@@ -192,7 +206,7 @@ impl Upcasters {
             from_version,
             Registered {
                 produces: produces.into_iter().map(Into::into).collect(),
-                step: Step::Payload(Arc::new(upcaster)),
+                step,
             },
         );
         self
@@ -211,7 +225,7 @@ impl Upcasters {
     /// As [`Upcasters::register`].
     #[must_use]
     pub fn register_with_metadata<I, S, F>(
-        mut self,
+        self,
         event_type: &str,
         from_version: u16,
         produces: I,
@@ -222,21 +236,12 @@ impl Upcasters {
         S: Into<String>,
         F: Fn(Value, &Metadata) -> Result<Vec<Upcasted>, UpcastError> + Send + Sync + 'static,
     {
-        let chain = Arc::make_mut(&mut self.chain);
-        let versions = chain.entry(event_type.to_owned()).or_default();
-        assert!(
-            !versions.contains_key(&from_version),
-            "two upcasters registered for {event_type} v{from_version}"
-        );
-        versions.insert(
+        self.insert(
+            event_type,
             from_version,
-            Registered {
-                produces: produces.into_iter().map(Into::into).collect(),
-                step: Step::WithMetadata(Arc::new(upcaster)),
-            },
-        );
-        self.needs_metadata = true;
-        self
+            produces,
+            Step::WithMetadata(Arc::new(upcaster)),
+        )
     }
 
     /// [`Upcasters::map`] with the stored event's metadata: version `from_version + 1` gets the
