@@ -159,8 +159,8 @@ pub use crate::process::{
     ProcessManagerRunner, Reaction, TimeoutContext, cancel_command, schedule_command,
 };
 pub use crate::projection::{
-    Checkpointed, EventHandler, MemoryProjection, Projection, ProjectionError, ProjectionHandle,
-    ProjectionRunner, ProjectionStatus, RunnerStopped,
+    Checkpointed, EventHandler, MemoryProjection, Namespace, Projection, ProjectionError,
+    ProjectionHandle, ProjectionRunner, ProjectionStatus, ReadModelSpec, RunnerStopped,
 };
 pub use crate::repository::{
     CommandError, Handled, LoadError, Loaded, Repository, SnapshotError, SnapshotPolicy,

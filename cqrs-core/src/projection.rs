@@ -155,6 +155,122 @@ impl From<DecodeError> for ProjectionError {
     }
 }
 
+/// What a durable read model declares, whichever store keeps its tables: the part that the
+/// SQLite and PostgreSQL transactional projections share.
+///
+/// A new [`version`](Self::version) is built beside the live one, in its own
+/// [`Namespace`], and takes over once it has caught up; the old version's tables are dropped
+/// then.
+pub trait ReadModelSpec: Send + Sync + 'static {
+    /// The read model's name: a lowercase identifier (`a`–`z`, `0`–`9`, `_`, starting with a
+    /// letter, no `__`, at most 40 bytes), as it names tables.
+    fn name(&self) -> &str;
+
+    /// The read model's version: a new one rebuilds beside the live one, in its own tables.
+    fn version(&self) -> u32 {
+        1
+    }
+
+    /// The events it reads; all by default.
+    fn filter(&self) -> EventFilter {
+        EventFilter::all()
+    }
+}
+
+/// Where one version of a durable read model keeps its tables, so that versions never share
+/// one: on SQLite, table names prefixed with `{name}__v{version}__`; on PostgreSQL, the schema
+/// `{name}__v{version}`.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::Namespace;
+///
+/// let v2 = Namespace::new("seats_left", 2)?;
+/// assert_eq!(v2.table("by_conference"), "\"seats_left__v2__by_conference\"");
+/// assert_eq!(v2.schema(), "\"seats_left__v2\"");
+/// assert_eq!(v2.key(), "seats_left@v2");
+/// assert!(Namespace::new("Seats Left", 1).is_err());
+/// # Ok::<(), cqrs_core::ProjectionError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Namespace {
+    name: String,
+    version: u32,
+}
+
+impl Namespace {
+    /// The namespace of `version` of the read model `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`ProjectionError`] if `name` is not a lowercase identifier as [`ReadModelSpec::name`]
+    /// describes.
+    pub fn new(name: &str, version: u32) -> Result<Self, ProjectionError> {
+        let valid = (1..=40).contains(&name.len())
+            && name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && !name.contains("__");
+        if !valid {
+            return Err(ProjectionError::new(format!(
+                "read model name {name:?} must be 1 to 40 bytes of a-z, 0-9 and _, starting with a \
+                 letter, without __"
+            )));
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            version,
+        })
+    }
+
+    /// The namespace of `spec`'s version.
+    ///
+    /// # Errors
+    ///
+    /// As [`Namespace::new`].
+    pub fn of(spec: &dyn ReadModelSpec) -> Result<Self, ProjectionError> {
+        Self::new(spec.name(), spec.version())
+    }
+
+    /// The read model's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The version.
+    #[must_use]
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// The checkpoint key: `{name}@v{version}`.
+    #[must_use]
+    pub fn key(&self) -> String {
+        format!("{}@v{}", self.name, self.version)
+    }
+
+    /// What every table name of this version starts with: `{name}__v{version}__`.
+    #[must_use]
+    pub fn prefix(&self) -> String {
+        format!("{}__v{}__", self.name, self.version)
+    }
+
+    /// The quoted name of this version's table `table` (SQLite).
+    #[must_use]
+    pub fn table(&self, table: &str) -> String {
+        format!("\"{}{}\"", self.prefix(), table.replace('"', "\"\""))
+    }
+
+    /// The quoted name of this version's schema (PostgreSQL).
+    #[must_use]
+    pub fn schema(&self) -> String {
+        format!("\"{}__v{}\"", self.name, self.version)
+    }
+}
+
 /// Handles events one at a time, for [`Checkpointed`] projections.
 ///
 /// Implemented for closures `Fn(&RecordedEvent) -> Result<(), ProjectionError>`.

@@ -3,8 +3,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
-use cqrs_core::{EventFilter, Position, Projection, ProjectionError, RecordedEvent, StoreError};
-use rusqlite::Connection;
+use cqrs_core::{
+    EventFilter, Namespace, Position, Projection, ProjectionError, ReadModelSpec, RecordedEvent,
+    StoreError,
+};
+use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::backend;
 use crate::store::{SqliteEventStore, load_checkpoint, save_checkpoint};
@@ -15,35 +18,38 @@ use crate::store::{SqliteEventStore, load_checkpoint, save_checkpoint};
 /// [`SqliteEventStore::projection`]), so each event takes effect exactly once, even across
 /// crashes. The methods run on the store's writer thread: keep them quick.
 ///
+/// **Versions.** Each version keeps its own tables, named through the [`Namespace`] it is given
+/// (`tables.table("counts")` is `"category_counts__v1__counts"`). A new
+/// [`version`](ReadModelSpec::version) is built beside the live one, from the start of the log,
+/// while readers keep reading the live one; once it has caught up with the live one it takes
+/// over in one transaction, and the old version's tables are dropped in that same transaction.
+/// Readers go through [`SqliteEventStore::read_model`], which hands them the live version's
+/// names inside one read transaction, so a switch never pulls a table from under a query.
+///
 /// # Examples
 ///
 /// ```
 /// use std::sync::Arc;
-/// use cqrs_core::{EventFilter, EventStore, ExpectedVersion, Json, NewEvent, ProjectionError, ProjectionRunner, RecordedEvent, StreamId};
+/// use cqrs_core::{EventStore, ExpectedVersion, Json, Namespace, NewEvent, ProjectionError, ProjectionRunner, ReadModelSpec, RecordedEvent, StreamId};
 /// use cqrs_store_sqlite::{SqliteEventStore, SqliteProjection, rusqlite::Connection};
 ///
 /// /// Events per stream category.
 /// struct CategoryCounts;
 ///
-/// impl SqliteProjection for CategoryCounts {
+/// impl ReadModelSpec for CategoryCounts {
 ///     fn name(&self) -> &str { "category_counts" }
+/// }
 ///
-///     fn setup(&self, conn: &Connection) -> Result<(), ProjectionError> {
-///         conn.execute_batch("CREATE TABLE IF NOT EXISTS category_counts (category TEXT PRIMARY KEY, n INTEGER NOT NULL)")
-///             .map_err(ProjectionError::from_error)
+/// impl SqliteProjection for CategoryCounts {
+///     fn setup(&self, conn: &Connection, tables: &Namespace) -> Result<(), ProjectionError> {
+///         let sql = format!("CREATE TABLE IF NOT EXISTS {} (category TEXT PRIMARY KEY, n INTEGER NOT NULL)", tables.table("counts"));
+///         conn.execute_batch(&sql).map_err(ProjectionError::from_error)
 ///     }
 ///
-///     fn apply(&self, conn: &Connection, event: &RecordedEvent) -> Result<(), ProjectionError> {
-///         conn.execute(
-///             "INSERT INTO category_counts VALUES (?1, 1) ON CONFLICT (category) DO UPDATE SET n = n + 1",
-///             [event.stream.category()],
-///         )
-///         .map_err(ProjectionError::from_error)?;
+///     fn apply(&self, conn: &Connection, tables: &Namespace, event: &RecordedEvent) -> Result<(), ProjectionError> {
+///         let sql = format!("INSERT INTO {} VALUES (?1, 1) ON CONFLICT (category) DO UPDATE SET n = n + 1", tables.table("counts"));
+///         conn.execute(&sql, [event.stream.category()]).map_err(ProjectionError::from_error)?;
 ///         Ok(())
-///     }
-///
-///     fn reset(&self, conn: &Connection) -> Result<(), ProjectionError> {
-///         conn.execute_batch("DELETE FROM category_counts").map_err(ProjectionError::from_error)
 ///     }
 /// }
 ///
@@ -53,55 +59,46 @@ use crate::store::{SqliteEventStore, load_checkpoint, save_checkpoint};
 /// let counts = Arc::new(store.projection(CategoryCounts));
 /// ProjectionRunner::new(Arc::new(store.clone()), counts).catch_up().await?;
 /// let n: i64 = store
-///     .query(|conn| conn.query_row("SELECT n FROM category_counts WHERE category = 'seats'", [], |r| r.get(0)))
+///     .read_model("category_counts", |conn, tables| {
+///         conn.query_row(&format!("SELECT n FROM {} WHERE category = 'seats'", tables.table("counts")), [], |r| r.get(0))
+///     })
 ///     .await?;
 /// assert_eq!(n, 1);
 /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
 /// ```
-pub trait SqliteProjection: Send + Sync + 'static {
-    /// The read model's name.
-    fn name(&self) -> &str;
-
-    /// The read model's version; a new version rebuilds beside the old one.
-    fn version(&self) -> u32 {
-        1
-    }
-
-    /// The events it reads; all by default.
-    fn filter(&self) -> EventFilter {
-        EventFilter::all()
-    }
-
-    /// Creates the read model's tables if they are missing. Runs before the first change.
+pub trait SqliteProjection: ReadModelSpec {
+    /// Creates this version's tables, named with [`Namespace::table`], if they are missing.
+    /// Runs before the first change, and again after a rebuild dropped them.
     ///
     /// # Errors
     ///
     /// [`ProjectionError`] if the tables cannot be created.
-    fn setup(&self, conn: &Connection) -> Result<(), ProjectionError> {
-        let _ = conn;
+    fn setup(&self, conn: &Connection, tables: &Namespace) -> Result<(), ProjectionError> {
+        let _ = (conn, tables);
         Ok(())
     }
 
-    /// Applies one event to the read model's tables.
+    /// Applies one event to this version's tables.
     ///
     /// # Errors
     ///
     /// [`ProjectionError`] to roll the whole batch back; the runner retries it.
-    fn apply(&self, conn: &Connection, event: &RecordedEvent) -> Result<(), ProjectionError>;
-
-    /// Empties the read model's tables, to rebuild from the start.
-    ///
-    /// # Errors
-    ///
-    /// [`ProjectionError`] if they cannot be emptied.
-    fn reset(&self, conn: &Connection) -> Result<(), ProjectionError>;
+    fn apply(
+        &self,
+        conn: &Connection,
+        tables: &Namespace,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError>;
 }
 
 /// A [`SqliteProjection`] bound to its store: a [`Projection`] whose changes and checkpoint
-/// commit together. Made by [`SqliteEventStore::projection`].
+/// commit together, and which takes over from an older version once it has caught up. Made by
+/// [`SqliteEventStore::projection`].
 pub struct Transactional<P> {
     store: SqliteEventStore,
     projection: Arc<P>,
+    /// This version's names, or why the read model's name cannot make any.
+    namespace: Result<Namespace, String>,
     set_up: Arc<AtomicBool>,
 }
 
@@ -109,6 +106,7 @@ impl<P> fmt::Debug for Transactional<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Transactional")
             .field("store", &self.store)
+            .field("namespace", &self.namespace)
             .finish_non_exhaustive()
     }
 }
@@ -119,35 +117,144 @@ impl SqliteEventStore {
     pub fn projection<P: SqliteProjection>(&self, projection: P) -> Transactional<P> {
         Transactional {
             store: self.clone(),
+            namespace: Namespace::of(&projection).map_err(|e| e.to_string()),
             projection: Arc::new(projection),
             set_up: Arc::new(AtomicBool::new(false)),
         }
     }
+
+    /// Runs `f` over the live version of the read model `name`, on a reader, in one read
+    /// transaction: the names `f` is given stay valid for all of it, even if a new version
+    /// takes over meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Invalid`] if the read model has no live version yet (its runner has not
+    /// started), or the backend error of `f` or of the read.
+    pub async fn read_model<T, F>(&self, name: &str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, &Namespace) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let name = name.to_owned();
+        self.read(move |conn| {
+            // One snapshot for the lookup and the query: a switch commits after it or before.
+            let snapshot = if conn.is_autocommit() {
+                Some(conn.unchecked_transaction().map_err(backend)?)
+            } else {
+                None
+            };
+            let version = live_version(conn, &name)?.ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "the read model {name} has no live version yet: start its runner first"
+                ))
+            })?;
+            let namespace = Namespace::new(&name, version).map_err(StoreError::backend)?;
+            let result = f(conn, &namespace).map_err(backend)?;
+            if let Some(snapshot) = snapshot {
+                snapshot.finish().map_err(backend)?;
+            }
+            Ok(result)
+        })
+        .await
+    }
+
+    /// The version of the read model `name` that readers see, if it has one.
+    ///
+    /// # Errors
+    ///
+    /// The backend error.
+    pub async fn live_version(&self, name: &str) -> Result<Option<u32>, StoreError> {
+        let name = name.to_owned();
+        self.read(move |conn| live_version(conn, &name)).await
+    }
+}
+
+/// The live version of the read model `name`.
+fn live_version(conn: &Connection, name: &str) -> Result<Option<u32>, StoreError> {
+    conn.prepare_cached("SELECT live_version FROM cqrs_read_models WHERE name = ?1")
+        .map_err(backend)?
+        .query_row([name], |r| r.get(0))
+        .optional()
+        .map_err(backend)
+}
+
+/// Drops every table and view of `namespace`.
+fn drop_tables(conn: &Connection, namespace: &Namespace) -> Result<(), StoreError> {
+    let pattern = format!("{}%", namespace.prefix().replace('_', "\\_"));
+    let found: Vec<(String, String)> = conn
+        .prepare("SELECT type, name FROM sqlite_master WHERE type IN ('table', 'view') AND name LIKE ?1 ESCAPE '\\'")
+        .map_err(backend)?
+        .query_map([pattern], |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(backend)?
+        .collect::<Result<_, _>>()
+        .map_err(backend)?;
+    for (kind, name) in found {
+        let kind = if kind == "view" { "VIEW" } else { "TABLE" };
+        conn.execute_batch(&format!(
+            "DROP {kind} IF EXISTS \"{}\"",
+            name.replace('"', "\"\"")
+        ))
+        .map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// What this version is to its read model.
+enum Role {
+    /// Readers see it.
+    Live,
+    /// It is being built beside the live `version`.
+    Building { live: u32 },
+    /// A newer version took over: this one does nothing more.
+    Retired,
 }
 
 impl<P: SqliteProjection> Transactional<P> {
-    /// Runs `f` on the writer after making sure the read model's tables exist; a projection
-    /// error rolls back `f`'s writes.
-    async fn on_writer<F>(&self, f: F) -> Result<(), ProjectionError>
+    fn namespace(&self) -> Result<&Namespace, ProjectionError> {
+        self.namespace
+            .as_ref()
+            .map_err(|why| ProjectionError::new(why.clone()))
+    }
+
+    /// Runs `f` on the writer with this version's role, after registering the read model (the
+    /// first version of a name is live at once) and creating this version's tables; a
+    /// projection error rolls back `f`'s writes.
+    async fn on_writer<T, F>(&self, f: F) -> Result<T, ProjectionError>
     where
-        F: FnOnce(&P, &Connection) -> Result<(), ProjectionError> + Send + 'static,
+        T: Send + 'static,
+        F: FnOnce(&P, &Connection, &Namespace, Role) -> Result<T, ProjectionError> + Send + 'static,
     {
         let projection = Arc::clone(&self.projection);
         let set_up = Arc::clone(&self.set_up);
-        self.store
+        let namespace = self.namespace()?.clone();
+        let result = self
+            .store
             .write_with(move |conn| {
                 let run = || {
-                    if !set_up.load(Ordering::Acquire) {
-                        projection.setup(conn)?;
+                    conn.execute(
+                        "INSERT INTO cqrs_read_models (name, live_version) VALUES (?1, ?2) \
+                         ON CONFLICT (name) DO NOTHING",
+                        (namespace.name(), namespace.version()),
+                    )
+                    .map_err(ProjectionError::from_error)?;
+                    let live = live_version(conn, namespace.name())?.unwrap_or(namespace.version());
+                    let role = match live.cmp(&namespace.version()) {
+                        std::cmp::Ordering::Equal => Role::Live,
+                        std::cmp::Ordering::Less => Role::Building { live },
+                        std::cmp::Ordering::Greater => Role::Retired,
+                    };
+                    if !matches!(role, Role::Retired) && !set_up.load(Ordering::Acquire) {
+                        projection.setup(conn, &namespace)?;
                     }
-                    f(&projection, conn)
+                    f(&projection, conn, &namespace, role)
                 };
                 run().map_err(StoreError::backend)
             })
             .await
             .map_err(ProjectionError::from_error)?;
         self.set_up.store(true, Ordering::Release);
-        Ok(())
+        Ok(result)
     }
 }
 
@@ -166,11 +273,12 @@ impl<P: SqliteProjection> Projection for Transactional<P> {
     }
 
     async fn checkpoint(&self) -> Result<Option<Position>, ProjectionError> {
-        let key = self.key();
-        Ok(self
-            .store
-            .read(move |conn| load_checkpoint(conn, &key))
-            .await?)
+        // On the writer: the first call registers the read model and creates the tables, so
+        // that readers find a live version once a runner has started.
+        self.on_writer(|_, conn, namespace, _| {
+            load_checkpoint(conn, &namespace.key()).map_err(ProjectionError::from_error)
+        })
+        .await
     }
 
     async fn apply(
@@ -179,23 +287,66 @@ impl<P: SqliteProjection> Projection for Transactional<P> {
         checkpoint: Position,
     ) -> Result<(), ProjectionError> {
         let events = events.to_vec();
-        let key = self.key();
-        self.on_writer(move |projection, conn| {
-            for event in &events {
-                projection.apply(conn, event)?;
+        self.on_writer(move |projection, conn, namespace, role| {
+            if matches!(role, Role::Retired) {
+                return Ok(());
             }
-            save_checkpoint(conn, &key, checkpoint).map_err(ProjectionError::from_error)
+            for event in &events {
+                projection.apply(conn, namespace, event)?;
+            }
+            save_checkpoint(conn, &namespace.key(), checkpoint)
+                .map_err(ProjectionError::from_error)?;
+            if let Role::Building { live } = role {
+                let old = Namespace::new(namespace.name(), live)?;
+                // Caught up once it has read as far as the live version has (or as the log
+                // goes, if the live version never recorded a checkpoint).
+                let target = match load_checkpoint(conn, &old.key())? {
+                    Some(position) => position,
+                    None => Position::new(
+                        conn.query_row(
+                            "SELECT coalesce(max(position), 0) FROM cqrs_events",
+                            [],
+                            |r| r.get::<_, i64>(0),
+                        )
+                        .map_err(ProjectionError::from_error)?
+                        .unsigned_abs(),
+                    ),
+                };
+                if checkpoint >= target {
+                    conn.execute(
+                        "UPDATE cqrs_read_models SET live_version = ?2 WHERE name = ?1",
+                        (namespace.name(), namespace.version()),
+                    )
+                    .map_err(ProjectionError::from_error)?;
+                    drop_tables(conn, &old)?;
+                    conn.execute("DELETE FROM cqrs_checkpoints WHERE name = ?1", [old.key()])
+                        .map_err(ProjectionError::from_error)?;
+                    tracing::info!(
+                        read_model = namespace.name(),
+                        from = live,
+                        to = namespace.version(),
+                        position = checkpoint.get(),
+                        "read model switched to its new version; the old one's tables are dropped"
+                    );
+                }
+            }
+            Ok(())
         })
         .await
     }
 
     async fn reset(&self) -> Result<(), ProjectionError> {
-        let key = self.key();
-        self.on_writer(move |projection, conn| {
-            projection.reset(conn)?;
-            conn.execute("DELETE FROM cqrs_checkpoints WHERE name = ?1", [key])
-                .map_err(|e| ProjectionError::from_error(backend(e)))?;
-            Ok(())
+        self.on_writer(|projection, conn, namespace, role| {
+            if matches!(role, Role::Retired) {
+                return Ok(());
+            }
+            drop_tables(conn, namespace)?;
+            conn.execute(
+                "DELETE FROM cqrs_checkpoints WHERE name = ?1",
+                [namespace.key()],
+            )
+            .map_err(ProjectionError::from_error)?;
+            projection.setup(conn, namespace)
         })
         .await
     }

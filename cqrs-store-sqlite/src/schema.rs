@@ -6,7 +6,7 @@ use crate::error::backend;
 use cqrs_core::StoreError;
 
 /// The schema version this build writes and understands.
-pub(crate) const CURRENT_VERSION: u32 = 1;
+pub(crate) const CURRENT_VERSION: u32 = 2;
 
 /// Migrations in order; migration `i` moves the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -82,6 +82,14 @@ const MIGRATIONS: &[&str] = &[
         completed     INTEGER NOT NULL,
         last_position INTEGER NOT NULL,
         updated_at    INTEGER NOT NULL
+    );
+    ",
+    // 2: which version of each durable read model readers see (the others are being built or
+    // are being dropped).
+    r"
+    CREATE TABLE cqrs_read_models (
+        name         TEXT PRIMARY KEY,
+        live_version INTEGER NOT NULL
     );
     ",
 ];

@@ -2,67 +2,114 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use cqrs_core::{
-    EventFilter, EventStore, ExpectedVersion, Json, NewEvent, Projection, ProjectionError,
-    ProjectionRunner, RecordedEvent, StreamId,
+    EventFilter, EventStore, ExpectedVersion, Json, Namespace, NewEvent, Projection,
+    ProjectionError, ProjectionRunner, ReadModelSpec, RecordedEvent, StoreError, StreamId,
 };
 use cqrs_store_sqlite::{SqliteEventStore, SqliteProjection, rusqlite::Connection};
 use serde_json::json;
 
-/// Seats left per conference, from `seats.added` and `seats.reserved` events.
+/// Seats left per conference, from `seats.added` and `seats.reserved` events. Version 1 keeps
+/// one count per conference; version 2 keeps what was added and what was reserved apart.
 struct RemainingSeats {
+    version: u32,
     fail_on: Option<u64>,
     failed: AtomicBool,
 }
 
 impl RemainingSeats {
     fn new() -> Self {
+        Self::version(1)
+    }
+
+    fn version(version: u32) -> Self {
         Self {
+            version,
             fail_on: None,
             failed: AtomicBool::new(false),
         }
     }
 }
 
-impl SqliteProjection for RemainingSeats {
+impl ReadModelSpec for RemainingSeats {
     fn name(&self) -> &str {
         "remaining_seats"
+    }
+
+    fn version(&self) -> u32 {
+        self.version
     }
 
     fn filter(&self) -> EventFilter {
         EventFilter::all().with_categories(["seats"])
     }
+}
 
-    fn setup(&self, conn: &Connection) -> Result<(), ProjectionError> {
-        conn.execute_batch("CREATE TABLE IF NOT EXISTS remaining_seats (conference TEXT PRIMARY KEY, remaining INTEGER NOT NULL)")
+impl SqliteProjection for RemainingSeats {
+    fn setup(&self, conn: &Connection, tables: &Namespace) -> Result<(), ProjectionError> {
+        let sql = if self.version == 1 {
+            format!(
+                "CREATE TABLE IF NOT EXISTS {} (conference TEXT PRIMARY KEY, remaining INTEGER NOT NULL)",
+                tables.table("remaining")
+            )
+        } else {
+            format!(
+                "CREATE TABLE IF NOT EXISTS {} (conference TEXT PRIMARY KEY, added INTEGER NOT NULL, reserved INTEGER NOT NULL)",
+                tables.table("seats")
+            )
+        };
+        conn.execute_batch(&sql)
             .map_err(ProjectionError::from_error)
     }
 
-    fn apply(&self, conn: &Connection, event: &RecordedEvent) -> Result<(), ProjectionError> {
+    fn apply(
+        &self,
+        conn: &Connection,
+        tables: &Namespace,
+        event: &RecordedEvent,
+    ) -> Result<(), ProjectionError> {
         let quantity = event
             .payload
             .to_value()
             .map_err(ProjectionError::from_error)?["quantity"]
             .as_i64()
             .unwrap_or(0);
-        let delta = if event.event_type == "seats.added" {
-            quantity
+        let added = event.event_type == "seats.added";
+        let conference = event.stream.local_id().unwrap_or_default();
+        if self.version == 1 {
+            let delta = if added { quantity } else { -quantity };
+            conn.execute(
+                &format!(
+                    "INSERT INTO {} VALUES (?1, ?2) ON CONFLICT (conference) DO UPDATE SET remaining = remaining + ?2",
+                    tables.table("remaining")
+                ),
+                (conference, delta),
+            )
+            .map_err(ProjectionError::from_error)?;
         } else {
-            -quantity
-        };
-        conn.execute(
-            "INSERT INTO remaining_seats VALUES (?1, ?2) ON CONFLICT (conference) DO UPDATE SET remaining = remaining + ?2",
-            (event.stream.local_id().unwrap_or_default(), delta),
-        )
-        .map_err(ProjectionError::from_error)?;
+            let (a, r) = if added { (quantity, 0) } else { (0, quantity) };
+            // A plain INSERT for a new conference: replaying into a table that already had the
+            // row would fail, which is what a version sharing another's tables used to do.
+            let updated = conn
+                .execute(
+                    &format!(
+                        "UPDATE {} SET added = added + ?2, reserved = reserved + ?3 WHERE conference = ?1",
+                        tables.table("seats")
+                    ),
+                    (conference, a, r),
+                )
+                .map_err(ProjectionError::from_error)?;
+            if updated == 0 {
+                conn.execute(
+                    &format!("INSERT INTO {} VALUES (?1, ?2, ?3)", tables.table("seats")),
+                    (conference, a, r),
+                )
+                .map_err(ProjectionError::from_error)?;
+            }
+        }
         if self.fail_on == Some(event.position.get()) && !self.failed.swap(true, Ordering::SeqCst) {
             return Err(ProjectionError::new("the disk hiccuped"));
         }
         Ok(())
-    }
-
-    fn reset(&self, conn: &Connection) -> Result<(), ProjectionError> {
-        conn.execute_batch("DELETE FROM remaining_seats")
-            .map_err(ProjectionError::from_error)
     }
 }
 
@@ -87,28 +134,32 @@ async fn seats(
         .unwrap()
 }
 
+/// The seats left at `conference`, read from whichever version is live (`None`: no row, or
+/// no live version yet).
 async fn remaining(store: &SqliteEventStore, conference: &str) -> Option<i64> {
     let conference = conference.to_owned();
-    store
-        .query(move |conn| {
+    match store
+        .read_model("remaining_seats", move |conn, tables| {
             use cqrs_store_sqlite::rusqlite::OptionalExtension;
-            let exists: bool = conn.query_row(
-                "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'remaining_seats'",
-                [],
-                |r| r.get(0),
-            )?;
-            if !exists {
-                return Ok(None);
-            }
-            conn.query_row(
-                "SELECT remaining FROM remaining_seats WHERE conference = ?1",
-                [conference],
-                |r| r.get(0),
-            )
-            .optional()
+            let sql = if tables.version() == 1 {
+                format!(
+                    "SELECT remaining FROM {} WHERE conference = ?1",
+                    tables.table("remaining")
+                )
+            } else {
+                format!(
+                    "SELECT added - reserved FROM {} WHERE conference = ?1",
+                    tables.table("seats")
+                )
+            };
+            conn.query_row(&sql, [conference], |r| r.get(0)).optional()
         })
         .await
-        .unwrap()
+    {
+        Ok(found) => found,
+        Err(StoreError::Invalid(_)) => None,
+        Err(err) => panic!("reading the read model failed: {err}"),
+    }
 }
 
 #[tokio::test]
@@ -165,7 +216,7 @@ async fn a_failed_batch_leaves_neither_rows_nor_checkpoint_and_the_retry_counts_
     let failing = seats(&store, "devconf", "seats.reserved", 4).await;
     let projection = Arc::new(store.projection(RemainingSeats {
         fail_on: Some(failing.get()),
-        failed: AtomicBool::new(false),
+        ..RemainingSeats::new()
     }));
     let runner = ProjectionRunner::new(Arc::new(store.clone()), projection.clone());
     assert!(runner.catch_up().await.is_err(), "the batch failed");
@@ -197,4 +248,213 @@ async fn a_live_runner_keeps_the_read_model_current() {
     live.wait_for(last).await.unwrap();
     assert_eq!(remaining(&store, "a").await, Some(3));
     live.stop().await;
+}
+
+/// The tables of `version`, as the file lists them.
+async fn tables_of(store: &SqliteEventStore, version: u32) -> Vec<String> {
+    store
+        .query(move |conn| {
+            let mut select = conn.prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE ?1 ESCAPE '\\' ORDER BY name",
+            )?;
+            select
+                .query_map([format!("remaining\\_seats\\_\\_v{version}\\_\\_%")], |r| r.get(0))?
+                .collect()
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_new_version_rebuilds_in_its_own_tables_and_takes_over() {
+    let store = SqliteEventStore::open_in_memory().await.unwrap();
+    seats(&store, "devconf", "seats.added", 10).await;
+    seats(&store, "devconf", "seats.reserved", 3).await;
+    let v1 = Arc::new(store.projection(RemainingSeats::version(1)));
+    ProjectionRunner::new(Arc::new(store.clone()), v1.clone())
+        .catch_up()
+        .await
+        .unwrap();
+    assert_eq!(
+        store.live_version("remaining_seats").await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(remaining(&store, "devconf").await, Some(7));
+
+    // The new build has only version 2: it replays from the start into its own tables (the
+    // old way, into version 1's, broke on rows that were already there).
+    let v2 = Arc::new(store.projection(RemainingSeats::version(2)));
+    ProjectionRunner::new(Arc::new(store.clone()), v2.clone())
+        .catch_up()
+        .await
+        .unwrap();
+    assert_eq!(
+        store.live_version("remaining_seats").await.unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        remaining(&store, "devconf").await,
+        Some(7),
+        "the new shape, the same answer"
+    );
+    assert!(
+        tables_of(&store, 1).await.is_empty(),
+        "version 1's tables are dropped"
+    );
+    assert_eq!(tables_of(&store, 2).await, ["remaining_seats__v2__seats"]);
+    assert_eq!(
+        cqrs_core::CheckpointStore::load_checkpoint(&store, "remaining_seats@v1")
+            .await
+            .unwrap(),
+        None,
+        "and its checkpoint"
+    );
+
+    // An old build still running version 1 now does nothing: it cannot write into dropped
+    // tables, nor take the read model back.
+    seats(&store, "devconf", "seats.reserved", 1).await;
+    ProjectionRunner::new(Arc::new(store.clone()), v1)
+        .catch_up()
+        .await
+        .unwrap();
+    assert_eq!(
+        store.live_version("remaining_seats").await.unwrap(),
+        Some(2)
+    );
+    assert!(tables_of(&store, 1).await.is_empty());
+    ProjectionRunner::new(Arc::new(store.clone()), v2)
+        .catch_up()
+        .await
+        .unwrap();
+    assert_eq!(remaining(&store, "devconf").await, Some(6));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_version_takes_over_under_load_with_no_failed_read() {
+    use std::sync::atomic::AtomicU64;
+    use std::time::Duration;
+
+    const CONFERENCES: i64 = 8;
+    const EVENTS: i64 = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteEventStore::open(dir.path().join("app.db"))
+        .await
+        .unwrap();
+    // Every conference gets 1,000 seats first, then reservations of 1 seat each.
+    let mut opened = cqrs_core::Position::ZERO;
+    for c in 0..CONFERENCES {
+        opened = seats(&store, &format!("c{c}"), "seats.added", 1_000).await;
+    }
+    let v1 = ProjectionRunner::new(
+        Arc::new(store.clone()),
+        Arc::new(store.projection(RemainingSeats::version(1))),
+    )
+    .spawn();
+    v1.wait_for(opened).await.unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicU64::new(0));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (store, stop, reads) = (store.clone(), Arc::clone(&stop), Arc::clone(&reads));
+            tokio::spawn(async move {
+                let mut versions = std::collections::BTreeSet::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let (version, total) = store
+                        .read_model("remaining_seats", |conn, tables| {
+                            let sql = if tables.version() == 1 {
+                                format!(
+                                    "SELECT coalesce(sum(remaining), 0) FROM {}",
+                                    tables.table("remaining")
+                                )
+                            } else {
+                                format!(
+                                    "SELECT coalesce(sum(added - reserved), 0) FROM {}",
+                                    tables.table("seats")
+                                )
+                            };
+                            Ok((
+                                tables.version(),
+                                conn.query_row(&sql, [], |r| r.get::<_, i64>(0))?,
+                            ))
+                        })
+                        .await
+                        .expect("a read never fails, across the switch too");
+                    assert!(
+                        (0..=1_000 * CONFERENCES).contains(&total),
+                        "version {version} answered {total}"
+                    );
+                    versions.insert(version);
+                    reads.fetch_add(1, Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+                versions
+            })
+        })
+        .collect();
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut last = cqrs_core::Position::ZERO;
+            for n in 0..EVENTS {
+                last = seats(
+                    &store,
+                    &format!("c{}", n % CONFERENCES),
+                    "seats.reserved",
+                    1,
+                )
+                .await;
+            }
+            last
+        })
+    };
+
+    // Version 2 starts beside version 1 while orders come in.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let v2 = ProjectionRunner::new(
+        Arc::new(store.clone()),
+        Arc::new(store.projection(RemainingSeats::version(2))),
+    )
+    .spawn();
+    let last = writer.await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while store.live_version("remaining_seats").await.unwrap() != Some(2) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "version 2 never took over"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    v2.wait_for(last).await.unwrap();
+    // Let the readers read version 2 too before they stop.
+    let seen = reads.load(Ordering::Relaxed);
+    while reads.load(Ordering::Relaxed) < seen + 20 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the readers stopped reading"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut versions = std::collections::BTreeSet::new();
+    for reader in readers {
+        versions.extend(reader.await.unwrap());
+    }
+    assert!(
+        versions.contains(&1) && versions.contains(&2),
+        "the readers read version 1, then version 2: {versions:?}"
+    );
+    for c in 0..CONFERENCES {
+        assert_eq!(
+            remaining(&store, &format!("c{c}")).await,
+            Some(1_000 - EVENTS / CONFERENCES),
+            "version 2 counted every reservation of c{c} once"
+        );
+    }
+    assert!(
+        tables_of(&store, 1).await.is_empty(),
+        "version 1's tables are dropped"
+    );
+    v1.stop().await;
+    v2.stop().await;
 }
