@@ -7,7 +7,7 @@ use sqlx::{AssertSqlSafe, PgPool};
 use crate::error::backend;
 
 /// The schema version this build writes and understands.
-pub(crate) const CURRENT_VERSION: i32 = 2;
+pub(crate) const CURRENT_VERSION: i32 = 3;
 
 /// Migrations in order; migration `i` moves the schema from version `i` to `i + 1`. `{s}` is
 /// the schema name.
@@ -328,6 +328,14 @@ const MIGRATIONS: &[&str] = &[
     END
     $fn$;
     ",
+    // 3: which version of each durable read model readers see (the others are being built or
+    // are being dropped).
+    r"
+    CREATE TABLE {s}.read_models (
+        name         text PRIMARY KEY,
+        live_version integer NOT NULL
+    );
+    ",
 ];
 
 /// Checks that `schema` is a plain lower-case identifier, safe to put in SQL.
@@ -449,7 +457,7 @@ mod tests {
                 .fetch_all(&pool)
                 .await
                 .unwrap();
-        assert_eq!(versions, [1, 2]);
+        assert_eq!(versions, [1, 2, 3]);
         let stream = StreamId::new("account-1").unwrap();
         let event = || NewEvent::new("account.deposited", Json::from_stored("{}"));
         // Both functions of version 2: a lone append, then a batch of appends together.

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cqrs_core::{
-    Commit, EventFilter, EventReader, EventStore, ExpectedVersion, Json, NewEvent, Position,
-    ProjectionError, ProjectionRunner, RecordedEvent, StreamId, Version,
+    Commit, EventFilter, EventReader, EventStore, ExpectedVersion, Json, Namespace, NewEvent,
+    Position, ProjectionError, ProjectionRunner, ReadModelSpec, RecordedEvent, StreamId, Version,
 };
 use cqrs_store_postgres::{PostgresEventStore, PostgresProjection, sqlx::PgConnection};
 
@@ -117,8 +117,7 @@ struct Ledger {
     stall_once: AtomicBool,
 }
 
-#[async_trait]
-impl PostgresProjection for Ledger {
+impl ReadModelSpec for Ledger {
     fn name(&self) -> &str {
         "ledger"
     }
@@ -126,8 +125,11 @@ impl PostgresProjection for Ledger {
     fn filter(&self) -> EventFilter {
         EventFilter::all().with_categories(["ledger"])
     }
+}
 
-    async fn setup(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+#[async_trait]
+impl PostgresProjection for Ledger {
+    async fn setup(&self, conn: &mut PgConnection, _: &Namespace) -> Result<(), ProjectionError> {
         sqlx::query("CREATE TABLE IF NOT EXISTS ledger (event_id uuid PRIMARY KEY, position bigint NOT NULL)")
             .execute(conn)
             .await
@@ -138,6 +140,7 @@ impl PostgresProjection for Ledger {
     async fn apply(
         &self,
         conn: &mut PgConnection,
+        _: &Namespace,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
         sqlx::query("INSERT INTO ledger VALUES ($1, $2)")
@@ -152,14 +155,6 @@ impl PostgresProjection for Ledger {
                 .await
                 .map_err(ProjectionError::from_error)?;
         }
-        Ok(())
-    }
-
-    async fn reset(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
-        sqlx::query("DELETE FROM ledger")
-            .execute(conn)
-            .await
-            .map_err(ProjectionError::from_error)?;
         Ok(())
     }
 }
@@ -198,7 +193,7 @@ async fn a_connection_killed_mid_projection_is_replaced_and_nothing_is_lost_or_d
         .expect("the runner resumed")
         .unwrap();
     let (rows, distinct): (i64, i64) =
-        sqlx::query_as("SELECT count(*), count(DISTINCT event_id) FROM ledger")
+        sqlx::query_as("SELECT count(*), count(DISTINCT event_id) FROM ledger__v1.ledger")
             .fetch_one(store.pool())
             .await
             .unwrap();

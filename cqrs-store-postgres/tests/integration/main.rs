@@ -10,6 +10,8 @@ mod faults;
 mod gaps;
 /// LISTEN/NOTIFY across processes, and what happens when the listener drops.
 mod listen;
+/// Read models that change version: built beside the live one, switched, the old one dropped.
+mod read_models;
 /// Concurrent stream reads sharing queries, each with its own events.
 mod reads;
 /// Opening: schema names, concurrent migrations, a newer schema refused.

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use cqrs_core::{
-    EventStore, ExpectedVersion, Json, NewEvent, ProjectionError, ProjectionRunner, RecordedEvent,
-    StreamId,
+    EventStore, ExpectedVersion, Json, Namespace, NewEvent, ProjectionError, ProjectionRunner,
+    ReadModelSpec, RecordedEvent, StreamId,
 };
 use cqrs_store_postgres::{PostgresEventStore, PostgresProjection, sqlx::PgConnection};
 
@@ -22,13 +22,15 @@ struct Attendance {
     runner: String,
 }
 
-#[async_trait]
-impl PostgresProjection for Attendance {
+impl ReadModelSpec for Attendance {
     fn name(&self) -> &str {
         "attendance"
     }
+}
 
-    async fn setup(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+#[async_trait]
+impl PostgresProjection for Attendance {
+    async fn setup(&self, conn: &mut PgConnection, _: &Namespace) -> Result<(), ProjectionError> {
         sqlx::query("CREATE TABLE IF NOT EXISTS attendance (event_id uuid PRIMARY KEY, runner text NOT NULL)")
             .execute(conn)
             .await
@@ -39,19 +41,12 @@ impl PostgresProjection for Attendance {
     async fn apply(
         &self,
         conn: &mut PgConnection,
+        _: &Namespace,
         event: &RecordedEvent,
     ) -> Result<(), ProjectionError> {
         sqlx::query("INSERT INTO attendance VALUES ($1, $2)")
             .bind(event.metadata.event_id)
             .bind(&self.runner)
-            .execute(conn)
-            .await
-            .map_err(ProjectionError::from_error)?;
-        Ok(())
-    }
-
-    async fn reset(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
-        sqlx::query("DELETE FROM attendance")
             .execute(conn)
             .await
             .map_err(ProjectionError::from_error)?;
@@ -84,10 +79,12 @@ fn leader_child() {
 }
 
 async fn counts(store: &PostgresEventStore) -> Vec<(String, i64)> {
-    sqlx::query_as("SELECT runner, count(*) FROM attendance GROUP BY runner ORDER BY runner")
-        .fetch_all(store.pool())
-        .await
-        .unwrap_or_default()
+    sqlx::query_as(
+        "SELECT runner, count(*) FROM attendance__v1.attendance GROUP BY runner ORDER BY runner",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap_or_default()
 }
 
 async fn append(store: &PostgresEventStore, n: usize) {
