@@ -280,7 +280,8 @@ impl System {
 
     /// The repository of `A`, wired (storage, clock, upcasters) and routed (scheduled commands
     /// for `A`'s streams reach it). Every call returns the same one (clones share everything).
-    #[must_use]
+    /// Asking for it registers it, so a repository only other parts command can be asked for
+    /// and dropped.
     pub fn repository<A: Aggregate>(&self) -> Repository<A> {
         self.repository_with(|repository| repository)
     }
@@ -318,12 +319,11 @@ impl System {
 
     /// The runner of the process manager `P`, wired (storage, clock, upcasters, waker),
     /// routed (its timeouts reach it) and run as the log grows. Every call returns the same
-    /// one.
+    /// one (dropping it leaves it registered).
     ///
     /// # Panics
     ///
     /// As [`repository_with`](Self::repository_with).
-    #[must_use]
     pub fn process_manager<P: ProcessManager>(&self) -> ProcessManagerRunner<P> {
         let mut parts = self.parts();
         if let Some(found) = parts.by_type.get(&TypeId::of::<ProcessManagerRunner<P>>()) {
