@@ -37,9 +37,15 @@
 //! read models use the same version.
 
 mod error;
+mod events;
+mod log;
+mod process;
 mod projection;
+mod reads;
 mod rows;
+mod schedule;
 mod schema;
+mod state;
 mod store;
 mod writer;
 

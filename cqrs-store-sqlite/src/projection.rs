@@ -10,7 +10,8 @@ use cqrs_core::{
 use rusqlite::{Connection, OptionalExtension};
 
 use crate::error::backend;
-use crate::store::{SqliteEventStore, load_checkpoint, save_checkpoint};
+use crate::state::{load_checkpoint, save_checkpoint};
+use crate::store::SqliteEventStore;
 
 /// A read model whose tables live in the store's SQLite file.
 ///

@@ -1,0 +1,206 @@
+//! Reading events: by stream, folded as read, from the global log, filtered, and live.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cqrs_core::store::{SubscriptionOptions, subscription};
+use cqrs_core::store::{from_i64, to_i64};
+use cqrs_core::{
+    BatchStream, EventFilter, EventReader, EventView, Position, ReadBatch, RecordedEvent,
+    StoreError, StreamId, Version,
+};
+use rusqlite::{Connection, params, params_from_iter};
+
+use crate::error::backend;
+use crate::rows::{self, EVENT_COLUMNS, EventRows};
+use crate::store::SqliteEventStore;
+use crate::writer::on_multi_thread_runtime;
+
+#[async_trait]
+impl EventReader for SqliteEventStore {
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: Version,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let stream = stream.clone();
+        self.read(move |conn| read_stream(conn, &stream, from))
+            .await
+    }
+
+    /// Decodes straight from the rows on the calling thread where the runtime allows it
+    /// (see [`SqliteEventStore::query`]'s connections); elsewhere reads with `read_stream`.
+    async fn visit_stream(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        visit: &mut (dyn for<'e> FnMut(EventView<'e>) -> ControlFlow<()> + Send),
+    ) -> Result<(), StoreError> {
+        match &self.inner.readers {
+            Some(pool) if on_multi_thread_runtime() => tokio::task::block_in_place(|| {
+                pool.run(|conn| rows::visit_stream(conn, stream, from, visit).map(|_| ()))
+            }),
+            _ => cqrs_core::store::visit_by_reading(self, stream, from, visit).await,
+        }
+    }
+
+    async fn read_all(
+        &self,
+        from: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let from = to_i64(from.get())?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut select = conn
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM cqrs_events e \
+                     WHERE e.position >= ?1 ORDER BY e.position LIMIT ?2"
+                ))
+                .map_err(backend)?;
+            let mut rows = select.query(params![from, limit]).map_err(backend)?;
+            let mut decoder = EventRows::default();
+            // A page of the log is usually full: one allocation instead of a dozen doublings.
+            let mut events = Vec::with_capacity(usize::try_from(limit).unwrap_or(0).min(10_000));
+            while let Some(row) = rows.next().map_err(backend)? {
+                events.push(decoder.read(row)?);
+            }
+            Ok(events)
+        })
+        .await
+    }
+
+    async fn read_filtered(
+        &self,
+        from: Position,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> Result<ReadBatch, StoreError> {
+        let filter = filter.clone();
+        let limit = limit.max(1);
+        self.read(move |conn| read_filtered(conn, from, limit, &filter))
+            .await
+    }
+
+    async fn head(&self) -> Result<Position, StoreError> {
+        self.read(head).await
+    }
+
+    fn subscribe_batches(&self, from: Position, filter: EventFilter) -> BatchStream {
+        subscription(
+            Arc::new(self.clone()),
+            &self.inner.notifier,
+            from,
+            filter,
+            SubscriptionOptions::default(),
+        )
+    }
+}
+
+/// Reads `stream` from version `from` on `conn`.
+fn read_stream(
+    conn: &Connection,
+    stream: &StreamId,
+    from: Version,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let from = to_i64(from.get())?;
+    let mut select = conn
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM cqrs_events e WHERE e.stream = ?1 AND e.version >= ?2 ORDER BY e.version"
+        ))
+        .map_err(backend)?;
+    let mut rows = select
+        .query(params![stream.as_str(), from])
+        .map_err(backend)?;
+    let mut decoder = EventRows::default();
+    let mut events = Vec::new();
+    while let Some(row) = rows.next().map_err(backend)? {
+        events.push(decoder.read(row)?);
+    }
+    Ok(events)
+}
+
+fn head(conn: &Connection) -> Result<Position, StoreError> {
+    let max: Option<i64> = conn
+        .query_row("SELECT max(position) FROM cqrs_events", [], |r| r.get(0))
+        .map_err(backend)?;
+    Ok(Position::new(
+        max.map_or(Ok(0), |p| from_i64(p, "position", None))?,
+    ))
+}
+
+/// How many positions one filtered read scans at most: bounds the work of a read that finds
+/// few matches.
+const SCAN_WINDOW: u64 = 4096;
+
+fn read_filtered(
+    conn: &Connection,
+    from: Position,
+    limit: usize,
+    filter: &EventFilter,
+) -> Result<ReadBatch, StoreError> {
+    let head = head(conn)?;
+    let from = from.max(Position::START);
+    if from > head {
+        return Ok(ReadBatch {
+            events: Vec::new(),
+            next: from,
+            end: true,
+        });
+    }
+    // Positions are dense (one writer hands them out), so a window of positions is a window
+    // of rows; bounding it by the head read above keeps the batch consistent with `end`.
+    let window_end = head
+        .get()
+        .saturating_add(1)
+        .min(from.get().saturating_add(SCAN_WINDOW.max(limit as u64)));
+    let mut sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM cqrs_events e \
+         WHERE e.position >= ?1 AND e.position < ?2"
+    );
+    let mut args: Vec<rusqlite::types::Value> =
+        vec![to_i64(from.get())?.into(), to_i64(window_end)?.into()];
+    if !filter.is_all() {
+        let mut alternatives = Vec::new();
+        if !filter.types.is_empty() {
+            alternatives.push(format!(
+                "e.event_type IN ({})",
+                placeholders(args.len() + 1, filter.types.len())
+            ));
+            args.extend(filter.types.iter().map(|t| t.clone().into()));
+        }
+        if !filter.categories.is_empty() {
+            alternatives.push(format!(
+                "e.category IN ({})",
+                placeholders(args.len() + 1, filter.categories.len())
+            ));
+            args.extend(filter.categories.iter().map(|c| c.clone().into()));
+        }
+        sql.push_str(&format!(" AND ({})", alternatives.join(" OR ")));
+    }
+    sql.push_str(&format!(" ORDER BY e.position LIMIT ?{}", args.len() + 1));
+    args.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
+    let mut select = conn.prepare_cached(&sql).map_err(backend)?;
+    let mut rows = select.query(params_from_iter(args)).map_err(backend)?;
+    let mut decoder = EventRows::default();
+    let mut events = Vec::new();
+    while let Some(row) = rows.next().map_err(backend)? {
+        events.push(decoder.read(row)?);
+    }
+    let full = events.len() == limit;
+    let next = if full {
+        events.last().map_or(from, |e| e.position.next())
+    } else {
+        Position::new(window_end)
+    };
+    let end = !full && window_end > head.get();
+    Ok(ReadBatch { events, next, end })
+}
+
+pub(crate) fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
