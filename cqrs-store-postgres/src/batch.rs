@@ -14,8 +14,10 @@ use uuid::Uuid;
 use crate::error::{backend, unique_violation};
 use crate::rows::headers_text;
 use crate::sql::Sql;
-use crate::store::MAX_EVENTS_PER_TRANSACTION;
 use cqrs_core::store::{from_i64, to_i64};
+
+/// The most events one transaction may append: an event's index in its transaction has 16 bits.
+pub const MAX_EVENTS_PER_TRANSACTION: usize = 65_535;
 
 /// The most appends one batch takes: a batch is one transaction, and a bounded one keeps a
 /// flood of writers seeing commits.

@@ -36,11 +36,17 @@
 
 mod batch;
 mod error;
+mod events;
+mod log;
+mod process;
 mod projection;
+mod read_batcher;
 mod reads;
 mod rows;
+mod schedule;
 mod schema;
 mod sql;
+mod state;
 mod store;
 
 #[cfg(feature = "testing")]
@@ -49,7 +55,6 @@ pub mod testing;
 
 pub use sqlx;
 
+pub use crate::batch::MAX_EVENTS_PER_TRANSACTION;
 pub use crate::projection::{PostgresProjection, Transactional};
-pub use crate::store::{
-    MAX_EVENTS_PER_TRANSACTION, PostgresEventStore, PostgresOptions, SynchronousCommit,
-};
+pub use crate::store::{PostgresEventStore, PostgresOptions, SynchronousCommit};

@@ -7,7 +7,8 @@ use cqrs_core::{
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tokio::sync::{Mutex, MutexGuard};
 
-use crate::store::{PostgresEventStore, load_checkpoint};
+use crate::state::load_checkpoint;
+use crate::store::PostgresEventStore;
 use cqrs_core::store::to_i64;
 
 /// A read model whose tables live in the store's database.

@@ -1,30 +1,20 @@
 use std::fmt;
-use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use cqrs_core::store::{CommitNotifier, SubscriptionOptions, log_page, subscription};
-use cqrs_core::{
-    Appended, BatchStream, CheckpointStore, CommandRecord, Commit, EventFilter, EventReader,
-    EventStore, EventView, ExpectedVersion, Json, LogEntry, LogQuery, MessageKind, MessageLog,
-    Position, ProcessSave, ProcessState, ProcessStore, ReadBatch, RecordedEvent, ScheduleStore,
-    ScheduledCommand, Snapshot, SnapshotStore, StoreError, StreamId, Version,
-};
+use cqrs_core::store::CommitNotifier;
+use cqrs_core::{Appended, Commit, RecordedEvent, StoreError};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
-use tokio::sync::{Notify, mpsc, oneshot};
+use sqlx::{PgConnection, PgPool};
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
-use uuid::Uuid;
 
 use crate::batch::{Appender, Attempt, Pending, run_batcher};
-use crate::error::{backend, unique_violation};
-use crate::reads::Reader;
-use crate::rows::{EventRows, command_record, headers_text, scheduled};
+use crate::error::backend;
+use crate::read_batcher::Reader;
+use crate::rows::EventRows;
 use crate::schema;
-use crate::sql::{LOG_SNAPSHOT, Sql};
-use cqrs_core::store::{from_i64, to_i64};
+use crate::sql::Sql;
 
 /// How to connect a [`PostgresEventStore`].
 ///
@@ -170,22 +160,22 @@ impl PostgresOptions {
 /// ```
 #[derive(Clone)]
 pub struct PostgresEventStore {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    pool: PgPool,
-    sql: Sql,
-    appender: Appender,
-    batcher: mpsc::UnboundedSender<Pending>,
-    batching: JoinHandle<()>,
-    reader: Reader,
-    reading: JoinHandle<()>,
-    notifier: CommitNotifier,
-    poll_interval: Duration,
-    listener: JoinHandle<()>,
-    announce: Arc<Notify>,
-    announcer: JoinHandle<()>,
+pub(crate) struct Inner {
+    pub(crate) pool: PgPool,
+    pub(crate) sql: Sql,
+    pub(crate) appender: Appender,
+    pub(crate) batcher: mpsc::UnboundedSender<Pending>,
+    pub(crate) batching: JoinHandle<()>,
+    pub(crate) reader: Reader,
+    pub(crate) reading: JoinHandle<()>,
+    pub(crate) notifier: CommitNotifier,
+    pub(crate) poll_interval: Duration,
+    pub(crate) listener: JoinHandle<()>,
+    pub(crate) announce: Arc<Notify>,
+    pub(crate) announcer: JoinHandle<()>,
 }
 
 impl Drop for Inner {
@@ -204,9 +194,6 @@ impl fmt::Debug for PostgresEventStore {
             .finish_non_exhaustive()
     }
 }
-
-/// The most events one transaction may append: an event's index in its transaction has 16 bits.
-pub const MAX_EVENTS_PER_TRANSACTION: usize = 65_535;
 
 impl PostgresEventStore {
     /// Connects to `url` with [`PostgresOptions::default`], creating or upgrading the schema.
@@ -310,11 +297,11 @@ impl PostgresEventStore {
 
     /// Commits inside the caller's transaction on `conn`: the events become visible, and the
     /// command record stands, only when the caller commits. A transaction may commit several
-    /// times this way, up to [`MAX_EVENTS_PER_TRANSACTION`] events in all.
+    /// times this way, up to [`MAX_EVENTS_PER_TRANSACTION`](crate::MAX_EVENTS_PER_TRANSACTION) events in all.
     ///
     /// # Errors
     ///
-    /// As [`EventStore::commit`]. After [`StoreError::Conflict`] or
+    /// As [`EventStore::commit`](cqrs_core::EventStore::commit). After [`StoreError::Conflict`] or
     /// [`StoreError::DuplicateCommand`] the caller's transaction is aborted: roll it back.
     pub async fn commit_in(
         &self,
@@ -332,7 +319,7 @@ impl PostgresEventStore {
         }
     }
 
-    async fn read_events(
+    pub(crate) async fn read_events(
         &self,
         query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
@@ -402,564 +389,5 @@ async fn listen(pool: PgPool, channel: String, notifier: CommitNotifier) {
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
-    }
-}
-
-#[async_trait]
-impl EventReader for PostgresEventStore {
-    async fn read_stream(
-        &self,
-        stream: &StreamId,
-        from: Version,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.inner.reader.read_stream(stream, from).await
-    }
-
-    /// Reads only the columns a fold needs while the server is quiet; shares a round trip
-    /// with other reads under load.
-    async fn visit_stream(
-        &self,
-        stream: &StreamId,
-        from: Version,
-        visit: &mut (dyn for<'e> FnMut(EventView<'e>) -> ControlFlow<()> + Send),
-    ) -> Result<(), StoreError> {
-        match self.inner.reader.visit_alone(stream, from, visit).await {
-            Some(visited) => visited,
-            None => cqrs_core::store::visit_by_reading(self, stream, from, visit).await,
-        }
-    }
-
-    async fn read_all(
-        &self,
-        from: Position,
-        limit: usize,
-    ) -> Result<Vec<RecordedEvent>, StoreError> {
-        self.read_events(
-            sqlx::query(AssertSqlSafe(self.inner.sql.read_all.clone()))
-                .bind(to_i64(from.get())?)
-                .bind(i64::try_from(limit).unwrap_or(i64::MAX)),
-        )
-        .await
-    }
-
-    async fn read_filtered(
-        &self,
-        from: Position,
-        limit: usize,
-        filter: &EventFilter,
-    ) -> Result<ReadBatch, StoreError> {
-        let limit = limit.max(1);
-        let rows = sqlx::query(AssertSqlSafe(self.inner.sql.read_filtered.clone()))
-            .bind(to_i64(from.get())?)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .bind(filter.is_all())
-            .bind(&filter.types)
-            .bind(&filter.categories)
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(backend)?;
-        let head: i64 = rows
-            .first()
-            .map(|r| r.try_get(0))
-            .transpose()
-            .map_err(backend)?
-            .unwrap_or(0);
-        let head = Position::new(from_i64(head, "head", None)?);
-        let mut decoder = EventRows::new(1);
-        let mut events = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let position: Option<i64> = row.try_get(1).map_err(backend)?;
-            if position.is_some() {
-                events.push(decoder.read(row)?);
-            }
-        }
-        let full = events.len() == limit;
-        let next = if full {
-            events.last().map_or(from, |e| e.position.next())
-        } else {
-            from.max(head.next())
-        };
-        Ok(ReadBatch {
-            events,
-            next,
-            end: !full,
-        })
-    }
-
-    async fn head(&self) -> Result<Position, StoreError> {
-        let head: i64 = sqlx::query_scalar(AssertSqlSafe(self.inner.sql.head.clone()))
-            .fetch_one(&self.inner.pool)
-            .await
-            .map_err(backend)?;
-        Ok(Position::new(from_i64(head, "head", None)?))
-    }
-
-    /// Every committed event, below the horizon or not: committed rows are visible to a new
-    /// snapshot at once; the horizon only holds back their delivery.
-    async fn last_committed(&self) -> Result<Position, StoreError> {
-        let last: i64 = sqlx::query_scalar(AssertSqlSafe(self.inner.sql.last_committed.clone()))
-            .fetch_one(&self.inner.pool)
-            .await
-            .map_err(backend)?;
-        Ok(Position::new(from_i64(
-            last,
-            "last committed position",
-            None,
-        )?))
-    }
-
-    fn subscribe_batches(&self, from: Position, filter: EventFilter) -> BatchStream {
-        let options = SubscriptionOptions {
-            poll_interval: Some(self.inner.poll_interval),
-            ..SubscriptionOptions::default()
-        };
-        subscription(
-            Arc::new(self.clone()),
-            &self.inner.notifier,
-            from,
-            filter,
-            options,
-        )
-    }
-}
-
-#[async_trait]
-impl EventStore for PostgresEventStore {
-    /// Commits through the batcher: appends waiting at the same moment share one transaction
-    /// and one round trip.
-    async fn commit(&self, commit: Commit) -> Result<Appended, StoreError> {
-        commit.validate()?;
-        let (reply, answer) = oneshot::channel();
-        self.inner
-            .batcher
-            .send(Pending { commit, reply })
-            .map_err(|_| StoreError::Closed)?;
-        let appended = answer.await.map_err(|_| StoreError::Closed)??;
-        if appended.position.is_some() {
-            // Subscribers in this process at once; other processes by NOTIFY.
-            self.inner.notifier.notify();
-            self.inner.announce.notify_one();
-        }
-        Ok(appended)
-    }
-}
-
-#[async_trait]
-impl SnapshotStore for PostgresEventStore {
-    async fn load_snapshot(
-        &self,
-        stream: &StreamId,
-        schema_version: u16,
-    ) -> Result<Option<Snapshot>, StoreError> {
-        let row = sqlx::query(AssertSqlSafe(self.inner.sql.load_snapshot.clone()))
-            .bind(stream.as_str())
-            .bind(i32::from(schema_version))
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(backend)?;
-        row.map(|row| {
-            let version: i64 = row.try_get(0).map_err(backend)?;
-            let state: &str = row.try_get(1).map_err(backend)?;
-            Ok(Snapshot {
-                stream: stream.clone(),
-                version: Version::new(from_i64(version, "snapshot version", None)?),
-                schema_version,
-                state: Json::from_stored(state),
-                taken_at: row.try_get(2).map_err(backend)?,
-            })
-        })
-        .transpose()
-    }
-
-    async fn save_snapshot(&self, snapshot: Snapshot) -> Result<(), StoreError> {
-        sqlx::query(AssertSqlSafe(self.inner.sql.save_snapshot.clone()))
-            .bind(snapshot.stream.as_str())
-            .bind(i32::from(snapshot.schema_version))
-            .bind(to_i64(snapshot.version.get())?)
-            .bind(snapshot.state.as_str())
-            .bind(snapshot.taken_at)
-            .execute(&self.inner.pool)
-            .await
-            .map_err(backend)?;
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl CheckpointStore for PostgresEventStore {
-    async fn load_checkpoint(&self, name: &str) -> Result<Option<Position>, StoreError> {
-        load_checkpoint(&self.inner.sql, &self.inner.pool, name).await
-    }
-
-    async fn save_checkpoint(&self, name: &str, position: Position) -> Result<(), StoreError> {
-        sqlx::query(AssertSqlSafe(self.inner.sql.save_checkpoint.clone()))
-            .bind(name)
-            .bind(to_i64(position.get())?)
-            .execute(&self.inner.pool)
-            .await
-            .map_err(backend)?;
-        Ok(())
-    }
-
-    async fn delete_checkpoint(&self, name: &str) -> Result<(), StoreError> {
-        sqlx::query(AssertSqlSafe(self.inner.sql.delete_checkpoint.clone()))
-            .bind(name)
-            .execute(&self.inner.pool)
-            .await
-            .map_err(backend)?;
-        Ok(())
-    }
-}
-
-/// Reads checkpoint `name` through `executor`.
-pub(crate) async fn load_checkpoint<'e, E>(
-    sql: &Sql,
-    executor: E,
-    name: &str,
-) -> Result<Option<Position>, StoreError>
-where
-    E: sqlx::PgExecutor<'e>,
-{
-    let found: Option<i64> = sqlx::query_scalar(AssertSqlSafe(sql.load_checkpoint.clone()))
-        .bind(name)
-        .fetch_optional(executor)
-        .await
-        .map_err(backend)?;
-    found
-        .map(|p| from_i64(p, "checkpoint", None).map(Position::new))
-        .transpose()
-}
-
-impl PostgresEventStore {
-    /// The store's statements (for the transactional projections).
-    pub(crate) fn sql(&self) -> &Sql {
-        &self.inner.sql
-    }
-}
-
-#[async_trait]
-impl MessageLog for PostgresEventStore {
-    async fn find_command(&self, id: Uuid) -> Result<Option<CommandRecord>, StoreError> {
-        let row = sqlx::query(AssertSqlSafe(self.inner.sql.find_command.clone()))
-            .bind(id)
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(backend)?;
-        row.map(|row| command_record(&row).map(|(_, record)| record))
-            .transpose()
-    }
-
-    async fn query_log(&self, query: &LogQuery) -> Result<Vec<LogEntry>, StoreError> {
-        let sql = &self.inner.sql;
-        let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
-        let types: Vec<&str> = query.types.iter().map(String::as_str).collect();
-        let streams: Vec<&str> = query.streams.iter().map(StreamId::as_str).collect();
-        let after = match query.after {
-            Some(a) => (
-                Some(a.recorded_at),
-                i32::from(a.kind == MessageKind::Event),
-                to_i64(a.sequence)?,
-            ),
-            None => (None, 0, 0),
-        };
-        let mut snapshot = self
-            .inner
-            .pool
-            .begin_with(LOG_SNAPSHOT)
-            .await
-            .map_err(backend)?;
-        let mut entries = Vec::new();
-        if query.kind != Some(MessageKind::Event) {
-            let rows = bind_log(
-                sqlx::query(AssertSqlSafe(sql.log_commands.clone())),
-                &types,
-                &streams,
-                query,
-                after,
-                limit,
-            )
-            .fetch_all(&mut *snapshot)
-            .await
-            .map_err(backend)?;
-            for row in &rows {
-                let (sequence, record) = command_record(row)?;
-                entries.push(LogEntry::command(sequence, record));
-            }
-        }
-        if query.kind != Some(MessageKind::Command) {
-            let rows = bind_log(
-                sqlx::query(AssertSqlSafe(sql.log_events.clone())),
-                &types,
-                &streams,
-                query,
-                after,
-                limit,
-            )
-            .fetch_all(&mut *snapshot)
-            .await
-            .map_err(backend)?;
-            let mut decoder = EventRows::new(0);
-            for row in &rows {
-                entries.push(LogEntry::event(decoder.read(row)?));
-            }
-        }
-        snapshot.commit().await.map_err(backend)?;
-        Ok(log_page(query, entries))
-    }
-}
-
-/// Binds a log query's nine parameters (see `sql::log_criteria`).
-fn bind_log<'q>(
-    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
-    types: &'q [&'q str],
-    streams: &'q [&'q str],
-    log: &'q LogQuery,
-    (after_time, after_kind, after_sequence): (Option<DateTime<Utc>>, i32, i64),
-    limit: i64,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    query
-        .bind(types)
-        .bind(streams)
-        .bind(&log.correlation_ids)
-        .bind(log.since)
-        .bind(log.until)
-        .bind(after_time)
-        .bind(after_kind)
-        .bind(after_sequence)
-        .bind(limit)
-}
-
-#[async_trait]
-impl ScheduleStore for PostgresEventStore {
-    async fn schedule(&self, commands: Vec<ScheduledCommand>) -> Result<(), StoreError> {
-        schedule(&self.inner.sql, &self.inner.pool, &commands).await
-    }
-
-    async fn claim_due(
-        &self,
-        now: DateTime<Utc>,
-        limit: usize,
-        lease: chrono::Duration,
-    ) -> Result<Vec<ScheduledCommand>, StoreError> {
-        let until = now
-            .checked_add_signed(lease)
-            .unwrap_or(DateTime::<Utc>::MAX_UTC);
-        let rows = sqlx::query(AssertSqlSafe(self.inner.sql.claim_due.clone()))
-            .bind(now)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .bind(until)
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(backend)?;
-        let mut claimed = rows.iter().map(scheduled).collect::<Result<Vec<_>, _>>()?;
-        claimed.sort_by_key(|c| (c.due_at, c.command.id));
-        Ok(claimed)
-    }
-
-    async fn list_scheduled(
-        &self,
-        after: Option<Uuid>,
-        limit: usize,
-    ) -> Result<Vec<ScheduledCommand>, StoreError> {
-        let rows = sqlx::query(AssertSqlSafe(self.inner.sql.list_scheduled.clone()))
-            .bind(after.unwrap_or(Uuid::nil()))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(backend)?;
-        rows.iter().map(scheduled).collect()
-    }
-
-    async fn complete_scheduled(&self, ids: &[Uuid]) -> Result<(), StoreError> {
-        sqlx::query(AssertSqlSafe(self.inner.sql.complete_scheduled.clone()))
-            .bind(ids)
-            .execute(&self.inner.pool)
-            .await
-            .map_err(backend)?;
-        Ok(())
-    }
-
-    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        sqlx::query_scalar(AssertSqlSafe(self.inner.sql.next_due.clone()))
-            .fetch_one(&self.inner.pool)
-            .await
-            .map_err(backend)
-    }
-}
-
-/// Schedules commands through `executor`; ids already scheduled are left as they are.
-async fn schedule<'e, E>(
-    sql: &Sql,
-    executor: E,
-    commands: &[ScheduledCommand],
-) -> Result<(), StoreError>
-where
-    E: sqlx::PgExecutor<'e>,
-{
-    if commands.is_empty() {
-        return Ok(());
-    }
-    for s in commands {
-        s.validate()?;
-    }
-    let ids: Vec<Uuid> = commands.iter().map(|s| s.command.id).collect();
-    let targets: Vec<&str> = commands.iter().map(|s| s.command.target.as_str()).collect();
-    let types: Vec<&str> = commands
-        .iter()
-        .map(|s| s.command.command_type.as_str())
-        .collect();
-    let payloads: Vec<&str> = commands
-        .iter()
-        .map(|s| s.command.payload.as_str())
-        .collect();
-    let correlations: Vec<Option<Uuid>> =
-        commands.iter().map(|s| s.command.correlation_id).collect();
-    let causations: Vec<Option<Uuid>> = commands.iter().map(|s| s.command.causation_id).collect();
-    let headers: Vec<Option<String>> = commands
-        .iter()
-        .map(|s| headers_text(&s.command.headers))
-        .collect();
-    let due: Vec<DateTime<Utc>> = commands.iter().map(|s| s.due_at).collect();
-    sqlx::query(AssertSqlSafe(sql.schedule.clone()))
-        .bind(&ids)
-        .bind(&targets)
-        .bind(&types)
-        .bind(&payloads)
-        .bind(&correlations)
-        .bind(&causations)
-        .bind(&headers)
-        .bind(&due)
-        .execute(executor)
-        .await
-        .map_err(backend)?;
-    Ok(())
-}
-
-#[async_trait]
-impl ProcessStore for PostgresEventStore {
-    async fn load_process(&self, id: &StreamId) -> Result<Option<ProcessState>, StoreError> {
-        let row = sqlx::query(AssertSqlSafe(self.inner.sql.load_process.clone()))
-            .bind(id.as_str())
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(backend)?;
-        row.map(|row| {
-            let version: i64 = row.try_get(0).map_err(backend)?;
-            let state: &str = row.try_get(1).map_err(backend)?;
-            let last: i64 = row.try_get(3).map_err(backend)?;
-            Ok(ProcessState {
-                id: id.clone(),
-                version: Version::new(from_i64(version, "process version", None)?),
-                state: Json::from_stored(state),
-                completed: row.try_get(2).map_err(backend)?,
-                last_position: Position::new(from_i64(last, "process position", None)?),
-                updated_at: row.try_get(4).map_err(backend)?,
-            })
-        })
-        .transpose()
-    }
-
-    async fn list_processes(
-        &self,
-        after: Option<&StreamId>,
-        limit: usize,
-    ) -> Result<Vec<ProcessState>, StoreError> {
-        let rows = sqlx::query(AssertSqlSafe(self.inner.sql.list_processes.clone()))
-            .bind(after.map_or("", StreamId::as_str))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(backend)?;
-        rows.iter()
-            .map(|row| {
-                let id: &str = row.try_get(0).map_err(backend)?;
-                let version: i64 = row.try_get(1).map_err(backend)?;
-                let state: &str = row.try_get(2).map_err(backend)?;
-                let last: i64 = row.try_get(4).map_err(backend)?;
-                Ok(ProcessState {
-                    id: StreamId::new(id).map_err(|e| StoreError::Invalid(e.to_string()))?,
-                    version: Version::new(from_i64(version, "process version", None)?),
-                    state: Json::from_stored(state),
-                    completed: row.try_get(3).map_err(backend)?,
-                    last_position: Position::new(from_i64(last, "process position", None)?),
-                    updated_at: row.try_get(5).map_err(backend)?,
-                })
-            })
-            .collect()
-    }
-
-    async fn save_process(&self, save: ProcessSave) -> Result<(), StoreError> {
-        let sql = &self.inner.sql;
-        let mut tx = self.inner.pool.begin().await.map_err(backend)?;
-        // The handled command first: a duplicate is reported before a conflict.
-        if let Some(handled) = &save.handled {
-            let outcome = serde_json::to_string(&handled.outcome).map_err(backend)?;
-            let inserted = sqlx::query(AssertSqlSafe(sql.insert_command.clone()))
-                .bind(handled.command_id)
-                .bind(&handled.command_type)
-                .bind(handled.target.as_str())
-                .bind(handled.payload.as_str())
-                .bind(handled.correlation_id)
-                .bind(handled.causation_id)
-                .bind(handled.recorded_at)
-                .bind(headers_text(&handled.headers))
-                .bind(outcome)
-                .execute(&mut *tx)
-                .await;
-            if let Err(err) = inserted {
-                return Err(match unique_violation(&err).as_deref() {
-                    Some("commands_command_id") => StoreError::DuplicateCommand {
-                        command_id: handled.command_id,
-                    },
-                    _ => backend(err),
-                });
-            }
-        }
-        let found: Option<i64> = sqlx::query_scalar(AssertSqlSafe(sql.lock_process.clone()))
-            .bind(save.id.as_str())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend)?;
-        let actual = Version::new(found.map_or(Ok(0), |v| from_i64(v, "process version", None))?);
-        if actual != save.expected {
-            return Err(StoreError::Conflict {
-                stream: save.id,
-                expected: ExpectedVersion::Exact(save.expected),
-                actual,
-            });
-        }
-        let statement = if found.is_some() {
-            &sql.update_process
-        } else {
-            &sql.insert_process
-        };
-        let written = sqlx::query(AssertSqlSafe(statement.clone()))
-            .bind(save.id.as_str())
-            .bind(save.state.as_str())
-            .bind(save.completed)
-            .bind(to_i64(save.last_position.get())?)
-            .bind(save.saved_at)
-            .execute(&mut *tx)
-            .await;
-        if let Err(err) = written {
-            // Two first saves of one instance raced: the other one won.
-            return Err(match unique_violation(&err) {
-                Some(_) => StoreError::Conflict {
-                    stream: save.id,
-                    expected: ExpectedVersion::Exact(save.expected),
-                    actual: Version::new(1),
-                },
-                None => backend(err),
-            });
-        }
-        if !save.cancel.is_empty() {
-            sqlx::query(AssertSqlSafe(sql.complete_scheduled.clone()))
-                .bind(&save.cancel)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-        }
-        schedule(sql, &mut *tx, &save.outbox).await?;
-        tx.commit().await.map_err(backend)
     }
 }

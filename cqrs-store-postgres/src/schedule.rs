@@ -1,0 +1,119 @@
+//! Scheduled commands: timeouts and outboxes, claims with leases.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use cqrs_core::{ScheduleStore, ScheduledCommand, StoreError};
+use sqlx::AssertSqlSafe;
+use uuid::Uuid;
+
+use crate::error::backend;
+use crate::rows::{headers_text, scheduled};
+use crate::sql::Sql;
+
+use crate::store::PostgresEventStore;
+
+#[async_trait]
+impl ScheduleStore for PostgresEventStore {
+    async fn schedule(&self, commands: Vec<ScheduledCommand>) -> Result<(), StoreError> {
+        schedule(&self.inner.sql, &self.inner.pool, &commands).await
+    }
+
+    async fn claim_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: chrono::Duration,
+    ) -> Result<Vec<ScheduledCommand>, StoreError> {
+        let until = now
+            .checked_add_signed(lease)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let rows = sqlx::query(AssertSqlSafe(self.inner.sql.claim_due.clone()))
+            .bind(now)
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(until)
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(backend)?;
+        let mut claimed = rows.iter().map(scheduled).collect::<Result<Vec<_>, _>>()?;
+        claimed.sort_by_key(|c| (c.due_at, c.command.id));
+        Ok(claimed)
+    }
+
+    async fn list_scheduled(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<ScheduledCommand>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(self.inner.sql.list_scheduled.clone()))
+            .bind(after.unwrap_or(Uuid::nil()))
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(scheduled).collect()
+    }
+
+    async fn complete_scheduled(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+        sqlx::query(AssertSqlSafe(self.inner.sql.complete_scheduled.clone()))
+            .bind(ids)
+            .execute(&self.inner.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        sqlx::query_scalar(AssertSqlSafe(self.inner.sql.next_due.clone()))
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(backend)
+    }
+}
+
+/// Schedules commands through `executor`; ids already scheduled are left as they are.
+pub(crate) async fn schedule<'e, E>(
+    sql: &Sql,
+    executor: E,
+    commands: &[ScheduledCommand],
+) -> Result<(), StoreError>
+where
+    E: sqlx::PgExecutor<'e>,
+{
+    if commands.is_empty() {
+        return Ok(());
+    }
+    for s in commands {
+        s.validate()?;
+    }
+    let ids: Vec<Uuid> = commands.iter().map(|s| s.command.id).collect();
+    let targets: Vec<&str> = commands.iter().map(|s| s.command.target.as_str()).collect();
+    let types: Vec<&str> = commands
+        .iter()
+        .map(|s| s.command.command_type.as_str())
+        .collect();
+    let payloads: Vec<&str> = commands
+        .iter()
+        .map(|s| s.command.payload.as_str())
+        .collect();
+    let correlations: Vec<Option<Uuid>> =
+        commands.iter().map(|s| s.command.correlation_id).collect();
+    let causations: Vec<Option<Uuid>> = commands.iter().map(|s| s.command.causation_id).collect();
+    let headers: Vec<Option<String>> = commands
+        .iter()
+        .map(|s| headers_text(&s.command.headers))
+        .collect();
+    let due: Vec<DateTime<Utc>> = commands.iter().map(|s| s.due_at).collect();
+    sqlx::query(AssertSqlSafe(sql.schedule.clone()))
+        .bind(&ids)
+        .bind(&targets)
+        .bind(&types)
+        .bind(&payloads)
+        .bind(&correlations)
+        .bind(&causations)
+        .bind(&headers)
+        .bind(&due)
+        .execute(executor)
+        .await
+        .map_err(backend)?;
+    Ok(())
+}
