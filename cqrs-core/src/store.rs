@@ -573,6 +573,44 @@ pub fn check_headers(headers: &crate::event::Headers) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// What one version of a durable read model is to it, given the version readers see: how a
+/// store's transactional projection decides, each batch, whether to apply, build, or stand
+/// down (see [`ReadModelSpec`](crate::ReadModelSpec)).
+///
+/// ```
+/// use cqrs_core::store::ReadModelRole;
+///
+/// assert_eq!(ReadModelRole::of(None, 1), ReadModelRole::Live, "the first version is live at once");
+/// assert_eq!(ReadModelRole::of(Some(1), 2), ReadModelRole::Building { live: 1 });
+/// assert_eq!(ReadModelRole::of(Some(2), 1), ReadModelRole::Retired);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadModelRole {
+    /// Readers see it.
+    Live,
+    /// It is being built beside the live `version`; it takes over once it has read as far.
+    Building {
+        /// The live version.
+        live: u32,
+    },
+    /// A newer version took over: this one applies nothing more.
+    Retired,
+}
+
+impl ReadModelRole {
+    /// The role of `version` when readers see `live` (`None`: no version yet, so this one).
+    #[must_use]
+    pub fn of(live: Option<u32>, version: u32) -> Self {
+        match live.unwrap_or(version).cmp(&version) {
+            std::cmp::Ordering::Equal => Self::Live,
+            std::cmp::Ordering::Less => Self::Building {
+                live: live.unwrap_or(version),
+            },
+            std::cmp::Ordering::Greater => Self::Retired,
+        }
+    }
+}
+
 /// A count, version or position as a database's signed 64-bit integer.
 ///
 /// # Errors

@@ -1,6 +1,7 @@
 use std::fmt;
 
 use async_trait::async_trait;
+use cqrs_core::store::ReadModelRole as Role;
 use cqrs_core::{
     EventFilter, Namespace, Position, Projection, ProjectionError, ReadModelSpec, RecordedEvent,
 };
@@ -88,16 +89,6 @@ pub trait PostgresProjection: ReadModelSpec {
     ) -> Result<(), ProjectionError>;
 }
 
-/// What this version is to its read model.
-enum Role {
-    /// Readers see it.
-    Live,
-    /// It is being built beside the live `version`.
-    Building { live: u32 },
-    /// A newer version took over: this one does nothing more.
-    Retired,
-}
-
 /// The role of `namespace`'s version, holding the read model's row (`FOR SHARE`) for the
 /// transaction: a switch (which updates the row) then waits for the readers and the old
 /// version's batch under way, and they for it.
@@ -114,12 +105,7 @@ async fn role(
     .fetch_optional(&mut *conn)
     .await
     .map_err(ProjectionError::from_error)?;
-    let live = live.map_or(namespace.version(), |v| v.unsigned_abs());
-    Ok(match live.cmp(&namespace.version()) {
-        std::cmp::Ordering::Equal => Role::Live,
-        std::cmp::Ordering::Less => Role::Building { live },
-        std::cmp::Ordering::Greater => Role::Retired,
-    })
+    Ok(Role::of(live.map(i32::unsigned_abs), namespace.version()))
 }
 
 /// A [`PostgresProjection`] bound to its store: a [`Projection`] whose changes and checkpoint

@@ -3,6 +3,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
+use cqrs_core::store::ReadModelRole as Role;
 use cqrs_core::{
     EventFilter, Namespace, Position, Projection, ProjectionError, ReadModelSpec, RecordedEvent,
     StoreError,
@@ -201,16 +202,6 @@ fn drop_tables(conn: &Connection, namespace: &Namespace) -> Result<(), StoreErro
     Ok(())
 }
 
-/// What this version is to its read model.
-enum Role {
-    /// Readers see it.
-    Live,
-    /// It is being built beside the live `version`.
-    Building { live: u32 },
-    /// A newer version took over: this one does nothing more.
-    Retired,
-}
-
 impl<P: SqliteProjection> Transactional<P> {
     fn namespace(&self) -> Result<&Namespace, ProjectionError> {
         self.namespace
@@ -239,12 +230,7 @@ impl<P: SqliteProjection> Transactional<P> {
                         (namespace.name(), namespace.version()),
                     )
                     .map_err(ProjectionError::from_error)?;
-                    let live = live_version(conn, namespace.name())?.unwrap_or(namespace.version());
-                    let role = match live.cmp(&namespace.version()) {
-                        std::cmp::Ordering::Equal => Role::Live,
-                        std::cmp::Ordering::Less => Role::Building { live },
-                        std::cmp::Ordering::Greater => Role::Retired,
-                    };
+                    let role = Role::of(live_version(conn, namespace.name())?, namespace.version());
                     if !matches!(role, Role::Retired) && !set_up.load(Ordering::Acquire) {
                         projection.setup(conn, &namespace)?;
                     }
