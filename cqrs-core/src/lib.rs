@@ -159,7 +159,7 @@ pub use crate::process::{
     ProcessManagerRunner, Reaction, TimeoutContext, cancel_command, schedule_command,
 };
 pub use crate::projection::{
-    Checkpointed, EventHandler, MemoryProjection, Namespace, Projection, ProjectionError,
+    BoxError, Checkpointed, EventHandler, MemoryProjection, Namespace, Projection, ProjectionError,
     ProjectionHandle, ProjectionRunner, ProjectionStatus, ReadModelSpec, RunnerStopped,
 };
 pub use crate::repository::{

@@ -143,6 +143,34 @@ impl ProjectionError {
     }
 }
 
+/// Any error, boxed: what a store's read-model code returns, so that `?` works on its
+/// database's errors, on decoding and on [`ProjectionError`] alike.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl ProjectionError {
+    /// The error a read model's code returned: itself if it is a `ProjectionError`, else
+    /// wrapped as the source.
+    ///
+    /// ```
+    /// use cqrs_core::{BoxError, ErrorChain, ProjectionError};
+    ///
+    /// let boxed: BoxError = std::io::Error::other("disk full").into();
+    /// assert_eq!(ErrorChain(&ProjectionError::from_boxed(boxed)).to_string(), "projection failed: disk full");
+    /// let own: BoxError = ProjectionError::new("bad seat type").into();
+    /// assert_eq!(ProjectionError::from_boxed(own).to_string(), "projection failed: bad seat type");
+    /// ```
+    #[must_use]
+    pub fn from_boxed(err: BoxError) -> Self {
+        match err.downcast::<Self>() {
+            Ok(own) => *own,
+            Err(other) => Self {
+                message: None,
+                source: Some(other),
+            },
+        }
+    }
+}
+
 impl From<StoreError> for ProjectionError {
     fn from(err: StoreError) -> Self {
         Self::from_error(err)

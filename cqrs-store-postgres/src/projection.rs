@@ -3,7 +3,8 @@ use std::fmt;
 use async_trait::async_trait;
 use cqrs_core::store::ReadModelRole as Role;
 use cqrs_core::{
-    EventFilter, Namespace, Position, Projection, ProjectionError, ReadModelSpec, RecordedEvent,
+    BoxError, EventFilter, Namespace, Position, Projection, ProjectionError, ReadModelSpec,
+    RecordedEvent,
 };
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tokio::sync::{Mutex, MutexGuard};
@@ -33,7 +34,7 @@ use cqrs_core::store::to_i64;
 ///
 /// ```no_run
 /// use async_trait::async_trait;
-/// use cqrs_core::{Namespace, ProjectionError, ReadModelSpec, RecordedEvent};
+/// use cqrs_core::{BoxError, Namespace, ReadModelSpec, RecordedEvent};
 /// use cqrs_store_postgres::{PostgresProjection, sqlx::PgConnection};
 ///
 /// struct EventCounts;
@@ -44,16 +45,16 @@ use cqrs_core::store::to_i64;
 ///
 /// #[async_trait]
 /// impl PostgresProjection for EventCounts {
-///     async fn setup(&self, conn: &mut PgConnection, _: &Namespace) -> Result<(), ProjectionError> {
+///     async fn setup(&self, conn: &mut PgConnection, _: &Namespace) -> Result<(), BoxError> {
 ///         sqlx::query("CREATE TABLE IF NOT EXISTS counts (event_type text PRIMARY KEY, n bigint NOT NULL)")
-///             .execute(conn).await.map_err(ProjectionError::from_error)?;
+///             .execute(conn).await?;
 ///         Ok(())
 ///     }
 ///
-///     async fn apply(&self, conn: &mut PgConnection, _: &Namespace, event: &RecordedEvent) -> Result<(), ProjectionError> {
+///     async fn apply(&self, conn: &mut PgConnection, _: &Namespace, event: &RecordedEvent) -> Result<(), BoxError> {
 ///         sqlx::query("INSERT INTO counts VALUES ($1, 1) ON CONFLICT (event_type) DO UPDATE SET n = counts.n + 1")
 ///             .bind(&event.event_type)
-///             .execute(conn).await.map_err(ProjectionError::from_error)?;
+///             .execute(conn).await?;
 ///         Ok(())
 ///     }
 /// }
@@ -66,12 +67,8 @@ pub trait PostgresProjection: ReadModelSpec {
     ///
     /// # Errors
     ///
-    /// [`ProjectionError`] if the tables cannot be created.
-    async fn setup(
-        &self,
-        conn: &mut PgConnection,
-        tables: &Namespace,
-    ) -> Result<(), ProjectionError> {
+    /// Any error if the tables cannot be created.
+    async fn setup(&self, conn: &mut PgConnection, tables: &Namespace) -> Result<(), BoxError> {
         let _ = (conn, tables);
         Ok(())
     }
@@ -80,13 +77,14 @@ pub trait PostgresProjection: ReadModelSpec {
     ///
     /// # Errors
     ///
-    /// [`ProjectionError`] to roll the whole batch back; the runner retries it.
+    /// Any error (`?` works on sqlx's, on decoding, on [`ProjectionError`]) rolls the whole
+    /// batch back; the runner retries it.
     async fn apply(
         &self,
         conn: &mut PgConnection,
         tables: &Namespace,
         event: &RecordedEvent,
-    ) -> Result<(), ProjectionError>;
+    ) -> Result<(), BoxError>;
 }
 
 /// The role of `namespace`'s version, holding the read model's row (`FOR SHARE`) for the
@@ -259,7 +257,10 @@ impl<P: PostgresProjection> Transactional<P> {
                 role(&self.store, &mut conn, namespace).await?,
                 Role::Retired
             ) {
-                self.projection.setup(&mut conn, namespace).await?;
+                self.projection
+                    .setup(&mut conn, namespace)
+                    .await
+                    .map_err(ProjectionError::from_boxed)?;
             }
             *leader = Some(conn);
         }
@@ -327,7 +328,10 @@ impl<P: PostgresProjection> Projection for Transactional<P> {
                 return tx.rollback().await.map_err(ProjectionError::from_error);
             }
             for event in events {
-                projection.apply(&mut tx, namespace, event).await?;
+                projection
+                    .apply(&mut tx, namespace, event)
+                    .await
+                    .map_err(ProjectionError::from_boxed)?;
             }
             sqlx::query(AssertSqlSafe(sql.save_checkpoint.clone()))
                 .bind(&key)
@@ -405,7 +409,10 @@ impl<P: PostgresProjection> Projection for Transactional<P> {
                     .await
                     .map_err(ProjectionError::from_error)?;
             }
-            projection.setup(&mut tx, namespace).await?;
+            projection
+                .setup(&mut tx, namespace)
+                .await
+                .map_err(ProjectionError::from_boxed)?;
             sqlx::query(AssertSqlSafe(sql.delete_checkpoint.clone()))
                 .bind(&key)
                 .execute(&mut *tx)

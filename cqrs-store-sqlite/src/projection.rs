@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use cqrs_core::store::ReadModelRole as Role;
 use cqrs_core::{
-    EventFilter, Namespace, Position, Projection, ProjectionError, ReadModelSpec, RecordedEvent,
-    StoreError,
+    BoxError, EventFilter, Namespace, Position, Projection, ProjectionError, ReadModelSpec,
+    RecordedEvent, StoreError,
 };
 use rusqlite::{Connection, OptionalExtension};
 
@@ -32,7 +32,7 @@ use crate::store::SqliteEventStore;
 ///
 /// ```
 /// use std::sync::Arc;
-/// use cqrs_core::{EventStore, ExpectedVersion, Json, Namespace, NewEvent, ProjectionError, ProjectionRunner, ReadModelSpec, RecordedEvent, StreamId};
+/// use cqrs_core::{BoxError, EventStore, ExpectedVersion, Json, Namespace, NewEvent, ProjectionRunner, ReadModelSpec, RecordedEvent, StreamId};
 /// use cqrs_store_sqlite::{SqliteEventStore, SqliteProjection, rusqlite::Connection};
 ///
 /// /// Events per stream category.
@@ -43,14 +43,15 @@ use crate::store::SqliteEventStore;
 /// }
 ///
 /// impl SqliteProjection for CategoryCounts {
-///     fn setup(&self, conn: &Connection, tables: &Namespace) -> Result<(), ProjectionError> {
+///     fn setup(&self, conn: &Connection, tables: &Namespace) -> Result<(), BoxError> {
 ///         let sql = format!("CREATE TABLE IF NOT EXISTS {} (category TEXT PRIMARY KEY, n INTEGER NOT NULL)", tables.table("counts"));
-///         conn.execute_batch(&sql).map_err(ProjectionError::from_error)
+///         conn.execute_batch(&sql)?;
+///         Ok(())
 ///     }
 ///
-///     fn apply(&self, conn: &Connection, tables: &Namespace, event: &RecordedEvent) -> Result<(), ProjectionError> {
+///     fn apply(&self, conn: &Connection, tables: &Namespace, event: &RecordedEvent) -> Result<(), BoxError> {
 ///         let sql = format!("INSERT INTO {} VALUES (?1, 1) ON CONFLICT (category) DO UPDATE SET n = n + 1", tables.table("counts"));
-///         conn.execute(&sql, [event.stream.category()]).map_err(ProjectionError::from_error)?;
+///         conn.execute(&sql, [event.stream.category()])?;
 ///         Ok(())
 ///     }
 /// }
@@ -74,8 +75,8 @@ pub trait SqliteProjection: ReadModelSpec {
     ///
     /// # Errors
     ///
-    /// [`ProjectionError`] if the tables cannot be created.
-    fn setup(&self, conn: &Connection, tables: &Namespace) -> Result<(), ProjectionError> {
+    /// Any error if the tables cannot be created.
+    fn setup(&self, conn: &Connection, tables: &Namespace) -> Result<(), BoxError> {
         let _ = (conn, tables);
         Ok(())
     }
@@ -84,13 +85,14 @@ pub trait SqliteProjection: ReadModelSpec {
     ///
     /// # Errors
     ///
-    /// [`ProjectionError`] to roll the whole batch back; the runner retries it.
+    /// Any error (`?` works on rusqlite's, on decoding, on [`ProjectionError`]) rolls the whole
+    /// batch back; the runner retries it.
     fn apply(
         &self,
         conn: &Connection,
         tables: &Namespace,
         event: &RecordedEvent,
-    ) -> Result<(), ProjectionError>;
+    ) -> Result<(), BoxError>;
 }
 
 /// A [`SqliteProjection`] bound to its store: a [`Projection`] whose changes and checkpoint
@@ -232,7 +234,9 @@ impl<P: SqliteProjection> Transactional<P> {
                     .map_err(ProjectionError::from_error)?;
                     let role = Role::of(live_version(conn, namespace.name())?, namespace.version());
                     if !matches!(role, Role::Retired) && !set_up.load(Ordering::Acquire) {
-                        projection.setup(conn, &namespace)?;
+                        projection
+                            .setup(conn, &namespace)
+                            .map_err(ProjectionError::from_boxed)?;
                     }
                     f(&projection, conn, &namespace, role)
                 };
@@ -279,7 +283,9 @@ impl<P: SqliteProjection> Projection for Transactional<P> {
                 return Ok(());
             }
             for event in &events {
-                projection.apply(conn, namespace, event)?;
+                projection
+                    .apply(conn, namespace, event)
+                    .map_err(ProjectionError::from_boxed)?;
             }
             save_checkpoint(conn, &namespace.key(), checkpoint)
                 .map_err(ProjectionError::from_error)?;
@@ -333,7 +339,9 @@ impl<P: SqliteProjection> Projection for Transactional<P> {
                 [namespace.key()],
             )
             .map_err(ProjectionError::from_error)?;
-            projection.setup(conn, namespace)
+            projection
+                .setup(conn, namespace)
+                .map_err(ProjectionError::from_boxed)
         })
         .await
     }

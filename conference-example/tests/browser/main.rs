@@ -232,12 +232,26 @@ impl Drop for Site {
 // ----- steps -----
 
 async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
-    match c
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    // A page that navigates by itself (the countdown's redirect) can make a wait fail with
+    // "aborted by navigation" while the page it lands on has the element: ask again.
+    let mut found = c
         .wait()
         .at_most(PATIENCE)
         .for_element(Locator::Css(css))
-        .await
-    {
+        .await;
+    while let Err(err) = &found {
+        if tokio::time::Instant::now() >= deadline || !err.to_string().contains("navigation") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        found = c
+            .wait()
+            .at_most(PATIENCE)
+            .for_element(Locator::Css(css))
+            .await;
+    }
+    match found {
         Ok(element) => element,
         Err(err) => {
             let url = c

@@ -129,7 +129,11 @@ impl ReadModelSpec for Ledger {
 
 #[async_trait]
 impl PostgresProjection for Ledger {
-    async fn setup(&self, conn: &mut PgConnection, _: &Namespace) -> Result<(), ProjectionError> {
+    async fn setup(
+        &self,
+        conn: &mut PgConnection,
+        _: &Namespace,
+    ) -> Result<(), cqrs_core::BoxError> {
         sqlx::query("CREATE TABLE IF NOT EXISTS ledger (event_id uuid PRIMARY KEY, position bigint NOT NULL)")
             .execute(conn)
             .await
@@ -142,7 +146,7 @@ impl PostgresProjection for Ledger {
         conn: &mut PgConnection,
         _: &Namespace,
         event: &RecordedEvent,
-    ) -> Result<(), ProjectionError> {
+    ) -> Result<(), cqrs_core::BoxError> {
         sqlx::query("INSERT INTO ledger VALUES ($1, $2)")
             .bind(event.metadata.event_id)
             .bind(i64::try_from(event.position.get()).unwrap())

@@ -37,7 +37,11 @@ impl ReadModelSpec for Seats {
 
 #[async_trait]
 impl PostgresProjection for Seats {
-    async fn setup(&self, conn: &mut PgConnection, _: &Namespace) -> Result<(), ProjectionError> {
+    async fn setup(
+        &self,
+        conn: &mut PgConnection,
+        _: &Namespace,
+    ) -> Result<(), cqrs_core::BoxError> {
         let sql = if self.version == 1 {
             "CREATE TABLE IF NOT EXISTS remaining (conference text PRIMARY KEY, remaining bigint NOT NULL)"
         } else {
@@ -55,7 +59,7 @@ impl PostgresProjection for Seats {
         conn: &mut PgConnection,
         _: &Namespace,
         event: &RecordedEvent,
-    ) -> Result<(), ProjectionError> {
+    ) -> Result<(), cqrs_core::BoxError> {
         let quantity = event
             .payload
             .to_value()

@@ -30,7 +30,11 @@ impl ReadModelSpec for Attendance {
 
 #[async_trait]
 impl PostgresProjection for Attendance {
-    async fn setup(&self, conn: &mut PgConnection, _: &Namespace) -> Result<(), ProjectionError> {
+    async fn setup(
+        &self,
+        conn: &mut PgConnection,
+        _: &Namespace,
+    ) -> Result<(), cqrs_core::BoxError> {
         sqlx::query("CREATE TABLE IF NOT EXISTS attendance (event_id uuid PRIMARY KEY, runner text NOT NULL)")
             .execute(conn)
             .await
@@ -43,7 +47,7 @@ impl PostgresProjection for Attendance {
         conn: &mut PgConnection,
         _: &Namespace,
         event: &RecordedEvent,
-    ) -> Result<(), ProjectionError> {
+    ) -> Result<(), cqrs_core::BoxError> {
         sqlx::query("INSERT INTO attendance VALUES ($1, $2)")
             .bind(event.metadata.event_id)
             .bind(&self.runner)

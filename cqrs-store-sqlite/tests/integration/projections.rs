@@ -45,7 +45,7 @@ impl ReadModelSpec for RemainingSeats {
 }
 
 impl SqliteProjection for RemainingSeats {
-    fn setup(&self, conn: &Connection, tables: &Namespace) -> Result<(), ProjectionError> {
+    fn setup(&self, conn: &Connection, tables: &Namespace) -> Result<(), cqrs_core::BoxError> {
         let sql = if self.version == 1 {
             format!(
                 "CREATE TABLE IF NOT EXISTS {} (conference TEXT PRIMARY KEY, remaining INTEGER NOT NULL)",
@@ -57,8 +57,8 @@ impl SqliteProjection for RemainingSeats {
                 tables.table("seats")
             )
         };
-        conn.execute_batch(&sql)
-            .map_err(ProjectionError::from_error)
+        conn.execute_batch(&sql)?;
+        Ok(())
     }
 
     fn apply(
@@ -66,7 +66,7 @@ impl SqliteProjection for RemainingSeats {
         conn: &Connection,
         tables: &Namespace,
         event: &RecordedEvent,
-    ) -> Result<(), ProjectionError> {
+    ) -> Result<(), cqrs_core::BoxError> {
         let quantity = event
             .payload
             .to_value()
@@ -107,7 +107,7 @@ impl SqliteProjection for RemainingSeats {
             }
         }
         if self.fail_on == Some(event.position.get()) && !self.failed.swap(true, Ordering::SeqCst) {
-            return Err(ProjectionError::new("the disk hiccuped"));
+            return Err(ProjectionError::new("the disk hiccuped").into());
         }
         Ok(())
     }

@@ -9,9 +9,8 @@
 use cqrs_core::chrono::{DateTime, Duration, Utc};
 use cqrs_core::uuid::Uuid;
 use cqrs_core::{
-    Aggregate, ApplyError, DomainEvent, EventContext, EventFilter, Namespace, Outgoing,
-    ProcessManager, ProjectionError, Reaction, ReadModelSpec, RecordedEvent, StreamId,
-    TimeoutContext, Upcasters,
+    Aggregate, ApplyError, BoxError, DomainEvent, EventContext, EventFilter, Namespace, Outgoing,
+    ProcessManager, Reaction, ReadModelSpec, RecordedEvent, StreamId, TimeoutContext, Upcasters,
 };
 use cqrs_store_sqlite::SqliteProjection;
 use cqrs_store_sqlite::rusqlite::Connection;
@@ -490,13 +489,13 @@ impl ReadModelSpec for Shelf {
 }
 
 impl SqliteProjection for Shelf {
-    fn setup(&self, conn: &Connection, tables: &Namespace) -> Result<(), ProjectionError> {
+    fn setup(&self, conn: &Connection, tables: &Namespace) -> Result<(), BoxError> {
         let sql = format!(
             "CREATE TABLE IF NOT EXISTS {} (book TEXT PRIMARY KEY, title TEXT NOT NULL, on_shelf INTEGER NOT NULL)",
             tables.table("books")
         );
-        conn.execute_batch(&sql)
-            .map_err(ProjectionError::from_error)
+        conn.execute_batch(&sql)?;
+        Ok(())
     }
 
     fn apply(
@@ -504,7 +503,7 @@ impl SqliteProjection for Shelf {
         conn: &Connection,
         tables: &Namespace,
         event: &RecordedEvent,
-    ) -> Result<(), ProjectionError> {
+    ) -> Result<(), BoxError> {
         // The projection decodes through the same upcasters as the repositories.
         let book = event.stream.local_id().unwrap_or_default();
         for decoded in upcasters().decode::<BookEvent>(event)? {
@@ -523,8 +522,7 @@ impl SqliteProjection for Shelf {
                 ),
                 BookEvent::LendRefused { .. } => continue,
             };
-            conn.execute(&sql.replace("{t}", &tables.table("books")), (book, title))
-                .map_err(ProjectionError::from_error)?;
+            conn.execute(&sql.replace("{t}", &tables.table("books")), (book, title))?;
         }
         Ok(())
     }
