@@ -515,6 +515,42 @@ pub struct EventView<'a> {
     pub metadata: Option<&'a Metadata>,
 }
 
+impl<'a> EventView<'a> {
+    /// An event as a store's fold read decodes it: the columns up to the payload, without
+    /// metadata (a repository whose upcasters need metadata reads whole events instead).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cqrs_core::{EventView, Position, StreamId, Version};
+    ///
+    /// let stream = StreamId::new("order-1")?;
+    /// let view = EventView::new(&stream, Version::new(1), Position::new(9), "OrderPlaced", 1, "{}");
+    /// assert_eq!(view.event_type, "OrderPlaced");
+    /// assert!(view.metadata.is_none());
+    /// # Ok::<(), cqrs_core::InvalidStreamId>(())
+    /// ```
+    #[must_use]
+    pub fn new(
+        stream: &'a StreamId,
+        version: Version,
+        position: Position,
+        event_type: &'a str,
+        schema_version: u16,
+        payload: &'a str,
+    ) -> Self {
+        Self {
+            stream,
+            version,
+            position,
+            event_type,
+            schema_version,
+            payload,
+            metadata: None,
+        }
+    }
+}
+
 /// Selects events of the global log by type name or stream category.
 ///
 /// An event passes if the filter is empty, or if its type is one of `types` **or** its

@@ -205,6 +205,113 @@ pub trait ReadModelSpec: Send + Sync + 'static {
     }
 }
 
+/// A read model a store keeps in its own tables, seen from the store: the user's
+/// [`ReadModelSpec`] names it, the store checkpoints and applies in its own transactions.
+///
+/// Every `DurableProjection` is a [`Projection`] whose name, version and filter are its
+/// spec's, so a store writes only what it does differently. Applications never implement it;
+/// they implement their store's read-model trait (`SqliteProjection`, `PostgresProjection`).
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::store::DurableProjection;
+/// use cqrs_core::{async_trait, Position, Projection, ProjectionError, ReadModelSpec, RecordedEvent};
+///
+/// struct Totals;
+/// impl ReadModelSpec for Totals {
+///     fn name(&self) -> &str {
+///         "totals"
+///     }
+/// }
+///
+/// /// A store's wrapper: it would keep `Totals` in its own tables.
+/// struct Kept(Totals);
+///
+/// #[async_trait]
+/// impl DurableProjection for Kept {
+///     type Spec = Totals;
+///     fn spec(&self) -> &Totals {
+///         &self.0
+///     }
+///     async fn checkpoint(&self) -> Result<Option<Position>, ProjectionError> {
+///         Ok(None)
+///     }
+///     async fn apply(&self, _: &[RecordedEvent], _: Position) -> Result<(), ProjectionError> {
+///         Ok(())
+///     }
+///     async fn reset(&self) -> Result<(), ProjectionError> {
+///         Ok(())
+///     }
+/// }
+///
+/// assert_eq!(Kept(Totals).key(), "totals@v1");
+/// ```
+#[async_trait]
+pub trait DurableProjection: Send + Sync + 'static {
+    /// What the application declared: name, version, filter.
+    type Spec: ReadModelSpec;
+
+    /// The application's read model.
+    fn spec(&self) -> &Self::Spec;
+
+    /// As [`Projection::checkpoint`].
+    ///
+    /// # Errors
+    ///
+    /// [`ProjectionError`] if the checkpoint cannot be read.
+    async fn checkpoint(&self) -> Result<Option<Position>, ProjectionError>;
+
+    /// As [`Projection::apply`]: the events and the checkpoint in one transaction.
+    ///
+    /// # Errors
+    ///
+    /// [`ProjectionError`] if the batch cannot be applied.
+    async fn apply(
+        &self,
+        events: &[RecordedEvent],
+        checkpoint: Position,
+    ) -> Result<(), ProjectionError>;
+
+    /// As [`Projection::reset`].
+    ///
+    /// # Errors
+    ///
+    /// [`ProjectionError`] if the read model cannot be reset.
+    async fn reset(&self) -> Result<(), ProjectionError>;
+}
+
+#[async_trait]
+impl<T: DurableProjection> Projection for T {
+    fn name(&self) -> &str {
+        self.spec().name()
+    }
+
+    fn version(&self) -> u32 {
+        self.spec().version()
+    }
+
+    fn filter(&self) -> EventFilter {
+        self.spec().filter()
+    }
+
+    async fn checkpoint(&self) -> Result<Option<Position>, ProjectionError> {
+        DurableProjection::checkpoint(self).await
+    }
+
+    async fn apply(
+        &self,
+        events: &[RecordedEvent],
+        checkpoint: Position,
+    ) -> Result<(), ProjectionError> {
+        DurableProjection::apply(self, events, checkpoint).await
+    }
+
+    async fn reset(&self) -> Result<(), ProjectionError> {
+        DurableProjection::reset(self).await
+    }
+}
+
 /// Where one version of a durable read model keeps its tables, so that versions never share
 /// one: on SQLite, table names prefixed with `{name}__v{version}__`; on PostgreSQL, the schema
 /// `{name}__v{version}`.

@@ -15,6 +15,7 @@
 pub(crate) mod memory;
 
 pub use crate::clock::truncate_to_micros;
+pub use crate::projection::DurableProjection;
 pub use crate::subscription::{CommitNotifier, SubscriptionOptions, subscription};
 
 use std::error::Error as StdError;
@@ -644,6 +645,40 @@ pub fn from_i64(value: i64, what: &str, position: Option<Position>) -> Result<u6
     })
 }
 
+/// A page size as SQL's `LIMIT`: a `usize` beyond `i64::MAX` means "no limit", so it saturates.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::store::limit_to_i64;
+///
+/// assert_eq!(limit_to_i64(100), 100);
+/// assert_eq!(limit_to_i64(usize::MAX), i64::MAX);
+/// ```
+#[must_use]
+pub fn limit_to_i64(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// Until when a claim made at `now` for `lease` holds; the far future if that overflows, so
+/// a huge lease never wraps into the past (which would hand the command out again at once).
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::chrono::{DateTime, Duration, Utc};
+/// use cqrs_core::store::lease_until;
+///
+/// let now = DateTime::<Utc>::UNIX_EPOCH;
+/// assert_eq!(lease_until(now, Duration::seconds(30)), now + Duration::seconds(30));
+/// assert_eq!(lease_until(DateTime::<Utc>::MAX_UTC, Duration::seconds(1)), DateTime::<Utc>::MAX_UTC);
+/// ```
+#[must_use]
+pub fn lease_until(now: DateTime<Utc>, lease: chrono::Duration) -> DateTime<Utc> {
+    now.checked_add_signed(lease)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// Where a commit landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Appended {
@@ -1187,6 +1222,53 @@ pub struct ProcessSave {
     pub handled: Option<CommandRecord>,
     /// When the save happens.
     pub saved_at: DateTime<Utc>,
+}
+
+impl ProcessSave {
+    /// Checks the instance's version as the store found it (`None`: no row yet, version 0)
+    /// against [`expected`](Self::expected), inside the save's transaction.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Conflict`] reporting both versions if another save came first;
+    /// [`StoreError::Corrupt`] if the stored version is negative.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cqrs_core::{Json, Position, ProcessSave, StoreError, StreamId, Version};
+    /// use cqrs_core::chrono::Utc;
+    ///
+    /// let save = ProcessSave {
+    ///     id: StreamId::new("registration-1")?,
+    ///     expected: Version::new(2),
+    ///     state: Json::parse("{}")?,
+    ///     completed: false,
+    ///     last_position: Position::new(7),
+    ///     outbox: vec![],
+    ///     cancel: vec![],
+    ///     handled: None,
+    ///     saved_at: Utc::now(),
+    /// };
+    /// assert!(save.check_stored_version(Some(2)).is_ok());
+    /// assert!(matches!(
+    ///     save.check_stored_version(Some(3)),
+    ///     Err(StoreError::Conflict { actual, .. }) if actual == Version::new(3)
+    /// ));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn check_stored_version(&self, stored: Option<i64>) -> Result<(), StoreError> {
+        let actual = Version::new(stored.map_or(Ok(0), |v| from_i64(v, "process version", None))?);
+        if actual == self.expected {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict {
+                stream: self.id.clone(),
+                expected: ExpectedVersion::Exact(self.expected),
+                actual,
+            })
+        }
+    }
 }
 
 /// Everything a complete store provides. Applications hold one `Arc<dyn Storage>`.

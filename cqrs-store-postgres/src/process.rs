@@ -9,7 +9,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::error::{backend, unique_violation};
 use crate::rows::headers_text;
-use cqrs_core::store::{from_i64, to_i64};
+use cqrs_core::store::{from_i64, limit_to_i64, to_i64};
 
 use crate::schedule::schedule;
 use crate::store::PostgresEventStore;
@@ -45,7 +45,7 @@ impl ProcessStore for PostgresEventStore {
     ) -> Result<Vec<ProcessState>, StoreError> {
         let rows = sqlx::query(AssertSqlSafe(self.inner.sql.list_processes.clone()))
             .bind(after.map_or("", StreamId::as_str))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(limit_to_i64(limit))
             .fetch_all(&self.inner.pool)
             .await
             .map_err(backend)?;
@@ -99,14 +99,7 @@ impl ProcessStore for PostgresEventStore {
             .fetch_optional(&mut *tx)
             .await
             .map_err(backend)?;
-        let actual = Version::new(found.map_or(Ok(0), |v| from_i64(v, "process version", None))?);
-        if actual != save.expected {
-            return Err(StoreError::Conflict {
-                stream: save.id,
-                expected: ExpectedVersion::Exact(save.expected),
-                actual,
-            });
-        }
+        save.check_stored_version(found)?;
         let statement = if found.is_some() {
             &sql.update_process
         } else {

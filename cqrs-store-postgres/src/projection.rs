@@ -1,11 +1,9 @@
 use std::fmt;
 
 use async_trait::async_trait;
+use cqrs_core::store::DurableProjection;
 use cqrs_core::store::ReadModelRole as Role;
-use cqrs_core::{
-    BoxError, EventFilter, Namespace, Position, Projection, ProjectionError, ReadModelSpec,
-    RecordedEvent,
-};
+use cqrs_core::{BoxError, Namespace, Position, ProjectionError, ReadModelSpec, RecordedEvent};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -287,17 +285,11 @@ impl<P: PostgresProjection> Transactional<P> {
 }
 
 #[async_trait]
-impl<P: PostgresProjection> Projection for Transactional<P> {
-    fn name(&self) -> &str {
-        self.projection.name()
-    }
+impl<P: PostgresProjection> DurableProjection for Transactional<P> {
+    type Spec = P;
 
-    fn version(&self) -> u32 {
-        self.projection.version()
-    }
-
-    fn filter(&self) -> EventFilter {
-        self.projection.filter()
+    fn spec(&self) -> &P {
+        &self.projection
     }
 
     async fn checkpoint(&self) -> Result<Option<Position>, ProjectionError> {

@@ -106,16 +106,14 @@ impl Reader {
             .map_err(backend)?;
         for row in &rows {
             let (position, _, version, event_type, schema_version, payload) = fold_columns(row, 0)?;
-            let event = EventView {
+            let event = EventView::new(
                 stream,
                 version,
                 position,
                 event_type,
                 schema_version,
                 payload,
-                // A fold reads no metadata; a repository whose upcasters need it reads whole events.
-                metadata: None,
-            };
+            );
             if visit(event).is_break() {
                 break;
             }

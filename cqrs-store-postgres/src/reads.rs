@@ -14,7 +14,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use crate::error::backend;
 use crate::rows::EventRows;
-use cqrs_core::store::{from_i64, to_i64};
+use cqrs_core::store::{from_i64, limit_to_i64, to_i64};
 
 use crate::store::PostgresEventStore;
 
@@ -50,7 +50,7 @@ impl EventReader for PostgresEventStore {
         self.read_events(
             sqlx::query(AssertSqlSafe(self.inner.sql.read_all.clone()))
                 .bind(to_i64(from.get())?)
-                .bind(i64::try_from(limit).unwrap_or(i64::MAX)),
+                .bind(limit_to_i64(limit)),
         )
         .await
     }
@@ -64,7 +64,7 @@ impl EventReader for PostgresEventStore {
         let limit = limit.max(1);
         let rows = sqlx::query(AssertSqlSafe(self.inner.sql.read_filtered.clone()))
             .bind(to_i64(from.get())?)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(limit_to_i64(limit))
             .bind(filter.is_all())
             .bind(&filter.types)
             .bind(&filter.categories)

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use cqrs_core::store::{lease_until, limit_to_i64};
 use cqrs_core::{ScheduleStore, ScheduledCommand, StoreError};
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
@@ -24,12 +25,10 @@ impl ScheduleStore for PostgresEventStore {
         limit: usize,
         lease: chrono::Duration,
     ) -> Result<Vec<ScheduledCommand>, StoreError> {
-        let until = now
-            .checked_add_signed(lease)
-            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let until = lease_until(now, lease);
         let rows = sqlx::query(AssertSqlSafe(self.inner.sql.claim_due.clone()))
             .bind(now)
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(limit_to_i64(limit))
             .bind(until)
             .fetch_all(&self.inner.pool)
             .await
@@ -46,7 +45,7 @@ impl ScheduleStore for PostgresEventStore {
     ) -> Result<Vec<ScheduledCommand>, StoreError> {
         let rows = sqlx::query(AssertSqlSafe(self.inner.sql.list_scheduled.clone()))
             .bind(after.unwrap_or(Uuid::nil()))
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(limit_to_i64(limit))
             .fetch_all(&self.inner.pool)
             .await
             .map_err(backend)?;

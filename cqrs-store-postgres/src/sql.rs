@@ -15,9 +15,11 @@ const HORIZON: &str = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint <<
 /// Every statement of the store, for one schema. Cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Sql {
+    // EventStore (`events.rs`, `batch.rs`).
     pub(crate) commit: Arc<str>,
     pub(crate) append_many: Arc<str>,
     pub(crate) stream_version: Arc<str>,
+    // EventReader (`reads.rs`, `read_batcher.rs`).
     pub(crate) read_stream: Arc<str>,
     pub(crate) visit_stream: Arc<str>,
     pub(crate) read_streams: Arc<str>,
@@ -25,25 +27,30 @@ pub(crate) struct Sql {
     pub(crate) read_filtered: Arc<str>,
     pub(crate) head: Arc<str>,
     pub(crate) last_committed: Arc<str>,
+    // SnapshotStore and CheckpointStore (`state.rs`).
     pub(crate) load_snapshot: Arc<str>,
     pub(crate) save_snapshot: Arc<str>,
     pub(crate) load_checkpoint: Arc<str>,
     pub(crate) save_checkpoint: Arc<str>,
     pub(crate) delete_checkpoint: Arc<str>,
+    // MessageLog (`log.rs`).
     pub(crate) find_command: Arc<str>,
     pub(crate) log_commands: Arc<str>,
     pub(crate) log_events: Arc<str>,
     pub(crate) insert_command: Arc<str>,
+    // ScheduleStore (`schedule.rs`).
     pub(crate) schedule: Arc<str>,
     pub(crate) claim_due: Arc<str>,
     pub(crate) complete_scheduled: Arc<str>,
     pub(crate) next_due: Arc<str>,
+    pub(crate) list_scheduled: Arc<str>,
+    // ProcessStore (`process.rs`).
     pub(crate) load_process: Arc<str>,
     pub(crate) list_processes: Arc<str>,
-    pub(crate) list_scheduled: Arc<str>,
     pub(crate) lock_process: Arc<str>,
     pub(crate) insert_process: Arc<str>,
     pub(crate) update_process: Arc<str>,
+    /// The schema's name, for the read-model and migration SQL (`projection.rs`, `schema.rs`).
     pub(crate) schema: Arc<str>,
 }
 

@@ -1,10 +1,9 @@
 //! Process-manager state, saved with its outbox in one write.
 
 use async_trait::async_trait;
-use cqrs_core::store::{from_i64, to_i64};
+use cqrs_core::store::{from_i64, limit_to_i64, to_i64};
 use cqrs_core::{
-    ExpectedVersion, Json, Position, ProcessSave, ProcessState, ProcessStore, StoreError, StreamId,
-    Version,
+    Json, Position, ProcessSave, ProcessState, ProcessStore, StoreError, StreamId, Version,
 };
 use rusqlite::{OptionalExtension, params};
 
@@ -47,7 +46,7 @@ impl ProcessStore for SqliteEventStore {
         limit: usize,
     ) -> Result<Vec<ProcessState>, StoreError> {
         let after = after.map(|a| a.as_str().to_owned()).unwrap_or_default();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let limit = limit_to_i64(limit);
         self.read(move |conn| {
             let mut select = conn
                 .prepare_cached(
@@ -89,14 +88,7 @@ impl ProcessStore for SqliteEventStore {
                 let mut select =
                     conn.prepare_cached("SELECT version FROM cqrs_processes WHERE id = ?1").map_err(backend)?;
                 let found: Option<i64> = select.query_row([save.id.as_str()], |r| r.get(0)).optional().map_err(backend)?;
-                let actual = Version::new(found.map_or(Ok(0), |v| from_i64(v, "process version", None))?);
-                if actual != save.expected {
-                    return Err(StoreError::Conflict {
-                        stream: save.id,
-                        expected: ExpectedVersion::Exact(save.expected),
-                        actual,
-                    });
-                }
+                save.check_stored_version(found)?;
                 let mut upsert = conn
                     .prepare_cached(
                         "INSERT INTO cqrs_processes (id, version, state, completed, last_position, updated_at) \
@@ -109,7 +101,7 @@ impl ProcessStore for SqliteEventStore {
                 upsert
                     .execute(params![
                         save.id.as_str(),
-                        to_i64(actual.next().get())?,
+                        to_i64(save.expected.next().get())?,
                         save.state.as_str(),
                         save.completed,
                         to_i64(save.last_position.get())?,

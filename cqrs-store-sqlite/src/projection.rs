@@ -3,10 +3,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
+use cqrs_core::store::DurableProjection;
 use cqrs_core::store::ReadModelRole as Role;
 use cqrs_core::{
-    BoxError, EventFilter, Namespace, Position, Projection, ProjectionError, ReadModelSpec,
-    RecordedEvent, StoreError,
+    BoxError, Namespace, Position, ProjectionError, ReadModelSpec, RecordedEvent, StoreError,
 };
 use rusqlite::{Connection, OptionalExtension};
 
@@ -250,17 +250,11 @@ impl<P: SqliteProjection> Transactional<P> {
 }
 
 #[async_trait]
-impl<P: SqliteProjection> Projection for Transactional<P> {
-    fn name(&self) -> &str {
-        self.projection.name()
-    }
+impl<P: SqliteProjection> DurableProjection for Transactional<P> {
+    type Spec = P;
 
-    fn version(&self) -> u32 {
-        self.projection.version()
-    }
-
-    fn filter(&self) -> EventFilter {
-        self.projection.filter()
+    fn spec(&self) -> &P {
+        &self.projection
     }
 
     async fn checkpoint(&self) -> Result<Option<Position>, ProjectionError> {

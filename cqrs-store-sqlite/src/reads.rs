@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use cqrs_core::store::{SubscriptionOptions, subscription};
-use cqrs_core::store::{from_i64, to_i64};
+use cqrs_core::store::{from_i64, limit_to_i64, to_i64};
 use cqrs_core::{
     BatchStream, EventFilter, EventReader, EventView, Position, ReadBatch, RecordedEvent,
     StoreError, StreamId, Version,
@@ -51,7 +51,7 @@ impl EventReader for SqliteEventStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let from = to_i64(from.get())?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let limit = limit_to_i64(limit);
         self.read(move |conn| {
             let mut select = conn
                 .prepare_cached(&format!(
@@ -180,7 +180,7 @@ fn read_filtered(
         sql.push_str(&format!(" AND ({})", alternatives.join(" OR ")));
     }
     sql.push_str(&format!(" ORDER BY e.position LIMIT ?{}", args.len() + 1));
-    args.push(i64::try_from(limit).unwrap_or(i64::MAX).into());
+    args.push(limit_to_i64(limit).into());
     let mut select = conn.prepare_cached(&sql).map_err(backend)?;
     let mut rows = select.query(params_from_iter(args)).map_err(backend)?;
     let mut decoder = EventRows::default();

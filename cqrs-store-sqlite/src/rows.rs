@@ -101,16 +101,14 @@ pub(crate) fn visit_stream(
         let version = Version::new(from_i64(row.get(1).map_err(backend)?, "version", at)?);
         let (event_type, schema_version, payload) = typed_payload(row, 2, at)?;
         last = Some(version);
-        let event = EventView {
+        let event = EventView::new(
             stream,
             version,
             position,
             event_type,
             schema_version,
             payload,
-            // A fold reads no metadata; a repository whose upcasters need it reads whole events.
-            metadata: None,
-        };
+        );
         if visit(event).is_break() {
             break;
         }

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use cqrs_core::store::{lease_until, limit_to_i64};
 use cqrs_core::{ScheduleStore, ScheduledCommand, StoreError};
 use rusqlite::params;
 use uuid::Uuid;
@@ -25,7 +26,7 @@ impl ScheduleStore for SqliteEventStore {
         limit: usize,
         lease: chrono::Duration,
     ) -> Result<Vec<ScheduledCommand>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let limit = limit_to_i64(limit);
         self.inner
             .writer
             .write(false, move |conn| {
@@ -40,7 +41,7 @@ impl ScheduleStore for SqliteEventStore {
                 while let Some(row) = rows.next().map_err(backend)? {
                     claimed.push(scheduled(row)?);
                 }
-                let until = micros(now.checked_add_signed(lease).unwrap_or(DateTime::<Utc>::MAX_UTC));
+                let until = micros(lease_until(now, lease));
                 let mut claim = conn
                     .prepare_cached("UPDATE cqrs_scheduled SET available_at = ?1, attempts = attempts + 1 WHERE id = ?2")
                     .map_err(backend)?;
@@ -58,7 +59,7 @@ impl ScheduleStore for SqliteEventStore {
         after: Option<Uuid>,
         limit: usize,
     ) -> Result<Vec<ScheduledCommand>, StoreError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let limit = limit_to_i64(limit);
         self.read(move |conn| {
             let after = after.unwrap_or(Uuid::nil());
             let mut select = conn

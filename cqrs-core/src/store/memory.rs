@@ -372,10 +372,7 @@ impl ScheduleStore for InMemoryEventStore {
             .filter(|s| s.available_at() <= now)
             .collect();
         due.sort_by_key(|s| (s.command.due_at, s.command.command.id));
-        let until = truncate_to_micros(
-            now.checked_add_signed(lease)
-                .unwrap_or(DateTime::<Utc>::MAX_UTC),
-        );
+        let until = truncate_to_micros(crate::store::lease_until(now, lease));
         Ok(due
             .into_iter()
             .take(limit)

@@ -15,10 +15,13 @@
 //!   are sent, and the instance is (or is not) finished.
 //! - [`conformance`]: the suite every store runs; [`conformance_suite!`](crate::conformance_suite)
 //!   adopts it in one line.
+//! - [`stores`]: checks a store's own tests run with a little help from the store (damaged
+//!   rows, a durable read model switching versions under load).
 
 pub mod conformance;
 mod process;
 mod scenario;
+pub mod stores;
 
 pub use crate::testing::process::{ProcessScenario, ProcessThen};
 pub use crate::testing::scenario::{Scenario, Then};

@@ -1,18 +1,16 @@
 //! Durable read models that change version: each in its own schema, built beside the live one,
 //! taking over once caught up, under load, with no failed read.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use cqrs_core::testing::stores::{SeatChange, UpgradeUnderLoad, append_seats};
 use cqrs_core::{
-    EventFilter, EventStore, ExpectedVersion, Json, Namespace, NewEvent, Position, ProjectionError,
-    ProjectionRunner, ReadModelSpec, RecordedEvent, StreamId,
+    EventFilter, Namespace, Position, Projection, ProjectionError, ProjectionRunner, ReadModelSpec,
+    RecordedEvent,
 };
 use cqrs_store_postgres::{PostgresEventStore, PostgresProjection, sqlx::PgConnection};
-use serde_json::json;
 
 /// Seats left per conference. Version 1 keeps one count; version 2 keeps what was added and
 /// what was reserved apart, and inserts new rows plainly (a version replaying into another's
@@ -60,23 +58,16 @@ impl PostgresProjection for Seats {
         _: &Namespace,
         event: &RecordedEvent,
     ) -> Result<(), cqrs_core::BoxError> {
-        let quantity = event
-            .payload
-            .to_value()
-            .map_err(ProjectionError::from_error)?["quantity"]
-            .as_i64()
-            .unwrap_or(0);
-        let added = event.event_type == "seats.added";
-        let conference = event.stream.local_id().unwrap_or_default();
+        let change = SeatChange::of(event)?;
+        let (conference, a, r) = (change.conference, change.added, change.reserved);
         if self.version == 1 {
             sqlx::query("INSERT INTO remaining VALUES ($1, $2) ON CONFLICT (conference) DO UPDATE SET remaining = remaining.remaining + $2")
                 .bind(conference)
-                .bind(if added { quantity } else { -quantity })
+                .bind(change.delta())
                 .execute(conn)
                 .await
                 .map_err(ProjectionError::from_error)?;
         } else {
-            let (a, r) = if added { (quantity, 0) } else { (0, quantity) };
             let updated = sqlx::query(
                 "UPDATE seats SET added = added + $2, reserved = reserved + $3 WHERE conference = $1",
             )
@@ -103,7 +94,7 @@ impl PostgresProjection for Seats {
 /// Appends and waits until readers of the log can see the event: older transactions anywhere
 /// on the server (other tests' too) hold the gap-safety horizon back for a moment.
 async fn seats(store: &PostgresEventStore, conference: &str, ty: &str, quantity: i64) -> Position {
-    let position = append(store, conference, ty, quantity).await;
+    let position = append_seats(store, conference, ty, quantity).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while cqrs_core::EventReader::head(store).await.unwrap() < position {
         assert!(
@@ -115,25 +106,16 @@ async fn seats(store: &PostgresEventStore, conference: &str, ty: &str, quantity:
     position
 }
 
-async fn append(store: &PostgresEventStore, conference: &str, ty: &str, quantity: i64) -> Position {
-    store
-        .append(
-            &StreamId::new(format!("seats-{conference}")).unwrap(),
-            ExpectedVersion::Any,
-            vec![NewEvent::new(
-                ty,
-                Json::from(json!({ "quantity": quantity })),
-            )],
-        )
-        .await
-        .unwrap()
-        .position
-        .unwrap()
-}
-
 /// (version read, seats left in all conferences), from the live version.
 async fn total(store: &PostgresEventStore) -> (u32, i64) {
-    store
+    try_total(store)
+        .await
+        .expect("a read never fails, across a switch too")
+}
+
+/// The live version and its seats left over every conference.
+async fn try_total(store: &PostgresEventStore) -> Result<(u32, i64), cqrs_core::BoxError> {
+    let answer = store
         .read_model("seats_left", async |conn, tables| {
             let sql = if tables.version() == 1 {
                 "SELECT coalesce(sum(remaining), 0)::bigint FROM remaining"
@@ -143,8 +125,8 @@ async fn total(store: &PostgresEventStore) -> (u32, i64) {
             let n: i64 = sqlx::query_scalar(sql).fetch_one(conn).await?;
             Ok((tables.version(), n))
         })
-        .await
-        .expect("a read never fails, across a switch too")
+        .await?;
+    Ok(answer)
 }
 
 async fn schemas(store: &PostgresEventStore) -> Vec<String> {
@@ -211,97 +193,27 @@ async fn a_new_version_rebuilds_in_its_own_schema_and_takes_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_new_version_takes_over_under_load_with_no_failed_read() {
-    const CONFERENCES: i64 = 4;
-    const EVENTS: i64 = 600;
     let Some(store) = super::store().await else {
         return;
     };
-    let mut opened = Position::ZERO;
-    for c in 0..CONFERENCES {
-        opened = seats(&store, &format!("c{c}"), "seats.added", 1_000).await;
-    }
-    let v1 = ProjectionRunner::new(
-        Arc::new(store.clone()),
+    let versions: [Arc<dyn Projection>; 2] = [
         Arc::new(store.projection(Seats { version: 1 })),
-    )
-    .spawn();
-    v1.wait_for(opened).await.unwrap();
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let reads = Arc::new(AtomicU64::new(0));
-    let readers: Vec<_> = (0..2)
-        .map(|_| {
-            let (store, stop, reads) = (store.clone(), Arc::clone(&stop), Arc::clone(&reads));
-            tokio::spawn(async move {
-                let mut versions = BTreeSet::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let (version, left) = total(&store).await;
-                    assert!(
-                        (0..=1_000 * CONFERENCES).contains(&left),
-                        "version {version} answered {left}"
-                    );
-                    versions.insert(version);
-                    reads.fetch_add(1, Ordering::Relaxed);
-                }
-                versions
-            })
-        })
-        .collect();
-    let writer = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let mut last = Position::ZERO;
-            for n in 0..EVENTS {
-                last = seats(
-                    &store,
-                    &format!("c{}", n % CONFERENCES),
-                    "seats.reserved",
-                    1,
-                )
-                .await;
-            }
-            last
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let v2 = ProjectionRunner::new(
-        Arc::new(store.clone()),
         Arc::new(store.projection(Seats { version: 2 })),
-    )
-    .spawn();
-    let last = writer.await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while store.live_version("seats_left").await.unwrap() != Some(2) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "version 2 never took over"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    v2.wait_for(last).await.unwrap();
-    let seen = reads.load(Ordering::Relaxed);
-    while reads.load(Ordering::Relaxed) < seen + 10 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the readers stopped reading"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    stop.store(true, Ordering::Relaxed);
-    let mut versions = BTreeSet::new();
-    for reader in readers {
-        versions.extend(reader.await.unwrap());
-    }
-    assert!(
-        versions.contains(&1) && versions.contains(&2),
-        "the readers read version 1, then version 2: {versions:?}"
-    );
-    assert_eq!(
-        total(&store).await,
-        (2, 1_000 * CONFERENCES - EVENTS),
-        "version 2 counted every reservation once"
-    );
+    ];
+    let (reader, live) = (store.clone(), store.clone());
+    UpgradeUnderLoad::default()
+        .run(
+            Arc::new(store.clone()),
+            versions,
+            move || {
+                let store = reader.clone();
+                async move { try_total(&store).await }
+            },
+            || {
+                let store = live.clone();
+                async move { store.live_version("seats_left").await.unwrap() }
+            },
+        )
+        .await;
     assert_eq!(schemas(&store).await, ["seats_left__v2"]);
-    v1.stop().await;
-    v2.stop().await;
 }

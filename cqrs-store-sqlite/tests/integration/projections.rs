@@ -1,12 +1,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use cqrs_core::testing::stores::{SeatChange, UpgradeUnderLoad, append_seats};
 use cqrs_core::{
     EventFilter, EventStore, ExpectedVersion, Json, Namespace, NewEvent, Projection,
     ProjectionError, ProjectionRunner, ReadModelSpec, RecordedEvent, StoreError, StreamId,
 };
 use cqrs_store_sqlite::{SqliteEventStore, SqliteProjection, rusqlite::Connection};
-use serde_json::json;
 
 /// Seats left per conference, from `seats.added` and `seats.reserved` events. Version 1 keeps
 /// one count per conference; version 2 keeps what was added and what was reserved apart.
@@ -67,16 +67,10 @@ impl SqliteProjection for RemainingSeats {
         tables: &Namespace,
         event: &RecordedEvent,
     ) -> Result<(), cqrs_core::BoxError> {
-        let quantity = event
-            .payload
-            .to_value()
-            .map_err(ProjectionError::from_error)?["quantity"]
-            .as_i64()
-            .unwrap_or(0);
-        let added = event.event_type == "seats.added";
-        let conference = event.stream.local_id().unwrap_or_default();
+        let change = SeatChange::of(event)?;
+        let (conference, a, r) = (change.conference, change.added, change.reserved);
         if self.version == 1 {
-            let delta = if added { quantity } else { -quantity };
+            let delta = change.delta();
             conn.execute(
                 &format!(
                     "INSERT INTO {} VALUES (?1, ?2) ON CONFLICT (conference) DO UPDATE SET remaining = remaining + ?2",
@@ -86,7 +80,6 @@ impl SqliteProjection for RemainingSeats {
             )
             .map_err(ProjectionError::from_error)?;
         } else {
-            let (a, r) = if added { (quantity, 0) } else { (0, quantity) };
             // A plain INSERT for a new conference: replaying into a table that already had the
             // row would fail, which is what a version sharing another's tables used to do.
             let updated = conn
@@ -119,19 +112,7 @@ async fn seats(
     ty: &str,
     quantity: i64,
 ) -> cqrs_core::Position {
-    store
-        .append(
-            &StreamId::new(format!("seats-{conference}")).unwrap(),
-            ExpectedVersion::Any,
-            vec![NewEvent::new(
-                ty,
-                Json::from(json!({ "quantity": quantity })),
-            )],
-        )
-        .await
-        .unwrap()
-        .position
-        .unwrap()
+    append_seats(store, conference, ty, quantity).await
 }
 
 /// The seats left at `conference`, read from whichever version is live (`None`: no row, or
@@ -331,130 +312,54 @@ async fn a_new_version_rebuilds_in_its_own_tables_and_takes_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_new_version_takes_over_under_load_with_no_failed_read() {
-    use std::sync::atomic::AtomicU64;
-    use std::time::Duration;
-
-    const CONFERENCES: i64 = 8;
-    const EVENTS: i64 = 2_000;
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteEventStore::open(dir.path().join("app.db"))
         .await
         .unwrap();
-    // Every conference gets 1,000 seats first, then reservations of 1 seat each.
-    let mut opened = cqrs_core::Position::ZERO;
-    for c in 0..CONFERENCES {
-        opened = seats(&store, &format!("c{c}"), "seats.added", 1_000).await;
-    }
-    let v1 = ProjectionRunner::new(
-        Arc::new(store.clone()),
+    let versions: [Arc<dyn Projection>; 2] = [
         Arc::new(store.projection(RemainingSeats::version(1))),
-    )
-    .spawn();
-    v1.wait_for(opened).await.unwrap();
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let reads = Arc::new(AtomicU64::new(0));
-    let readers: Vec<_> = (0..2)
-        .map(|_| {
-            let (store, stop, reads) = (store.clone(), Arc::clone(&stop), Arc::clone(&reads));
-            tokio::spawn(async move {
-                let mut versions = std::collections::BTreeSet::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let (version, total) = store
-                        .read_model("remaining_seats", |conn, tables| {
-                            let sql = if tables.version() == 1 {
-                                format!(
-                                    "SELECT coalesce(sum(remaining), 0) FROM {}",
-                                    tables.table("remaining")
-                                )
-                            } else {
-                                format!(
-                                    "SELECT coalesce(sum(added - reserved), 0) FROM {}",
-                                    tables.table("seats")
-                                )
-                            };
-                            Ok((
-                                tables.version(),
-                                conn.query_row(&sql, [], |r| r.get::<_, i64>(0))?,
-                            ))
-                        })
-                        .await
-                        .expect("a read never fails, across the switch too");
-                    assert!(
-                        (0..=1_000 * CONFERENCES).contains(&total),
-                        "version {version} answered {total}"
-                    );
-                    versions.insert(version);
-                    reads.fetch_add(1, Ordering::Relaxed);
-                    tokio::task::yield_now().await;
-                }
-                versions
-            })
-        })
-        .collect();
-    let writer = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            let mut last = cqrs_core::Position::ZERO;
-            for n in 0..EVENTS {
-                last = seats(
-                    &store,
-                    &format!("c{}", n % CONFERENCES),
-                    "seats.reserved",
-                    1,
-                )
-                .await;
-            }
-            last
-        })
-    };
-
-    // Version 2 starts beside version 1 while orders come in.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let v2 = ProjectionRunner::new(
-        Arc::new(store.clone()),
         Arc::new(store.projection(RemainingSeats::version(2))),
+    ];
+    let (reader, live) = (store.clone(), store.clone());
+    let load = UpgradeUnderLoad {
+        streams: 8,
+        reservations: 2_000,
+        ..UpgradeUnderLoad::default()
+    };
+    load.run(
+        Arc::new(store.clone()),
+        versions,
+        move || {
+            let store = reader.clone();
+            async move {
+                let answer = store
+                    .read_model("remaining_seats", |conn, tables| {
+                        let sql = if tables.version() == 1 {
+                            format!(
+                                "SELECT coalesce(sum(remaining), 0) FROM {}",
+                                tables.table("remaining")
+                            )
+                        } else {
+                            let seats = tables.table("seats");
+                            format!("SELECT coalesce(sum(added - reserved), 0) FROM {seats}")
+                        };
+                        Ok((
+                            tables.version(),
+                            conn.query_row(&sql, [], |r| r.get::<_, i64>(0))?,
+                        ))
+                    })
+                    .await?;
+                Ok(answer)
+            }
+        },
+        || {
+            let store = live.clone();
+            async move { store.live_version("remaining_seats").await.unwrap() }
+        },
     )
-    .spawn();
-    let last = writer.await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while store.live_version("remaining_seats").await.unwrap() != Some(2) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "version 2 never took over"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    v2.wait_for(last).await.unwrap();
-    // Let the readers read version 2 too before they stop.
-    let seen = reads.load(Ordering::Relaxed);
-    while reads.load(Ordering::Relaxed) < seen + 20 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the readers stopped reading"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    stop.store(true, Ordering::Relaxed);
-    let mut versions = std::collections::BTreeSet::new();
-    for reader in readers {
-        versions.extend(reader.await.unwrap());
-    }
-    assert!(
-        versions.contains(&1) && versions.contains(&2),
-        "the readers read version 1, then version 2: {versions:?}"
-    );
-    for c in 0..CONFERENCES {
-        assert_eq!(
-            remaining(&store, &format!("c{c}")).await,
-            Some(1_000 - EVENTS / CONFERENCES),
-            "version 2 counted every reservation of c{c} once"
-        );
-    }
+    .await;
     assert!(
         tables_of(&store, 1).await.is_empty(),
         "version 1's tables are dropped"
     );
-    v1.stop().await;
-    v2.stop().await;
 }
