@@ -132,7 +132,10 @@ where
     // A store may show the log only up to a horizon that others' transactions hold back.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while store.head().await.expect("the head reads") < torn {
-        assert!(tokio::time::Instant::now() < deadline, "position {torn} never became visible");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "position {torn} never became visible"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 
