@@ -104,7 +104,7 @@ async fn role(
     Ok(Role::of(live.map(i32::unsigned_abs), namespace.version()))
 }
 
-/// A [`PostgresProjection`] bound to its store: a [`Projection`] whose changes and checkpoint
+/// A [`PostgresProjection`] bound to its store: a [`Projection`](cqrs_core::Projection) whose changes and checkpoint
 /// commit together, run by one process at a time. Made by [`PostgresEventStore::projection`].
 pub struct Transactional<P> {
     store: PostgresEventStore,

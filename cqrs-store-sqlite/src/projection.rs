@@ -95,7 +95,7 @@ pub trait SqliteProjection: ReadModelSpec {
     ) -> Result<(), BoxError>;
 }
 
-/// A [`SqliteProjection`] bound to its store: a [`Projection`] whose changes and checkpoint
+/// A [`SqliteProjection`] bound to its store: a [`Projection`](cqrs_core::Projection) whose changes and checkpoint
 /// commit together, and which takes over from an older version once it has caught up. Made by
 /// [`SqliteEventStore::projection`].
 pub struct Transactional<P> {
