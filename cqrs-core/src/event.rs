@@ -10,6 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use uuid::Uuid;
 
 use crate::clock::truncate_to_micros;
+use crate::dcb::{Tag, normalize};
 use crate::version::{Position, Version};
 
 /// The longest stream id, in bytes, that every store accepts.
@@ -407,10 +408,13 @@ pub struct NewEvent {
     pub payload: Json,
     /// Ids, time and headers.
     pub metadata: Metadata,
+    /// What [`EventQuery`](crate::EventQuery)s select it by: sorted, without duplicates
+    /// (stores keep them as given; [`NewEvent::with_tags`] sorts them).
+    pub tags: Vec<Tag>,
 }
 
 impl NewEvent {
-    /// An event of schema version 1 with fresh [`Metadata`].
+    /// An event of schema version 1 with fresh [`Metadata`] and no tags.
     #[must_use]
     pub fn new(event_type: impl Into<String>, payload: Json) -> Self {
         Self {
@@ -418,7 +422,27 @@ impl NewEvent {
             schema_version: 1,
             payload,
             metadata: Metadata::new(),
+            tags: Vec::new(),
         }
+    }
+
+    /// Sets the tags (sorted, duplicates dropped).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cqrs_core::{Json, NewEvent, Tag};
+    ///
+    /// let lent = NewEvent::new("book.lent", Json::null())
+    ///     .with_tags([Tag::new("member", 3)?, Tag::new("book", 7)?, Tag::new("member", 3)?]);
+    /// assert_eq!(lent.tags, [Tag::new("book", 7)?, Tag::new("member", 3)?]);
+    /// # Ok::<(), cqrs_core::InvalidTag>(())
+    /// ```
+    #[must_use]
+    pub fn with_tags<I: IntoIterator<Item = Tag>>(mut self, tags: I) -> Self {
+        self.tags = tags.into_iter().collect();
+        normalize(&mut self.tags);
+        self
     }
 
     /// Sets the schema version.
@@ -453,6 +477,9 @@ pub struct RecordedEvent {
     pub payload: Json,
     /// Ids, time and headers.
     pub metadata: Metadata,
+    /// Its tags, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<Tag>,
 }
 
 impl RecordedEvent {
@@ -472,6 +499,7 @@ impl RecordedEvent {
             schema_version: event.schema_version,
             payload: event.payload,
             metadata: event.metadata,
+            tags: event.tags,
         }
     }
 

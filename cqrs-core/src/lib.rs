@@ -123,6 +123,7 @@ mod bluegreen;
 mod chain;
 mod clock;
 mod command;
+mod dcb;
 mod event;
 mod message;
 pub mod migrate;
@@ -145,6 +146,10 @@ pub use crate::bluegreen::{BlueGreen, BlueGreenStatus};
 pub use crate::chain::ErrorChain;
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::command::{CommandContext, CommandEnvelope, CommandRecord, EnvelopeError, Outcome};
+pub use crate::dcb::{
+    AppendCondition, ConditionalCommit, DcbStore, EventQuery, InvalidTag, MAX_TAG_LEN, QueryItem,
+    StreamAppend, Tag,
+};
 pub use crate::event::{
     EventFilter, EventView, Headers, InvalidStreamId, Json, MAX_STREAM_ID_LEN, MAX_TYPE_NAME_LEN,
     Metadata, NewEvent, RecordedEvent, StreamId,

@@ -11,6 +11,7 @@ use std::fmt;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, Visitor};
 use serde::ser::{self, Serialize};
 
+use crate::dcb::Tag;
 use crate::event::Json;
 
 /// A domain event: an enum whose variants are the event types of one aggregate or context.
@@ -58,6 +59,34 @@ pub trait DomainEvent: Message {
     fn schema_version(event_type: &str) -> u16 {
         let _ = event_type;
         1
+    }
+
+    /// This event's tags, which [`EventQuery`](crate::EventQuery)s select it by; none by
+    /// default. Every way an event is written (repositories, decisions) stores them, so that a
+    /// decision's query sees events however they were appended.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use cqrs_core::{DomainEvent, Tag};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Debug, Clone, Serialize, Deserialize)]
+    /// enum LoanEvent {
+    ///     #[serde(rename = "book.lent")]
+    ///     Lent { book: u32, member: u32 },
+    /// }
+    ///
+    /// impl DomainEvent for LoanEvent {
+    ///     fn tags(&self) -> Vec<Tag> {
+    ///         let Self::Lent { book, member } = self;
+    ///         [Tag::new("book", book), Tag::new("member", member)].into_iter().flatten().collect()
+    ///     }
+    /// }
+    /// assert_eq!(LoanEvent::Lent { book: 7, member: 3 }.tags().len(), 2);
+    /// ```
+    fn tags(&self) -> Vec<Tag> {
+        Vec::new()
     }
 
     /// This event's stable type name (its serde variant name).

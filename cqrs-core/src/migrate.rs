@@ -591,6 +591,7 @@ impl Migration {
                     schema_version,
                     payload,
                     metadata,
+                    tags: recorded.tags.clone(),
                 }
             })
             .collect())

@@ -991,6 +991,11 @@ impl<A: Aggregate> Attempt<A> {
                             recorded_at: self.now,
                             headers: self.context.headers.clone(),
                         },
+                        tags: {
+                            let mut tags = crate::DomainEvent::tags(event);
+                            crate::dcb::normalize(&mut tags);
+                            tags
+                        },
                     });
                 }
                 let count = decided.len() as u64;

@@ -1006,6 +1006,7 @@ impl LogEntry {
     ///     schema_version: 1,
     ///     payload: Json::null(),
     ///     metadata: metadata.clone(),
+    ///     tags: vec![],
     /// };
     /// let entries = vec![LogEntry::event(event(2)), LogEntry::event(event(1))];
     /// let page = cqrs_core::store::log_page(&LogQuery::new().with_limit(1), entries);
@@ -1298,6 +1299,18 @@ pub enum StoreError {
         /// What the store found.
         actual: Version,
     },
+    /// An event matching a conditional commit's query was appended after the position the
+    /// decision read. Read again and decide again.
+    #[error(
+        "an event matching the condition was appended at position {found}{}",
+        after.map(|p| format!(", after position {p}")).unwrap_or_default()
+    )]
+    ConditionFailed {
+        /// The position the condition allowed matching events up to (`None`: none at all).
+        after: Option<Position>,
+        /// The first matching event's position after it.
+        found: Position,
+    },
     /// The commit's command id is already recorded: the command was handled before.
     #[error("command {command_id} was already handled")]
     DuplicateCommand {
@@ -1337,10 +1350,11 @@ impl StoreError {
         Self::Backend(Box::new(err))
     }
 
-    /// Whether this is an optimistic-concurrency conflict.
+    /// Whether this is an optimistic-concurrency conflict: a stream not at its expected
+    /// version, or a failed append condition. Reading again and deciding again may succeed.
     #[must_use]
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Self::Conflict { .. })
+        matches!(self, Self::Conflict { .. } | Self::ConditionFailed { .. })
     }
 
     /// Whether this is a command id handled before.

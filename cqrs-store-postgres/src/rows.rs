@@ -60,6 +60,7 @@ impl EventRows {
                 recorded_at: row.try_get(c + 10).map_err(backend)?,
                 headers: parse_headers(headers, at)?,
             },
+            tags: Vec::new(),
         })
     }
 }

@@ -309,6 +309,7 @@ impl PostgresEventStore {
         commit: Commit,
     ) -> Result<Appended, StoreError> {
         commit.validate()?;
+        crate::events::refuse_tags(&commit)?;
         match self.inner.appender.try_commit(conn, &commit, true).await? {
             Attempt::Done(appended) => Ok(appended),
             Attempt::Raced => Err(StoreError::Conflict {

@@ -36,6 +36,7 @@
 //! None; SQLite is compiled in (`rusqlite` with `bundled`), and [`rusqlite`] is re-exported so
 //! read models use the same version.
 
+mod dcb;
 mod error;
 mod events;
 mod log;

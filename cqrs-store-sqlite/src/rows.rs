@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 
 use cqrs_core::{
-    Appended, CommandRecord, Commit, EventView, Headers, Json, Metadata, Outcome, Position,
-    RecordedEvent, ScheduledCommand, StoreError, StreamId, Version,
+    Appended, CommandRecord, Commit, EventView, ExpectedVersion, Headers, Json, Metadata, NewEvent,
+    Outcome, Position, RecordedEvent, ScheduledCommand, StoreError, StreamId, Version,
 };
 use rusqlite::{Connection, Row, params};
 
@@ -17,7 +17,7 @@ use cqrs_core::store::{from_i64, to_i64};
 
 /// The event columns, in the order [`EventRows::read`] expects, for the events table as `e`.
 pub(crate) const EVENT_COLUMNS: &str = "e.position, e.stream, e.version, e.event_type, e.schema_version, e.payload, \
-     e.event_id, e.correlation_id, e.causation_id, e.command_id, e.recorded_at, e.headers";
+     e.event_id, e.correlation_id, e.causation_id, e.command_id, e.recorded_at, e.headers, e.tags";
 
 /// Turns event rows into [`RecordedEvent`]s, sharing one `StreamId` per stream and parsing
 /// a run of identical headers (one user's commands, say) once.
@@ -64,6 +64,10 @@ impl EventRows {
             recorded_at: from_micros(row.get(10).map_err(backend)?, at)?,
             headers: self.headers(text_or_null(row, 11, at)?, at)?,
         };
+        let tags = match text_or_null(row, 12, at)? {
+            None => Vec::new(),
+            Some(text) => serde_json::from_str(text).map_err(|e| corrupt(format!("tags: {e}")))?,
+        };
         Ok(RecordedEvent {
             stream,
             version,
@@ -72,6 +76,7 @@ impl EventRows {
             schema_version,
             payload,
             metadata,
+            tags,
         })
     }
 }
@@ -264,13 +269,49 @@ pub(crate) fn write_commit(
     commit: Commit,
     known: Option<Version>,
 ) -> Result<Appended, WriteError> {
-    if let Some(command) = &commit.command
-        && command_exists(conn, &command.command_id)?
-    {
-        return Err(WriteError::Refused(StoreError::DuplicateCommand {
-            command_id: command.command_id,
-        }));
+    check_command(conn, commit.command.as_ref())?;
+    let actual = check_stream(
+        conn,
+        &commit.stream,
+        commit.expected,
+        commit.events.len(),
+        known,
+    )?;
+    // From here on a failure leaves writes behind: the transaction must go.
+    write_events(
+        conn,
+        &commit.stream,
+        &commit.events,
+        actual,
+        commit.command.as_ref(),
+    )
+    .map_err(WriteError::Broken)
+}
+
+/// Refuses a command id recorded before.
+pub(crate) fn check_command(
+    conn: &Connection,
+    command: Option<&CommandRecord>,
+) -> Result<(), StoreError> {
+    match command {
+        Some(command) if command_exists(conn, &command.command_id)? => {
+            Err(StoreError::DuplicateCommand {
+                command_id: command.command_id,
+            })
+        }
+        _ => Ok(()),
     }
+}
+
+/// The version of `stream` (`known` if the caller read it in this transaction), if it is at
+/// `expected` and has room for `count` more events.
+pub(crate) fn check_stream(
+    conn: &Connection,
+    stream: &StreamId,
+    expected: ExpectedVersion,
+    count: usize,
+    known: Option<Version>,
+) -> Result<Version, StoreError> {
     let actual = match known {
         Some(version) => version,
         None => {
@@ -278,52 +319,60 @@ pub(crate) fn write_commit(
                 .prepare_cached("SELECT max(version) FROM cqrs_events WHERE stream = ?1")
                 .map_err(backend)?;
             let found: Option<i64> = current
-                .query_row([commit.stream.as_str()], |r| r.get(0))
+                .query_row([stream.as_str()], |r| r.get(0))
                 .map_err(backend)?;
             Version::new(found.map_or(Ok(0), |v| from_i64(v, "stream version", None))?)
         }
     };
-    if !commit.expected.matches(actual) {
-        return Err(WriteError::Refused(StoreError::Conflict {
-            stream: commit.stream,
-            expected: commit.expected,
+    if !expected.matches(actual) {
+        return Err(StoreError::Conflict {
+            stream: stream.clone(),
+            expected,
             actual,
-        }));
+        });
     }
     let last = actual
         .get()
-        .checked_add(commit.events.len() as u64)
+        .checked_add(count as u64)
         .ok_or_else(|| StoreError::Invalid("the stream is full".into()))?;
     to_i64(last)?;
-    // From here on a failure leaves writes behind: the transaction must go.
-    write_events(conn, &commit, actual).map_err(WriteError::Broken)
+    Ok(actual)
 }
 
-fn write_events(
+/// Writes `events` after version `actual` of `stream`, with their tags in the tag index, and
+/// the command record if there is one.
+pub(crate) fn write_events(
     conn: &Connection,
-    commit: &Commit,
+    stream: &StreamId,
+    events: &[NewEvent],
     actual: Version,
+    command: Option<&CommandRecord>,
 ) -> Result<Appended, StoreError> {
-    if let Some(command) = &commit.command {
+    if let Some(command) = command {
         insert_command(conn, command)?;
     }
     let mut version = actual;
     let mut position = None;
-    if !commit.events.is_empty() {
+    if !events.is_empty() {
         let mut insert = conn
             .prepare_cached(
                 "INSERT INTO cqrs_events (stream, category, version, event_type, schema_version, payload, event_id, \
-                 correlation_id, causation_id, command_id, recorded_at, headers) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 correlation_id, causation_id, command_id, recorded_at, headers, tags) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )
             .map_err(backend)?;
-        for event in &commit.events {
+        for event in events {
             version = version.next();
             let meta = &event.metadata;
+            let tags = if event.tags.is_empty() {
+                None
+            } else {
+                Some(serde_json::to_string(&event.tags).map_err(backend)?)
+            };
             insert
                 .execute(params![
-                    commit.stream.as_str(),
-                    commit.stream.category(),
+                    stream.as_str(),
+                    stream.category(),
                     to_i64(version.get())?,
                     event.event_type,
                     event.schema_version,
@@ -336,8 +385,18 @@ fn write_events(
                     meta.command_id.as_ref().map(|u| u.as_bytes().as_slice()),
                     micros(meta.recorded_at),
                     headers_text(&meta.headers),
+                    tags,
                 ])
                 .map_err(backend)?;
+            if !event.tags.is_empty() {
+                let at = conn.last_insert_rowid();
+                let mut index = conn
+                    .prepare_cached("INSERT INTO cqrs_event_tags (tag, position) VALUES (?1, ?2)")
+                    .map_err(backend)?;
+                for tag in &event.tags {
+                    index.execute(params![tag.as_str(), at]).map_err(backend)?;
+                }
+            }
         }
         position = Some(Position::new(from_i64(
             conn.last_insert_rowid(),

@@ -6,7 +6,7 @@ use crate::error::backend;
 use cqrs_core::StoreError;
 
 /// The schema version this build writes and understands.
-pub(crate) const CURRENT_VERSION: u32 = 2;
+pub(crate) const CURRENT_VERSION: u32 = 3;
 
 /// Migrations in order; migration `i` moves the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -91,6 +91,16 @@ const MIGRATIONS: &[&str] = &[
         name         TEXT PRIMARY KEY,
         live_version INTEGER NOT NULL
     );
+    ",
+    // 3: tags on events (a JSON array of strings, NULL for none) and their index, which
+    // reads one tag's events in position order without scanning the log.
+    r"
+    ALTER TABLE cqrs_events ADD COLUMN tags TEXT;
+    CREATE TABLE cqrs_event_tags (
+        tag      TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        PRIMARY KEY (tag, position)
+    ) WITHOUT ROWID;
     ",
 ];
 

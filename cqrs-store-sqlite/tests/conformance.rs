@@ -1,13 +1,20 @@
 //! The whole store conformance suite, on a file in a temporary directory and in memory.
 
+async fn on_file() -> cqrs_store_sqlite::SqliteEventStore {
+    // The directory is leaked for the test's lifetime; the OS temp dir is cleaned by the test runner's host.
+    let dir = tempfile::tempdir().expect("a temporary directory").keep();
+    cqrs_store_sqlite::SqliteEventStore::open(dir.join("events.db"))
+        .await
+        .expect("the store opens")
+}
+
 mod file {
-    cqrs_core::conformance_suite!(async || {
-        // The directory is leaked for the test's lifetime; the OS temp dir is cleaned by the test runner's host.
-        let dir = tempfile::tempdir().expect("a temporary directory").keep();
-        cqrs_store_sqlite::SqliteEventStore::open(dir.join("events.db"))
-            .await
-            .expect("the store opens")
-    });
+    cqrs_core::conformance_suite!(crate::on_file);
+
+    /// Consistency across streams.
+    mod dcb_group {
+        cqrs_core::conformance_suite!(groups(dcb) crate::on_file);
+    }
 }
 
 mod memory {

@@ -70,12 +70,7 @@ pub fn prelude(management: &Management, history_starts: DateTime<Utc>) -> Vec<Co
             metadata.correlation_id = Some(conference.id.0);
             at += Duration::seconds(1);
             n += 1;
-            NewEvent {
-                event_type: event_type.to_owned(),
-                schema_version: 1,
-                payload,
-                metadata,
-            }
+            NewEvent::new(event_type, payload).with_metadata(metadata)
         };
         let encode =
             |e: &ConferenceEvent| cqrs_core::encode_message(e).expect("a conference event encodes");

@@ -130,12 +130,11 @@ impl Writer<'_> {
                 to_v1(event_type, value).map_err(|e| StoreError::Invalid(e.to_string()))?;
             let payload = cqrs_core::Json::encode(&v1_payload)
                 .map_err(|e| StoreError::Invalid(e.to_string()))?;
-            new.push(NewEvent {
-                event_type: v1_type,
-                schema_version: version,
-                payload,
-                metadata: Metadata::at(self.at),
-            });
+            new.push(
+                NewEvent::new(v1_type, payload)
+                    .with_schema_version(version)
+                    .with_metadata(Metadata::at(self.at)),
+            );
         }
         self.written += new.len() as u64;
         self.storage

@@ -7,7 +7,8 @@ use uuid::Uuid;
 
 use crate::clock::truncate_to_micros;
 use crate::command::CommandRecord;
-use crate::event::{EventFilter, RecordedEvent, StreamId};
+use crate::dcb::{ConditionalCommit, DcbStore, EventQuery};
+use crate::event::{EventFilter, NewEvent, RecordedEvent, StreamId};
 use crate::store::{
     Appended, BatchStream, CheckpointStore, Commit, EventReader, EventStore, LogCursor, LogEntry,
     LogQuery, LoggedMessage, MessageKind, MessageLog, ProcessSave, ProcessState, ProcessStore,
@@ -101,6 +102,40 @@ impl InMemoryEventStore {
 impl State {
     fn version(&self, stream: &StreamId) -> Version {
         Version::new(self.streams.get(stream).map_or(0, |s| s.len() as u64))
+    }
+
+    /// Appends `events` to `stream`, which is at `actual`.
+    fn append(&mut self, stream: &StreamId, actual: Version, events: Vec<NewEvent>) -> Appended {
+        let mut version = actual;
+        let mut position = None;
+        for mut event in events {
+            event.metadata.recorded_at = truncate_to_micros(event.metadata.recorded_at);
+            version = version.next();
+            let index = self.events.len();
+            let at = Position::new(index as u64 + 1);
+            position = Some(at);
+            self.events
+                .push(RecordedEvent::from_new(event, stream.clone(), version, at));
+            self.streams.entry(stream.clone()).or_default().push(index);
+        }
+        Appended { version, position }
+    }
+
+    /// The events from position `from` on (an event at position p sits at index p - 1).
+    fn events_from(&self, from: Position) -> &[RecordedEvent] {
+        let start = usize::try_from(from.get().saturating_sub(1)).unwrap_or(usize::MAX);
+        &self.events[start.min(self.events.len())..]
+    }
+
+    fn check_duplicate(&self, command: Option<&CommandRecord>) -> Result<(), StoreError> {
+        match command {
+            Some(command) if self.commands.contains_key(&command.command_id) => {
+                Err(StoreError::DuplicateCommand {
+                    command_id: command.command_id,
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     fn record_command(&mut self, mut record: CommandRecord) {
@@ -219,34 +254,76 @@ impl EventStore for InMemoryEventStore {
                     actual,
                 });
             }
-            let mut version = actual;
-            let mut position = None;
-            for mut event in commit.events {
-                event.metadata.recorded_at = truncate_to_micros(event.metadata.recorded_at);
-                version = version.next();
-                let index = state.events.len();
-                let at = Position::new(index as u64 + 1);
-                position = Some(at);
-                state.events.push(RecordedEvent::from_new(
-                    event,
-                    commit.stream.clone(),
-                    version,
-                    at,
-                ));
-                state
-                    .streams
-                    .entry(commit.stream.clone())
-                    .or_default()
-                    .push(index);
-            }
+            let appended = state.append(&commit.stream, actual, commit.events);
             if let Some(command) = commit.command {
                 state.record_command(command);
             }
-            Appended { version, position }
+            appended
         };
         if appended.position.is_some() {
             self.inner.notifier.notify();
         }
+        Ok(appended)
+    }
+}
+
+#[async_trait]
+impl DcbStore for InMemoryEventStore {
+    async fn read_query(
+        &self,
+        query: &EventQuery,
+        from: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        query.validate()?;
+        let state = self.lock();
+        let events = state
+            .events_from(from)
+            .iter()
+            .filter(|e| query.matches_event(e));
+        Ok(events.take(limit).cloned().collect())
+    }
+
+    async fn commit_if(&self, commit: ConditionalCommit) -> Result<Vec<Appended>, StoreError> {
+        commit.validate()?;
+        let appended = {
+            let mut state = self.lock();
+            state.check_duplicate(commit.command.as_ref())?;
+            if let Some(condition) = &commit.condition {
+                let after = condition.after.map_or(Position::START, Position::next);
+                if let Some(found) = state
+                    .events_from(after)
+                    .iter()
+                    .find(|e| condition.query.matches_event(e))
+                {
+                    return Err(StoreError::ConditionFailed {
+                        after: condition.after,
+                        found: found.position,
+                    });
+                }
+            }
+            let mut versions = Vec::with_capacity(commit.appends.len());
+            for append in &commit.appends {
+                let actual = state.version(&append.stream);
+                if !append.expected.matches(actual) {
+                    return Err(StoreError::Conflict {
+                        stream: append.stream.clone(),
+                        expected: append.expected,
+                        actual,
+                    });
+                }
+                versions.push(actual);
+            }
+            let mut appended = Vec::with_capacity(versions.len());
+            for (append, actual) in commit.appends.into_iter().zip(versions) {
+                appended.push(state.append(&append.stream, actual, append.events));
+            }
+            if let Some(command) = commit.command {
+                state.record_command(command);
+            }
+            appended
+        };
+        self.inner.notifier.notify();
         Ok(appended)
     }
 }

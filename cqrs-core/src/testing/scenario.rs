@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use crate::aggregate::Aggregate;
 use crate::command::CommandContext;
-use crate::event::{Metadata, NewEvent};
+use crate::event::NewEvent;
 use crate::message::{DomainEvent, encode_message};
 use crate::repository::{CommandError, Repository};
 use crate::store::Storage;
@@ -107,12 +107,9 @@ impl<A: Aggregate> Scenario<A> {
                 .iter()
                 .map(|e| {
                     let (event_type, payload) = encode_message(e).expect("given events encode");
-                    NewEvent {
-                        event_type: event_type.to_owned(),
-                        schema_version: A::Event::schema_version(event_type),
-                        payload,
-                        metadata: Metadata::new(),
-                    }
+                    NewEvent::new(event_type, payload)
+                        .with_schema_version(A::Event::schema_version(event_type))
+                        .with_tags(e.tags())
                 })
                 .collect();
             storage

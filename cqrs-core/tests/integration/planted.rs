@@ -10,9 +10,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use cqrs_core::testing::conformance::{cases, run_within};
 use cqrs_core::{
-    Appended, BatchStream, Commit, EventFilter, EventReader, EventStore, ExpectedVersion,
-    InMemoryEventStore, LogEntry, LogQuery, MessageLog, Position, ProcessSave, ProcessState,
-    ProcessStore, RecordedEvent, ScheduleStore, ScheduledCommand, StoreError, StreamId, Version,
+    Appended, BatchStream, Commit, ConditionalCommit, DcbStore, EventFilter, EventQuery,
+    EventReader, EventStore, ExpectedVersion, InMemoryEventStore, LogEntry, LogQuery, MessageLog,
+    Position, ProcessSave, ProcessState, ProcessStore, QueryItem, RecordedEvent, ScheduleStore,
+    ScheduledCommand, StoreError, StreamId, Version,
 };
 use uuid::Uuid;
 
@@ -60,6 +61,10 @@ enum Bug {
     ConflictVersions,
     /// Commits never wake subscribers.
     Silent,
+    /// A conditional commit checks its condition, then commits in a second step.
+    CheckThenWrite,
+    /// A condition's item matches events carrying any of its tags, not all.
+    AnyTag,
 }
 
 /// The in-memory store with one planted bug.
@@ -119,6 +124,59 @@ impl EventReader for Planted {
             );
         }
         self.inner.subscribe_batches(from, filter)
+    }
+}
+
+#[async_trait]
+impl DcbStore for Planted {
+    async fn read_query(
+        &self,
+        query: &EventQuery,
+        from: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.inner.read_query(query, from, limit).await
+    }
+
+    async fn commit_if(&self, mut commit: ConditionalCommit) -> Result<Vec<Appended>, StoreError> {
+        match (self.bug, commit.condition.take()) {
+            (Bug::CheckThenWrite, Some(condition)) => {
+                let after = condition.after.map_or(Position::START, Position::next);
+                if let Some(found) = self
+                    .inner
+                    .read_query(&condition.query, after, 1)
+                    .await?
+                    .first()
+                {
+                    return Err(StoreError::ConditionFailed {
+                        after: condition.after,
+                        found: found.position,
+                    });
+                }
+                tokio::task::yield_now().await;
+                self.inner.commit_if(commit).await
+            }
+            (Bug::AnyTag, Some(mut condition)) => {
+                if let Some(items) = condition.query.alternatives() {
+                    let split = items.iter().flat_map(|item| {
+                        item.tags
+                            .iter()
+                            .map(|tag| QueryItem {
+                                types: item.types.clone(),
+                                tags: vec![tag.clone()],
+                            })
+                            .chain(item.tags.is_empty().then(|| item.clone()))
+                            .collect::<Vec<_>>()
+                    });
+                    condition.query = EventQuery::items(split);
+                }
+                self.inner.commit_if(commit.with_condition(condition)).await
+            }
+            (_, condition) => {
+                commit.condition = condition;
+                self.inner.commit_if(commit).await
+            }
+        }
     }
 }
 
@@ -335,7 +393,7 @@ impl ScheduleStore for PlantedSchedule {
 #[test]
 fn without_their_bugs_the_planted_stores_pass_their_groups() {
     cqrs_core::conformance_run!(groups(schedule) async || PlantedSchedule::new(ScheduleBug::None));
-    cqrs_core::conformance_run!(groups(events, message_log, processes) async || Planted::new(Bug::None));
+    cqrs_core::conformance_run!(groups(events, message_log, processes, dcb) async || Planted::new(Bug::None));
 }
 
 #[test]
@@ -463,4 +521,22 @@ fn a_case_spinning_on_every_worker_still_fails_by_name() {
     STOP.store(true, Ordering::Relaxed);
     assert_names(&message, "events::spins");
     assert!(message.contains("did not finish within"), "{message}");
+}
+
+#[test]
+fn a_condition_checked_apart_from_its_write_fails_a_named_case() {
+    let message = failure(
+        "dcb::racing_deciders_on_one_tag_are_serialized",
+        Planted::new(Bug::CheckThenWrite),
+        |store| cases::dcb::racing_deciders_on_one_tag_are_serialized(store),
+    );
+    assert_names(&message, "dcb::racing_deciders_on_one_tag_are_serialized");
+}
+
+#[test]
+fn a_condition_matching_any_tag_of_an_item_fails_a_named_case() {
+    let message = failure("dcb::dcb_model_check", Planted::new(Bug::AnyTag), |store| {
+        cases::dcb::dcb_model_check(store)
+    });
+    assert_names(&message, "dcb::dcb_model_check");
 }

@@ -45,7 +45,7 @@ async fn reopening_a_file_keeps_its_events_and_its_schema_version() {
         })
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2], "each migration is recorded once");
+    assert_eq!(versions, [1, 2, 3], "each migration is recorded once");
     assert_eq!(store.path(), Some(path.as_path()));
 }
 
@@ -61,7 +61,7 @@ async fn a_file_from_a_newer_version_is_refused_untouched() {
     }
     match SqliteEventStore::open(&path).await {
         Err(StoreError::SchemaTooNew { found, supported }) => {
-            assert_eq!((found, supported), (99, 2))
+            assert_eq!((found, supported), (99, 3))
         }
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
@@ -112,4 +112,58 @@ async fn durability_is_a_setting_and_wal_is_on() {
         .await
         .unwrap();
     assert_eq!(synchronous, 2, "FULL by default");
+}
+
+#[tokio::test]
+async fn a_file_of_schema_version_2_gains_tags_and_keeps_its_events() {
+    use cqrs_core::{DcbStore, EventQuery, Position, QueryItem, Tag};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let stream = StreamId::new("order-1").unwrap();
+    {
+        let store = SqliteEventStore::open(&path).await.unwrap();
+        store
+            .append(
+                &stream,
+                ExpectedVersion::NoStream,
+                vec![NewEvent::new("e", Json::null())],
+            )
+            .await
+            .unwrap();
+    }
+    {
+        // Back to version 2, as a build before tags left the file.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DROP TABLE cqrs_event_tags; ALTER TABLE cqrs_events DROP COLUMN tags; \
+             DELETE FROM cqrs_schema WHERE version = 3;",
+        )
+        .unwrap();
+    }
+    let store = SqliteEventStore::open(&path).await.unwrap();
+    let events = store.read_stream(&stream, Version::START).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert!(
+        events[0].tags.is_empty(),
+        "events written before tags have none"
+    );
+    let tag = Tag::new("order", 1).unwrap();
+    store
+        .append(
+            &stream,
+            ExpectedVersion::Exact(Version::new(1)),
+            vec![NewEvent::new("e", Json::null()).with_tags([tag.clone()])],
+        )
+        .await
+        .unwrap();
+    let tagged = store
+        .read_query(
+            &EventQuery::items([QueryItem::tagged([tag])]),
+            Position::START,
+            10,
+        )
+        .await
+        .unwrap();
+    assert_eq!(tagged.len(), 1, "the upgraded file indexes tags");
 }

@@ -35,6 +35,7 @@
 //! | `schedule` | [`ScheduleStore`] | due times, claims earliest first, leases, attempts, re-scheduling an id changes nothing |
 //! | `processes` | [`ProcessesAndSchedule`] | state, outbox, cancellations and handled command in one commit, conflicts with both versions, listing, concurrent claims and saves |
 //! | `repository` | [`Storage`](crate::Storage) | a [`Repository`](crate::Repository) over the store: idempotent commands, loads through snapshots, upcasters that read the stored metadata |
+//! | `dcb` | [`DcbStore`](crate::DcbStore) | tags on every read, reads by query (types, tags, items, everything, from a position, paged), append conditions at their edges, commits atomic across streams, deciders racing on one tag serialized over `CQRS_DCB_ROUNDS` increments (1,000 by default), deciders on disjoint tags never refused, live subscribers seeing conditional commits once in order, a proptest model check |
 //!
 //! [`catalogue`] lists every case with its group; [`cases`] holds each as a public async
 //! function, for a store that wants to run one its own way. Cases are listed once, in the macro
@@ -161,7 +162,8 @@ pub struct Case {
     pub needs: &'static str,
 }
 
-/// Every case of the suite, group by group: exactly what [`conformance_suite!`](crate::conformance_suite) runs.
+/// Every case of the suite, group by group: what [`conformance_suite!`](crate::conformance_suite) runs, and the
+/// `dcb` group, which a store adopts with `groups(dcb)` for now.
 ///
 /// ```
 /// use cqrs_core::testing::conformance::catalogue;
@@ -174,6 +176,8 @@ pub struct Case {
 pub fn catalogue() -> Vec<Case> {
     let mut all = Vec::with_capacity(64);
     crate::__conformance_all_groups! { catalogue all }
+    // Run with `groups(dcb)` while stores adopt it; then it joins every group.
+    crate::__conformance_group! { dcb catalogue all }
     all
 }
 
@@ -439,6 +443,17 @@ macro_rules! __conformance_group {
             concurrent_claims_and_process_saves_do_not_overlap,
         ] $($then)* }
     };
+    (dcb $($then:tt)*) => {
+        $crate::__conformance_emit! { dcb DcbStore [
+            tags_round_trip_and_queries_select_by_type_and_tag,
+            conditions_hold_and_fail_at_their_edges,
+            conditional_commits_span_streams_atomically,
+            racing_deciders_on_one_tag_are_serialized,
+            deciders_on_disjoint_tags_never_conflict,
+            subscribers_see_conditional_commits_once_in_order,
+            dcb_model_check,
+        ] $($then)* }
+    };
     (repository $($then:tt)*) => {
         $crate::__conformance_emit! { repository Storage [
             repository_commands_are_idempotent,
@@ -449,7 +464,7 @@ macro_rules! __conformance_group {
     ($other:ident $($then:tt)*) => {
         ::core::compile_error!(::core::concat!(
             "no conformance group `", ::core::stringify!($other), "`; the groups are events, ",
-            "snapshots, checkpoints, message_log, schedule, processes and repository"
+            "snapshots, checkpoints, message_log, schedule, processes, repository and dcb"
         ));
     };
 }
@@ -499,11 +514,19 @@ mod tests {
 
     crate::conformance_suite!(async || InMemoryEventStore::new());
 
+    /// Not yet among every group: the durable stores adopt it one by one.
+    mod dcb_group {
+        use crate::InMemoryEventStore;
+
+        crate::conformance_suite!(groups(dcb) async || InMemoryEventStore::new());
+    }
+
     /// Every public case function is in the catalogue, so none is written and never run.
     #[test]
     fn the_catalogue_lists_every_case() {
         let sources = [
             ("checkpoints", include_str!("cases/checkpoints.rs")),
+            ("dcb", include_str!("cases/dcb.rs")),
             ("events", include_str!("cases/events/mod.rs")),
             ("events", include_str!("cases/events/model.rs")),
             ("events", include_str!("cases/events/stress.rs")),

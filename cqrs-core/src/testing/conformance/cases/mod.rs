@@ -7,6 +7,7 @@
 //! was broken.
 
 pub mod checkpoints;
+pub mod dcb;
 pub mod events;
 pub mod message_log;
 pub mod processes;
