@@ -440,8 +440,10 @@ impl ConditionalCommit {
     }
 
     /// Checks the limits every store enforces: at least one stream, each named once and with
-    /// at least one event; names, headers and tags within limits; the condition's query
-    /// valid; the command record for one of the streams.
+    /// at least one event, except the command's target, which may receive none (a rejection,
+    /// or a command whose events all go elsewhere, is still recorded on it); names, headers
+    /// and tags within limits; the condition's query valid; the command record for one of
+    /// the streams.
     ///
     /// # Errors
     ///
@@ -453,9 +455,13 @@ impl ConditionalCommit {
             ));
         }
         for (i, append) in self.appends.iter().enumerate() {
-            if append.events.is_empty() {
+            let records_command = self
+                .command
+                .as_ref()
+                .is_some_and(|c| c.target == append.stream);
+            if append.events.is_empty() && !records_command {
                 return Err(StoreError::Invalid(format!(
-                    "stream {} has no events",
+                    "stream {} has no events and is not the command's target",
                     append.stream
                 )));
             }

@@ -172,9 +172,9 @@ pub use crate::repository::{
 };
 pub use crate::store::memory::InMemoryEventStore;
 pub use crate::store::{
-    Appended, BatchStream, CheckpointStore, Commit, Decide, Decision, EventReader, EventStore,
-    EventStream, LogCursor, LogEntry, LogQuery, LoggedMessage, MessageKind, MessageLog,
-    ProcessSave, ProcessState, ProcessStore, ReadBatch, ScheduleStore, ScheduledCommand, Snapshot,
+    Appended, BatchStream, CheckpointStore, Commit, EventReader, EventStore, EventStream,
+    LogCursor, LogEntry, LogQuery, LoggedMessage, MessageKind, MessageLog, ProcessSave,
+    ProcessState, ProcessStore, ReadBatch, ScheduleStore, ScheduledCommand, Snapshot,
     SnapshotStore, Storage, StoreError,
 };
 pub use crate::system::{Running, SettleError, System, SystemBuilder};

@@ -15,7 +15,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::command::{CommandContext, CommandRecord, Outcome};
 use crate::event::{EventView, InvalidStreamId, Json, Metadata, NewEvent, StreamId};
 use crate::message::{MessageError, decode_message, encode_message};
-use crate::store::{Commit, Decide, Decision, Snapshot, Storage, StoreError};
+use crate::store::{Commit, Decide, Snapshot, Storage, StoreError, StreamDecision};
 use crate::upcast::{DecodeError, Upcasters};
 use crate::version::{ExpectedVersion, Position, Version};
 
@@ -901,7 +901,7 @@ struct Attempt<A: Aggregate> {
 /// What an attempt decided, or why it could not.
 type Outcomes<A> = Result<Decided<A>, CommandError<<A as Aggregate>::Error>>;
 
-impl<A: Aggregate> Decision for Attempt<A> {
+impl<A: Aggregate> StreamDecision for Attempt<A> {
     fn event(&mut self, event: EventView<'_>) -> ControlFlow<()> {
         self.fold.event(&self.upcasters, event)
     }

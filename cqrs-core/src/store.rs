@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::command::{CommandEnvelope, CommandRecord};
+use crate::dcb::DcbStore;
 use crate::event::{
     EventFilter, EventView, Json, MAX_TYPE_NAME_LEN, NewEvent, RecordedEvent, StreamId,
 };
@@ -413,12 +414,13 @@ pub(crate) async fn read_whole_then_commit<S: EventStore + ?Sized>(
 ///
 /// ```
 /// use std::ops::ControlFlow;
-/// use cqrs_core::{Commit, Decision, EventView, ExpectedVersion, NewEvent, Json, StreamId, Version};
+/// use cqrs_core::store::StreamDecision;
+/// use cqrs_core::{Commit, EventView, ExpectedVersion, NewEvent, Json, StreamId, Version};
 ///
 /// /// Appends one event at the version read.
 /// struct Next { stream: StreamId, version: Version }
 ///
-/// impl Decision for Next {
+/// impl StreamDecision for Next {
 ///     fn event(&mut self, event: EventView<'_>) -> ControlFlow<()> {
 ///         self.version = event.version;
 ///         ControlFlow::Continue(())
@@ -430,7 +432,7 @@ pub(crate) async fn read_whole_then_commit<S: EventStore + ?Sized>(
 ///     }
 /// }
 /// ```
-pub trait Decision: Send {
+pub trait StreamDecision: Send {
     /// Takes the stream's next event; `Break` stops the read (the decision is then made on
     /// what was read, and should commit nothing that depends on the rest).
     fn event(&mut self, event: EventView<'_>) -> ControlFlow<()>;
@@ -439,8 +441,8 @@ pub trait Decision: Send {
     fn decide(self: Box<Self>) -> Option<Commit>;
 }
 
-/// A boxed [`Decision`], as [`EventStore::read_then_commit`] takes it.
-pub type Decide = Box<dyn Decision>;
+/// A boxed [`StreamDecision`], as [`EventStore::read_then_commit`] takes it.
+pub type Decide = Box<dyn StreamDecision>;
 
 /// One atomic write: events for one stream and, optionally, the command that caused them.
 #[derive(Debug, Clone)]
@@ -1276,12 +1278,18 @@ impl ProcessSave {
 ///
 /// Implemented for every type that implements all the store traits.
 pub trait Storage:
-    EventStore + SnapshotStore + CheckpointStore + MessageLog + ScheduleStore + ProcessStore
+    EventStore + DcbStore + SnapshotStore + CheckpointStore + MessageLog + ScheduleStore + ProcessStore
 {
 }
 
 impl<T> Storage for T where
-    T: EventStore + SnapshotStore + CheckpointStore + MessageLog + ScheduleStore + ProcessStore
+    T: EventStore
+        + DcbStore
+        + SnapshotStore
+        + CheckpointStore
+        + MessageLog
+        + ScheduleStore
+        + ProcessStore
 {
 }
 

@@ -35,6 +35,9 @@ pub(crate) enum Attempt {
     Done(Appended),
     /// A concurrent writer got the version first (a unique violation).
     Raced,
+    /// A transaction younger than this one (which wrote before) wrote the stream's head:
+    /// appending would put a later version at an earlier position. A new transaction can.
+    Younger,
 }
 
 impl Appender {
@@ -92,6 +95,7 @@ impl Appender {
             .bind(record.and_then(|c| headers_text(&c.headers)))
             .bind(outcome)
             .bind(notify_in_transaction)
+            .bind(&columns.tags)
             .fetch_one(&mut *conn)
             .await;
         let row = match result {
@@ -119,6 +123,9 @@ impl Appender {
             });
         }
         let actual = Version::new(from_i64(current, "stream version", None)?);
+        if !ok && base < 0 {
+            return Ok(Attempt::Younger);
+        }
         if !ok {
             if usize::try_from(base)
                 .unwrap_or(usize::MAX)
@@ -147,7 +154,7 @@ impl Appender {
                 Attempt::Raced if commit.expected == ExpectedVersion::Any => {
                     tokio::task::yield_now().await
                 }
-                Attempt::Raced => break,
+                Attempt::Raced | Attempt::Younger => break,
             }
         }
         Err(StoreError::Conflict {
@@ -217,7 +224,11 @@ impl Appender {
             .bind(&command_headers)
             .bind(&outcomes)
             .bind(&owners);
-        let rows = columns.bind(query).fetch_all(&self.pool).await?;
+        let rows = columns
+            .bind(query)
+            .bind(&columns.tags)
+            .fetch_all(&self.pool)
+            .await?;
         if rows.len() != batch.len() {
             return Err(sqlx::Error::Protocol(format!(
                 "{} answers to {} appends",
@@ -285,6 +296,8 @@ struct EventColumns<'a> {
     commands: Vec<Option<Uuid>>,
     times: Vec<DateTime<Utc>>,
     headers: Vec<Option<String>>,
+    /// Each event's tags as a JSON array; `None` while no event has any (bound as NULL).
+    tags: Option<Vec<Option<String>>>,
 }
 
 impl<'a> EventColumns<'a> {
@@ -299,6 +312,7 @@ impl<'a> EventColumns<'a> {
             commands: Vec::with_capacity(n),
             times: Vec::with_capacity(n),
             headers: Vec::with_capacity(n),
+            tags: None,
         }
     }
 
@@ -312,6 +326,15 @@ impl<'a> EventColumns<'a> {
         self.commands.push(event.metadata.command_id);
         self.times.push(event.metadata.recorded_at);
         self.headers.push(headers_text(&event.metadata.headers));
+        if !event.tags.is_empty() && self.tags.is_none() {
+            self.tags = Some(vec![None; self.types.len() - 1]);
+        }
+        if let Some(tags) = &mut self.tags {
+            tags.push(
+                (!event.tags.is_empty())
+                    .then(|| serde_json::to_string(&event.tags).unwrap_or_default()),
+            );
+        }
     }
 
     /// Binds the columns as the next nine parameters, in the functions' order.

@@ -14,7 +14,6 @@ impl EventStore for PostgresEventStore {
     /// and one round trip.
     async fn commit(&self, commit: Commit) -> Result<Appended, StoreError> {
         commit.validate()?;
-        refuse_tags(&commit)?;
         let (reply, answer) = oneshot::channel();
         self.inner
             .batcher
@@ -28,14 +27,4 @@ impl EventStore for PostgresEventStore {
         }
         Ok(appended)
     }
-}
-
-/// Tags are not stored by this store yet: refused rather than dropped.
-pub(crate) fn refuse_tags(commit: &Commit) -> Result<(), StoreError> {
-    if commit.events.iter().any(|e| !e.tags.is_empty()) {
-        return Err(StoreError::Invalid(
-            "this PostgreSQL store does not keep event tags yet".into(),
-        ));
-    }
-    Ok(())
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use cqrs_core::{
     CommandEnvelope, CommandRecord, Headers, Json, Metadata, Outcome, Position, RecordedEvent,
-    ScheduledCommand, StoreError, StreamId, Version,
+    ScheduledCommand, StoreError, StreamId, Tag, Version,
 };
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -45,6 +45,16 @@ impl EventRows {
             }
         };
         let headers: Option<&str> = row.try_get(c + 11).map_err(backend)?;
+        let tags: Option<Vec<String>> = row.try_get(c + 12).map_err(backend)?;
+        let tags = tags
+            .unwrap_or_default()
+            .iter()
+            .map(|t| Tag::parse(t))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| StoreError::Corrupt {
+                position: at,
+                what: format!("tags: {e}"),
+            })?;
         Ok(RecordedEvent {
             stream,
             version,
@@ -60,7 +70,7 @@ impl EventRows {
                 recorded_at: row.try_get(c + 10).map_err(backend)?,
                 headers: parse_headers(headers, at)?,
             },
-            tags: Vec::new(),
+            tags,
         })
     }
 }

@@ -7,7 +7,7 @@ use sqlx::{AssertSqlSafe, PgPool};
 use crate::error::backend;
 
 /// The schema version this build writes and understands.
-pub(crate) const CURRENT_VERSION: i32 = 3;
+pub(crate) const CURRENT_VERSION: i32 = 4;
 
 /// Migrations in order; migration `i` moves the schema from version `i` to `i + 1`. `{s}` is
 /// the schema name.
@@ -336,6 +336,204 @@ const MIGRATIONS: &[&str] = &[
         live_version integer NOT NULL
     );
     ",
+    // 4: tags on events, their index, and the locks that make conditional commits correct
+    // (docs/adr/0011-dcb-on-postgres-locks-keyed-by-tag.md). `append` and `append_many` take
+    // each event's tags as a JSON array (or NULL) in a last parameter.
+    r"
+    ALTER TABLE {s}.events ADD COLUMN tags text[];
+
+    -- One row per tag and event: a tag's events in position order, read without the log.
+    CREATE TABLE {s}.event_tags (
+        tag      text NOT NULL,
+        position bigint NOT NULL,
+        PRIMARY KEY (tag, position)
+    );
+
+    -- Transaction-scoped advisory locks keyed by tag: exclusive where `p_exclusive` says so
+    -- (a conditional commit's query), shared otherwise (tags being written). Taken in one
+    -- global order, so that no two transactions wait on each other in a cycle.
+    CREATE FUNCTION {s}.lock_tags(p_tags text[], p_exclusive boolean[]) RETURNS void
+    LANGUAGE plpgsql AS $fn$
+    DECLARE
+        r record;
+    BEGIN
+        FOR r IN SELECT hashtextextended('{s}:' || u.tag, 0) AS h, bool_or(coalesce(u.x, false)) AS x
+                 FROM unnest(p_tags, p_exclusive) AS u(tag, x)
+                 WHERE u.tag IS NOT NULL
+                 GROUP BY 1 ORDER BY 1 LOOP
+            IF r.x THEN
+                PERFORM pg_advisory_xact_lock(r.h);
+            ELSE
+                PERFORM pg_advisory_xact_lock_shared(r.h);
+            END IF;
+        END LOOP;
+    END
+    $fn$;
+
+    -- The tags of events given as JSON arrays (NULL for none), as one array.
+    CREATE FUNCTION {s}.tags_of(p_tags text[]) RETURNS text[]
+    LANGUAGE sql IMMUTABLE AS $fn$
+        SELECT coalesce(array_agg(g), '{}') FROM unnest(p_tags) AS j, json_array_elements_text(j::json) AS g
+        WHERE j IS NOT NULL
+    $fn$;
+
+    DROP FUNCTION {s}.append(text, bigint, text, text, uuid, text[], integer[], text[], uuid[], uuid[], uuid[],
+        uuid[], timestamptz[], text[], text, text, uuid, uuid, timestamptz, text, text, boolean);
+    DROP FUNCTION {s}.append_many(text[], bigint[], text[], integer[], uuid[], text[], text[], uuid[], uuid[],
+        timestamptz[], text[], text[], integer[], text[], integer[], text[], uuid[], uuid[], uuid[], uuid[],
+        timestamptz[], text[]);
+
+    -- As in version 2, and: a writer of tagged events takes the log's write lock, then its
+    -- tags' locks shared, before it inserts (the order conditional commits take them in), and
+    -- indexes the tags; a transaction that wrote before refuses to append after a head that a
+    -- younger transaction wrote.
+    CREATE FUNCTION {s}.append(
+        p_stream text, p_expected bigint, p_category text, p_channel text, p_command_id uuid,
+        p_types text[], p_schema_versions integer[], p_payloads text[], p_event_ids uuid[],
+        p_correlations uuid[], p_causations uuid[], p_commands uuid[], p_times timestamptz[], p_headers text[],
+        p_command_type text, p_command_payload text, p_command_correlation uuid, p_command_causation uuid,
+        p_command_time timestamptz, p_command_headers text, p_outcome text, p_notify boolean, p_tags text[])
+    RETURNS TABLE (duplicate boolean, ok boolean, current_version bigint, base bigint, last_position bigint,
+                   last_version bigint)
+    LANGUAGE plpgsql AS $fn$
+    DECLARE
+        v bigint;
+        x bigint;
+        head bigint;
+        b bigint := 0;
+        n integer := coalesce(cardinality(p_types), 0);
+        tagged text[] := CASE WHEN p_tags IS NULL THEN '{}'::text[] ELSE {s}.tags_of(p_tags) END;
+        earlier bigint := pg_current_xact_id_if_assigned()::text::bigint;
+    BEGIN
+        IF p_command_id IS NOT NULL AND EXISTS (SELECT 1 FROM {s}.commands c WHERE c.command_id = p_command_id) THEN
+            RETURN QUERY SELECT true, false, 0::bigint, 0::bigint, NULL::bigint, NULL::bigint;
+            RETURN;
+        END IF;
+        IF earlier IS NULL THEN
+            v := coalesce((SELECT e.version FROM {s}.events e WHERE e.stream = p_stream ORDER BY e.version DESC LIMIT 1), 0);
+        ELSE
+            SELECT e.version, e.position INTO v, head FROM {s}.events e WHERE e.stream = p_stream
+            ORDER BY e.version DESC LIMIT 1;
+            v := coalesce(v, 0);
+        END IF;
+        IF p_expected >= 0 AND v <> p_expected THEN
+            RETURN QUERY SELECT false, false, v, 0::bigint, NULL::bigint, NULL::bigint;
+            RETURN;
+        END IF;
+        -- This transaction took its id before it read the stream (it wrote before): if a
+        -- younger one wrote the stream's head, appending after it would place a later version
+        -- at an earlier position. Refused with base -1; a new transaction can append.
+        IF n > 0 AND head IS NOT NULL AND head >= ((earlier + 1) << 16) THEN
+            RETURN QUERY SELECT false, false, v, -1::bigint, NULL::bigint, NULL::bigint;
+            RETURN;
+        END IF;
+        IF n > 0 THEN
+            IF cardinality(tagged) > 0 THEN
+                LOCK TABLE {s}.events IN ROW EXCLUSIVE MODE;
+                PERFORM {s}.lock_tags(tagged, NULL);
+            END IF;
+            x := pg_current_xact_id()::text::bigint;
+            SELECT coalesce(max(e.position) - (x << 16), 0) INTO b FROM {s}.events e
+            WHERE e.position >= (x << 16) AND e.position < ((x + 1) << 16);
+            IF b + n > 65535 THEN
+                RETURN QUERY SELECT false, false, v, b, NULL::bigint, NULL::bigint;
+                RETURN;
+            END IF;
+            INSERT INTO {s}.events (position, stream, category, version, event_type, schema_version, payload,
+                event_id, correlation_id, causation_id, command_id, recorded_at, headers, tags)
+            SELECT (x << 16) | (b + e.ord), p_stream, p_category, v + e.ord, e.t, e.sv, e.p::json, e.id, e.co, e.ca,
+                e.cm, e.at, e.h::json,
+                CASE WHEN e.tg IS NOT NULL THEN ARRAY(SELECT json_array_elements_text(e.tg::json)) END
+            FROM unnest(p_types, p_schema_versions, p_payloads, p_event_ids, p_correlations, p_causations, p_commands,
+                        p_times, p_headers, p_tags) WITH ORDINALITY AS e(t, sv, p, id, co, ca, cm, at, h, tg, ord);
+            IF cardinality(tagged) > 0 THEN
+                INSERT INTO {s}.event_tags (tag, position)
+                SELECT g, (x << 16) | (b + e.ord)
+                FROM unnest(p_tags) WITH ORDINALITY AS e(tg, ord), json_array_elements_text(e.tg::json) AS g
+                WHERE e.tg IS NOT NULL;
+            END IF;
+        END IF;
+        IF p_command_id IS NOT NULL THEN
+            INSERT INTO {s}.commands (command_id, command_type, target, payload, correlation_id, causation_id,
+                recorded_at, headers, outcome)
+            VALUES (p_command_id, p_command_type, p_stream, p_command_payload::json, p_command_correlation,
+                p_command_causation, p_command_time, p_command_headers::json, p_outcome::json);
+        END IF;
+        IF p_notify AND n > 0 THEN
+            PERFORM pg_notify(p_channel, '');
+        END IF;
+        RETURN QUERY SELECT false, true, v, b, CASE WHEN n > 0 THEN (x << 16) | (b + n) END, v + n;
+    END
+    $fn$;
+
+    -- As in version 2, and: a batch with tagged events takes the log's write lock, then every
+    -- tag of the batch shared, in one order, before anything else; its tags are indexed.
+    CREATE FUNCTION {s}.append_many(
+        p_streams text[], p_expected bigint[], p_categories text[], p_counts integer[],
+        p_command_ids uuid[], p_command_types text[], p_command_payloads text[], p_command_correlations uuid[],
+        p_command_causations uuid[], p_command_times timestamptz[], p_command_headers text[], p_outcomes text[],
+        p_owners integer[], p_types text[], p_schema_versions integer[], p_payloads text[], p_event_ids uuid[],
+        p_correlations uuid[], p_causations uuid[], p_commands uuid[], p_times timestamptz[], p_headers text[],
+        p_tags text[])
+    RETURNS TABLE (status integer, current_version bigint, last_position bigint, last_version bigint)
+    LANGUAGE plpgsql
+    SET plan_cache_mode = force_generic_plan
+    AS $fn$
+    #variable_conflict use_column
+    DECLARE
+        tagged text[] := CASE WHEN p_tags IS NULL THEN '{}'::text[] ELSE {s}.tags_of(p_tags) END;
+    BEGIN
+        IF cardinality(tagged) > 0 THEN
+            LOCK TABLE {s}.events IN ROW EXCLUSIVE MODE;
+            PERFORM {s}.lock_tags(tagged, NULL);
+        END IF;
+        RETURN QUERY WITH c AS MATERIALIZED (
+            SELECT c.*,
+                   coalesce((SELECT e.version FROM {s}.events e WHERE e.stream = c.stream
+                             ORDER BY e.version DESC LIMIT 1), 0) AS current,
+                   (SELECT true FROM {s}.commands k WHERE k.command_id = c.command_id LIMIT 1) IS NOT NULL AS duplicate
+            FROM unnest(p_streams, p_expected, p_categories, p_counts, p_command_ids, p_command_types, p_command_payloads,
+                        p_command_correlations, p_command_causations, p_command_times, p_command_headers, p_outcomes)
+                 WITH ORDINALITY AS c(stream, expected, category, n, command_id, command_type, command_payload,
+                                      command_correlation, command_causation, command_time, command_headers,
+                                      outcome, i)
+        ), s AS MATERIALIZED (
+            SELECT c.*, t.status,
+                   sum(c.n) OVER w - c.n AS first_event,
+                   sum(CASE WHEN t.status = 0 THEN c.n ELSE 0 END) OVER w - c.n AS base,
+                   pg_current_xact_id()::text::bigint << 16 AS x
+            FROM c, LATERAL (SELECT CASE WHEN c.duplicate THEN 1
+                                         WHEN c.expected >= 0 AND c.current <> c.expected THEN 2
+                                         ELSE 0 END AS status) t
+            WINDOW w AS (ORDER BY c.i)
+        ), appended AS (
+            INSERT INTO {s}.events (position, stream, category, version, event_type, schema_version, payload,
+                event_id, correlation_id, causation_id, command_id, recorded_at, headers, tags)
+            SELECT s.x | (s.base + e.k - s.first_event), s.stream, s.category, s.current + e.k - s.first_event,
+                   e.t, e.sv, e.p::json, e.id, e.co, e.ca, e.cm, e.at, e.h::json,
+                   CASE WHEN e.tg IS NOT NULL THEN ARRAY(SELECT json_array_elements_text(e.tg::json)) END
+            FROM unnest(p_owners, p_types, p_schema_versions, p_payloads, p_event_ids, p_correlations,
+                        p_causations, p_commands, p_times, p_headers, p_tags)
+                 WITH ORDINALITY AS e(ci, t, sv, p, id, co, ca, cm, at, h, tg, k)
+            JOIN s ON s.i = e.ci
+            WHERE s.status = 0
+            RETURNING position, tags
+        ), indexed AS (
+            INSERT INTO {s}.event_tags (tag, position)
+            SELECT g, a.position FROM appended a, unnest(a.tags) AS g
+        ), recorded AS (
+            INSERT INTO {s}.commands (command_id, command_type, target, payload, correlation_id, causation_id,
+                recorded_at, headers, outcome)
+            SELECT s.command_id, s.command_type, s.stream, s.command_payload::json, s.command_correlation,
+                   s.command_causation, s.command_time, s.command_headers::json, s.outcome::json
+            FROM s WHERE s.status = 0 AND s.command_id IS NOT NULL
+        )
+        SELECT s.status, s.current, CASE WHEN s.status = 0 AND s.n > 0 THEN s.x | (s.base + s.n) END,
+               CASE WHEN s.status = 0 THEN s.current + s.n END
+        FROM s ORDER BY s.i;
+    END
+    $fn$;
+    ",
 ];
 
 /// Checks that `schema` is a plain lower-case identifier, safe to put in SQL.
@@ -457,7 +655,7 @@ mod tests {
                 .fetch_all(&pool)
                 .await
                 .unwrap();
-        assert_eq!(versions, [1, 2, 3]);
+        assert_eq!(versions, [1, 2, 3, 4]);
         let stream = StreamId::new("account-1").unwrap();
         let event = || NewEvent::new("account.deposited", Json::from_stored("{}"));
         // Both functions of version 2: a lone append, then a batch of appends together.

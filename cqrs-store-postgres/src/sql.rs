@@ -3,14 +3,14 @@
 use std::sync::Arc;
 
 /// The columns of an event row, in the order [`crate::rows::EventRows`] reads them.
-const EVENT_COLUMNS: &str = "position, stream, version, event_type, schema_version, payload::text, event_id, \
-     correlation_id, causation_id, command_id, recorded_at, headers::text";
+pub(crate) const EVENT_COLUMNS: &str = "position, stream, version, event_type, schema_version, payload::text, event_id, \
+     correlation_id, causation_id, command_id, recorded_at, headers::text, tags";
 
 /// The first event columns, up to the payload: what a fold reads ([`crate::rows::fold_columns`]).
 const FOLD_COLUMNS: &str = "position, stream, version, event_type, schema_version, payload::text";
 
 /// Positions below this are final: every transaction that could still write one has ended.
-const HORIZON: &str = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 16)";
+pub(crate) const HORIZON: &str = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 16)";
 
 /// Every statement of the store, for one schema. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -97,14 +97,14 @@ impl Sql {
             commit: q(format!(
                 "SELECT duplicate, ok, current_version, base, last_position, last_version FROM {s}.append(
                      $1, $2, $3, $4, $5, $6::text[], $7::integer[], $8::text[], $9::uuid[], $10::uuid[], $11::uuid[],
-                     $12::uuid[], $13::timestamptz[], $14::text[], $15, $16, $17, $18, $19, $20, $21, $22)"
+                     $12::uuid[], $13::timestamptz[], $14::text[], $15, $16, $17, $18, $19, $20, $21, $22, $23::text[])"
             )),
             append_many: q(format!(
                 "SELECT status, current_version, last_position, last_version FROM {s}.append_many(
                      $1::text[], $2::bigint[], $3::text[], $4::integer[], $5::uuid[], $6::text[], $7::text[], $8::uuid[],
                      $9::uuid[], $10::timestamptz[], $11::text[], $12::text[], $13::integer[], $14::text[],
                      $15::integer[], $16::text[], $17::uuid[], $18::uuid[], $19::uuid[], $20::uuid[],
-                     $21::timestamptz[], $22::text[])"
+                     $21::timestamptz[], $22::text[], $23::text[])"
             )),
             // The last index entry, not `max()`: see migration 2 in `schema.rs`.
             stream_version: q(format!(

@@ -302,17 +302,19 @@ impl PostgresEventStore {
     /// # Errors
     ///
     /// As [`EventStore::commit`](cqrs_core::EventStore::commit). After [`StoreError::Conflict`] or
-    /// [`StoreError::DuplicateCommand`] the caller's transaction is aborted: roll it back.
+    /// [`StoreError::DuplicateCommand`] the caller's transaction is aborted: roll it back. A
+    /// transaction that wrote before may also get [`StoreError::Conflict`] at the version it
+    /// expected, when a younger transaction wrote the stream meanwhile (a stream's versions
+    /// must follow its positions): roll back and try again.
     pub async fn commit_in(
         &self,
         conn: &mut PgConnection,
         commit: Commit,
     ) -> Result<Appended, StoreError> {
         commit.validate()?;
-        crate::events::refuse_tags(&commit)?;
         match self.inner.appender.try_commit(conn, &commit, true).await? {
             Attempt::Done(appended) => Ok(appended),
-            Attempt::Raced => Err(StoreError::Conflict {
+            Attempt::Raced | Attempt::Younger => Err(StoreError::Conflict {
                 actual: self.inner.appender.stream_version(&commit.stream).await?,
                 stream: commit.stream,
                 expected: commit.expected,

@@ -1,7 +1,8 @@
 //! Appending: commits on the writer, commands decided inside the write.
 
 use async_trait::async_trait;
-use cqrs_core::{Appended, Commit, Decide, EventStore, StoreError, StreamId, Version};
+use cqrs_core::store::Decide;
+use cqrs_core::{Appended, Commit, EventStore, StoreError, StreamId, Version};
 
 use crate::rows::{self, write_commit};
 use crate::store::SqliteEventStore;

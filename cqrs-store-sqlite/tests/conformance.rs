@@ -10,11 +10,6 @@ async fn on_file() -> cqrs_store_sqlite::SqliteEventStore {
 
 mod file {
     cqrs_core::conformance_suite!(crate::on_file);
-
-    /// Consistency across streams.
-    mod dcb_group {
-        cqrs_core::conformance_suite!(groups(dcb) crate::on_file);
-    }
 }
 
 mod memory {

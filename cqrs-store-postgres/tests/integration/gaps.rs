@@ -151,3 +151,79 @@ async fn an_open_transaction_holds_readers_back_until_it_commits() {
     assert_eq!(all.len(), 2);
     assert_eq!(all[0].position, held.position.unwrap());
 }
+
+/// A transaction that wrote before (so its id, and its positions, are older) may not append
+/// to a stream whose head a younger transaction wrote: the stream's later version would take
+/// an earlier position, and a reader in log order would see its versions out of order. It is
+/// refused as a conflict; a new transaction appends.
+#[tokio::test]
+async fn an_older_transaction_never_appends_after_a_younger_head() {
+    let Some(store) = super::store().await else {
+        return;
+    };
+    let (own, shared) = (
+        StreamId::new("own-1").unwrap(),
+        StreamId::new("shared-1").unwrap(),
+    );
+    let one = || vec![NewEvent::new("e", Json::null())];
+    let mut old = store.pool().begin().await.unwrap();
+    store
+        .commit_in(
+            &mut old,
+            Commit::new(own.clone(), ExpectedVersion::Any, one()),
+        )
+        .await
+        .unwrap();
+    let younger = store
+        .append(&shared, ExpectedVersion::NoStream, one())
+        .await
+        .unwrap();
+    let refused = store
+        .commit_in(
+            &mut old,
+            Commit::new(
+                shared.clone(),
+                ExpectedVersion::Exact(younger.version),
+                one(),
+            ),
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(cqrs_core::StoreError::Conflict { actual, .. }) if actual == younger.version),
+        "{refused:?}"
+    );
+    old.rollback().await.unwrap();
+
+    let mut new = store.pool().begin().await.unwrap();
+    store
+        .commit_in(
+            &mut new,
+            Commit::new(own.clone(), ExpectedVersion::Any, one()),
+        )
+        .await
+        .unwrap();
+    let appended = store
+        .commit_in(
+            &mut new,
+            Commit::new(
+                shared.clone(),
+                ExpectedVersion::Exact(younger.version),
+                one(),
+            ),
+        )
+        .await
+        .expect("a transaction younger than the head appends");
+    new.commit().await.unwrap();
+    assert!(appended.position > younger.position);
+    let log = store.read_all(Position::START, 10).await.unwrap();
+    let versions: Vec<u64> = log
+        .iter()
+        .filter(|e| e.stream == shared)
+        .map(|e| e.version.get())
+        .collect();
+    assert_eq!(
+        versions,
+        [1, 2],
+        "the stream's versions follow the log's order"
+    );
+}

@@ -157,7 +157,7 @@ async fn a_failing_write_rolls_back_alone() {
 /// A decision with a bug: it panics when asked to decide.
 struct Buggy;
 
-impl cqrs_core::Decision for Buggy {
+impl cqrs_core::store::StreamDecision for Buggy {
     fn event(&mut self, _: cqrs_core::EventView<'_>) -> std::ops::ControlFlow<()> {
         std::ops::ControlFlow::Continue(())
     }

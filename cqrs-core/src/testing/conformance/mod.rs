@@ -35,7 +35,7 @@
 //! | `schedule` | [`ScheduleStore`] | due times, claims earliest first, leases, attempts, re-scheduling an id changes nothing |
 //! | `processes` | [`ProcessesAndSchedule`] | state, outbox, cancellations and handled command in one commit, conflicts with both versions, listing, concurrent claims and saves |
 //! | `repository` | [`Storage`](crate::Storage) | a [`Repository`](crate::Repository) over the store: idempotent commands, loads through snapshots, upcasters that read the stored metadata |
-//! | `dcb` | [`DcbStore`](crate::DcbStore) | tags on every read, reads by query (types, tags, items, everything, from a position, paged), append conditions at their edges, commits atomic across streams, deciders racing on one tag serialized over `CQRS_DCB_ROUNDS` increments (1,000 by default), deciders on disjoint tags never refused, live subscribers seeing conditional commits once in order, a proptest model check |
+//! | `dcb` | [`DcbStore`](crate::DcbStore) | tags on every read, reads by query (types, tags, items, everything, from a position, paged), append conditions at their edges, commits atomic across streams (a command recorded on its target with no events), deciders racing on one tag serialized over `CQRS_DCB_ROUNDS` increments (1,000 by default), deciders on disjoint tags never refused, live subscribers seeing conditional commits once in order, a proptest model check |
 //!
 //! [`catalogue`] lists every case with its group; [`cases`] holds each as a public async
 //! function, for a store that wants to run one its own way. Cases are listed once, in the macro
@@ -162,8 +162,7 @@ pub struct Case {
     pub needs: &'static str,
 }
 
-/// Every case of the suite, group by group: what [`conformance_suite!`](crate::conformance_suite) runs, and the
-/// `dcb` group, which a store adopts with `groups(dcb)` for now.
+/// Every case of the suite, group by group: what [`conformance_suite!`](crate::conformance_suite) runs.
 ///
 /// ```
 /// use cqrs_core::testing::conformance::catalogue;
@@ -176,8 +175,6 @@ pub struct Case {
 pub fn catalogue() -> Vec<Case> {
     let mut all = Vec::with_capacity(64);
     crate::__conformance_all_groups! { catalogue all }
-    // Run with `groups(dcb)` while stores adopt it; then it joins every group.
-    crate::__conformance_group! { dcb catalogue all }
     all
 }
 
@@ -323,7 +320,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 /// only its traits (see [`cases`]). With `optional` before the factory, the factory returns an
 /// `Option`, and `None` skips the case (for stores that need a server that may be missing).
 ///
-/// The groups are `events`, `snapshots`, `checkpoints`, `message_log`, `schedule`,
+/// The groups are `events`, `dcb`, `snapshots`, `checkpoints`, `message_log`, `schedule`,
 /// `processes` and `repository`. See [the suite](crate::testing::conformance).
 #[macro_export]
 macro_rules! conformance_suite {
@@ -368,6 +365,7 @@ macro_rules! conformance_run {
 macro_rules! __conformance_all_groups {
     ($($then:tt)*) => {
         $crate::__conformance_group! { events $($then)* }
+        $crate::__conformance_group! { dcb $($then)* }
         $crate::__conformance_group! { snapshots $($then)* }
         $crate::__conformance_group! { checkpoints $($then)* }
         $crate::__conformance_group! { message_log $($then)* }
@@ -464,7 +462,7 @@ macro_rules! __conformance_group {
     ($other:ident $($then:tt)*) => {
         ::core::compile_error!(::core::concat!(
             "no conformance group `", ::core::stringify!($other), "`; the groups are events, ",
-            "snapshots, checkpoints, message_log, schedule, processes, repository and dcb"
+            "dcb, snapshots, checkpoints, message_log, schedule, processes and repository"
         ));
     };
 }
@@ -513,13 +511,6 @@ mod tests {
     use crate::InMemoryEventStore;
 
     crate::conformance_suite!(async || InMemoryEventStore::new());
-
-    /// Not yet among every group: the durable stores adopt it one by one.
-    mod dcb_group {
-        use crate::InMemoryEventStore;
-
-        crate::conformance_suite!(groups(dcb) async || InMemoryEventStore::new());
-    }
 
     /// Every public case function is in the catalogue, so none is written and never run.
     #[test]

@@ -482,9 +482,61 @@ pub async fn conditional_commits_span_streams_atomically(store: Arc<dyn DcbStore
             "{what}: {result:?}"
         );
     }
+
+    // A rejection is recorded on the command's target with no events, under the condition it
+    // was decided on; a command whose events all go elsewhere is recorded on its target too.
+    let rejection_id = Uuid::new_v4();
+    let rejected = CommandRecord {
+        outcome: Outcome::Rejected {
+            error: Json::null(),
+            message: "no".into(),
+        },
+        ..record(&c, rejection_id)
+    };
+    let recorded = store
+        .commit_if(
+            one(&c, ExpectedVersion::Any, vec![])
+                .with_condition(AppendCondition::none_after(
+                    EventQuery::items([QueryItem::tagged([loan.clone()])]),
+                    Position::new(pa.get() + 1),
+                ))
+                .with_command(rejected.clone()),
+        )
+        .await
+        .expect("a record alone");
+    assert_eq!(recorded.len(), 1);
+    assert_eq!(
+        (recorded[0].version, recorded[0].position),
+        (Version::ZERO, None),
+        "nothing was appended to the target"
+    );
+    let again = store
+        .commit_if(one(&c, ExpectedVersion::Any, vec![]).with_command(rejected))
+        .await;
+    assert!(
+        matches!(again, Err(StoreError::DuplicateCommand { command_id }) if command_id == rejection_id),
+        "the record alone was kept: {again:?}"
+    );
+    let elsewhere = store
+        .commit_if(
+            ConditionalCommit::new(vec![
+                StreamAppend::new(
+                    a.clone(),
+                    ExpectedVersion::Exact(Version::new(2)),
+                    vec![event("dcb.noted", 8)],
+                ),
+                StreamAppend::new(c.clone(), ExpectedVersion::NoStream, vec![]),
+            ])
+            .with_command(record(&c, Uuid::new_v4())),
+        )
+        .await
+        .expect("events elsewhere, the record on the target");
+    assert_eq!(elsewhere[0].version, Version::new(3));
+    assert_eq!(elsewhere[1].version, Version::ZERO);
+
     assert_eq!(
         ns(&store.read_stream(&a, Version::START).await.expect("read")),
-        [0, 1]
+        [0, 1, 8]
     );
     assert_eq!(
         ns(&store.read_stream(&b, Version::START).await.expect("read")),

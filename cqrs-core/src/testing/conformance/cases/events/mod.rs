@@ -623,7 +623,7 @@ struct Tally {
     commits: bool,
 }
 
-impl crate::store::Decision for Tally {
+impl crate::store::StreamDecision for Tally {
     fn event(&mut self, event: crate::event::EventView<'_>) -> std::ops::ControlFlow<()> {
         let n =
             serde_json::from_str::<serde_json::Value>(event.payload).expect("valid payload")["n"]
