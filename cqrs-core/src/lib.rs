@@ -124,6 +124,7 @@ mod chain;
 mod clock;
 mod command;
 mod dcb;
+mod decision;
 mod event;
 mod message;
 pub mod migrate;
@@ -150,6 +151,7 @@ pub use crate::dcb::{
     AppendCondition, ConditionalCommit, DcbStore, EventQuery, InvalidTag, MAX_TAG_LEN, QueryItem,
     StreamAppend, Tag,
 };
+pub use crate::decision::{Decided, Decider, Decision, Emit};
 pub use crate::event::{
     EventFilter, EventView, Headers, InvalidStreamId, Json, MAX_STREAM_ID_LEN, MAX_TYPE_NAME_LEN,
     Metadata, NewEvent, RecordedEvent, StreamId,

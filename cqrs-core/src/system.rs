@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use crate::aggregate::Aggregate;
 use crate::bluegreen::BlueGreen;
 use crate::clock::{Clock, SystemClock};
+use crate::decision::{Decider, Decision};
 use crate::process::{
     CommandDispatcher, CommandHandler, CommandRouter, DispatchWaker, DispatcherHandle,
     ProcessManager, ProcessManagerRunner,
@@ -315,6 +316,14 @@ impl System {
             .by_type
             .insert(TypeId::of::<Repository<A>>(), Box::new(repository.clone()));
         repository
+    }
+
+    /// A [`Decider`] for the decision `D`, wired (storage, clock, upcasters). Deciders hold
+    /// nothing of their own: each call returns a new one, and clones share the system's parts.
+    pub fn decider<D: Decision>(&self) -> Decider<D> {
+        Decider::new(Arc::clone(&self.inner.storage))
+            .with_clock(Arc::clone(&self.inner.clock))
+            .with_upcasters(self.inner.upcasters.clone())
     }
 
     /// The runner of the process manager `P`, wired (storage, clock, upcasters, waker),

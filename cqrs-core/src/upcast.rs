@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::dcb::{EventQuery, QueryItem};
 use crate::event::{EventFilter, EventView, Metadata, RecordedEvent, StreamId};
 use crate::message::{DomainEvent, MessageError, decode_message, decode_message_value};
 use crate::version::{Position, Version};
@@ -513,6 +514,26 @@ impl Upcasters {
             types: types.into_iter().collect(),
             categories: filter.categories,
         }
+    }
+
+    /// Widens `query` as [`expand_filter`](Self::expand_filter) widens a filter: each item's
+    /// type names also select the old names they were upcast from. Tags are not widened:
+    /// events stored before their type had tags carry none until a
+    /// [`Migration`](crate::migrate::Migration) rewrites them.
+    #[must_use]
+    pub fn expand_query(&self, query: EventQuery) -> EventQuery {
+        let Some(items) = query.alternatives() else {
+            return query;
+        };
+        EventQuery::items(items.iter().map(|item| {
+            if item.types.is_empty() {
+                return item.clone();
+            }
+            QueryItem {
+                types: self.source_types(&item.types).into_iter().collect(),
+                tags: item.tags.clone(),
+            }
+        }))
     }
 }
 

@@ -281,17 +281,23 @@ fn replay_from<A: Aggregate>(mut state: Option<A>, events: &[A::Event]) -> Optio
 
 #[track_caller]
 fn check_encodes<A: Aggregate>(event: &A::Event) {
+    check_event_encodes(event);
+}
+
+/// Panics unless `event` encodes, and decodes back through no upcaster.
+#[track_caller]
+pub(crate) fn check_event_encodes<E: DomainEvent>(event: &E) {
     let (name, payload) = match encode_message(event) {
         Ok(encoded) => encoded,
         Err(err) => panic!("an event does not encode: {err}"),
     };
     let recorded = crate::event::RecordedEvent::from_new(
-        NewEvent::new(name, payload).with_schema_version(A::Event::schema_version(name)),
+        NewEvent::new(name, payload).with_schema_version(E::schema_version(name)),
         crate::event::StreamId::new("scenario-1").expect("valid"),
         crate::version::Version::START,
         crate::version::Position::START,
     );
-    if let Err(err) = Upcasters::new().decode::<A::Event>(&recorded) {
+    if let Err(err) = Upcasters::new().decode::<E>(&recorded) {
         panic!(
             "event type {name} does not decode back: {err} ({:?})",
             err.kind
@@ -304,10 +310,15 @@ fn assert_round_trip<A: Aggregate>(event: &A::Event)
 where
     A::Event: PartialEq + Debug,
 {
-    check_encodes::<A>(event);
+    assert_event_round_trip(event);
+}
+
+/// Panics unless `event` encodes and decodes back equal.
+#[track_caller]
+pub(crate) fn assert_event_round_trip<E: DomainEvent + PartialEq + Debug>(event: &E) {
+    check_event_encodes(event);
     let (name, payload) = encode_message(event).expect("checked above");
-    let back: A::Event =
-        crate::message::decode_message(name, payload.as_str()).expect("checked above");
+    let back: E = crate::message::decode_message(name, payload.as_str()).expect("checked above");
     assert_eq!(
         &back, event,
         "event {name} changes when encoded and decoded"

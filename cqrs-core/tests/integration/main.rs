@@ -2,6 +2,8 @@
 //!
 //! One test binary; each module is a theme.
 
+/// Decisions across streams: given/when/then, conflicts, the system's wiring.
+mod decisions;
 /// A small registration domain (orders, seats, a process manager) the other modules drive.
 mod domain;
 /// Store migration: copy-transform, prelude, checkpoints, refusal, resume after errors and kills.

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::aggregate::{Aggregate, ApplyError};
 use crate::command::CommandEnvelope;
+use crate::dcb::{EventQuery, QueryItem, Tag};
 use crate::event::{Json, Metadata, NewEvent, RecordedEvent, StreamId};
 use crate::message::DomainEvent;
 use crate::store::{EventStream, ScheduledCommand};
@@ -210,5 +211,143 @@ pub(crate) fn attempt(command: &ScheduledCommand, attempts: u32) -> ScheduledCom
     ScheduledCommand {
         attempts,
         ..command.clone()
+    }
+}
+
+/// A member holds at most [`Loans::LIMIT`] books, and a book is lent to one member at a time:
+/// a rule across the members' and the books' streams, kept by a [`Decision`](crate::Decision).
+pub(crate) struct Loans;
+
+impl Loans {
+    pub(crate) const LIMIT: usize = 2;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum LoanCommand {
+    #[serde(rename = "conformance.lend")]
+    Lend { member: String, book: String },
+    #[serde(rename = "conformance.give_back")]
+    GiveBack { member: String, book: String },
+}
+
+impl LoanCommand {
+    fn parties(&self) -> (&str, &str) {
+        match self {
+            Self::Lend { member, book } | Self::GiveBack { member, book } => (member, book),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum LoanEvent {
+    #[serde(rename = "conformance.lent")]
+    Lent { member: String, book: String },
+    #[serde(rename = "conformance.given_back")]
+    GivenBack { member: String, book: String },
+}
+
+impl DomainEvent for LoanEvent {
+    fn tags(&self) -> Vec<Tag> {
+        let (Self::Lent { member, book } | Self::GivenBack { member, book }) = self;
+        vec![
+            Tag::new("member", member).expect("a short member id"),
+            Tag::new("book", book).expect("a short book id"),
+        ]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub(crate) enum LoanError {
+    #[error("{0} already holds {1} books")]
+    TooMany(String, usize),
+    #[error("{0} is lent")]
+    Lent(String),
+    #[error("{0} is not lent to {1}")]
+    NotLent(String, String),
+}
+
+/// The member's open loans and the book's holder.
+#[derive(Debug)]
+pub(crate) struct LoanState {
+    member: String,
+    book: String,
+    held: usize,
+    holder: Option<String>,
+}
+
+impl crate::Decision for Loans {
+    const NAME: &'static str = "conformance.loans";
+    type Command = LoanCommand;
+    type Event = LoanEvent;
+    type Error = LoanError;
+    type State = LoanState;
+
+    fn target(command: &LoanCommand) -> StreamId {
+        StreamId::for_aggregate("book", &command.parties().1).expect("a short book id")
+    }
+
+    fn query(command: &LoanCommand) -> EventQuery {
+        let (member, book) = command.parties();
+        let types = ["conformance.lent", "conformance.given_back"];
+        EventQuery::items([
+            QueryItem::types(types).with_tag(Tag::new("member", member).expect("short")),
+            QueryItem::types(types).with_tag(Tag::new("book", book).expect("short")),
+        ])
+    }
+
+    fn initial(command: &LoanCommand) -> LoanState {
+        let (member, book) = command.parties();
+        LoanState {
+            member: member.to_owned(),
+            book: book.to_owned(),
+            held: 0,
+            holder: None,
+        }
+    }
+
+    fn apply(state: &mut LoanState, event: &LoanEvent) {
+        match event {
+            LoanEvent::Lent { member, book } => {
+                if *member == state.member {
+                    state.held += 1;
+                }
+                if *book == state.book {
+                    state.holder = Some(member.clone());
+                }
+            }
+            LoanEvent::GivenBack { member, book } => {
+                if *member == state.member {
+                    state.held -= 1;
+                }
+                if *book == state.book {
+                    state.holder = None;
+                }
+            }
+        }
+    }
+
+    fn decide(
+        state: &LoanState,
+        command: &LoanCommand,
+    ) -> Result<Vec<crate::Emit<LoanEvent>>, LoanError> {
+        let (member, book) = (state.member.clone(), state.book.clone());
+        let to = |event| crate::Emit::to(Self::target(command), event);
+        match command {
+            LoanCommand::Lend { .. } => {
+                if state.holder.is_some() {
+                    return Err(LoanError::Lent(book));
+                }
+                if state.held >= Self::LIMIT {
+                    return Err(LoanError::TooMany(member, state.held));
+                }
+                Ok(vec![to(LoanEvent::Lent { member, book })])
+            }
+            LoanCommand::GiveBack { .. } => {
+                if state.holder.as_deref() != Some(member.as_str()) {
+                    return Err(LoanError::NotLent(book, member));
+                }
+                Ok(vec![to(LoanEvent::GivenBack { member, book })])
+            }
+        }
     }
 }

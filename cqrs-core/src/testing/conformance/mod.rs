@@ -34,7 +34,7 @@
 //! | `message_log` | [`EventsAndLog`] | command records, duplicate command ids, log queries and paging, no torn reads under concurrent commits |
 //! | `schedule` | [`ScheduleStore`] | due times, claims earliest first, leases, attempts, re-scheduling an id changes nothing |
 //! | `processes` | [`ProcessesAndSchedule`] | state, outbox, cancellations and handled command in one commit, conflicts with both versions, listing, concurrent claims and saves |
-//! | `repository` | [`Storage`](crate::Storage) | a [`Repository`](crate::Repository) over the store: idempotent commands, loads through snapshots, upcasters that read the stored metadata |
+//! | `repository` | [`Storage`](crate::Storage) | a [`Repository`](crate::Repository) over the store: idempotent commands, loads through snapshots, upcasters that read the stored metadata; a [`Decider`](crate::Decider): a rule across streams recorded and idempotent by command id, and kept by deciders racing on one member and on one book |
 //! | `dcb` | [`DcbStore`](crate::DcbStore) | tags on every read, reads by query (types, tags, items, everything, from a position, paged), append conditions at their edges, commits atomic across streams (a command recorded on its target with no events), deciders racing on one tag serialized over `CQRS_DCB_ROUNDS` increments (1,000 by default), deciders on disjoint tags never refused, live subscribers seeing conditional commits once in order, a proptest model check |
 //!
 //! [`catalogue`] lists every case with its group; [`cases`] holds each as a public async
@@ -457,6 +457,8 @@ macro_rules! __conformance_group {
             repository_commands_are_idempotent,
             repository_loads_through_snapshots,
             repository_upcasters_read_the_stored_metadata,
+            decisions_are_recorded_and_idempotent,
+            racing_decisions_keep_a_rule_across_streams,
         ] $($then)* }
     };
     ($other:ident $($then:tt)*) => {

@@ -7,12 +7,19 @@ use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
 use crate::command::{CommandContext, Outcome};
+use crate::decision::{Decider, Decision};
+use crate::event::StreamId;
 use crate::event::{Json, Metadata, NewEvent};
+use crate::message::DomainEvent;
+use crate::repository::CommandError;
 use crate::repository::{Repository, SnapshotPolicy};
 use crate::store::{Snapshot, Storage};
-use crate::testing::conformance::fixtures::{Tally, TallyCommand, TallyError, TallyEvent, at};
+use crate::testing::conformance::fixtures::{
+    LoanCommand, LoanError, LoanEvent, Loans, Tally, TallyCommand, TallyError, TallyEvent, at,
+};
 use crate::upcast::{UpcastError, Upcasters};
 use crate::version::{ExpectedVersion, Version};
+use tokio::sync::Barrier;
 
 /// Through a repository, a command id handled before is not executed again: an accepted one
 /// returns the same events and version, a rejected one the same error, even after the state
@@ -250,4 +257,221 @@ pub async fn repository_upcasters_read_the_stored_metadata(store: Arc<dyn Storag
             limit: 100
         })
     );
+}
+
+/// A [`Decider`] over the store keeps a rule across streams and is idempotent by command id:
+/// an accepted command is replayed with the same events and placement, a rejected one with the
+/// same error even after the state changed, an id reused for another command is refused, and
+/// every command is in the message log with its outcome.
+pub async fn decisions_are_recorded_and_idempotent(store: Arc<dyn Storage>) {
+    let decider = Decider::<Loans>::new(Arc::clone(&store));
+    let unique = |what: &str| format!("{what}{}", Uuid::new_v4().simple());
+    let (member, other) = (unique("m"), unique("m"));
+    let [b1, b2, b3, b4] = [0; 4].map(|_| unique("b"));
+    let lend = |m: &str, b: &str| LoanCommand::Lend {
+        member: m.into(),
+        book: b.into(),
+    };
+    let book = |b: &str| StreamId::for_aggregate("book", &b).expect("short");
+
+    let context = CommandContext::new();
+    let first = decider
+        .handle_with(lend(&member, &b1), context.clone())
+        .await
+        .expect("lend");
+    let lent = LoanEvent::Lent {
+        member: member.clone(),
+        book: b1.clone(),
+    };
+    assert!(!first.replayed);
+    assert_eq!(first.events, std::slice::from_ref(&lent));
+    assert_eq!(first.streams, [book(&b1)]);
+    assert_eq!(first.target, book(&b1));
+    assert_eq!(first.appended.len(), 1);
+    assert_eq!(first.appended[0].0, book(&b1));
+    assert_eq!(first.appended[0].1.version, Version::new(1));
+    assert_eq!(first.position, first.appended[0].1.position);
+    let stored = store
+        .read_stream(&book(&b1), Version::START)
+        .await
+        .expect("read");
+    assert_eq!(stored.len(), 1);
+    let mut tags = lent.tags();
+    tags.sort();
+    assert_eq!(stored[0].tags, tags, "the event carries its tags");
+    assert_eq!(stored[0].metadata.command_id, Some(context.command_id));
+    let record = store
+        .find_command(context.command_id)
+        .await
+        .expect("find")
+        .expect("recorded");
+    assert_eq!(record.target, book(&b1));
+    assert!(
+        matches!(record.outcome, Outcome::Accepted { events: 1, .. }),
+        "{:?}",
+        record.outcome
+    );
+
+    let again = decider
+        .handle_with(lend(&member, &b1), context.clone())
+        .await
+        .expect("the same id");
+    assert!(again.replayed, "the second handling is a replay");
+    assert_eq!(
+        (
+            &again.events,
+            &again.streams,
+            &again.appended,
+            again.position
+        ),
+        (
+            &first.events,
+            &first.streams,
+            &first.appended,
+            first.position
+        )
+    );
+    assert_eq!(
+        store
+            .read_stream(&book(&b1), Version::START)
+            .await
+            .expect("read")
+            .len(),
+        1,
+        "the command ran once"
+    );
+
+    let refused = CommandContext::new();
+    let err = decider
+        .handle_with(lend(&other, &b1), refused.clone())
+        .await
+        .expect_err("the book is out");
+    assert_eq!(err.rejection(), Some(&LoanError::Lent(b1.clone())));
+    let record = store
+        .find_command(refused.command_id)
+        .await
+        .expect("find")
+        .expect("the rejection is recorded");
+    assert!(matches!(record.outcome, Outcome::Rejected { .. }));
+    decider
+        .handle(LoanCommand::GiveBack {
+            member: member.clone(),
+            book: b1.clone(),
+        })
+        .await
+        .expect("give back");
+    let err = decider
+        .handle_with(lend(&other, &b1), refused)
+        .await
+        .expect_err("the recorded rejection, though the book is back");
+    assert_eq!(err.rejection(), Some(&LoanError::Lent(b1.clone())));
+
+    let err = decider
+        .handle_with(lend(&member, &b2), context)
+        .await
+        .expect_err("an id used for another command");
+    assert!(
+        matches!(err, CommandError::CommandIdReused { ref target, .. } if *target == book(&b1)),
+        "{err}"
+    );
+
+    decider.handle(lend(&member, &b2)).await.expect("b2");
+    decider.handle(lend(&member, &b3)).await.expect("b3");
+    let err = decider
+        .handle(lend(&member, &b4))
+        .await
+        .expect_err("the limit");
+    assert_eq!(
+        err.rejection(),
+        Some(&LoanError::TooMany(member.clone(), Loans::LIMIT))
+    );
+    assert!(
+        store
+            .read_stream(&book(&b4), Version::START)
+            .await
+            .expect("read")
+            .is_empty(),
+        "a rejection appends nothing"
+    );
+}
+
+/// Deciders racing on one member (each lending another book) and on one book (each for
+/// another member) keep the rule across streams: exactly two loans (the limit) for the
+/// member, one for the book, every other command rejected with the rule's reason, none lost or
+/// doubled. Ten rounds of eight racers each.
+pub async fn racing_decisions_keep_a_rule_across_streams(store: Arc<dyn Storage>) {
+    const RACERS: usize = 8;
+    let decider = Decider::<Loans>::new(Arc::clone(&store));
+    let unique = |what: &str| format!("{what}{}", Uuid::new_v4().simple());
+    for _ in 0..10 {
+        let member = unique("m");
+        let one_member: Vec<_> = (0..RACERS)
+            .map(|_| LoanCommand::Lend {
+                member: member.clone(),
+                book: unique("b"),
+            })
+            .collect();
+        let book = unique("b");
+        let one_book: Vec<_> = (0..RACERS)
+            .map(|_| LoanCommand::Lend {
+                member: unique("m"),
+                book: book.clone(),
+            })
+            .collect();
+        for (commands, wins, rejection) in [
+            (
+                one_member,
+                Loans::LIMIT,
+                LoanError::TooMany(member.clone(), Loans::LIMIT),
+            ),
+            (one_book, 1, LoanError::Lent(book.clone())),
+        ] {
+            let barrier = Arc::new(Barrier::new(RACERS));
+            let racers: Vec<_> = commands
+                .into_iter()
+                .map(|command| {
+                    let (decider, barrier) = (decider.clone(), Arc::clone(&barrier));
+                    tokio::spawn(async move {
+                        barrier.wait().await;
+                        decider.handle(command).await
+                    })
+                })
+                .collect();
+            let mut accepted = Vec::new();
+            for racer in racers {
+                match racer.await.expect("racer") {
+                    Ok(decided) => accepted.push(decided),
+                    Err(err) => assert_eq!(
+                        err.rejection(),
+                        Some(&rejection),
+                        "a loser is rejected by the rule: {err}"
+                    ),
+                }
+            }
+            assert_eq!(accepted.len(), wins, "{rejection}: winners");
+        }
+        let query = Loans::query(&LoanCommand::Lend {
+            member: member.clone(),
+            book: book.clone(),
+        });
+        let mut lent = (0, 0);
+        let mut from = crate::version::Position::START;
+        loop {
+            let page = store.read_query(&query, from, 100).await.expect("read");
+            let Some(last) = page.last() else { break };
+            from = last.position.next();
+            for event in &page {
+                let decoded = Upcasters::new()
+                    .decode::<LoanEvent>(event)
+                    .expect("decodes");
+                for loan in decoded {
+                    if let LoanEvent::Lent { member: m, book: b } = loan {
+                        lent.0 += usize::from(m == member);
+                        lent.1 += usize::from(b == book);
+                    }
+                }
+            }
+        }
+        assert_eq!(lent, (Loans::LIMIT, 1), "the log holds exactly the winners");
+    }
 }
