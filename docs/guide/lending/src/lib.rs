@@ -1,7 +1,8 @@
 //! Library lending, the service that `docs/guide/README.md` builds step by step: two
 //! aggregates (books and members), a process manager that lends a book to a member with a
 //! durable due-date timeout and compensates when the book is out, a SQLite read model of the
-//! books on the shelf, and an upcaster for books stored by an older build.
+//! books on the shelf, and an upcaster for books stored by an older build. [`strict`] keeps
+//! the same lending rule strictly instead, as one decision across streams.
 //!
 //! It uses only `cqrs-core` and `cqrs-store-sqlite`; nothing here comes from the conference
 //! example.
@@ -15,6 +16,8 @@ use cqrs_core::{
 use cqrs_store_sqlite::SqliteProjection;
 use cqrs_store_sqlite::rusqlite::Connection;
 use serde::{Deserialize, Serialize};
+
+pub mod strict;
 
 /// How long a loan lasts.
 pub const LOAN_DAYS: i64 = 14;
