@@ -32,7 +32,7 @@ impl DcbStore for SqliteEventStore {
             let mut select = conn
                 .prepare_cached(&format!(
                     "SELECT {EVENT_COLUMNS} FROM cqrs_events e WHERE e.position IN ({positions}) \
-                     ORDER BY e.position LIMIT ?"
+                     ORDER BY e.position LIMIT ? + 0"
                 ))
                 .map_err(backend)?;
             let mut rows = select.query(params_from_iter(args)).map_err(backend)?;
@@ -123,7 +123,7 @@ fn matching_positions(query: &EventQuery, from: i64, limit: i64, args: &mut Vec<
     let Some(items) = query.alternatives() else {
         args.extend([Value::Integer(from), Value::Integer(limit)]);
         return "SELECT position FROM (SELECT position FROM cqrs_events WHERE position >= ? \
-                ORDER BY position LIMIT ?)"
+                ORDER BY position LIMIT ? + 0)"
             .to_owned();
     };
     let mut selects = Vec::with_capacity(items.len());
@@ -148,7 +148,7 @@ fn matching_positions(query: &EventQuery, from: i64, limit: i64, args: &mut Vec<
                     ));
                     args.extend(item.types.iter().map(|t| Value::Text(t.clone())));
                 }
-                sql.push_str(" ORDER BY t.position LIMIT ?");
+                sql.push_str(" ORDER BY t.position LIMIT ? + 0");
                 sql
             }
             None => {
@@ -156,7 +156,7 @@ fn matching_positions(query: &EventQuery, from: i64, limit: i64, args: &mut Vec<
                 args.extend(item.types.iter().map(|t| Value::Text(t.clone())));
                 format!(
                     "SELECT position FROM cqrs_events WHERE position >= ? AND event_type IN ({types}) \
-                     ORDER BY position LIMIT ?"
+                     ORDER BY position LIMIT ? + 0"
                 )
             }
         };

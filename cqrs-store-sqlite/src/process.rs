@@ -51,7 +51,7 @@ impl ProcessStore for SqliteEventStore {
             let mut select = conn
                 .prepare_cached(
                     "SELECT id, version, state, completed, last_position, updated_at FROM cqrs_processes \
-                     WHERE id > ?1 ORDER BY id LIMIT ?2",
+                     WHERE id > ?1 ORDER BY id LIMIT ?2 + 0",
                 )
                 .map_err(backend)?;
             let mut rows = select.query(params![after, limit]).map_err(backend)?;

@@ -56,7 +56,7 @@ impl EventReader for SqliteEventStore {
             let mut select = conn
                 .prepare_cached(&format!(
                     "SELECT {EVENT_COLUMNS} FROM cqrs_events e \
-                     WHERE e.position >= ?1 ORDER BY e.position LIMIT ?2"
+                     WHERE e.position >= ?1 ORDER BY e.position LIMIT ?2 + 0"
                 ))
                 .map_err(backend)?;
             let mut rows = select.query(params![from, limit]).map_err(backend)?;
@@ -179,7 +179,10 @@ fn read_filtered(
         }
         sql.push_str(&format!(" AND ({})", alternatives.join(" OR ")));
     }
-    sql.push_str(&format!(" ORDER BY e.position LIMIT ?{}", args.len() + 1));
+    sql.push_str(&format!(
+        " ORDER BY e.position LIMIT ?{} + 0",
+        args.len() + 1
+    ));
     args.push(limit_to_i64(limit).into());
     let mut select = conn.prepare_cached(&sql).map_err(backend)?;
     let mut rows = select.query(params_from_iter(args)).map_err(backend)?;

@@ -33,7 +33,7 @@ impl ScheduleStore for SqliteEventStore {
                 let mut select = conn
                     .prepare_cached(&format!(
                         "SELECT {SCHEDULED_COLUMNS} FROM cqrs_scheduled WHERE available_at <= ?1 \
-                         ORDER BY due_at, id LIMIT ?2"
+                         ORDER BY due_at, id LIMIT ?2 + 0"
                     ))
                     .map_err(backend)?;
                 let mut rows = select.query(params![micros(now), limit]).map_err(backend)?;
@@ -64,7 +64,7 @@ impl ScheduleStore for SqliteEventStore {
             let after = after.unwrap_or(Uuid::nil());
             let mut select = conn
                 .prepare_cached(&format!(
-                    "SELECT {SCHEDULED_COLUMNS} FROM cqrs_scheduled WHERE id > ?1 ORDER BY id LIMIT ?2"
+                    "SELECT {SCHEDULED_COLUMNS} FROM cqrs_scheduled WHERE id > ?1 ORDER BY id LIMIT ?2 + 0"
                 ))
                 .map_err(backend)?;
             let mut rows = select

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::clock::truncate_to_micros;
 use crate::command::CommandRecord;
-use crate::dcb::{ConditionalCommit, DcbStore, EventQuery};
+use crate::dcb::{ConditionalCommit, DcbStore, EventQuery, Tag};
 use crate::event::{EventFilter, NewEvent, RecordedEvent, StreamId};
 use crate::store::{
     Appended, BatchStream, CheckpointStore, Commit, EventReader, EventStore, LogCursor, LogEntry,
@@ -55,6 +55,10 @@ struct State {
     events: Vec<RecordedEvent>,
     /// Each stream's events, as indices into `events`.
     streams: HashMap<StreamId, Vec<usize>>,
+    /// Each tag's events and each type's, as indices into `events` in log order: a query
+    /// reads what matches, not the log.
+    tagged: HashMap<Tag, Vec<usize>>,
+    typed: HashMap<String, Vec<usize>>,
     snapshots: HashMap<(StreamId, u16), Snapshot>,
     checkpoints: HashMap<String, Position>,
     commands: HashMap<Uuid, (u64, CommandRecord)>,
@@ -114,6 +118,15 @@ impl State {
             let index = self.events.len();
             let at = Position::new(index as u64 + 1);
             position = Some(at);
+            for tag in &event.tags {
+                self.tagged.entry(tag.clone()).or_default().push(index);
+            }
+            match self.typed.get_mut(&event.event_type) {
+                Some(indices) => indices.push(index),
+                None => {
+                    self.typed.insert(event.event_type.clone(), vec![index]);
+                }
+            }
             self.events
                 .push(RecordedEvent::from_new(event, stream.clone(), version, at));
             self.streams.entry(stream.clone()).or_default().push(index);
@@ -125,6 +138,43 @@ impl State {
     fn events_from(&self, from: Position) -> &[RecordedEvent] {
         let start = usize::try_from(from.get().saturating_sub(1)).unwrap_or(usize::MAX);
         &self.events[start.min(self.events.len())..]
+    }
+
+    /// Up to `limit` events matching `query` from position `from` on, in log order. An item
+    /// with tags walks its first tag's events, one with types only its types' events.
+    fn matching(&self, query: &EventQuery, from: Position, limit: usize) -> Vec<&RecordedEvent> {
+        let start = usize::try_from(from.get().saturating_sub(1)).unwrap_or(usize::MAX);
+        let Some(items) = query.alternatives() else {
+            return self.events_from(from).iter().take(limit).collect();
+        };
+        let mut found: Vec<usize> = Vec::new();
+        for item in items {
+            let lists: Vec<&[usize]> = match item.tags.first() {
+                Some(tag) => vec![self.tagged.get(tag).map_or(&[][..], Vec::as_slice)],
+                None => item
+                    .types
+                    .iter()
+                    .map(|ty| self.typed.get(ty).map_or(&[][..], Vec::as_slice))
+                    .collect(),
+            };
+            for list in lists {
+                let from_here = &list[list.partition_point(|&i| i < start)..];
+                found.extend(
+                    from_here
+                        .iter()
+                        .copied()
+                        .filter(|&i| {
+                            let event = &self.events[i];
+                            item.matches(&event.event_type, &event.tags)
+                        })
+                        .take(limit),
+                );
+            }
+        }
+        found.sort_unstable();
+        found.dedup();
+        found.truncate(limit);
+        found.into_iter().map(|i| &self.events[i]).collect()
     }
 
     fn check_duplicate(&self, command: Option<&CommandRecord>) -> Result<(), StoreError> {
@@ -277,11 +327,11 @@ impl DcbStore for InMemoryEventStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         query.validate()?;
         let state = self.lock();
-        let events = state
-            .events_from(from)
-            .iter()
-            .filter(|e| query.matches_event(e));
-        Ok(events.take(limit).cloned().collect())
+        Ok(state
+            .matching(query, from, limit)
+            .into_iter()
+            .cloned()
+            .collect())
     }
 
     async fn commit_if(&self, commit: ConditionalCommit) -> Result<Vec<Appended>, StoreError> {
@@ -291,11 +341,7 @@ impl DcbStore for InMemoryEventStore {
             state.check_duplicate(commit.command.as_ref())?;
             if let Some(condition) = &commit.condition {
                 let after = condition.after.map_or(Position::START, Position::next);
-                if let Some(found) = state
-                    .events_from(after)
-                    .iter()
-                    .find(|e| condition.query.matches_event(e))
-                {
+                if let Some(found) = state.matching(&condition.query, after, 1).first() {
                     return Err(StoreError::ConditionFailed {
                         after: condition.after,
                         found: found.position,
