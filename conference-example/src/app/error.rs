@@ -16,7 +16,7 @@ pub enum Rejection {
     Conference(#[from] ConferenceError),
     /// The slug is taken.
     #[error(transparent)]
-    Slug(#[from] ConferenceSlugError),
+    Slug(ConferenceSlugError),
     /// An order's rule.
     #[error(transparent)]
     Order(#[from] OrderError),
@@ -73,6 +73,16 @@ impl From<StoreError> for AppError {
 impl From<LoadError> for AppError {
     fn from(err: LoadError) -> Self {
         Self::Unavailable(Box::new(err))
+    }
+}
+
+impl From<ConferenceSlugError> for Rejection {
+    fn from(err: ConferenceSlugError) -> Self {
+        match err {
+            // The conference's own rule, as if it had been asked alone.
+            ConferenceSlugError::Refused(err) => Self::Conference(err),
+            err => Self::Slug(err),
+        }
     }
 }
 

@@ -27,17 +27,17 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use cqrs_core::{
-    Aggregate, BlueGreen, BlueGreenStatus, Clock, CommandError, LogEntry, LogQuery, Projection,
+    BlueGreen, BlueGreenStatus, Clock, CommandError, Decider, LogEntry, LogQuery, Projection,
     Repository, Running, SnapshotPolicy, Storage, System,
 };
 
 pub use crate::app::error::{AppError, Rejection};
-pub use crate::app::storage::open_storage;
+pub use crate::app::storage::{check_tagged, open_storage};
 use crate::domain::{
-    AccessCode, Conference, ConferenceCommand, ConferenceDetails, ConferenceId, ConferenceSlug,
-    ConferenceSlugCommand, Order, OrderCommand, OrderError, OrderId, Owner, PaymentCommand,
-    PaymentId, PersonalInfo, RegistrationProcess, SeatAssignments, SeatAssignmentsCommand,
-    SeatQuantity, SeatQuotas, SeatType, SeatTypeId, SeatsAvailability, ThirdPartyProcessorPayment,
+    AccessCode, Conference, ConferenceCommand, ConferenceCreation, ConferenceDetails, ConferenceId,
+    Order, OrderCommand, OrderError, OrderId, Owner, PaymentCommand, PaymentId, PersonalInfo,
+    RegistrationProcess, SeatAssignments, SeatAssignmentsCommand, SeatQuantity, SeatQuotas,
+    SeatType, SeatTypeId, SeatsAvailability, ThirdPartyProcessorPayment, UniqueSlug,
 };
 pub use crate::read::ReadModels;
 use crate::read::{
@@ -120,7 +120,7 @@ pub struct ConferenceApp {
     clock: Arc<dyn Clock>,
     config: AppConfig,
     conferences: Repository<Conference>,
-    slugs: Repository<ConferenceSlug>,
+    slugs: Decider<UniqueSlug>,
     orders: Repository<Order>,
     assignments: Repository<SeatAssignments>,
     payments: Repository<ThirdPartyProcessorPayment>,
@@ -151,7 +151,7 @@ impl ConferenceApp {
             .upcasters(crate::domain::versions::upcasters())
             .build();
         let conferences = system.repository::<Conference>();
-        let slugs = system.repository::<ConferenceSlug>();
+        let slugs = system.decider::<UniqueSlug>();
         let orders = system.repository::<Order>();
         // A conference's seats see every reservation: snapshots keep loading them cheap.
         let _seats = system.repository_with::<SeatsAvailability>(|seats| {
@@ -278,12 +278,14 @@ impl ConferenceApp {
             owner: new.owner,
             access_code: access_code.clone(),
         };
-        // Check the details before claiming the slug, so a rejected conference holds none.
-        Conference::handle(None, &id, create.clone()).map_err(Rejection::from)?;
+        // One commit: the conference's creation, on the condition that no conference was
+        // created under its slug meanwhile.
         self.slugs
-            .handle(&new.slug, ConferenceSlugCommand::Claim { conference: id })
+            .handle(ConferenceCreation::Create {
+                conference: id,
+                create,
+            })
             .await?;
-        self.conferences.handle(&id, create).await?;
         Ok((id, access_code))
     }
 

@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use cqrs_core::{Aggregate, ApplyError, DomainEvent};
+use cqrs_core::{
+    Aggregate, ApplyError, Decision, DomainEvent, Emit, EventQuery, ExpectedVersion, QueryItem,
+    StreamId, Tag,
+};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -120,7 +123,7 @@ pub struct Conference {
 /// What a conference can be asked to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConferenceCommand {
-    /// Create the conference, unpublished. Its slug must be claimed first ([`ConferenceSlug`]).
+    /// Create the conference, unpublished. Through [`UniqueSlug`], which keeps its slug to it.
     #[serde(rename = "conference.create")]
     Create {
         /// Its slug.
@@ -236,7 +239,20 @@ pub enum ConferenceEvent {
     },
 }
 
-impl DomainEvent for ConferenceEvent {}
+impl DomainEvent for ConferenceEvent {
+    /// A creation carries its slug (`slug:devconf`), which [`UniqueSlug`] reads by.
+    fn tags(&self) -> Vec<Tag> {
+        match self {
+            Self::ConferenceCreated { slug, .. } => slug_tag(slug).into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The tag of a slug, if it makes one (a valid slug always does).
+fn slug_tag(slug: &str) -> Option<Tag> {
+    Tag::new("slug", slug).ok()
+}
 
 /// Why a conference refuses a command.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -448,74 +464,90 @@ impl Aggregate for Conference {
     }
 }
 
-/// The claim on a slug: one conference per slug, however many owners try at once. Its id is
-/// the slug.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConferenceSlug {
-    /// The conference that holds the slug.
-    pub conference: ConferenceId,
-}
+/// One conference per slug, however many owners try at once: creating a conference reads the
+/// creations tagged with its slug, and commits only if none came since. A decision across
+/// streams, where an older build kept a claim stream per slug.
+#[derive(Debug)]
+pub struct UniqueSlug;
 
-/// What a slug claim can be asked to do.
+/// Creating a conference under its slug.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ConferenceSlugCommand {
-    /// Claim the slug for a conference (claiming it again for the same one changes nothing).
-    #[serde(rename = "conference.claim_slug")]
-    Claim {
-        /// The conference.
+pub enum ConferenceCreation {
+    /// Create `conference` with `create` (a [`ConferenceCommand::Create`]) if its slug is free.
+    #[serde(rename = "conference.create_under_slug")]
+    Create {
+        /// The new conference.
         conference: ConferenceId,
+        /// Its creation.
+        create: ConferenceCommand,
     },
 }
 
-/// What happened to a slug.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ConferenceSlugEvent {
-    /// The slug now names a conference.
-    #[serde(rename = "conference.slug_claimed")]
-    SlugClaimed {
-        /// The conference.
-        conference: ConferenceId,
-    },
+impl ConferenceCreation {
+    fn slug(&self) -> &str {
+        let Self::Create { create, .. } = self;
+        match create {
+            ConferenceCommand::Create { slug, .. } => slug,
+            _ => "",
+        }
+    }
 }
 
-impl DomainEvent for ConferenceSlugEvent {}
-
-/// Why a slug cannot be claimed.
+/// Why a conference cannot be created.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum ConferenceSlugError {
     /// Another conference holds it.
     #[error("the slug is taken")]
     Taken,
+    /// The conference itself is refused (a field is wrong).
+    #[error(transparent)]
+    Refused(ConferenceError),
 }
 
-impl Aggregate for ConferenceSlug {
-    const TYPE: &'static str = "slug";
-    type Id = String;
-    type Command = ConferenceSlugCommand;
-    type Event = ConferenceSlugEvent;
+impl Decision for UniqueSlug {
+    const NAME: &'static str = "conference.unique_slug";
+    type Command = ConferenceCreation;
+    type Event = ConferenceEvent;
     type Error = ConferenceSlugError;
+    /// Whether a conference holds the slug.
+    type State = bool;
 
-    fn handle(
-        state: Option<&Self>,
-        _slug: &String,
-        command: ConferenceSlugCommand,
-    ) -> Result<Vec<ConferenceSlugEvent>, ConferenceSlugError> {
-        let ConferenceSlugCommand::Claim { conference } = command;
-        match state {
-            None => Ok(vec![ConferenceSlugEvent::SlugClaimed { conference }]),
-            Some(claim) if claim.conference == conference => Ok(vec![]),
-            Some(_) => Err(ConferenceSlugError::Taken),
-        }
+    fn target(ConferenceCreation::Create { conference, .. }: &ConferenceCreation) -> StreamId {
+        Conference::stream_id(conference).expect("a conference id makes a stream id")
     }
 
-    fn apply(state: Option<Self>, event: &ConferenceSlugEvent) -> Result<Self, ApplyError> {
-        let ConferenceSlugEvent::SlugClaimed { conference } = event;
-        match state {
-            None => Ok(Self {
-                conference: *conference,
-            }),
-            Some(_) => Err(ApplyError::new("the slug was claimed twice")),
+    fn query(command: &ConferenceCreation) -> EventQuery {
+        // A slug that makes no tag is no slug either: `decide` refuses it. It reads `slug:-`,
+        // which no slug makes, rather than have no query.
+        let tag =
+            slug_tag(command.slug()).unwrap_or_else(|| Tag::new("slug", "-").expect("a valid tag"));
+        EventQuery::items([QueryItem::types(["conference.created"]).with_tag(tag)])
+    }
+
+    fn initial(_: &ConferenceCreation) -> bool {
+        false
+    }
+
+    fn apply(taken: &mut bool, _: &ConferenceEvent) {
+        *taken = true;
+    }
+
+    fn decide(
+        taken: &bool,
+        command: &ConferenceCreation,
+    ) -> Result<Vec<Emit<ConferenceEvent>>, ConferenceSlugError> {
+        let ConferenceCreation::Create { conference, create } = command;
+        // The conference's own rules first: an invalid slug is invalid, not taken.
+        let events = Conference::handle(None, conference, create.clone())
+            .map_err(ConferenceSlugError::Refused)?;
+        if *taken {
+            return Err(ConferenceSlugError::Taken);
         }
+        let stream = Self::target(command);
+        Ok(events
+            .into_iter()
+            .map(|event| Emit::to(stream.clone(), event).expecting(ExpectedVersion::NoStream))
+            .collect())
     }
 }

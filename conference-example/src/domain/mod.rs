@@ -1,6 +1,7 @@
 //! The conference domain of the CQRS Journey: pure aggregates, with no I/O.
 //!
-//! - Conference management (the owner's side): [`Conference`] and [`ConferenceSlug`].
+//! - Conference management (the owner's side): [`Conference`], and [`UniqueSlug`], a decision
+//!   across streams that keeps one conference per slug.
 //! - Orders and registrations: [`Order`], [`SeatsAvailability`] and [`SeatAssignments`],
 //!   priced by [`price_order`].
 //! - Payments: [`ThirdPartyProcessorPayment`].
@@ -26,9 +27,9 @@ pub use crate::domain::assignments::{
     SeatAssignmentsEvent, SeatPosition,
 };
 pub use crate::domain::conference::{
-    Conference, ConferenceCommand, ConferenceDetails, ConferenceError, ConferenceEvent,
-    ConferenceSlug, ConferenceSlugCommand, ConferenceSlugError, ConferenceSlugEvent, Owner,
-    RESERVED_SLUGS, SeatType, is_valid_slug,
+    Conference, ConferenceCommand, ConferenceCreation, ConferenceDetails, ConferenceError,
+    ConferenceEvent, ConferenceSlugError, Owner, RESERVED_SLUGS, SeatType, UniqueSlug,
+    is_valid_slug,
 };
 pub use crate::domain::order::{Order, OrderCommand, OrderError, OrderEvent, OrderStatus};
 pub use crate::domain::payment::{

@@ -42,8 +42,8 @@ use uuid::Uuid;
 
 use crate::domain::versions::upcasters;
 use crate::domain::{
-    Conference, ConferenceSlug, Order, RegistrationProcess, SeatAssignments, SeatQuotas,
-    SeatsAvailability, ThirdPartyProcessorPayment,
+    Conference, Order, RegistrationProcess, SeatAssignments, SeatQuotas, SeatsAvailability,
+    ThirdPartyProcessorPayment,
 };
 use crate::read::{ConferenceDirectory, OrderViews};
 
@@ -130,7 +130,7 @@ async fn missing_prelude(
     Ok(missing)
 }
 
-/// The first step of an upgrade in place: appends the conference and slug events V1 never
+/// The first step of an upgrade in place: appends the conference events V1 never
 /// stored to the V1 store itself (additive: V1's readers never read those streams), for the
 /// conferences it lacks, and moves the process managers' checkpoints past them, as what they
 /// describe was processed long ago. Today's application then runs on the store as it is,
@@ -259,9 +259,6 @@ pub async fn verify_upgrade(
                     same_aggregate::<ThirdPartyProcessorPayment>(from, to, local).await
                 }
                 c if c == Conference::TYPE => same_aggregate::<Conference>(from, to, local).await,
-                c if c == ConferenceSlug::TYPE => {
-                    same_aggregate::<ConferenceSlug>(from, to, local).await
-                }
                 _ => continue,
             };
             found.aggregates += 1;

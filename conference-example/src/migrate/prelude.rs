@@ -1,13 +1,13 @@
 //! V1's conference management state, and the events it never stored, re-created from it.
 
 use chrono::{DateTime, Duration, Utc};
-use cqrs_core::{Aggregate, Commit, ExpectedVersion, Metadata, NewEvent};
+use cqrs_core::{Aggregate, Commit, DomainEvent, ExpectedVersion, Metadata, NewEvent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::{
-    AccessCode, Conference, ConferenceDetails, ConferenceEvent, ConferenceId, ConferenceSlug,
-    ConferenceSlugEvent, Owner, SeatType, SeatTypeId,
+    AccessCode, Conference, ConferenceDetails, ConferenceEvent, ConferenceId, Owner, SeatType,
+    SeatTypeId,
 };
 
 /// V1's conference management database: CRUD rows, not events (MIGRATION.md §1.3). The
@@ -49,7 +49,7 @@ pub struct ManagedSeatType {
 }
 
 /// The events V1 never stored, re-created from `management` as the Journey's migration did
-/// (MIGRATION.md §1.4): per conference, its slug claim, `ConferenceCreated` with the current
+/// (MIGRATION.md §1.4): per conference, `ConferenceCreated` (tagged with its slug) with the current
 /// details, a `SeatTypeAdded` per seat type, then, if it was ever published, the
 /// `SeatCreated`s and `ConferencePublished` its first publish announces, and
 /// `ConferenceUnpublished` if it is not published now.
@@ -74,21 +74,12 @@ pub fn prelude(management: &Management, history_starts: DateTime<Utc>) -> Vec<Co
         };
         let encode =
             |e: &ConferenceEvent| cqrs_core::encode_message(e).expect("a conference event encodes");
-        let claim = cqrs_core::encode_message(&ConferenceSlugEvent::SlugClaimed {
-            conference: conference.id,
-        })
-        .expect("a slug event encodes");
-        if let Ok(stream) = ConferenceSlug::stream_id(&conference.slug) {
-            commits.push(Commit::new(
-                stream,
-                ExpectedVersion::NoStream,
-                vec![event(claim.0, claim.1)],
-            ));
-        }
         let mut events = Vec::new();
         let mut push = |e: ConferenceEvent| {
             let (event_type, payload) = encode(&e);
-            events.push(event(event_type, payload));
+            // Tagged as today's build tags it: the creation by its slug, which `UniqueSlug`
+            // reads to keep the slug to it.
+            events.push(event(event_type, payload).with_tags(e.tags()));
         };
         push(ConferenceEvent::ConferenceCreated {
             slug: conference.slug.clone(),

@@ -93,6 +93,7 @@ impl From<Rejection> for ApiError {
         let message = rejection.to_string();
         match rejection {
             Rejection::Slug(ConferenceSlugError::Taken) => Self::conflict("slug_taken", message),
+            Rejection::Slug(ConferenceSlugError::Refused(err)) => Rejection::Conference(err).into(),
             Rejection::Conference(ConferenceError::NotFound) => Self::not_found(message),
             Rejection::Conference(ConferenceError::UnknownSeatType(_)) => Self::not_found(message),
             Rejection::Conference(ConferenceError::Invalid(_)) => Self::invalid(message),

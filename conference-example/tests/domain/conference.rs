@@ -1,10 +1,11 @@
 use chrono::{DateTime, Duration};
 use conference_example::domain::{
-    AccessCode, Conference, ConferenceCommand as C, ConferenceDetails, ConferenceError,
-    ConferenceEvent as E, ConferenceId, ConferenceSlug, ConferenceSlugCommand, ConferenceSlugError,
-    ConferenceSlugEvent, Owner, SeatType, SeatTypeId,
+    AccessCode, Conference, ConferenceCommand as C, ConferenceCreation, ConferenceDetails,
+    ConferenceError, ConferenceEvent as E, ConferenceId, ConferenceSlugError, Owner, SeatType,
+    SeatTypeId, UniqueSlug,
 };
-use cqrs_core::testing::Scenario;
+use cqrs_core::testing::{DecisionScenario, Scenario};
+use cqrs_core::{Aggregate, DomainEvent, Tag};
 use rust_decimal::Decimal;
 
 fn details() -> ConferenceDetails {
@@ -230,15 +231,45 @@ fn publishing_and_unpublishing_twice_changes_nothing() {
 #[test]
 fn a_slug_names_one_conference() {
     let (first, second) = (ConferenceId::new(), ConferenceId::new());
-    Scenario::<ConferenceSlug>::new("summit".to_owned())
-        .when(ConferenceSlugCommand::Claim { conference: first })
-        .then_events([ConferenceSlugEvent::SlugClaimed { conference: first }]);
-    Scenario::<ConferenceSlug>::new("summit".to_owned())
-        .given([ConferenceSlugEvent::SlugClaimed { conference: first }])
-        .when(ConferenceSlugCommand::Claim { conference: second })
+    let stream = |id: &ConferenceId| Conference::stream_id(id).unwrap();
+    let create = |conference, slug: &str| ConferenceCreation::Create {
+        conference,
+        create: C::Create {
+            slug: slug.into(),
+            details: details(),
+            owner: owner(),
+            access_code: code(),
+        },
+    };
+    assert_eq!(created().tags(), [Tag::new("slug", "summit").unwrap()]);
+    DecisionScenario::<UniqueSlug>::new()
+        .when(create(first, "summit"))
+        .then_emitted([(stream(&first), created())]);
+    DecisionScenario::<UniqueSlug>::new()
+        .given(stream(&first), [created()])
+        .when(create(second, "summit"))
         .then_error(ConferenceSlugError::Taken);
-    Scenario::<ConferenceSlug>::new("summit".to_owned())
-        .given([ConferenceSlugEvent::SlugClaimed { conference: first }])
-        .when(ConferenceSlugCommand::Claim { conference: first })
-        .then_no_events();
+    // Another slug's creation and later events carry no `slug:summit`: not read.
+    DecisionScenario::<UniqueSlug>::new()
+        .given(
+            stream(&first),
+            [
+                E::ConferenceCreated {
+                    slug: "other".into(),
+                    details: details(),
+                    owner: owner(),
+                    access_code: code(),
+                },
+                E::ConferencePublished,
+            ],
+        )
+        .when(create(second, "summit"))
+        .then_selected(|read| assert!(read.is_empty()))
+        .then_events([created()]);
+    // The conference's own rules still apply, and the slug stays free.
+    DecisionScenario::<UniqueSlug>::new()
+        .when(create(second, "admin"))
+        .then_error_matches(|e| {
+            matches!(e, ConferenceSlugError::Refused(ConferenceError::Invalid(_)))
+        });
 }

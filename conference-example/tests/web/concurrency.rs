@@ -144,3 +144,39 @@ async fn two_servers_share_one_postgres_database() {
         assert!(confirmed, "both servers show the order confirmed");
     }
 }
+
+/// Twelve owners create a conference under one slug at once: one gets it, and the others are
+/// told the slug is taken.
+pub(crate) async fn owners_racing_for_one_slug_get_one_conference(s: &Server) {
+    let creations: Vec<_> = (0..12)
+        .map(|n| {
+            let (client, url) = (s.client.clone(), s.url("/api/conferences"));
+            tokio::spawn(async move {
+                let response = client
+                    .post(url)
+                    .json(&json!({
+                        "name": format!("Race {n}"), "slug": "race", "description": "Talks",
+                        "location": "Lisbon", "start_date": "2026-09-14T09:00:00Z",
+                        "end_date": "2026-09-15T18:00:00Z", "owner_name": "Ana Lima",
+                        "owner_email": format!("owner{n}@example.com"),
+                    }))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                let body: serde_json::Value = response.json().await.unwrap();
+                (status, body)
+            })
+        })
+        .collect();
+    let mut created = 0;
+    for creation in creations {
+        let (status, body) = creation.await.unwrap();
+        match status {
+            201 => created += 1,
+            409 => assert_eq!(body["error"]["code"], "slug_taken", "{body}"),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!(created, 1, "one conference per slug");
+}

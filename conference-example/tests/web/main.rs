@@ -248,4 +248,5 @@ on_every_store!(
     bad_requests_are_clear_errors,
     the_message_log_is_for_owners_and_the_operator,
     two_hundred_registrants_never_exceed_the_quota,
+    owners_racing_for_one_slug_get_one_conference,
 );

@@ -305,6 +305,28 @@ where
         self
     }
 
+    /// Asserts that the command was rejected with an error that passes `check`.
+    ///
+    /// # Panics
+    ///
+    /// Panics (failing the test) otherwise.
+    #[track_caller]
+    pub fn then_error_matches(self, check: impl FnOnce(&D::Error) -> bool) -> Self {
+        match &self.outcome {
+            Decided::Rejected(err) => assert!(
+                check(err),
+                "the command was rejected with an unexpected error: {err:?}"
+            ),
+            Decided::Emitted(emitted) => {
+                panic!("expected an error, but the command caused {emitted:?}")
+            }
+            Decided::Conflict { why, .. } => {
+                panic!("expected an error, but the commit would conflict: {why}")
+            }
+        }
+        self
+    }
+
     /// Asserts that committing would conflict on `stream`: an [`Emit`] requires a version the
     /// stream is not at.
     ///
