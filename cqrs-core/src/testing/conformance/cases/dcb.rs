@@ -554,13 +554,13 @@ pub async fn conditional_commits_span_streams_atomically(store: Arc<dyn DcbStore
 /// Deciders racing on one counter: each reads the counter's events, then appends the next
 /// increment on the condition that none came after what it read, retrying when refused.
 /// Every increment lands exactly once, and each saw a different count: the decisions were
-/// serialized. `CQRS_DCB_ROUNDS` increments in all (1,000 by default).
+/// serialized. `CQRS_DCB_ROUNDS` increments in all (3,000 by default).
 pub async fn racing_deciders_on_one_tag_are_serialized(store: Arc<dyn DcbStore>) {
     const DECIDERS: u64 = 4;
     let rounds: u64 = std::env::var("CQRS_DCB_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000);
+        .unwrap_or(3_000);
     let per_decider = rounds.div_ceil(DECIDERS);
     let counter = tag("counter", "shared");
     let query =
