@@ -351,3 +351,36 @@ impl crate::Decision for Loans {
         }
     }
 }
+
+/// Runs a model check: `PROPTEST_CASES` cases (32 by default) of operations drawn from
+/// `ops`, each run by `check` on the case's runtime; panics with proptest's minimal failing
+/// case if the store disagrees with the model.
+pub(crate) async fn run_model_check<S, F, Fut>(ops: S, check: F)
+where
+    S: proptest::strategy::Strategy + Send + 'static,
+    F: Fn(S::Value) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), proptest::test_runner::TestCaseError>>,
+{
+    use proptest::test_runner::{Config, TestRunner};
+
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(32);
+    let handle = tokio::runtime::Handle::current();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut runner = TestRunner::new(Config {
+            cases,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        runner
+            .run(&ops, |ops| handle.block_on(check(ops)))
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .expect("the model check ran");
+    if let Err(failure) = result {
+        panic!("the store disagrees with the model: {failure}");
+    }
+}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 use tokio::sync::Barrier;
 use uuid::Uuid;
 
@@ -16,7 +16,9 @@ use crate::dcb::{
 };
 use crate::event::{EventFilter, Headers, Json, NewEvent, RecordedEvent, StreamId};
 use crate::store::{Appended, StoreError};
-use crate::testing::conformance::fixtures::{at, event, n_of, settle, stream, take};
+use crate::testing::conformance::fixtures::{
+    at, event, n_of, run_model_check, settle, stream, take,
+};
 use crate::version::{ExpectedVersion, Position, Version};
 
 /// A tag unique to this call: `{key}:{value}-{random}`.
@@ -809,28 +811,10 @@ fn op() -> impl Strategy<Value = Op> {
 ///
 /// Runs `PROPTEST_CASES` cases (32 by default), each with types and tags of its own.
 pub async fn dcb_model_check(store: Arc<dyn DcbStore>) {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(32);
-    let handle = tokio::runtime::Handle::current();
-    let result = tokio::task::spawn_blocking(move || {
-        let mut runner = TestRunner::new(Config {
-            cases,
-            failure_persistence: None,
-            ..Config::default()
-        });
-        runner
-            .run(&proptest::collection::vec(op(), 1..30), |ops| {
-                handle.block_on(check(Arc::clone(&store), ops))
-            })
-            .map_err(|e| e.to_string())
+    run_model_check(proptest::collection::vec(op(), 1..30), move |ops| {
+        check(Arc::clone(&store), ops)
     })
-    .await
-    .expect("the model check ran");
-    if let Err(failure) = result {
-        panic!("the store disagrees with the model: {failure}");
-    }
+    .await;
 }
 
 fn fail(e: impl std::fmt::Display) -> TestCaseError {

@@ -1,12 +1,12 @@
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 use uuid::Uuid;
 
 use crate::event::StreamId;
 use crate::store::{EventStore, StoreError};
-use crate::testing::conformance::fixtures::{event, n_of, settle};
+use crate::testing::conformance::fixtures::{event, n_of, run_model_check, settle};
 use crate::version::{ExpectedVersion, Version};
 
 const STREAMS: usize = 3;
@@ -53,28 +53,10 @@ fn op() -> impl Strategy<Value = Op> {
 ///
 /// Runs `PROPTEST_CASES` cases (32 by default) against the one store, each on fresh streams.
 pub async fn model_check(store: Arc<dyn EventStore>) {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(32);
-    let handle = tokio::runtime::Handle::current();
-    let result = tokio::task::spawn_blocking(move || {
-        let mut runner = TestRunner::new(Config {
-            cases,
-            failure_persistence: None,
-            ..Config::default()
-        });
-        runner
-            .run(&proptest::collection::vec(op(), 1..40), |ops| {
-                handle.block_on(check(Arc::clone(&store), ops))
-            })
-            .map_err(|e| e.to_string())
+    run_model_check(proptest::collection::vec(op(), 1..40), move |ops| {
+        check(Arc::clone(&store), ops)
     })
-    .await
-    .expect("the model check ran");
-    if let Err(failure) = result {
-        panic!("the store disagrees with the model: {failure}");
-    }
+    .await;
 }
 
 async fn check(store: Arc<dyn EventStore>, ops: Vec<Op>) -> Result<(), TestCaseError> {
