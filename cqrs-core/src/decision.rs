@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use tracing::{Instrument, field};
 use uuid::Uuid;
 
+use crate::aggregate::ApplyError;
 use crate::clock::{Clock, SystemClock};
 use crate::command::{CommandContext, CommandRecord, Outcome};
 use crate::dcb::{AppendCondition, ConditionalCommit, EventQuery, StreamAppend};
@@ -121,6 +122,28 @@ pub trait Decision: Sized + Send + Sync + 'static {
 
     /// Folds one selected event into the state, in log order.
     fn apply(state: &mut Self::State, event: &Self::Event);
+
+    /// Whether the decision reads its target's own stream as well (default: no).
+    ///
+    /// A decision that does is an aggregate's command under a rule across streams: the
+    /// [`Decider`] folds the target's events with [`apply_target`](Self::apply_target) first,
+    /// then the events the query selects, and commits only while the target is still at the
+    /// version it read (retrying on a fresh read otherwise, as for the query). The target's
+    /// own rules need no tags then, and stay where they are (the aggregate's `handle`).
+    const READS_TARGET: bool = false;
+
+    /// Folds one of the target stream's events into the state, in version order, when
+    /// [`READS_TARGET`](Self::READS_TARGET) is set. An event of the target that the query
+    /// selects too is folded twice: once here, then by [`apply`](Self::apply) in log order.
+    ///
+    /// # Errors
+    ///
+    /// An [`ApplyError`] if the event does not fit the state: the target's history is broken,
+    /// and the command fails with [`LoadError::History`].
+    fn apply_target(state: &mut Self::State, event: &Self::Event) -> Result<(), ApplyError> {
+        let _ = (state, event);
+        Ok(())
+    }
 
     /// Decides what the command appends, and where, on the folded state.
     ///
@@ -385,7 +408,13 @@ impl<D: Decision> Decider<D> {
         loop {
             attempt += 1;
             tracing::Span::current().record("attempts", attempt);
-            let (state, last) = self.fold(&command, &query).await?;
+            let (state, last, target_version) = self.fold(&target, &command, &query).await?;
+            // A decision that read its target commits only while the target is as it read it.
+            let target_expected = if D::READS_TARGET {
+                ExpectedVersion::Exact(target_version)
+            } else {
+                ExpectedVersion::Any
+            };
             let now = self.clock.now();
             let record = |outcome| CommandRecord {
                 command_id: context.command_id,
@@ -413,7 +442,7 @@ impl<D: Decision> Decider<D> {
                     // Recorded on the state it was decided on: it stands only if that held.
                     let commit = ConditionalCommit::new(vec![StreamAppend::new(
                         target.clone(),
-                        ExpectedVersion::Any,
+                        target_expected,
                         vec![],
                     )])
                     .with_condition(condition)
@@ -421,7 +450,8 @@ impl<D: Decision> Decider<D> {
                     (commit, (Vec::new(), Vec::new()), Some(rejection))
                 }
                 Ok(emits) => {
-                    let (appends, placed) = self.appends(&target, emits, &context, now)?;
+                    let (appends, placed) =
+                        self.appends(&target, target_expected, emits, &context, now)?;
                     let (streams, events): (Vec<_>, Vec<_>) = placed.into_iter().unzip();
                     let count = events.len() as u64;
                     let version = Version::new(0);
@@ -464,8 +494,15 @@ impl<D: Decision> Decider<D> {
                     self.wait_until_readable(found).await;
                     tokio::task::yield_now().await;
                 }
-                // A stream was not at the version an `Emit` required: the query did not
-                // cover it, so deciding again would decide the same.
+                // The target moved since it was read: deciding on a fresh read may differ.
+                Err(StoreError::Conflict { stream, .. })
+                    if D::READS_TARGET && stream == target && attempt < self.max_attempts =>
+                {
+                    tokio::task::yield_now().await;
+                }
+                // A stream was not at the version an `Emit` required (or the target, on the
+                // last attempt): the query did not cover it, so deciding again would decide
+                // the same.
                 Err(StoreError::Conflict { stream, .. }) => {
                     return Err(CommandError::Conflict {
                         stream,
@@ -480,13 +517,32 @@ impl<D: Decision> Decider<D> {
         }
     }
 
-    /// The state folded from every event `query` selects, and the last position read.
+    /// The state folded from the target's events (if the decision reads them) then from every
+    /// event `query` selects, the last position read, and the target's version read.
     async fn fold(
         &self,
+        target: &StreamId,
         command: &D::Command,
         query: &EventQuery,
-    ) -> Result<(D::State, Option<Position>), CommandError<D::Error>> {
+    ) -> Result<(D::State, Option<Position>, Version), CommandError<D::Error>> {
         let mut state = D::initial(command);
+        let mut version = Version::ZERO;
+        if D::READS_TARGET {
+            for recorded in self.storage.read_stream(target, Version::START).await? {
+                for event in self
+                    .upcasters
+                    .decode::<D::Event>(&recorded)
+                    .map_err(LoadError::from)?
+                {
+                    D::apply_target(&mut state, &event).map_err(|source| LoadError::History {
+                        stream: target.clone(),
+                        version: recorded.version,
+                        source,
+                    })?;
+                }
+                version = recorded.version;
+            }
+        }
         let mut last = None;
         loop {
             let from = last.map_or(Position::START, Position::next);
@@ -502,20 +558,22 @@ impl<D: Decision> Decider<D> {
             }
             match page.last() {
                 Some(event) => last = Some(event.position),
-                None => return Ok((state, last)),
+                None => return Ok((state, last, version)),
             }
             if page.len() < PAGE {
-                return Ok((state, last));
+                return Ok((state, last, version));
             }
         }
     }
 
     /// The decision's events as appends, one per stream in the order first named, the
     /// target's included (with no events if none go to it, so the record has its stream).
+    /// The target's append expects `target_expected` unless the decision said otherwise.
     #[allow(clippy::type_complexity, reason = "a private helper's pair of results")]
     fn appends(
         &self,
         target: &StreamId,
+        target_expected: ExpectedVersion,
         emits: Vec<Emit<D::Event>>,
         context: &CommandContext,
         now: chrono::DateTime<chrono::Utc>,
@@ -538,20 +596,22 @@ impl<D: Decision> Decider<D> {
                 .with_tags(emit.event.tags());
             match appends.iter_mut().find(|a| a.stream == emit.stream) {
                 Some(append) => append.events.push(event),
-                None => appends.push(StreamAppend::new(
-                    emit.stream.clone(),
-                    emit.expected,
-                    vec![event],
-                )),
+                None => {
+                    let expected = match emit.expected {
+                        ExpectedVersion::Any if emit.stream == *target => target_expected,
+                        expected => expected,
+                    };
+                    appends.push(StreamAppend::new(
+                        emit.stream.clone(),
+                        expected,
+                        vec![event],
+                    ));
+                }
             }
             events.push((emit.stream, emit.event));
         }
         if !appends.iter().any(|a| a.stream == *target) {
-            appends.push(StreamAppend::new(
-                target.clone(),
-                ExpectedVersion::Any,
-                vec![],
-            ));
+            appends.push(StreamAppend::new(target.clone(), target_expected, vec![]));
         }
         Ok((appends, events))
     }

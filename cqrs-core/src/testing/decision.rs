@@ -16,7 +16,8 @@ use crate::version::{ExpectedVersion, Version};
 ///
 /// `when` folds only the given events the decision's query selects (by type name and tags,
 /// as a store would), in the order given, so a query that misses an event the rule needs
-/// fails the test as it would fail in production. It checks on the way that every event
+/// fails the test as it would fail in production; a decision that
+/// [reads its target](Decision::READS_TARGET) folds the target's given events first. It checks on the way that every event
 /// encodes and decodes back, and that each [`Emit`]'s expected version holds for the streams
 /// the given events build.
 ///
@@ -108,8 +109,8 @@ impl<D: Decision> DecisionScenario<D> {
     ///
     /// # Panics
     ///
-    /// Panics (failing the test) if the query is invalid, or a given event does not encode
-    /// and decode back.
+    /// Panics (failing the test) if the query is invalid, a given event does not encode and
+    /// decode back, or a given event of the target does not apply.
     #[track_caller]
     pub fn when(self, command: D::Command) -> DecisionThen<D> {
         let query = D::query(&command);
@@ -117,6 +118,15 @@ impl<D: Decision> DecisionScenario<D> {
             panic!("the decision's query is invalid: {err}");
         }
         let mut state = D::initial(&command);
+        if D::READS_TARGET {
+            // As the decider does: the target's own events first, in version order.
+            let target = D::target(&command);
+            for (_, event) in self.given.iter().filter(|(stream, _)| *stream == target) {
+                if let Err(err) = D::apply_target(&mut state, event) {
+                    panic!("a given event of the target does not apply: {err}");
+                }
+            }
+        }
         let mut selected = Vec::new();
         let mut versions: HashMap<StreamId, u64> = HashMap::new();
         for (stream, event) in self.given {

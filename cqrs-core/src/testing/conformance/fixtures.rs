@@ -352,6 +352,58 @@ impl crate::Decision for Loans {
     }
 }
 
+/// [`Loans`] decided on the book's own stream: the book's holder comes from its stream
+/// ([`READS_TARGET`](crate::Decision::READS_TARGET)), the member's loans from the query, which
+/// names the member only. Two members racing for one book have disjoint queries: only the
+/// book's version keeps them apart.
+pub(crate) struct LoansOnTheBook;
+
+impl crate::Decision for LoansOnTheBook {
+    const NAME: &'static str = "conformance.loans_on_the_book";
+    const READS_TARGET: bool = true;
+    type Command = LoanCommand;
+    type Event = LoanEvent;
+    type Error = LoanError;
+    type State = LoanState;
+
+    fn target(command: &LoanCommand) -> StreamId {
+        Loans::target(command)
+    }
+
+    fn query(command: &LoanCommand) -> EventQuery {
+        let types = ["conformance.lent", "conformance.given_back"];
+        let member = Tag::new("member", command.parties().0).expect("short");
+        EventQuery::items([QueryItem::types(types).with_tag(member)])
+    }
+
+    fn initial(command: &LoanCommand) -> LoanState {
+        Loans::initial(command)
+    }
+
+    fn apply_target(state: &mut LoanState, event: &LoanEvent) -> Result<(), crate::ApplyError> {
+        state.holder = match event {
+            LoanEvent::Lent { member, .. } => Some(member.clone()),
+            LoanEvent::GivenBack { .. } => None,
+        };
+        Ok(())
+    }
+
+    fn apply(state: &mut LoanState, event: &LoanEvent) {
+        match event {
+            LoanEvent::Lent { member, .. } if *member == state.member => state.held += 1,
+            LoanEvent::GivenBack { member, .. } if *member == state.member => state.held -= 1,
+            _ => {}
+        }
+    }
+
+    fn decide(
+        state: &LoanState,
+        command: &LoanCommand,
+    ) -> Result<Vec<crate::Emit<LoanEvent>>, LoanError> {
+        Loans::decide(state, command)
+    }
+}
+
 /// Runs a model check: `PROPTEST_CASES` cases (32 by default) of operations drawn from
 /// `ops`, each run by `check` on the case's runtime; panics with proptest's minimal failing
 /// case if the store disagrees with the model.

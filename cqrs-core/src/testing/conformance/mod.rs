@@ -459,6 +459,7 @@ macro_rules! __conformance_group {
             repository_upcasters_read_the_stored_metadata,
             decisions_are_recorded_and_idempotent,
             racing_decisions_keep_a_rule_across_streams,
+            decisions_reading_their_target_keep_its_version,
         ] $($then)* }
     };
     ($other:ident $($then:tt)*) => {

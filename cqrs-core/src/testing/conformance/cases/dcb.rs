@@ -359,9 +359,9 @@ async fn again_is_conflict(store: &Arc<dyn DcbStore>, s: &StreamId, query: &Even
 }
 
 /// A conditional commit is one transaction over its streams: a stale expected version on any
-/// stream, a failed condition or a command id handled before writes nothing; a commit that
-/// names a stream twice, has a stream without events, or records a command for a stream it
-/// does not append to is invalid.
+/// stream (the command's target given no events included), a failed condition or a command id
+/// handled before writes nothing; a commit that names a stream twice, has a stream without
+/// events, or records a command for a stream it does not append to is invalid.
 pub async fn conditional_commits_span_streams_atomically(store: Arc<dyn DcbStore>) {
     let (a, b) = (stream("member"), stream("book"));
     let loan = tag("loan", "1");
@@ -487,6 +487,22 @@ pub async fn conditional_commits_span_streams_atomically(store: Arc<dyn DcbStore
 
     // A rejection is recorded on the command's target with no events, under the condition it
     // was decided on; a command whose events all go elsewhere is recorded on its target too.
+    // The record alone still holds its target to the version the decision read.
+    let stale_record = store
+        .commit_if(
+            one(&a, ExpectedVersion::Exact(Version::new(1)), vec![]).with_command(CommandRecord {
+                outcome: Outcome::Rejected {
+                    error: Json::null(),
+                    message: "decided on version 1".into(),
+                },
+                ..record(&a, Uuid::new_v4())
+            }),
+        )
+        .await;
+    assert!(
+        matches!(stale_record, Err(StoreError::Conflict { ref stream, actual, .. }) if *stream == a && actual == Version::new(2)),
+        "a target that moved refuses even a record alone: {stale_record:?}"
+    );
     let rejection_id = Uuid::new_v4();
     let rejected = CommandRecord {
         outcome: Outcome::Rejected {

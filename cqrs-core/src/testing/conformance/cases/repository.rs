@@ -15,7 +15,8 @@ use crate::repository::CommandError;
 use crate::repository::{Repository, SnapshotPolicy};
 use crate::store::{Snapshot, Storage};
 use crate::testing::conformance::fixtures::{
-    LoanCommand, LoanError, LoanEvent, Loans, Tally, TallyCommand, TallyError, TallyEvent, at,
+    LoanCommand, LoanError, LoanEvent, Loans, LoansOnTheBook, Tally, TallyCommand, TallyError,
+    TallyEvent, at,
 };
 use crate::upcast::{UpcastError, Upcasters};
 use crate::version::{ExpectedVersion, Version};
@@ -474,4 +475,81 @@ pub async fn racing_decisions_keep_a_rule_across_streams(store: Arc<dyn Storage>
         }
         assert_eq!(lent, (Loans::LIMIT, 1), "the log holds exactly the winners");
     }
+}
+
+/// A decision that reads its target stream commits only while the target is as it read it:
+/// members racing for one book, whose queries (one member each) do not overlap, still get the
+/// book once, the losers rejected by the rule on a fresh read, never a conflict; and a book
+/// given back by another writer is free. Ten rounds of eight racers.
+pub async fn decisions_reading_their_target_keep_its_version(store: Arc<dyn Storage>) {
+    const RACERS: usize = 8;
+    let decider = Decider::<LoansOnTheBook>::new(Arc::clone(&store));
+    let unique = |what: &str| format!("{what}{}", Uuid::new_v4().simple());
+    for _ in 0..10 {
+        let book = unique("b");
+        let barrier = Arc::new(Barrier::new(RACERS));
+        let racers: Vec<_> = (0..RACERS)
+            .map(|_| {
+                let command = LoanCommand::Lend {
+                    member: unique("m"),
+                    book: book.clone(),
+                };
+                let (decider, barrier) = (decider.clone(), Arc::clone(&barrier));
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    decider.handle(command).await
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for racer in racers {
+            match racer.await.expect("racer") {
+                Ok(_) => winners += 1,
+                Err(err) => assert_eq!(
+                    err.rejection(),
+                    Some(&LoanError::Lent(book.clone())),
+                    "a loser is rejected by the rule: {err}"
+                ),
+            }
+        }
+        assert_eq!(winners, 1, "one member gets the book");
+        let stream = StreamId::for_aggregate("book", &book).expect("short");
+        let stored = store
+            .read_stream(&stream, Version::START)
+            .await
+            .expect("read");
+        assert_eq!(stored.len(), 1, "the log holds exactly the winner");
+    }
+
+    // The holder comes from the book's stream, whoever wrote it: a book given back by another
+    // writer, not through the decider, is free.
+    let (holder, member, book) = (unique("m"), unique("m"), unique("b"));
+    decider
+        .handle(LoanCommand::Lend {
+            member: holder.clone(),
+            book: book.clone(),
+        })
+        .await
+        .expect("lent");
+    let stream = StreamId::for_aggregate("book", &book).expect("short");
+    let given_back = LoanEvent::GivenBack {
+        member: holder,
+        book: book.clone(),
+    };
+    let (event_type, payload) = crate::message::encode_message(&given_back).expect("encodes");
+    store
+        .append(
+            &stream,
+            ExpectedVersion::Exact(Version::new(1)),
+            vec![NewEvent::new(event_type, payload)],
+        )
+        .await
+        .expect("given back by another writer");
+    decider
+        .handle(LoanCommand::Lend {
+            member,
+            book: book.clone(),
+        })
+        .await
+        .expect("the decider reads the book's new version");
 }
