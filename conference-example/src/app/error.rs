@@ -3,8 +3,8 @@
 use cqrs_core::{CommandError, LoadError, StoreError};
 
 use crate::domain::{
-    ConferenceError, ConferenceSlugError, OrderError, PaymentError, SeatAssignmentsError,
-    SeatsAvailabilityError,
+    ConferenceError, ConferenceSlugError, OrderError, PaymentError, RegistrantError,
+    SeatAssignmentsError, SeatsAvailabilityError,
 };
 
 /// A business rule said no.
@@ -20,6 +20,9 @@ pub enum Rejection {
     /// An order's rule.
     #[error(transparent)]
     Order(#[from] OrderError),
+    /// The registrant has another open order for the conference.
+    #[error(transparent)]
+    Registrant(RegistrantError),
     /// A rule of the conference's seats.
     #[error(transparent)]
     Seats(#[from] SeatsAvailabilityError),
@@ -82,6 +85,16 @@ impl From<ConferenceSlugError> for Rejection {
             // The conference's own rule, as if it had been asked alone.
             ConferenceSlugError::Refused(err) => Self::Conference(err),
             err => Self::Slug(err),
+        }
+    }
+}
+
+impl From<RegistrantError> for Rejection {
+    fn from(err: RegistrantError) -> Self {
+        match err {
+            // The order's own rule, as if it had been asked alone.
+            RegistrantError::Order(err) => Self::Order(err),
+            err => Self::Registrant(err),
         }
     }
 }

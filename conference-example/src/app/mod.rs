@@ -35,9 +35,10 @@ pub use crate::app::error::{AppError, Rejection};
 pub use crate::app::storage::{check_tagged, open_storage};
 use crate::domain::{
     AccessCode, Conference, ConferenceCommand, ConferenceCreation, ConferenceDetails, ConferenceId,
-    Order, OrderCommand, OrderError, OrderId, Owner, PaymentCommand, PaymentId, PersonalInfo,
-    RegistrationProcess, SeatAssignments, SeatAssignmentsCommand, SeatQuantity, SeatQuotas,
-    SeatType, SeatTypeId, SeatsAvailability, ThirdPartyProcessorPayment, UniqueSlug,
+    OneOpenOrderPerRegistrant, Order, OrderCommand, OrderError, OrderId, Owner, PaymentCommand,
+    PaymentId, PersonalInfo, RegistrantAssignment, RegistrationProcess, SeatAssignments,
+    SeatAssignmentsCommand, SeatQuantity, SeatQuotas, SeatType, SeatTypeId, SeatsAvailability,
+    ThirdPartyProcessorPayment, UniqueSlug,
 };
 pub use crate::read::ReadModels;
 use crate::read::{
@@ -122,6 +123,7 @@ pub struct ConferenceApp {
     conferences: Repository<Conference>,
     slugs: Decider<UniqueSlug>,
     orders: Repository<Order>,
+    registrants: Decider<OneOpenOrderPerRegistrant>,
     assignments: Repository<SeatAssignments>,
     payments: Repository<ThirdPartyProcessorPayment>,
     directory: BlueGreen<ConferenceDirectory>,
@@ -153,6 +155,7 @@ impl ConferenceApp {
         let conferences = system.repository::<Conference>();
         let slugs = system.decider::<UniqueSlug>();
         let orders = system.repository::<Order>();
+        let registrants = system.decider::<OneOpenOrderPerRegistrant>();
         // A conference's seats see every reservation: snapshots keep loading them cheap.
         let _seats = system.repository_with::<SeatsAvailability>(|seats| {
             seats.with_snapshots(SnapshotPolicy::every(100))
@@ -176,6 +179,7 @@ impl ConferenceApp {
             conferences,
             slugs,
             orders,
+            registrants,
             assignments,
             payments,
             directory,
@@ -465,18 +469,21 @@ impl ConferenceApp {
         })
     }
 
-    /// Records who is registering.
+    /// Records who is registering, if they have no other order in progress for the
+    /// conference ([`OneOpenOrderPerRegistrant`]).
     ///
     /// # Errors
     ///
-    /// [`AppError::Rejected`] if a field is missing or the email is wrong.
+    /// [`AppError::Rejected`] if a field is missing or the email is wrong, the order is
+    /// closed, or the registrant has another open order for the conference
+    /// ([`RegistrantError::AnotherOrderOpen`](crate::domain::RegistrantError::AnotherOrderOpen)).
     pub async fn assign_registrant(
         &self,
         order: OrderId,
         registrant: PersonalInfo,
     ) -> Result<(), AppError> {
-        self.orders
-            .handle(&order, OrderCommand::AssignRegistrantDetails { registrant })
+        self.registrants
+            .handle(RegistrantAssignment::Assign { order, registrant })
             .await?;
         Ok(())
     }

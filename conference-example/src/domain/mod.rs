@@ -3,7 +3,8 @@
 //! - Conference management (the owner's side): [`Conference`], and [`UniqueSlug`], a decision
 //!   across streams that keeps one conference per slug.
 //! - Orders and registrations: [`Order`], [`SeatsAvailability`] and [`SeatAssignments`],
-//!   priced by [`price_order`].
+//!   priced by [`price_order`]; and [`OneOpenOrderPerRegistrant`], a decision across an order
+//!   and its registrant's other orders.
 //! - Payments: [`ThirdPartyProcessorPayment`].
 //! - The process that steers one order from placement to confirmation or expiry:
 //!   [`RegistrationProcess`]; and the bridge that puts seat types on sale: [`SeatQuotas`].
@@ -17,6 +18,7 @@ mod order;
 mod payment;
 mod pricing;
 mod quotas;
+mod registrant;
 mod registration;
 mod seats;
 mod values;
@@ -31,12 +33,17 @@ pub use crate::domain::conference::{
     ConferenceEvent, ConferenceSlugError, Owner, RESERVED_SLUGS, SeatType, UniqueSlug,
     is_valid_slug,
 };
-pub use crate::domain::order::{Order, OrderCommand, OrderError, OrderEvent, OrderStatus};
+pub use crate::domain::order::{
+    Order, OrderClosed, OrderCommand, OrderError, OrderEvent, OrderStatus, registrant_tag,
+};
 pub use crate::domain::payment::{
     PaymentCommand, PaymentError, PaymentEvent, PaymentState, ThirdPartyProcessorPayment,
 };
 pub use crate::domain::pricing::{OrderLine, OrderTotals, PricingError, SeatPrice, price_order};
 pub use crate::domain::quotas::{NoTimeout, SeatQuotaError, SeatQuotaInput, SeatQuotas};
+pub use crate::domain::registrant::{
+    OneOpenOrderPerRegistrant, RegistrantAssignment, RegistrantError, RegistrantOrders,
+};
 pub use crate::domain::registration::{
     RegistrationError, RegistrationInput, RegistrationProcess, RegistrationState,
     RegistrationTimeout,

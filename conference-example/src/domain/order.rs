@@ -159,6 +159,17 @@ pub enum OrderEvent {
     OrderRegistrantAssigned {
         /// The registrant.
         registrant: PersonalInfo,
+        /// The order, so that the registrant's orders can be told apart across streams
+        /// (absent from events stored before registrants were tagged).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        order: Option<OrderId>,
+        /// The order's conference (absent likewise).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conference: Option<ConferenceId>,
+        /// The email of the registrant this one replaces, if the order had another: the
+        /// event is tagged with both, so that it releases the other's claim.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replaces: Option<String>,
     },
     /// A payment started: the order's seats are frozen.
     #[serde(rename = "registration.order_locked_for_payment")]
@@ -166,18 +177,74 @@ pub enum OrderEvent {
     /// The payment was cancelled: the order's seats can change again.
     #[serde(rename = "registration.order_unlocked")]
     OrderUnlocked,
-    /// The order was confirmed.
+    /// The order was confirmed (which order, and whose, for its registrant's rule).
     #[serde(rename = "registration.order_confirmed")]
-    OrderConfirmed,
-    /// The order expired.
+    OrderConfirmed(OrderClosed),
+    /// The order expired (which order, and whose, likewise).
     #[serde(rename = "registration.order_expired")]
-    OrderExpired,
+    OrderExpired(OrderClosed),
+}
+
+/// Which order a confirmation or an expiry closes, and whose it was: what
+/// [`OneOpenOrderPerRegistrant`](crate::domain::OneOpenOrderPerRegistrant) reads, by the
+/// registrant's tag, to know the registrant's order is no longer open. Empty in events stored
+/// before these were tagged (v1, read through an upcaster).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderClosed {
+    /// The order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<OrderId>,
+    /// Its conference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conference: Option<ConferenceId>,
+    /// Its registrant's email, if one was named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registrant: Option<String>,
+}
+
+impl OrderClosed {
+    fn of(id: &OrderId, order: &Order) -> Self {
+        Self {
+            order: Some(*id),
+            conference: Some(order.conference),
+            registrant: order.registrant.as_ref().map(|r| r.email.clone()),
+        }
+    }
 }
 
 impl DomainEvent for OrderEvent {
     fn schema_version(event_type: &str) -> u16 {
         crate::domain::versions::current_schema_version(event_type)
     }
+
+    /// An event that names or releases a registrant carries the registrant's tag
+    /// (`registrant:ana@example.com`, the email in lower case), which
+    /// [`OneOpenOrderPerRegistrant`](crate::domain::OneOpenOrderPerRegistrant) reads by.
+    fn tags(&self) -> Vec<cqrs_core::Tag> {
+        match self {
+            Self::OrderRegistrantAssigned {
+                registrant,
+                replaces,
+                ..
+            } => std::iter::once(registrant.email.as_str())
+                .chain(replaces.as_deref())
+                .filter_map(registrant_tag)
+                .collect(),
+            Self::OrderConfirmed(closed) | Self::OrderExpired(closed) => closed
+                .registrant
+                .as_deref()
+                .and_then(registrant_tag)
+                .into_iter()
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// The tag of a registrant's email, if it makes one (a valid email always does).
+#[must_use]
+pub fn registrant_tag(email: &str) -> Option<cqrs_core::Tag> {
+    cqrs_core::Tag::new("registrant", email.to_ascii_lowercase()).ok()
 }
 
 /// Why an order refuses a command.
@@ -222,7 +289,7 @@ impl Aggregate for Order {
 
     fn handle(
         state: Option<&Self>,
-        _id: &OrderId,
+        id: &OrderId,
         command: OrderCommand,
     ) -> Result<Vec<OrderEvent>, OrderError> {
         use OrderCommand as C;
@@ -310,13 +377,23 @@ impl Aggregate for Order {
                 ])
             }
             (Some(order), C::AssignRegistrantDetails { registrant }) => {
-                if order.status == OrderStatus::Expired {
-                    return Err(OrderError::Expired);
-                }
+                // A closed order keeps its registrant: the confirmation went to them, and the
+                // registrant's rule reads a closure as final.
+                order.still_open()?;
                 registrant
                     .validate()
                     .map_err(OrderError::InvalidRegistrant)?;
-                Ok(vec![E::OrderRegistrantAssigned { registrant }])
+                let replaces = order
+                    .registrant
+                    .as_ref()
+                    .filter(|before| !registrant.same_email(&before.email))
+                    .map(|before| before.email.clone());
+                Ok(vec![E::OrderRegistrantAssigned {
+                    registrant,
+                    order: Some(*id),
+                    conference: Some(order.conference),
+                    replaces,
+                }])
             }
             (Some(order), C::LockForPayment) => {
                 order.still_open()?;
@@ -347,13 +424,13 @@ impl Aggregate for Order {
                     if order.seats.iter().all(|s| s.quantity == 0) {
                         return Err(OrderError::NotReserved);
                     }
-                    Ok(vec![E::OrderConfirmed])
+                    Ok(vec![E::OrderConfirmed(OrderClosed::of(id, order))])
                 }
             },
             (Some(order), C::Reject) => match order.status {
                 OrderStatus::Confirmed => Err(OrderError::AlreadyConfirmed),
                 OrderStatus::Expired => Ok(vec![]),
-                _ => Ok(vec![E::OrderExpired]),
+                _ => Ok(vec![E::OrderExpired(OrderClosed::of(id, order))]),
             },
         }
     }
@@ -419,13 +496,13 @@ impl Aggregate for Order {
                     total: *total,
                 };
             }
-            E::OrderRegistrantAssigned { registrant } => {
-                order.registrant = Some(registrant.clone())
+            E::OrderRegistrantAssigned { registrant, .. } => {
+                order.registrant = Some(registrant.clone());
             }
             E::OrderLockedForPayment => order.payment_locked = true,
             E::OrderUnlocked => order.payment_locked = false,
-            E::OrderConfirmed => order.status = OrderStatus::Confirmed,
-            E::OrderExpired => order.status = OrderStatus::Expired,
+            E::OrderConfirmed(_) => order.status = OrderStatus::Confirmed,
+            E::OrderExpired(_) => order.status = OrderStatus::Expired,
         }
         Ok(order)
     }

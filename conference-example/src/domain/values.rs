@@ -93,6 +93,10 @@ pub struct PersonalInfo {
 }
 
 impl PersonalInfo {
+    /// The longest email accepted, in bytes: it fits a tag (`registrant:` and the email), by
+    /// which the registrant's orders are found.
+    pub const MAX_EMAIL_LEN: usize = 180;
+
     /// Checks that every field is present and the email looks like one.
     ///
     /// # Errors
@@ -107,6 +111,12 @@ impl PersonalInfo {
         }
         if !is_email(&self.email) {
             return Err(format!("{:?} is not an email address", self.email));
+        }
+        if self.email.len() > Self::MAX_EMAIL_LEN {
+            return Err(format!(
+                "an email address has at most {} characters",
+                Self::MAX_EMAIL_LEN
+            ));
         }
         Ok(())
     }
@@ -139,7 +149,7 @@ pub fn is_email(email: &str) -> bool {
     };
     !local.is_empty()
         && !domain.contains('@')
-        && !email.chars().any(char::is_whitespace)
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
         && domain
             .split('.')
             .collect::<Vec<_>>()

@@ -373,7 +373,7 @@ impl OrderViews {
                     summary.total = total;
                 }
             }
-            E::OrderRegistrantAssigned { registrant } => {
+            E::OrderRegistrantAssigned { registrant, .. } => {
                 draft.registrant_email = Some(registrant.email.clone());
                 draft.registrant = Some(registrant.clone());
                 if let Some(summary) = self.summary(conference, order) {
@@ -384,7 +384,7 @@ impl OrderViews {
                     summary.registrant_email = Some(registrant.email);
                 }
             }
-            E::OrderConfirmed => {
+            E::OrderConfirmed(_) => {
                 draft.state = DraftOrderState::Confirmed;
                 if let Some(priced) = self.priced.get_mut(&order) {
                     priced.reservation_expires_at = None;
@@ -394,7 +394,7 @@ impl OrderViews {
                     summary.status = PaymentStatus::Paid;
                 }
             }
-            E::OrderExpired => {
+            E::OrderExpired(_) => {
                 draft.state = DraftOrderState::Expired;
                 self.priced.remove(&order);
                 if let Some(orders) = self.by_conference.get_mut(&conference) {

@@ -102,6 +102,7 @@ impl From<Rejection> for ApiError {
                 OrderError::NoSeats | OrderError::Pricing(_) | OrderError::InvalidRegistrant(_),
             ) => Self::invalid(message),
             Rejection::Order(OrderError::NotFound) => Self::not_found(message),
+            Rejection::Registrant(_) => Self::conflict("registrant_has_open_order", message),
             Rejection::Order(_) => Self::conflict("conflict", message),
             Rejection::Seats(SeatsAvailabilityError::UnknownSeatType(_)) => Self::invalid(message),
             Rejection::Assignments(SeatAssignmentsError::InvalidEmail(_)) => Self::invalid(message),

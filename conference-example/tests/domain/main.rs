@@ -5,6 +5,7 @@ mod conference;
 mod order;
 mod payment;
 mod quotas;
+mod registrant;
 mod registration;
 mod seats;
 mod versions;

@@ -1,12 +1,15 @@
 use chrono::{DateTime, Duration, Utc};
 use conference_example::domain::{
-    AccessCode, ConferenceId, Order, OrderCommand as C, OrderError, OrderEvent as E, OrderId,
-    OrderLine, OrderStatus, PersonalInfo, PricingError, SeatPrice, SeatQuantity, SeatTypeId,
+    AccessCode, ConferenceId, Order, OrderClosed, OrderCommand as C, OrderError, OrderEvent as E,
+    OrderId, OrderLine, OrderStatus, PersonalInfo, PricingError, SeatPrice, SeatQuantity,
+    SeatTypeId,
 };
+use cqrs_core::DomainEvent;
 use cqrs_core::testing::Scenario;
 use rust_decimal::Decimal;
 
 struct Fixture {
+    order: OrderId,
     conference: ConferenceId,
     paid: SeatTypeId,
     free: SeatTypeId,
@@ -17,6 +20,7 @@ struct Fixture {
 impl Fixture {
     fn new() -> Self {
         Self {
+            order: OrderId::new(),
             conference: ConferenceId::new(),
             paid: SeatTypeId::new(),
             free: SeatTypeId::new(),
@@ -84,10 +88,27 @@ impl Fixture {
 
     /// An order for 3 paid seats, placed and priced.
     fn placed_for_three(&self) -> Scenario<Order> {
-        Scenario::new(OrderId::new()).given([
+        Scenario::new(self.order).given([
             self.placed(vec![SeatQuantity::new(self.paid, 3)]),
             self.totals(vec![self.line(self.paid, 3)]),
         ])
+    }
+
+    /// What closing the order says: which order, whose.
+    fn closed(&self, registrant: Option<&str>) -> OrderClosed {
+        OrderClosed {
+            order: Some(self.order),
+            conference: Some(self.conference),
+            registrant: registrant.map(str::to_owned),
+        }
+    }
+
+    fn confirmed(&self) -> E {
+        E::OrderConfirmed(self.closed(None))
+    }
+
+    fn expired(&self) -> E {
+        E::OrderExpired(self.closed(None))
     }
 
     fn reserved_three(&self) -> Scenario<Order> {
@@ -201,10 +222,10 @@ fn a_reserved_order_is_confirmed_once() {
     let f = Fixture::new();
     f.reserved_three()
         .when(C::Confirm)
-        .then_events([E::OrderConfirmed])
+        .then_events([f.confirmed()])
         .then_state(|o| assert_eq!(o.status, OrderStatus::Confirmed));
     f.reserved_three()
-        .given([E::OrderConfirmed])
+        .given([f.confirmed()])
         .when(C::Confirm)
         .then_no_events();
 }
@@ -216,7 +237,7 @@ fn an_order_is_not_confirmed_before_its_seats_are_held_nor_after_it_expired() {
         .when(C::Confirm)
         .then_error(OrderError::NotReserved);
     f.reserved_three()
-        .given([E::OrderExpired])
+        .given([f.expired()])
         .when(C::Confirm)
         .then_error(OrderError::Expired);
     // A partial reservation that got nothing cannot be confirmed either.
@@ -234,14 +255,14 @@ fn rejecting_expires_an_open_order_and_is_refused_for_a_confirmed_one() {
     let f = Fixture::new();
     f.reserved_three()
         .when(C::Reject)
-        .then_events([E::OrderExpired])
+        .then_events([f.expired()])
         .then_state(|o| assert_eq!(o.status, OrderStatus::Expired));
     f.reserved_three()
-        .given([E::OrderExpired])
+        .given([f.expired()])
         .when(C::Reject)
         .then_no_events();
     f.reserved_three()
-        .given([E::OrderConfirmed])
+        .given([f.confirmed()])
         .when(C::Reject)
         .then_error(OrderError::AlreadyConfirmed);
     // Rejecting an order that was never placed does nothing.
@@ -254,11 +275,11 @@ fn rejecting_expires_an_open_order_and_is_refused_for_a_confirmed_one() {
 fn a_confirmed_or_expired_order_keeps_its_seats() {
     let f = Fixture::new();
     f.reserved_three()
-        .given([E::OrderConfirmed])
+        .given([f.confirmed()])
         .when(f.register(vec![SeatQuantity::new(f.paid, 1)]))
         .then_error(OrderError::AlreadyConfirmed);
     f.reserved_three()
-        .given([E::OrderExpired])
+        .given([f.expired()])
         .when(C::MarkSeatsAsReserved {
             seats: vec![SeatQuantity::new(f.paid, 3)],
             reservation_expires_at: f.expires + Duration::minutes(15),
@@ -280,6 +301,9 @@ fn registrant_details_must_be_complete() {
         })
         .then_events([E::OrderRegistrantAssigned {
             registrant: ana.clone(),
+            order: Some(f.order),
+            conference: Some(f.conference),
+            replaces: None,
         }])
         .then_state(|o| assert_eq!(o.registrant.as_ref(), Some(&ana)));
     f.placed_for_three()
@@ -323,4 +347,70 @@ fn a_payment_freezes_the_seats_until_it_is_cancelled() {
     f.placed_for_three()
         .when(C::LockForPayment)
         .then_error(OrderError::NotReserved);
+}
+
+#[test]
+fn a_registrant_is_named_on_open_orders_and_tags_what_names_or_releases_them() {
+    let f = Fixture::new();
+    let person = |email: &str| PersonalInfo {
+        first_name: "Ana".into(),
+        last_name: "Lima".into(),
+        email: email.into(),
+    };
+    let named = |email: &str, replaces: Option<&str>| E::OrderRegistrantAssigned {
+        registrant: person(email),
+        order: Some(f.order),
+        conference: Some(f.conference),
+        replaces: replaces.map(str::to_owned),
+    };
+    // Another registrant in the first one's place releases the first: the event names both.
+    let replaced = named("bo@example.com", Some("Ana@Example.com"));
+    f.placed_for_three()
+        .given([named("Ana@Example.com", None)])
+        .when(C::AssignRegistrantDetails {
+            registrant: person("bo@example.com"),
+        })
+        .then_events([replaced.clone()]);
+    let tags: Vec<String> = replaced.tags().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        tags,
+        ["registrant:bo@example.com", "registrant:ana@example.com"],
+        "tagged in lower case, with the registrant it replaces"
+    );
+    // The same email in another case is the same registrant: nothing is replaced.
+    f.placed_for_three()
+        .given([named("ana@example.com", None)])
+        .when(C::AssignRegistrantDetails {
+            registrant: person("ANA@example.com"),
+        })
+        .then_events([named("ANA@example.com", None)]);
+    // Closing the order names its registrant, and is tagged with them.
+    let confirmed = E::OrderConfirmed(f.closed(Some("ana@example.com")));
+    f.reserved_three()
+        .given([named("ana@example.com", None)])
+        .when(C::Confirm)
+        .then_events([confirmed.clone()]);
+    assert_eq!(
+        confirmed
+            .tags()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["registrant:ana@example.com"]
+    );
+    assert!(f.confirmed().tags().is_empty(), "no registrant, no tag");
+    // A closed order keeps its registrant.
+    for closed in [f.confirmed(), f.expired()] {
+        let refusal = if matches!(closed, E::OrderConfirmed(_)) {
+            OrderError::AlreadyConfirmed
+        } else {
+            OrderError::Expired
+        };
+        f.reserved_three()
+            .given([closed])
+            .when(C::AssignRegistrantDetails {
+                registrant: person("ana@example.com"),
+            })
+            .then_error(refusal);
+    }
 }

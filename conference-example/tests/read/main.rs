@@ -3,9 +3,10 @@
 
 use chrono::{DateTime, Duration, Utc};
 use conference_example::domain::{
-    AccessCode, Conference, ConferenceDetails, ConferenceEvent, ConferenceId, Order, OrderEvent,
-    OrderId, OrderLine, Owner, PersonalInfo, SeatAssignments, SeatAssignmentsEvent, SeatDelta,
-    SeatPosition, SeatQuantity, SeatType, SeatTypeId, SeatsAvailability, SeatsAvailabilityEvent,
+    AccessCode, Conference, ConferenceDetails, ConferenceEvent, ConferenceId, Order, OrderClosed,
+    OrderEvent, OrderId, OrderLine, Owner, PersonalInfo, SeatAssignments, SeatAssignmentsEvent,
+    SeatDelta, SeatPosition, SeatQuantity, SeatType, SeatTypeId, SeatsAvailability,
+    SeatsAvailabilityEvent,
 };
 use conference_example::read::{ConferenceDirectory, DraftOrderState, OrderViews, PaymentStatus};
 use cqrs_core::{Aggregate, DomainEvent, Metadata, NewEvent, Position, RecordedEvent, Version};
@@ -186,8 +187,15 @@ fn order_views_ignore_duplicates_and_follow_the_order_to_its_seats() {
         },
         OrderEvent::OrderRegistrantAssigned {
             registrant: ana.clone(),
+            order: Some(order),
+            conference: Some(conference),
+            replaces: None,
         },
-        OrderEvent::OrderConfirmed,
+        OrderEvent::OrderConfirmed(OrderClosed {
+            order: Some(order),
+            conference: Some(conference),
+            registrant: Some(ana.email.clone()),
+        }),
     ];
     let recorded: Vec<RecordedEvent> = (1..)
         .zip(&order_events)
@@ -274,7 +282,7 @@ fn an_expired_order_leaves_the_lists_and_shows_as_expired() {
         .unwrap();
     assert_eq!(views.of_conference(conference).count(), 1);
     views
-        .apply(&log.record::<Order>(&order, 2, &OrderEvent::OrderExpired))
+        .apply(&log.record::<Order>(&order, 2, &OrderEvent::OrderExpired(OrderClosed::default())))
         .unwrap();
     assert_eq!(views.draft(order).unwrap().state, DraftOrderState::Expired);
     assert!(views.priced(order).is_none());

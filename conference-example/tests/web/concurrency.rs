@@ -180,3 +180,86 @@ pub(crate) async fn owners_racing_for_one_slug_get_one_conference(s: &Server) {
     }
     assert_eq!(created, 1, "one conference per slug");
 }
+
+/// Twelve orders for one conference name one registrant at once (the email in as many
+/// cases): one is named, and the others are told the registrant has an order in progress.
+/// Another registrant is not held up; once the named order is confirmed, another order can
+/// name the registrant; and an order for another conference always could.
+pub(crate) async fn one_registrant_names_one_open_order_per_conference(s: &Server) {
+    let c = s.published_conference("solo", 5).await;
+    let free = json!([{"seat_type_id": c.free, "quantity": 1}]);
+    let mut orders = Vec::new();
+    for _ in 0..12 {
+        orders.push(s.reserved_order(&c, free.clone()).await.0);
+    }
+    let person = |first: &str, email: &str| json!({"first_name": first, "last_name": "Lima", "email": email});
+    let namings: Vec<_> = orders
+        .iter()
+        .enumerate()
+        .map(|(n, order)| {
+            let client = s.client.clone();
+            let url = s.url(&format!("/api/orders/{order}/registrant"));
+            let ana = person(
+                "Ana",
+                &if n % 2 == 0 {
+                    "ana@example.com".to_owned()
+                } else {
+                    "ANA@example.com".to_owned()
+                },
+            );
+            tokio::spawn(async move {
+                let response = client.post(url).json(&ana).send().await.unwrap();
+                let status = response.status().as_u16();
+                let body = response.text().await.unwrap();
+                (status, body)
+            })
+        })
+        .collect();
+    let (mut named, mut refused) = (Vec::new(), Vec::new());
+    for (order, naming) in orders.iter().zip(namings) {
+        let (status, body) = naming.await.unwrap();
+        match status {
+            204 => named.push(order.clone()),
+            409 => {
+                let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(body["error"]["code"], "registrant_has_open_order", "{body}");
+                refused.push(order.clone());
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!(
+        named.len(),
+        1,
+        "one open order per registrant and conference"
+    );
+    let named = &named[0];
+
+    let registrant = |order: &str, who: serde_json::Value| {
+        let (order, who) = (order.to_owned(), who);
+        async move {
+            s.post(&format!("/api/orders/{order}/registrant"), who)
+                .await
+        }
+    };
+    let (status, body) = registrant(&refused[0], person("Bo", "bo@example.com")).await;
+    assert_eq!(status, 204, "another registrant is not held up: {body}");
+    let (status, _) = registrant(&refused[1], person("Ana", "ana@example.com")).await;
+    assert_eq!(status, 409, "still open");
+
+    let other = s.published_conference("solo_two", 5).await;
+    let (elsewhere, _) = s
+        .reserved_order(&other, json!([{"seat_type_id": other.free, "quantity": 1}]))
+        .await;
+    let (status, body) = registrant(&elsewhere, person("Ana", "ana@example.com")).await;
+    assert_eq!(status, 204, "another conference is another rule: {body}");
+
+    assert_eq!(
+        s.post(&format!("/api/orders/{named}/confirm"), json!({}))
+            .await
+            .0,
+        204
+    );
+    let (status, body) = registrant(&refused[1], person("Ana", "ana@example.com")).await;
+    assert_eq!(status, 204, "the confirmed order is no longer open: {body}");
+}

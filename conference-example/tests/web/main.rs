@@ -249,4 +249,5 @@ on_every_store!(
     the_message_log_is_for_owners_and_the_operator,
     two_hundred_registrants_never_exceed_the_quota,
     owners_racing_for_one_slug_get_one_conference,
+    one_registrant_names_one_open_order_per_conference,
 );

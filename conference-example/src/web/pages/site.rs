@@ -671,6 +671,10 @@ async fn proceed(
             Err(AppError::Rejected(Rejection::Order(OrderError::InvalidRegistrant(m)))) => {
                 messages.push(m);
             }
+            // Another order of theirs is open: said on the form, which keeps what they typed.
+            Err(AppError::Rejected(Rejection::Registrant(rule))) => {
+                messages.push(rule.to_string());
+            }
             Err(AppError::Rejected(Rejection::Order(OrderError::Expired))) => {
                 return Ok(see_other(&format!("/{slug}/expired?order_id={order}")));
             }
