@@ -31,8 +31,42 @@ struct Cli {
         default_value = "sqlite://conference.db"
     )]
     database: String,
+    /// How log lines look on stderr: `human` (coloured on a terminal) or `json` (one object
+    /// per line, for a log collector). `RUST_LOG` chooses what is logged (default: info).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "CONFERENCE_LOG_FORMAT",
+        default_value_t = LogFormat::Human
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Installs the log subscriber: every warning and error the server logs (each 5xx with its
+/// cause) reaches the operator on stderr, leaving stdout to the commands' output.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A second subscriber (in a test harness) keeps the first: logging is never fatal.
+    let _ = match format {
+        LogFormat::Human => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().with_current_span(false).try_init(),
+    };
 }
 
 /// `serve`'s arguments alone, to read their defaults (and environment) when no subcommand
@@ -253,6 +287,7 @@ enum Kind {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let mut out = std::io::stdout().lock();
     let command = cli.command.unwrap_or_else(|| {
         let mut serve = DefaultServe::parse_from(["conference-example"]).args;

@@ -100,7 +100,7 @@ pub async fn seed(app: &ConferenceApp) -> anyhow::Result<()> {
     if app.conference_by_slug(DEMO_SLUG).is_some() {
         return Ok(());
     }
-    let (conference, code) = app
+    let (conference, _) = app
         .create_conference(NewConference::example(DEMO_SLUG))
         .await?;
     for (name, description, quantity, price) in [
@@ -131,7 +131,7 @@ pub async fn seed(app: &ConferenceApp) -> anyhow::Result<()> {
     }
     app.manage(conference, ConferenceCommand::Publish).await?;
     app.settle().await?;
-    tracing::info!(slug = DEMO_SLUG, access_code = %code, "seeded the demo conference");
+    tracing::info!(slug = DEMO_SLUG, "seeded the demo conference");
     Ok(())
 }
 

@@ -53,7 +53,7 @@ mod writer;
 pub use rusqlite;
 
 pub use crate::projection::{SqliteProjection, Transactional};
-pub use crate::store::{Durability, SqliteEventStore, SqliteOptions};
+pub use crate::store::{Durability, FileInUse, SqliteEventStore, SqliteOptions};
 pub use crate::writer::WriterStats;
 
 /// Every `LIMIT` is written `LIMIT ?n + 0`, never `LIMIT ?n`: SQLite re-prepares a statement

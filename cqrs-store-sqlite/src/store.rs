@@ -1,4 +1,5 @@
 use std::fmt;
+use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -161,6 +162,10 @@ pub(crate) struct Inner {
     pub(crate) readers: Option<ReaderPool>,
     pub(crate) notifier: CommitNotifier,
     path: Option<PathBuf>,
+    /// The file's lock (see [`FileInUse`]), released when the last handle is dropped: a store
+    /// opened next may find the writer thread finishing its last commit, which SQLite's own
+    /// locking keeps safe, but no handle of this store is left to write after it.
+    _lock: Option<File>,
 }
 
 pub(crate) struct ReaderPool {
@@ -180,10 +185,17 @@ impl fmt::Debug for SqliteEventStore {
 impl SqliteEventStore {
     /// Opens (creating if needed) the store in the file at `path`, with [`SqliteOptions::default`].
     ///
+    /// One store per file: the store holds a lock on `PATH.lock` (created beside the file)
+    /// until its last handle is dropped, and a second store on the same file, in this process
+    /// or another, is refused with [`FileInUse`]. Its writer thread is the file's only writer,
+    /// and only it can wake the store's subscribers: a second writer would commit behind the
+    /// first's back, and neither would see the other's events until it wrote itself.
+    ///
     /// # Errors
     ///
     /// [`StoreError::SchemaTooNew`] if the file was written by a newer version of this crate,
-    /// [`StoreError::Backend`] if it cannot be opened or is not a SQLite database.
+    /// [`StoreError::Backend`] if it cannot be opened or is not a SQLite database, or holding
+    /// a [`FileInUse`] if another store has it open.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         Self::open_with(path, SqliteOptions::default()).await
     }
@@ -199,14 +211,16 @@ impl SqliteEventStore {
     ) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let opened = path.clone();
-        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, StoreError> {
-            let mut conn = Connection::open(&opened).map_err(backend)?;
-            configure(&conn, options, true)?;
-            schema::migrate(&mut conn)?;
-            Ok(conn)
-        })
-        .await
-        .map_err(backend)??;
+        let (conn, lock) =
+            tokio::task::spawn_blocking(move || -> Result<(Connection, File), StoreError> {
+                let lock = lock_file(&opened)?;
+                let mut conn = Connection::open(&opened).map_err(backend)?;
+                configure(&conn, options, true)?;
+                schema::migrate(&mut conn)?;
+                Ok((conn, lock))
+            })
+            .await
+            .map_err(backend)??;
         let notifier = CommitNotifier::new();
         let writer = Writer::spawn(conn, notifier.clone())?;
         let readers = ReaderPool {
@@ -220,6 +234,7 @@ impl SqliteEventStore {
                 readers: Some(readers),
                 notifier,
                 path: Some(path),
+                _lock: Some(lock),
             }),
         })
     }
@@ -246,6 +261,7 @@ impl SqliteEventStore {
                 readers: None,
                 notifier,
                 path: None,
+                _lock: None,
             }),
         })
     }
@@ -419,4 +435,53 @@ fn configure(conn: &Connection, options: SqliteOptions, writer: bool) -> Result<
     .map_err(backend)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
+}
+
+/// Another store has the SQLite file open, in this process or another: one store per file.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_store_sqlite::{FileInUse, SqliteEventStore};
+///
+/// # tokio_test::block_on(async {
+/// let dir = tempfile::tempdir()?;
+/// let first = SqliteEventStore::open(dir.path().join("events.db")).await?;
+/// let second = SqliteEventStore::open(dir.path().join("events.db")).await.unwrap_err();
+/// assert!(std::error::Error::source(&second).is_some_and(|e| e.is::<FileInUse>()));
+/// drop(first);
+/// SqliteEventStore::open(dir.path().join("events.db")).await?;
+/// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the SQLite store at {} is open in another process (or another store in this one): \
+     one store per file, as its writer must be the file's only one",
+    path.display()
+)]
+pub struct FileInUse {
+    /// The database file.
+    pub path: PathBuf,
+}
+
+/// Takes the lock that makes a store the file's only one: on a file beside it, never on the
+/// database itself, as closing any descriptor of the database drops the POSIX locks SQLite
+/// holds on it in this process.
+fn lock_file(path: &Path) -> Result<File, StoreError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&name)
+        .map_err(backend)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(backend(FileInUse {
+            path: path.to_path_buf(),
+        })),
+        Err(TryLockError::Error(err)) => Err(backend(err)),
+    }
 }

@@ -281,20 +281,22 @@ pub enum ConferenceError {
 /// Top-level paths of the web app that a conference's slug would shadow.
 pub const RESERVED_SLUGS: [&str; 4] = ["admin", "api", "static", "assets"];
 
-/// Whether `slug` can name a conference in a URL: letters, digits and `_`, and not one of
+/// Whether `slug` can name a conference in a URL: ASCII letters, digits and `_`, and not one of
 /// the [`RESERVED_SLUGS`] (in any case).
 ///
 /// ```
 /// use conference_example::domain::is_valid_slug;
 /// assert!(is_valid_slug("devconf_2026"));
 /// assert!(!is_valid_slug("dev conf"));
+/// // ASCII only: a look-alike (a Cyrillic "е" in "dеvconf") is no slug.
+/// assert!(!is_valid_slug("d\u{435}vconf"));
 /// assert!(!is_valid_slug("Admin"));
 /// ```
 #[must_use]
 pub fn is_valid_slug(slug: &str) -> bool {
     !slug.is_empty()
         && slug.len() <= 64
-        && slug.chars().all(|c| c.is_alphanumeric() || c == '_')
+        && slug.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !RESERVED_SLUGS.iter().any(|r| r.eq_ignore_ascii_case(slug))
 }
 
@@ -324,7 +326,7 @@ impl Aggregate for Conference {
             ) => {
                 if !is_valid_slug(&slug) {
                     return Err(ConferenceError::Invalid(format!(
-                        "{slug:?} is not a slug: use letters, digits and _ (and not admin, api, static or assets)"
+                        "{slug:?} is not a slug: use ASCII letters, digits and _ (and not admin, api, static or assets)"
                     )));
                 }
                 details.validate()?;

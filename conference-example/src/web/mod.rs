@@ -28,6 +28,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRef};
 use axum_extra::extract::cookie::Key;
 use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::app::{AppError, ConferenceApp};
 use crate::domain::{ConferenceId, OrderId};
@@ -128,7 +129,42 @@ pub fn router(state: WebState) -> Router {
         .merge(pages::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(CatchPanicLayer::custom(panicked))
+        .layer(axum::middleware::from_fn(log_server_errors))
         .with_state(state)
+}
+
+/// Logs every 5xx the server answers, with the request that got it. Its cause is logged
+/// where it arose (the store's error chain, or the panic's message).
+async fn log_server_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    let response = next.run(request).await;
+    let status = response.status();
+    if status.is_server_error() {
+        tracing::error!(%method, path, status = status.as_u16(), "answered a server error");
+    }
+    response
+}
+
+/// A handler that panicked: the panic is logged, the client gets a 500, and the server goes
+/// on serving.
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned());
+    tracing::error!(panic = message, "a request handler panicked");
+    ApiError::new(
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the server failed to answer; the operator has been told",
+    )
+    .into_response()
 }
 
 /// An unknown path: a JSON error under `/api`, a page elsewhere.

@@ -4,6 +4,7 @@
 
 mod api;
 mod concurrency;
+mod operations;
 mod pages;
 mod shutdown;
 mod upgrade;

@@ -419,3 +419,40 @@ async fn creating_a_conference_refuses_bad_fields_and_escapes_what_it_shows() {
     let (status, _) = page(&server, "/porto/").await;
     assert_eq!(status, 404);
 }
+
+/// Paths an attacker crafts: encoded slashes and backslashes that would make the slug's
+/// redirect leave the site, and control characters that no header can carry. Each gets a
+/// 4xx page, never a 500 and never a redirect elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_paths_get_a_page_never_a_500_or_a_redirect_elsewhere() {
+    let server = sqlite().await;
+    for path in [
+        "/%2Fevil.example",
+        "/%5Cevil.example",
+        "/%2F%2Fevil.example",
+        "/%0a",
+        "/%0d%0aSet-Cookie:%20x=1",
+        "/%00",
+        "/%7F",
+        "/%E2%80%AE",
+        "/d%D0%B5vconf",
+        "/%2Fevil.example/register",
+    ] {
+        let response = client().get(server.url(path)).send().await.unwrap();
+        let status = response.status().as_u16();
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .map(|l| l.to_str().unwrap_or("?").to_owned());
+        assert!(
+            (400..500).contains(&status),
+            "{path}: {status} {location:?}"
+        );
+        assert!(location.is_none(), "{path}: redirected to {location:?}");
+    }
+    // A real slug is still sent on to its page.
+    server.published_conference("here", 5).await;
+    let response = client().get(server.url("/here")).send().await.unwrap();
+    assert_eq!(response.status(), 303);
+    assert_eq!(response.headers()[LOCATION], "/here/");
+}

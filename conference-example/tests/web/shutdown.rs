@@ -34,7 +34,11 @@ async fn sigterm_loses_no_accepted_order() {
         .trim_end_matches('/')
         .to_owned();
 
-    let client = reqwest::Client::new();
+    // Every wait is bounded: a request or a restart that hangs fails the test, naming where.
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap();
     let (_, demo) = {
         let response = client
             .get(format!("{base}/api/conferences/devconf"))
@@ -73,7 +77,10 @@ async fn sigterm_loses_no_accepted_order() {
         .collect();
     drop(accepted_tx);
     // Stop it as soon as the first order is accepted, with the rest in flight.
-    let first_order = accepted_rx.recv().await.expect("an order accepted");
+    let first_order = tokio::time::timeout(std::time::Duration::from_secs(60), accepted_rx.recv())
+        .await
+        .expect("an order is accepted within a minute")
+        .expect("an order accepted");
     let killed = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status()
@@ -97,7 +104,10 @@ async fn sigterm_loses_no_accepted_order() {
         Arc::new(SystemClock),
         AppConfig::default(),
     );
-    app.settle().await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(60), app.settle())
+        .await
+        .expect("the restarted app settles within a minute")
+        .unwrap();
     for order in &accepted {
         let draft = app
             .draft_order(*order)

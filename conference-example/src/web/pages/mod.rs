@@ -171,8 +171,16 @@ impl IntoResponse for PageError {
     }
 }
 
-/// A `303 See Other` to `to`: the answer to a form post.
+/// A `303 See Other` to `to`, a path on this site: the answer to a form post. A `to` that
+/// would leave the site (`//host`, `/\host`) or is no header value (a control character) is
+/// a 404 page instead: such a path comes from a request, never from the site's own links.
 pub(crate) fn see_other(to: &str) -> Response {
+    let local = to.starts_with('/')
+        && !to[1..].starts_with(['/', '\\'])
+        && !to.chars().any(|c| c.is_control() || c == '\\');
+    if !local {
+        return PageError::not_found(Site::Registrant, "There is no such page.").into_response();
+    }
     Redirect::to(to).into_response()
 }
 

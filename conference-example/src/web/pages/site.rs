@@ -191,6 +191,10 @@ async fn home(State(state): State<WebState>) -> Markup {
 }
 
 async fn conference_redirect(PagePath(slug): PagePath<String>) -> Response {
+    // Only a slug is sent on: anything else (`%2Fevil.example`) is no page of this site.
+    if !crate::domain::is_valid_slug(&slug) {
+        return PageError::not_found(SITE, "There is no such page.").into_response();
+    }
     see_other(&format!("/{slug}/"))
 }
 
