@@ -104,6 +104,20 @@ struct ServeArgs {
     /// random key is used and sessions end when the server stops.
     #[arg(long, env = "CONFERENCE_COOKIE_SECRET", hide_env_values = true)]
     cookie_secret: Option<String>,
+    /// How long requests in flight get to be answered after SIGTERM or Ctrl-C, before every
+    /// connection is closed and the server exits (e.g. 10s).
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    shutdown_timeout: chrono::Duration,
+    /// How many connections at once; more wait to be accepted.
+    #[arg(long, default_value_t = 1_024)]
+    max_connections: usize,
+    /// How long a client has to send a request's headers; an idle keep-alive connection is
+    /// closed after it too.
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    header_read_timeout: chrono::Duration,
+    /// How long a client has to send a request's body (then: 408).
+    #[arg(long, default_value = "10s", value_parser = duration)]
+    body_read_timeout: chrono::Duration,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -128,8 +142,20 @@ impl ServeArgs {
             seed_demo: self.seed_demo,
             operator_token: self.operator_token,
             cookie_secret: self.cookie_secret,
+            limits: conference_example::web::ServeLimits {
+                shutdown_timeout: std_duration(self.shutdown_timeout),
+                header_read_timeout: std_duration(self.header_read_timeout),
+                body_read_timeout: std_duration(self.body_read_timeout),
+                max_connections: self.max_connections,
+                ..conference_example::web::ServeLimits::default()
+            },
         }
     }
+}
+
+/// A parsed duration (never negative: `duration` refuses a sign) as the standard library's.
+fn std_duration(d: chrono::Duration) -> std::time::Duration {
+    d.to_std().unwrap_or(std::time::Duration::ZERO)
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 
 use crate::app::{AppConfig, ConferenceApp, NewConference, open_storage};
 use crate::domain::{ConferenceCommand, SeatType};
-use crate::web::{WebState, serve};
+use crate::web::{ServeLimits, WebState, serve_with};
 
 /// The slug of the demo conference `--seed-demo` creates.
 pub const DEMO_SLUG: &str = "devconf";
@@ -32,11 +32,14 @@ pub struct ServeOptions {
     pub operator_token: Option<String>,
     /// The secret owners' sessions are signed with (at least 64 bytes); random if `None`.
     pub cookie_secret: Option<String>,
+    /// Timeouts, the connection cap and the shutdown's bound.
+    pub limits: ServeLimits,
 }
 
 /// Opens the storage, catches the read models and processes up with its log, then serves
-/// until SIGTERM or Ctrl-C, and stops the engine once the last request has been answered:
-/// nothing accepted is lost.
+/// until SIGTERM or Ctrl-C, and stops the engine once the last request has been answered (or
+/// [`ServeLimits::shutdown_timeout`] has passed): nothing accepted is lost, and the work the
+/// engine had not done yet is in the store for the next start.
 ///
 /// # Errors
 ///
@@ -50,6 +53,7 @@ pub async fn run(options: ServeOptions, out: &mut impl Write) -> anyhow::Result<
         seed_demo,
         operator_token,
         cookie_secret,
+        limits,
     } = options;
     let storage = open_storage(&database)
         .await
@@ -84,7 +88,9 @@ pub async fn run(options: ServeOptions, out: &mut impl Write) -> anyhow::Result<
     }
     writeln!(out, "  stop with Ctrl-C")?;
     out.flush()?;
-    let served = serve(listener, state, shutdown_signal()).await;
+    let served = serve_with(listener, state, shutdown_signal(), limits).await;
+    // The engine stops between messages; what it had not handled yet is in the store, and
+    // the next start handles it.
     engine.stop().await;
     served?;
     writeln!(out, "stopped")?;

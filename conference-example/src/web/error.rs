@@ -127,8 +127,28 @@ impl From<JsonRejection> for ApiError {
                 "the body is over 64 KiB",
             );
         }
+        if body_timed_out(&rejection) {
+            return Self::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "the request's body did not arrive in time",
+            );
+        }
         Self::invalid(rejection.body_text())
     }
+}
+
+/// Whether a body was refused because it did not arrive within the server's body timeout
+/// ([`ServeLimits::body_read_timeout`](crate::web::ServeLimits::body_read_timeout)).
+pub(crate) fn body_timed_out(rejection: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(rejection);
+    while let Some(err) = cause {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }
 
 impl From<PathRejection> for ApiError {

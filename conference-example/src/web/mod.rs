@@ -182,18 +182,140 @@ async fn not_found(uri: axum::http::Uri) -> axum::response::Response {
     }
 }
 
-/// Serves `state` on `listener` until `shutdown` completes, then lets requests in flight
-/// finish. The caller starts and stops the application's engine around it.
+/// How the server holds up against slow or greedy clients, and how long it takes to stop.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use conference_example::web::ServeLimits;
+///
+/// let limits = ServeLimits { shutdown_timeout: Duration::from_secs(3), ..ServeLimits::default() };
+/// assert_eq!(limits.max_connections, 1_024);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// A client sends a request's headers within this, or its connection is closed; an idle
+    /// keep-alive connection is closed after it too. Default 10 s.
+    pub header_read_timeout: StdDuration,
+    /// A request's body arrives within this, or the request is answered `408`. Default 10 s.
+    pub body_read_timeout: StdDuration,
+    /// A request is answered within this, or it is answered `503` (every wait of the
+    /// application is shorter). Default 30 s.
+    pub request_timeout: StdDuration,
+    /// At most this many connections at once: more wait in the listener's queue until one
+    /// closes. Default 1,024.
+    pub max_connections: usize,
+    /// Once the shutdown signal came, requests in flight get this long to be answered; then
+    /// every connection still open is closed, whatever its client does. Default 10 s.
+    pub shutdown_timeout: StdDuration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: StdDuration::from_secs(10),
+            body_read_timeout: StdDuration::from_secs(10),
+            request_timeout: StdDuration::from_secs(30),
+            max_connections: 1_024,
+            shutdown_timeout: StdDuration::from_secs(10),
+        }
+    }
+}
+
+/// Serves `state` on `listener` until `shutdown` completes, with the default
+/// [`ServeLimits`]; see [`serve_with`].
 ///
 /// # Errors
 ///
-/// The listener's I/O error.
+/// As [`serve_with`].
 pub async fn serve(
     listener: TcpListener,
     state: WebState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, state, shutdown, ServeLimits::default()).await
+}
+
+/// Serves `state` on `listener` until `shutdown` completes: then it stops accepting (the port
+/// closes), lets the requests in flight be answered for up to
+/// [`shutdown_timeout`](ServeLimits::shutdown_timeout), and closes every connection left. It
+/// returns within that bound whatever clients do (one that sent half its headers, or keeps
+/// its connection idle, holds nothing up). The caller starts and stops the application's
+/// engine around it.
+///
+/// # Errors
+///
+/// Never yet: a failed accept (too many open files, say) is logged and retried.
+pub async fn serve_with(
+    listener: TcpListener,
+    state: WebState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: ServeLimits,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
+
+    let app = router(state)
+        .layer(RequestBodyTimeoutLayer::new(limits.body_read_timeout))
+        .layer(TimeoutLayer::with_status_code(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            limits.request_timeout,
+        ));
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let (closing, close) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&permits).acquire_owned() => permit.expect("never closed"),
+            () = &mut shutdown => break,
+        };
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Out of file descriptors, say: the connection is lost, the server is not.
+                    tracing::error!(error = %err, "accepting a connection failed");
+                    tokio::time::sleep(StdDuration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        while connections.try_join_next().is_some() {}
+        let service = TowerToHyperService::new(app.clone());
+        let mut close = close.clone();
+        connections.spawn(async move {
+            let _permit = permit;
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout);
+            let connection = http.serve_connection(TokioIo::new(stream), service);
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                // A client gone or too slow ends its connection: nothing for the operator.
+                _ = connection.as_mut() => return,
+                _ = close.wait_for(|closing| *closing) => {}
+            }
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    let _ = closing.send(true);
+    let drained = tokio::time::timeout(limits.shutdown_timeout, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            timeout_ms = limits.shutdown_timeout.as_millis(),
+            "connections still open at the shutdown deadline were closed"
+        );
+        connections.shutdown().await;
+    }
+    Ok(())
 }

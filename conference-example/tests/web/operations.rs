@@ -133,3 +133,179 @@ async fn a_second_process_on_one_sqlite_file_is_refused() {
         String::from_utf8_lossy(&log.stderr)
     );
 }
+
+/// Opens `n` connections to `base`'s port, writing `prefix` on each (nothing: idle).
+async fn connections(base: &str, n: usize, prefix: &[u8]) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let address = base.trim_start_matches("http://").to_owned();
+    let mut open = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+        stream.write_all(prefix).await.unwrap();
+        open.push(stream);
+    }
+    open
+}
+
+/// Reads from each connection until the server closes it (or `within` passes): how many were
+/// closed, and what the server said on them before it did.
+async fn closed_within(
+    streams: Vec<tokio::net::TcpStream>,
+    within: std::time::Duration,
+) -> (usize, Vec<String>) {
+    use tokio::io::AsyncReadExt;
+    let reads: Vec<_> = streams
+        .into_iter()
+        .map(|mut stream| {
+            tokio::spawn(async move {
+                let mut said = Vec::new();
+                let read = tokio::time::timeout(within, stream.read_to_end(&mut said)).await;
+                (read.is_ok(), String::from_utf8_lossy(&said).into_owned())
+            })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(reads.len());
+    for read in reads {
+        results.push(read.await.unwrap());
+    }
+    let closed = results.iter().filter(|(closed, _)| *closed).count();
+    (closed, results.into_iter().map(|(_, said)| said).collect())
+}
+
+/// Slow clients hold nothing: a connection that sends nothing, one that sends half its
+/// headers (slowloris) and one that sends half its body are each closed once their timeout
+/// passes (the slow body answered 408), while the server goes on answering everyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("conference.db").display());
+    let (server, base) = start(
+        &database,
+        &[
+            "--seed-demo",
+            "--header-read-timeout",
+            "1s",
+            "--body-read-timeout",
+            "1s",
+        ],
+    );
+    let started = std::time::Instant::now();
+    let idle = connections(&base, 200, b"").await;
+    let slowloris = connections(&base, 200, b"GET / HTTP/1.1\r\nHost: localhost\r\nX-A: ").await;
+    let slow_body = connections(
+        &base,
+        100,
+        b"POST /api/conferences HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"name\": ",
+    )
+    .await;
+    // Everyone else is served meanwhile.
+    let response = reqwest::get(format!("{base}/api/conferences/devconf"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let within = std::time::Duration::from_secs(5);
+    let (idle_closed, _) = closed_within(idle, within).await;
+    let (slowloris_closed, _) = closed_within(slowloris, within).await;
+    let (slow_body_closed, said) = closed_within(slow_body, within).await;
+    let elapsed = started.elapsed();
+    assert_eq!(
+        (idle_closed, slowloris_closed, slow_body_closed),
+        (200, 200, 100),
+        "every slow connection is closed"
+    );
+    assert!(
+        said.iter().all(|s| s.starts_with("HTTP/1.1 408")),
+        "a slow body is answered 408: {:?}",
+        said.iter().find(|s| !s.starts_with("HTTP/1.1 408"))
+    );
+    eprintln!("500 slow connections all closed {elapsed:?} after they opened (timeouts 1 s)");
+    let response = reqwest::get(format!("{base}/api/conferences/devconf"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "the server still serves");
+    stop(server);
+}
+
+/// SIGTERM under load, with a client halfway through its headers and idle connections open:
+/// the server stops accepting at once, answers what it can, closes the rest at the shutdown
+/// deadline, and exits within it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_within_its_bound_whatever_clients_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("conference.db").display());
+    let (mut server, base) = start(
+        &database,
+        &[
+            "--seed-demo",
+            "--shutdown-timeout",
+            "2s",
+            "--header-read-timeout",
+            "60s",
+        ],
+    );
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let demo: serde_json::Value = client
+        .get(format!("{base}/api/conferences/devconf"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let seat_type = demo["seat_types"][0]["id"].as_str().unwrap().to_owned();
+    let _half = connections(&base, 20, b"GET / HTTP/1.1\r\nHost: localhost\r\nX-A: ").await;
+    let _idle = connections(&base, 20, b"").await;
+    // Four registrants order in a loop (bounded) until the server is gone.
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, url, seat_type) = (
+                client.clone(),
+                format!("{base}/api/conferences/devconf/orders"),
+                seat_type.clone(),
+            );
+            tokio::spawn(async move {
+                let mut accepted = 0;
+                for _ in 0..5_000 {
+                    let sent = client
+                        .post(&url)
+                        .json(&json!({"seats": [{"seat_type_id": seat_type, "quantity": 1}]}))
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(response) if response.status() == 202 => accepted += 1,
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+                accepted
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let signalled = std::time::Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || server.wait().unwrap())
+        .await
+        .unwrap();
+    let took = signalled.elapsed();
+    assert!(status.success(), "the server exits cleanly: {status}");
+    let mut accepted = 0;
+    for task in load {
+        accepted += task.await.unwrap();
+    }
+    eprintln!(
+        "SIGTERM with 20 half-sent requests, 20 idle connections and 4 registrants ordering ({accepted} orders accepted): exited in {took:?} (bound 2 s)"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(8),
+        "the server exits at its shutdown deadline, not when clients let it: {took:?}"
+    );
+}

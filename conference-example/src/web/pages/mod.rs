@@ -197,6 +197,14 @@ impl<S: Send + Sync> FromRequest<S> for Fields {
             .await
             .map(|axum::Form(pairs)| Self(pairs.into_iter().collect()))
             .map_err(|rejection: FormRejection| {
+                if crate::web::error::body_timed_out(&rejection) {
+                    return PageError::new(
+                        Site::Registrant,
+                        StatusCode::REQUEST_TIMEOUT,
+                        "Too slow",
+                        "The form did not arrive in time.",
+                    );
+                }
                 let message = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     "The form is over 64 KiB.".to_owned()
                 } else {
