@@ -97,6 +97,14 @@ fn query_log(conn: &Connection, query: &LogQuery) -> Result<Vec<LogEntry>, Store
     Ok(log_page(query, entries))
 }
 
+/// The most values of one criterion bound one parameter each; more go in one JSON array.
+const MAX_LISTED: usize = 64;
+
+/// The bytes of a UUID's 32 hex digits.
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    uuid::Uuid::parse_str(hex).map_or_else(|_| Vec::new(), |u| u.as_bytes().to_vec())
+}
+
 /// Appends the query's criteria to `sql` (values OR-ed within one, criteria AND-ed) and
 /// returns the arguments.
 #[expect(
@@ -114,28 +122,43 @@ fn log_conditions(
     sequence_column: &str,
 ) -> Result<Vec<rusqlite::types::Value>, StoreError> {
     let mut args: Vec<rusqlite::types::Value> = Vec::new();
+    // A short list binds one parameter per value; a long one (an owner's every order, say)
+    // binds one JSON array, as SQLite allows at most 32,766 parameters in a statement.
     let list = |sql: &mut String,
                 column: &str,
-                values: Vec<rusqlite::types::Value>,
+                values: Vec<String>,
+                blobs: bool,
                 args: &mut Vec<rusqlite::types::Value>| {
-        if !values.is_empty() {
+        if values.is_empty() {
+        } else if values.len() <= MAX_LISTED {
             sql.push_str(&format!(
                 " AND {column} IN ({})",
                 placeholders(args.len() + 1, values.len())
             ));
-            args.extend(values);
+            args.extend(values.into_iter().map(|v| {
+                if blobs {
+                    rusqlite::types::Value::Blob(hex_bytes(&v))
+                } else {
+                    rusqlite::types::Value::Text(v)
+                }
+            }));
+        } else {
+            let value = if blobs { "unhex(value)" } else { "value" };
+            args.push(rusqlite::types::Value::Text(
+                serde_json::Value::from(values).to_string(),
+            ));
+            sql.push_str(&format!(
+                " AND {column} IN (SELECT {value} FROM json_each(?{}))",
+                args.len()
+            ));
         }
     };
-    list(
-        sql,
-        type_column,
-        query.types.iter().map(|t| t.clone().into()).collect(),
-        &mut args,
-    );
+    list(sql, type_column, query.types.clone(), false, &mut args);
     list(
         sql,
         stream_column,
-        query.streams.iter().map(|s| s.to_string().into()).collect(),
+        query.streams.iter().map(ToString::to_string).collect(),
+        false,
         &mut args,
     );
     list(
@@ -144,8 +167,9 @@ fn log_conditions(
         query
             .correlation_ids
             .iter()
-            .map(|c| c.as_bytes().to_vec().into())
+            .map(|c| c.simple().to_string())
             .collect(),
+        true,
         &mut args,
     );
     if let Some(since) = query.since {

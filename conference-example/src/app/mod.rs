@@ -69,6 +69,10 @@ impl Default for AppConfig {
     }
 }
 
+/// The most seats of one type an order may ask for, on the site and through the API alike
+/// (the CQRS Journey's site offered 0 to 20).
+pub const MAX_SEATS_PER_TYPE: u32 = 20;
+
 /// What an owner gives to create a conference.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewConference {
@@ -347,6 +351,13 @@ impl ConferenceApp {
             .ok_or_else(|| AppError::NotFound("conference for this email and access code".into()))
     }
 
+    /// Every order ever placed for `conference`, expired ones too: the streams whose messages
+    /// its owner may see.
+    #[must_use]
+    pub fn conference_order_ids(&self, conference: ConferenceId) -> Vec<OrderId> {
+        self.order_views.read(|v| v.placed_in(conference).collect())
+    }
+
     /// The orders of a conference, for its owner.
     #[must_use]
     pub fn conference_orders(&self, conference: ConferenceId) -> Vec<OrderSummary> {
@@ -453,6 +464,13 @@ impl ConferenceApp {
         conference: ConferenceId,
         seats: Vec<SeatQuantity>,
     ) -> Result<OrderCommand, AppError> {
+        // As the site offers: one request cannot hold a whole conference.
+        let seats = SeatQuantity::merged(seats);
+        if seats.iter().any(|s| s.quantity > MAX_SEATS_PER_TYPE) {
+            return Err(AppError::Invalid(format!(
+                "an order holds at most {MAX_SEATS_PER_TYPE} seats of a type"
+            )));
+        }
         let view = self
             .directory
             .read(|d| d.get(conference).filter(|c| c.published).cloned())

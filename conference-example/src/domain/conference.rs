@@ -32,6 +32,23 @@ pub struct ConferenceDetails {
     pub end_date: DateTime<Utc>,
 }
 
+/// Checks a text field: at most `max` characters, and no control character but, in a text
+/// of several lines, line breaks and tabs.
+fn text(field: &str, value: &str, max: usize, lines: bool) -> Result<(), ConferenceError> {
+    if value.chars().count() > max {
+        return Err(ConferenceError::Invalid(format!(
+            "the {field} has at most {max} characters"
+        )));
+    }
+    let allowed = |c: char| lines && matches!(c, '\n' | '\r' | '\t');
+    if value.chars().any(|c| c.is_control() && !allowed(c)) {
+        return Err(ConferenceError::Invalid(format!(
+            "the {field} holds a control character"
+        )));
+    }
+    Ok(())
+}
+
 impl ConferenceDetails {
     fn validate(&self) -> Result<(), ConferenceError> {
         let required = [
@@ -42,6 +59,11 @@ impl ConferenceDetails {
         if let Some((field, _)) = required.iter().find(|(_, v)| v.trim().is_empty()) {
             return Err(ConferenceError::Invalid(format!("the {field} is required")));
         }
+        text("name", &self.name, 100, false)?;
+        text("description", &self.description, 4_000, true)?;
+        text("location", &self.location, 200, false)?;
+        text("tagline", &self.tagline, 200, false)?;
+        text("twitter search", &self.twitter_search, 100, false)?;
         if self.end_date < self.start_date {
             return Err(ConferenceError::Invalid(
                 "the conference ends before it starts".into(),
@@ -86,6 +108,8 @@ impl SeatType {
                 "a seat type's description has 1 to 250 characters".into(),
             ));
         }
+        text("seat type's name", &self.name, 70, false)?;
+        text("seat type's description", &self.description, 250, false)?;
         if self.quantity > 100_000 {
             return Err(ConferenceError::Invalid(
                 "at most 100,000 seats of a type".into(),
@@ -94,6 +118,11 @@ impl SeatType {
         if self.price < Decimal::ZERO || self.price > Decimal::from(50_000) {
             return Err(ConferenceError::Invalid(
                 "a seat's price is 0 to 50,000".into(),
+            ));
+        }
+        if self.price.normalize().scale() > 2 {
+            return Err(ConferenceError::Invalid(
+                "a seat's price has at most two decimals".into(),
             ));
         }
         Ok(())
@@ -335,7 +364,8 @@ impl Aggregate for Conference {
                         "the owner's name is required".into(),
                     ));
                 }
-                if !is_email(&owner.email) {
+                text("owner's name", &owner.name, 100, false)?;
+                if !is_email(&owner.email) || owner.email.len() > 254 {
                     return Err(ConferenceError::Invalid(format!(
                         "{:?} is not an email address",
                         owner.email
@@ -408,11 +438,13 @@ impl Aggregate for Conference {
                 Ok(events)
             }
             (c, C::DeleteSeatType { seat_type }) => {
-                if c.was_ever_published {
-                    return Err(ConferenceError::SeatTypeOnSale);
-                }
+                // Which seat type first: deleting one that does not exist is a 404 whether or
+                // not the conference was published.
                 if !c.seat_types.contains_key(&seat_type) {
                     return Err(ConferenceError::UnknownSeatType(seat_type));
+                }
+                if c.was_ever_published {
+                    return Err(ConferenceError::SeatTypeOnSale);
                 }
                 Ok(vec![E::SeatTypeDeleted { seat_type }])
             }

@@ -294,6 +294,25 @@ impl Aggregate for Order {
     ) -> Result<Vec<OrderEvent>, OrderError> {
         use OrderCommand as C;
         use OrderEvent as E;
+        // One seat type asked for twice is one line.
+        let command = match command {
+            C::RegisterToConference {
+                conference,
+                seats,
+                prices,
+                access_code,
+                reservation_expires_at,
+                seats_released_at,
+            } => C::RegisterToConference {
+                conference,
+                seats: SeatQuantity::merged(seats),
+                prices,
+                access_code,
+                reservation_expires_at,
+                seats_released_at,
+            },
+            other => other,
+        };
         match (state, command) {
             (
                 None,

@@ -38,10 +38,11 @@ pub struct OrderTotals {
 }
 
 impl OrderTotals {
-    /// Whether the order costs nothing (and so is confirmed without a payment).
+    /// Whether the order costs nothing (and so is confirmed without a payment): it holds
+    /// seats, and all of them are free. An order left with no seat is not free, it is empty.
     #[must_use]
     pub fn is_free_of_charge(&self) -> bool {
-        self.total.is_zero()
+        self.total.is_zero() && self.lines.iter().any(|line| line.quantity > 0)
     }
 }
 
@@ -113,6 +114,20 @@ mod tests {
         )
         .unwrap()
         .total
+    }
+
+    #[test]
+    fn an_empty_order_is_not_free() {
+        let seat_type = SeatTypeId::new();
+        let prices = [SeatPrice {
+            seat_type,
+            price: Decimal::ZERO,
+        }];
+        let empty = price_order(&prices, &[SeatQuantity::new(seat_type, 0)]).unwrap();
+        assert!(empty.total.is_zero());
+        assert!(!empty.is_free_of_charge(), "nothing held is not free");
+        let free = price_order(&prices, &[SeatQuantity::new(seat_type, 2)]).unwrap();
+        assert!(free.is_free_of_charge());
     }
 
     #[test]

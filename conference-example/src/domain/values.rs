@@ -79,6 +79,31 @@ impl SeatQuantity {
             quantity,
         }
     }
+
+    /// `seats` with each seat type once, its quantities summed (saturating), in the order
+    /// each first appears: what an order asking for one seat type twice means.
+    ///
+    /// ```
+    /// use conference_example::domain::{SeatQuantity, SeatTypeId};
+    /// let (a, b) = (SeatTypeId::new(), SeatTypeId::new());
+    /// let merged = SeatQuantity::merged(vec![
+    ///     SeatQuantity::new(a, 2),
+    ///     SeatQuantity::new(b, 1),
+    ///     SeatQuantity::new(a, 3),
+    /// ]);
+    /// assert_eq!(merged, [SeatQuantity::new(a, 5), SeatQuantity::new(b, 1)]);
+    /// ```
+    #[must_use]
+    pub fn merged(seats: Vec<Self>) -> Vec<Self> {
+        let mut merged: Vec<Self> = Vec::with_capacity(seats.len());
+        for seat in seats {
+            match merged.iter_mut().find(|m| m.seat_type == seat.seat_type) {
+                Some(m) => m.quantity = m.quantity.saturating_add(seat.quantity),
+                None => merged.push(seat),
+            }
+        }
+        merged
+    }
 }
 
 /// A person: a registrant or an attendee.

@@ -7,7 +7,7 @@
 //! | V1 | Today | Upcaster |
 //! |---|---|---|
 //! | `registration.order_payment_confirmed` | `registration.order_confirmed` (zero-cost orders confirm without a payment) | a rename |
-//! | `registration.order_totals_calculated` v1, without `is_free_of_charge` | v2 | `is_free_of_charge` = the total is zero (no V1 order was free) |
+//! | `registration.order_totals_calculated` v1, without `is_free_of_charge` | v2 | `is_free_of_charge` = the total is zero and the order holds seats (no V1 order was free) |
 //! | `registration.order_placed` v1, without `seats_released_at` | v2 | the reservation deadline plus the 14-minute release buffer V1 hard-coded |
 //! | `registration.order_confirmed` and `registration.order_expired` v1, with no payload | v2, naming the order, its conference and its registrant (and tagged with the registrant) | an empty object: a v1 event cannot tell which order it closes |
 //!
@@ -102,9 +102,18 @@ fn totals_v1_to_v2(mut payload: Value) -> Result<Value, UpcastError> {
         _ => None,
     }
     .ok_or_else(|| UpcastError::new("`total` is missing or not a decimal"))?;
+    // Free as today's orders are: seats held, all at no cost (an empty order is not free).
+    let has_seats = map
+        .get("lines")
+        .and_then(Value::as_array)
+        .is_some_and(|lines| {
+            lines
+                .iter()
+                .any(|l| l.get("quantity").and_then(Value::as_u64).unwrap_or(0) > 0)
+        });
     // Rows labelled v1 that already carry the field (written before versioning) keep it.
     map.entry("is_free_of_charge")
-        .or_insert(Value::Bool(total.is_zero()));
+        .or_insert(Value::Bool(total.is_zero() && has_seats));
     Ok(payload)
 }
 

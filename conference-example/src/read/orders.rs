@@ -1,7 +1,7 @@
 //! The order views: the draft order a registrant edits, the priced order they pay, the seats
 //! of a confirmed order, and each conference's list of orders for its owner.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use cqrs_core::{ProjectionError, RecordedEvent};
@@ -152,6 +152,8 @@ pub struct OrderViews {
     priced: BTreeMap<OrderId, PricedOrder>,
     seats: BTreeMap<OrderId, Vec<OrderSeat>>,
     by_conference: BTreeMap<ConferenceId, BTreeMap<OrderId, OrderSummary>>,
+    /// Every order ever placed for each conference, expired ones too.
+    placed: BTreeMap<ConferenceId, BTreeSet<OrderId>>,
     seat_names: BTreeMap<SeatTypeId, String>,
 }
 
@@ -164,6 +166,7 @@ impl Default for OrderViews {
             priced: BTreeMap::new(),
             seats: BTreeMap::new(),
             by_conference: BTreeMap::new(),
+            placed: BTreeMap::new(),
             seat_names: BTreeMap::new(),
         }
     }
@@ -206,6 +209,15 @@ impl OrderViews {
     #[must_use]
     pub fn seats(&self, order: OrderId) -> Option<&[OrderSeat]> {
         self.seats.get(&order).map(Vec::as_slice)
+    }
+
+    /// Every order ever placed for `conference`, expired ones too (whose messages an owner
+    /// still sees).
+    pub fn placed_in(&self, conference: ConferenceId) -> impl Iterator<Item = OrderId> + '_ {
+        self.placed
+            .get(&conference)
+            .into_iter()
+            .flat_map(|orders| orders.iter().copied())
     }
 
     /// The orders of `conference` (expired ones leave the list).
@@ -285,6 +297,7 @@ impl OrderViews {
                     version,
                 },
             );
+            self.placed.entry(*conference).or_default().insert(order);
             self.by_conference.entry(*conference).or_default().insert(
                 order,
                 OrderSummary {

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use cqrs_core::{Aggregate, LogQuery, LoggedMessage, StreamId};
+use cqrs_core::{Aggregate, LogCursor, LogQuery, LoggedMessage, MessageKind, StreamId};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::json;
@@ -90,6 +90,23 @@ fn decimal<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Decimal, D::Err
         .map_err(|_| serde::de::Error::custom(format!("{text:?} is not a decimal number")))
 }
 
+/// A time given as an RFC 3339 date-time, or as a date (its midnight, UTC).
+fn date_or_time<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if let Ok(time) = DateTime::parse_from_rfc3339(text.trim()) {
+        return Ok(time.with_timezone(&Utc));
+    }
+    chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
+        .ok()
+        .and_then(|day| day.and_hms_opt(0, 0, 0))
+        .map(|midnight| midnight.and_utc())
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{text:?} is neither a date (2026-09-14) nor a date-time (2026-09-14T09:00:00Z)"
+            ))
+        })
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConferenceBody {
@@ -101,7 +118,9 @@ struct ConferenceBody {
     tagline: String,
     #[serde(default)]
     twitter_search: String,
+    #[serde(deserialize_with = "date_or_time")]
     start_date: DateTime<Utc>,
+    #[serde(deserialize_with = "date_or_time")]
     end_date: DateTime<Utc>,
     owner_name: String,
     owner_email: String,
@@ -117,7 +136,9 @@ struct ConferenceUpdateBody {
     tagline: String,
     #[serde(default)]
     twitter_search: String,
+    #[serde(deserialize_with = "date_or_time")]
     start_date: DateTime<Utc>,
+    #[serde(deserialize_with = "date_or_time")]
     end_date: DateTime<Utc>,
 }
 
@@ -671,6 +692,37 @@ struct MessagesQuery {
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
     limit: Option<usize>,
+    /// The `next` of the page before.
+    after: Option<String>,
+}
+
+/// A page's end as the API hands it out: `<microseconds>.<0 command|1 event>.<sequence>`.
+fn cursor_text(cursor: &LogCursor) -> String {
+    let kind = u8::from(cursor.kind == MessageKind::Event);
+    format!(
+        "{}.{kind}.{}",
+        cursor.recorded_at.timestamp_micros(),
+        cursor.sequence
+    )
+}
+
+fn parse_cursor(text: &str) -> Option<LogCursor> {
+    let mut parts = text.split('.');
+    let micros: i64 = parts.next()?.parse().ok()?;
+    let kind = match parts.next()? {
+        "0" => MessageKind::Command,
+        "1" => MessageKind::Event,
+        _ => return None,
+    };
+    let sequence: u64 = parts.next()?.parse().ok()?;
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(LogCursor {
+        recorded_at: DateTime::from_timestamp_micros(micros)?,
+        kind,
+        sequence,
+    })
 }
 
 async fn messages(
@@ -678,8 +730,8 @@ async fn messages(
     MaybeCredentials(credentials): MaybeCredentials,
     ApiQuery(query): ApiQuery<MessagesQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    // The operator sees everything; an owner sees the messages of their conference and its
-    // orders.
+    // The operator sees everything; an owner sees the messages of their conference and of
+    // every order placed for it, expired ones too.
     let scope: Option<Vec<StreamId>> = match credentials {
         None => return Err(unauthorized()),
         Some(Credentials::Operator(token))
@@ -697,15 +749,21 @@ async fn messages(
             let mut streams = Vec::new();
             streams.extend(Conference::stream_id(&view.id).ok());
             streams.extend(SeatsAvailability::stream_id(&view.id).ok());
-            for order in state.app.conference_orders(view.id) {
-                streams.extend(Order::stream_id(&order.order).ok());
+            for order in state.app.conference_order_ids(view.id) {
+                streams.extend(Order::stream_id(&order).ok());
             }
             Some(streams)
         }
     };
+    let limit = query.limit.unwrap_or(100).clamp(1, 1_000);
     let mut log = LogQuery::new()
         .with_time_range(query.since, query.until)
-        .with_limit(query.limit.unwrap_or(100).min(1_000));
+        .with_limit(limit);
+    if let Some(after) = &query.after {
+        log.after = Some(parse_cursor(after).ok_or_else(|| {
+            ApiError::invalid("`after` is not a cursor: pass the `next` of the page before")
+        })?);
+    }
     if let Some(t) = query.message_type {
         log = log.with_types([t]);
     }
@@ -716,6 +774,10 @@ async fn messages(
         log = log.with_streams(streams);
     }
     let entries = state.app.log(&log).await?;
+    // A full page may have more after it.
+    let next = (entries.len() == limit)
+        .then(|| entries.last().map(|e| cursor_text(&e.cursor)))
+        .flatten();
     let messages: Vec<serde_json::Value> = entries
         .iter()
         .map(|e| match &e.message {
@@ -743,7 +805,7 @@ async fn messages(
             }),
         })
         .collect();
-    Ok(Json(json!({ "messages": messages })))
+    Ok(Json(json!({ "messages": messages, "next": next })))
 }
 
 // ----- operations -----

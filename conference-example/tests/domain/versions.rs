@@ -62,10 +62,26 @@ fn v1_totals_gain_is_free_of_charge_from_the_total() {
     assert_eq!(*total, Decimal::new(20_000, 2));
     assert!(!is_free_of_charge);
     assert_eq!(lines.len(), 1);
-    let free = stored(
+    let free_line = json!({"seat_type": seat, "unit_price": "0", "quantity": 2, "line_total": "0"});
+    let empty = stored(
         versions::ORDER_TOTALS_CALCULATED,
         1,
         json!({"lines": [], "total": "0"}),
+    );
+    assert!(
+        matches!(
+            read(&empty)[..],
+            [OrderEvent::OrderTotalsCalculated {
+                is_free_of_charge: false,
+                ..
+            }]
+        ),
+        "an order holding nothing is not free"
+    );
+    let free = stored(
+        versions::ORDER_TOTALS_CALCULATED,
+        1,
+        json!({"lines": [free_line], "total": "0"}),
     );
     assert!(matches!(
         read(&free)[..],
@@ -226,7 +242,8 @@ proptest! {
                 }
             }
             OrderEvent::OrderTotalsCalculated { lines, total, .. } => {
-                OrderEvent::OrderTotalsCalculated { is_free_of_charge: total.is_zero(), lines, total }
+                let free = total.is_zero() && lines.iter().any(|l| l.quantity > 0);
+                OrderEvent::OrderTotalsCalculated { is_free_of_charge: free, lines, total }
             }
             // V1 named no order in these: they read back without it (and untagged).
             OrderEvent::OrderRegistrantAssigned { registrant, .. } => {

@@ -287,4 +287,9 @@ fn an_expired_order_leaves_the_lists_and_shows_as_expired() {
     assert_eq!(views.draft(order).unwrap().state, DraftOrderState::Expired);
     assert!(views.priced(order).is_none());
     assert_eq!(views.of_conference(conference).count(), 0);
+    assert_eq!(
+        views.placed_in(conference).collect::<Vec<_>>(),
+        [order],
+        "its owner still sees its messages"
+    );
 }

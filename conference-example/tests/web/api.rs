@@ -601,13 +601,173 @@ pub(crate) async fn the_message_log_is_for_owners_and_the_operator(s: &Server) {
         .filter_map(|m| m["type"].as_str())
         .collect();
     assert!(types.contains(&"registration.seats_reserved"), "{types:?}");
-    let (status, _) = s
-        .call(
-            Method::GET,
-            "/api/messages?since=yesterday",
-            None,
-            Auth::Operator(OPERATOR),
+    for bad in ["since=yesterday", "after=12.3", "after=1.2.3.4", "limit=-1"] {
+        let (status, _) = s
+            .call(
+                Method::GET,
+                &format!("/api/messages?{bad}"),
+                None,
+                Auth::Operator(OPERATOR),
+            )
+            .await;
+        assert_eq!(status, 400, "{bad}");
+    }
+
+    // The owner's log pages by its `next` cursor, losing and repeating nothing.
+    let owner = Auth::Owner("ana@example.com", &c.code);
+    let (_, whole) = s
+        .call(Method::GET, "/api/messages?limit=1000", None, owner)
+        .await;
+    assert_eq!(whole["next"], Value::Null, "one page holds it all");
+    let whole: Vec<Value> = whole["messages"].as_array().unwrap().clone();
+    assert!(whole.len() > 4, "{whole:?}");
+    let mut paged = Vec::new();
+    let mut next = String::new();
+    for _ in 0..whole.len() {
+        let after = if next.is_empty() {
+            String::new()
+        } else {
+            format!("&after={next}")
+        };
+        let (status, page) = s
+            .call(
+                Method::GET,
+                &format!("/api/messages?limit=2{after}"),
+                None,
+                owner,
+            )
+            .await;
+        assert_eq!(status, 200, "{page}");
+        paged.extend(page["messages"].as_array().unwrap().iter().cloned());
+        match page["next"].as_str() {
+            Some(cursor) => next = cursor.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(paged, whole);
+}
+
+/// What an attacker or a careless client sends, and the defects found with it: quantities
+/// over the site's cap (one request holding a whole conference), one seat type twice, texts
+/// too long or holding control characters, prices with more than two decimals; dates given
+/// as a date alone are taken; and deleting an unknown seat type is a 404 even once published.
+pub(crate) async fn input_is_bounded_and_cleaned(s: &Server) {
+    let c = s.published_conference("bounded", 50).await;
+    let orders = "/api/conferences/bounded/orders";
+    let (status, body) = s
+        .post(
+            orders,
+            json!({"seats": [{"seat_type_id": c.paid, "quantity": 21}]}),
         )
         .await;
-    assert_eq!(status, 400);
+    assert_eq!((status, error_code(&body)), (400, "invalid"), "{body}");
+    let (status, body) = s
+        .post(
+            orders,
+            json!({"seats": [{"seat_type_id": c.paid, "quantity": 15}, {"seat_type_id": c.paid, "quantity": 15}]}),
+        )
+        .await;
+    assert_eq!(
+        status, 400,
+        "one seat type twice counts once, summed: {body}"
+    );
+    let (_, view) = s
+        .reserved_order(
+            &c,
+            json!([{"seat_type_id": c.paid, "quantity": 2}, {"seat_type_id": c.paid, "quantity": 3}]),
+        )
+        .await;
+    let lines = view["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 1, "one line per seat type: {view}");
+    assert_eq!(lines[0]["requested"], 5, "{view}");
+
+    let owner = Auth::Owner("ana@example.com", &c.code);
+    let seat_types = format!("/api/conferences/{}/seat-types", c.id);
+    for (seat_type, why) in [
+        (
+            json!({"name": "Pass", "description": "d", "price": "1.234", "quantity": 1}),
+            "three decimals",
+        ),
+        (
+            json!({"name": "Pa\u{7}ss", "description": "d", "price": 1, "quantity": 1}),
+            "a control character",
+        ),
+        (
+            json!({"name": "P".repeat(71), "description": "d", "price": 1, "quantity": 1}),
+            "too long",
+        ),
+    ] {
+        let (status, body) = s
+            .call(Method::POST, &seat_types, Some(seat_type), owner)
+            .await;
+        assert_eq!(
+            (status, error_code(&body)),
+            (400, "invalid"),
+            "{why}: {body}"
+        );
+    }
+    let (status, _) = s
+        .call(
+            Method::POST,
+            &seat_types,
+            Some(json!({"name": "Pass", "description": "d", "price": "1.50", "quantity": 1})),
+            owner,
+        )
+        .await;
+    assert_eq!(status, 201, "two decimals are a price");
+    let (status, body) = s
+        .call(
+            Method::DELETE,
+            &format!("{seat_types}/{}", uuid::Uuid::now_v7()),
+            None,
+            owner,
+        )
+        .await;
+    assert_eq!(
+        status, 404,
+        "an unknown seat type, though published: {body}"
+    );
+
+    let mut conference = conference_body("dated");
+    conference["start_date"] = json!("2026-09-14");
+    conference["end_date"] = json!("2026-09-15");
+    let (status, created) = s.post("/api/conferences", conference.clone()).await;
+    assert_eq!(status, 201, "a date alone is its midnight: {created}");
+    let (status, _) = s
+        .call(
+            Method::POST,
+            &format!(
+                "/api/conferences/{}/publish",
+                created["id"].as_str().unwrap()
+            ),
+            None,
+            Auth::Owner("ana@example.com", created["access_code"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(status, 204);
+    // The directory shows it a moment later.
+    let mut shown = Value::Null;
+    for _ in 0..100 {
+        let (status, body) = s.get("/api/conferences/dated").await;
+        shown = body;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(shown["start_date"], "2026-09-14T00:00:00Z", "{shown}");
+    for (field, value) in [
+        ("start_date", json!("14/09/2026")),
+        ("name", json!("Dev\u{0}conf")),
+        ("description", json!("x".repeat(4_001))),
+    ] {
+        let mut bad = conference_body("undated");
+        bad[field] = value;
+        let (status, body) = s.post("/api/conferences", bad).await;
+        assert_eq!(
+            (status, error_code(&body)),
+            (400, "invalid"),
+            "{field}: {body}"
+        );
+    }
 }

@@ -251,4 +251,5 @@ on_every_store!(
     two_hundred_registrants_never_exceed_the_quota,
     owners_racing_for_one_slug_get_one_conference,
     one_registrant_names_one_open_order_per_conference,
+    input_is_bounded_and_cleaned,
 );

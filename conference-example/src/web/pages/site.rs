@@ -32,7 +32,7 @@ type PageResult = Result<Response, PageError>;
 const SITE: Site = Site::Registrant;
 
 /// The most seats of one type a registrant picks in one order.
-const MAX_PER_TYPE: u32 = 20;
+const MAX_PER_TYPE: u32 = crate::app::MAX_SEATS_PER_TYPE;
 
 /// How long a page waits for the read models to show a change before it shows a
 /// "please wait" page that reloads itself (the Journey waited 5 s too).

@@ -191,7 +191,8 @@ pub async fn duplicate_command_id_writes_nothing(store: Arc<dyn EventsAndLog>) {
     );
 }
 
-/// Message-log queries OR values within a criterion and AND criteria, over commands and events.
+/// Message-log queries OR values within a criterion and AND criteria, over commands and
+/// events, with any number of values in a criterion.
 pub async fn message_log_queries_combine_criteria(store: Arc<dyn EventsAndLog>) {
     let (orders, seats) = (stream("order"), stream("seats"));
     let (flow1, flow2) = (Uuid::new_v4(), Uuid::new_v4());
@@ -341,9 +342,38 @@ pub async fn message_log_queries_combine_criteria(store: Arc<dyn EventsAndLog>) 
     assert!(
         q(LogQuery::new()
             .with_types(["order.placed"])
-            .with_streams([seats]))
+            .with_streams([seats.clone()]))
         .await
         .is_empty()
+    );
+
+    // Any number of values: an owner's every order, say (SQLite binds at most 32,766
+    // parameters in a statement).
+    const MANY: usize = 40_000;
+    let streams: Vec<StreamId> = [orders, seats]
+        .into_iter()
+        .chain((0..MANY).map(|n| StreamId::new(format!("none-{n}")).expect("short")))
+        .collect();
+    assert_eq!(
+        q(LogQuery::new().with_streams(streams)).await.len(),
+        6,
+        "{MANY} streams"
+    );
+    let types: Vec<String> = std::iter::once("order.placed".to_owned())
+        .chain((0..MANY).map(|n| format!("none.{n}")))
+        .collect();
+    assert_eq!(
+        q(LogQuery::new().with_types(types)).await.len(),
+        2,
+        "{MANY} types"
+    );
+    let flows: Vec<Uuid> = std::iter::once(flow1)
+        .chain((0..MANY).map(|_| Uuid::new_v4()))
+        .collect();
+    assert_eq!(
+        q(LogQuery::new().with_correlation_ids(flows)).await.len(),
+        4,
+        "{MANY} correlation ids"
     );
 }
 
