@@ -187,21 +187,33 @@ pub fn is_email(email: &str) -> bool {
 /// The alphabet of access codes: no `I`, `L`, `O` or `0`, which read alike.
 const ACCESS_CODE_ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ123456789";
 
-/// A 6-character code that, with an email, finds an order or opens a conference's admin
-/// pages, so that nobody needs an account.
+/// A code that, with an email, finds an order or opens a conference's admin pages, so that
+/// nobody needs an account: 12 characters of 32 (60 bits) as issued today; the 6-character
+/// codes issued before are still read.
+///
+/// How long guessing one takes at the rate the server allows is worked out in the web
+/// server's throttle (`src/web/throttle.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct AccessCode(String);
 
 impl AccessCode {
+    /// How many characters a code issued today has.
+    pub const LEN: usize = 12;
+
+    /// How many characters a code issued before codes grew has.
+    pub const OLD_LEN: usize = 6;
+
     /// A fresh random code.
     #[must_use]
     pub fn generate() -> Self {
-        let random = Uuid::new_v4().into_bytes();
+        // The first 6 bytes of a v4 UUID are random (its version and variant bits come
+        // after); 256 is a multiple of the alphabet's 32, so each character is uniform.
+        let (a, b) = (Uuid::new_v4().into_bytes(), Uuid::new_v4().into_bytes());
         Self(
-            random
+            a[..6]
                 .iter()
-                .take(6)
+                .chain(&b[..6])
                 .map(|b| {
                     char::from(ACCESS_CODE_ALPHABET[usize::from(*b) % ACCESS_CODE_ALPHABET.len()])
                 })
@@ -222,7 +234,9 @@ impl FromStr for AccessCode {
     /// Reads a code, ignoring case and surrounding spaces.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let code = s.trim().to_ascii_uppercase();
-        if code.len() == 6 && code.bytes().all(|b| ACCESS_CODE_ALPHABET.contains(&b)) {
+        if [Self::LEN, Self::OLD_LEN].contains(&code.len())
+            && code.bytes().all(|b| ACCESS_CODE_ALPHABET.contains(&b))
+        {
             Ok(Self(code))
         } else {
             Err(format!("{s:?} is not an access code"))
@@ -279,14 +293,17 @@ mod tests {
     }
 
     #[test]
-    fn access_codes_are_six_unambiguous_characters_and_read_back() {
+    fn access_codes_are_twelve_unambiguous_characters_and_read_back() {
         for _ in 0..100 {
             let code = AccessCode::generate();
-            assert_eq!(code.as_str().len(), 6);
+            assert_eq!(code.as_str().len(), AccessCode::LEN);
             assert!(!code.as_str().contains(['I', 'L', 'O', '0']));
             assert_eq!(code.as_str().to_lowercase().parse::<AccessCode>(), Ok(code));
         }
         assert!("ABCDE".parse::<AccessCode>().is_err());
         assert!("ABCDE0".parse::<AccessCode>().is_err());
+        assert!("ABCDEFGH".parse::<AccessCode>().is_err());
+        // A code issued before codes grew still reads.
+        assert!("ABC123".parse::<AccessCode>().is_ok());
     }
 }

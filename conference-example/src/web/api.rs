@@ -24,8 +24,9 @@ use crate::read::{ConferenceView, DraftOrder, DraftOrderState};
 use crate::web::WebState;
 use crate::web::error::ApiError;
 use crate::web::extract::{
-    ApiJson, ApiPath, ApiQuery, Credentials, MaybeCredentials, forbidden, unauthorized,
+    ApiJson, ApiPath, ApiQuery, Credentials, MaybeCredentials, forbidden, refused, unauthorized,
 };
+use crate::web::throttle::{self, Client};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -274,18 +275,19 @@ fn owned(
         .ok_or_else(|| ApiError::not_found(format!("conference {id} not found")))?;
     match credentials {
         None => Err(unauthorized()),
-        Some(Credentials::Operator(token))
+        Some(Credentials::Operator { token, .. })
             if state.operator_token.as_deref() == Some(token.as_str()) =>
         {
             Ok(view)
         }
-        Some(Credentials::Owner { email, access_code })
-            if view.owner.email.eq_ignore_ascii_case(&email)
-                && AccessCode::from_str(&access_code).is_ok_and(|c| c == view.access_code) =>
+        Some(Credentials::Owner {
+            email, access_code, ..
+        }) if view.owner.email.eq_ignore_ascii_case(&email)
+            && AccessCode::from_str(&access_code).is_ok_and(|c| c == view.access_code) =>
         {
             Ok(view)
         }
-        Some(_) => Err(forbidden()),
+        Some(other) => Err(refused(state, &other)),
     }
 }
 
@@ -636,10 +638,16 @@ struct FindQuery {
 
 async fn find_order(
     State(state): State<WebState>,
+    client: Client,
     ApiQuery(query): ApiQuery<FindQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let code = AccessCode::from_str(&query.access_code).map_err(ApiError::invalid)?;
-    let draft = state.app.locate_order(&query.email, &code)?;
+    let keys = throttle::keys("order", &query.email, client);
+    let draft = state
+        .throttle
+        .attempt(&keys, || state.app.locate_order(&query.email, &code).ok())
+        .map_err(ApiError::too_many_attempts)?
+        .ok_or_else(|| ApiError::not_found("no order with this email and access code"))?;
     Ok(Json(json!({ "order_id": draft.order })))
 }
 
@@ -734,18 +742,23 @@ async fn messages(
     // every order placed for it, expired ones too.
     let scope: Option<Vec<StreamId>> = match credentials {
         None => return Err(unauthorized()),
-        Some(Credentials::Operator(token))
+        Some(Credentials::Operator { token, .. })
             if state.operator_token.as_deref() == Some(token.as_str()) =>
         {
             None
         }
-        Some(Credentials::Operator(_)) => return Err(forbidden()),
-        Some(Credentials::Owner { email, access_code }) => {
-            let code = AccessCode::from_str(&access_code).map_err(|_| forbidden())?;
-            let view = state
-                .app
-                .owner_conference(&email, &code)
-                .map_err(|_| forbidden())?;
+        Some(operator @ Credentials::Operator { .. }) => return Err(refused(&state, &operator)),
+        Some(owner @ Credentials::Owner { .. }) => {
+            let Credentials::Owner {
+                email, access_code, ..
+            } = &owner
+            else {
+                unreachable!("matched as an owner");
+            };
+            let view = AccessCode::from_str(access_code)
+                .ok()
+                .and_then(|code| state.app.owner_conference(email, &code).ok())
+                .ok_or_else(|| refused(&state, &owner))?;
             let mut streams = Vec::new();
             streams.extend(Conference::stream_id(&view.id).ok());
             streams.extend(SeatsAvailability::stream_id(&view.id).ok());
@@ -818,20 +831,28 @@ fn operator_or_owner(
 ) -> ApiResult<()> {
     match credentials {
         None => Err(unauthorized()),
-        Some(Credentials::Operator(token))
+        Some(Credentials::Operator { token, .. })
             if state.operator_token.as_deref() == Some(token.as_str()) =>
         {
             Ok(())
         }
-        Some(Credentials::Owner { email, access_code }) if owners_too => {
-            let code = AccessCode::from_str(&access_code).map_err(|_| forbidden())?;
-            state
-                .app
-                .owner_conference(&email, &code)
+        Some(owner @ Credentials::Owner { .. }) if owners_too => {
+            let Credentials::Owner {
+                email, access_code, ..
+            } = &owner
+            else {
+                unreachable!("matched as an owner");
+            };
+            AccessCode::from_str(access_code)
+                .ok()
+                .and_then(|code| state.app.owner_conference(email, &code).ok())
                 .map(|_| ())
-                .map_err(|_| forbidden())
+                .ok_or_else(|| refused(state, &owner))
         }
-        Some(_) => Err(forbidden()),
+        // An owner's right credentials still do not open the operator's endpoints: no
+        // attempt is counted against them.
+        Some(Credentials::Owner { .. }) => Err(forbidden()),
+        Some(other) => Err(refused(state, &other)),
     }
 }
 
@@ -840,7 +861,8 @@ async fn projections(
     State(state): State<WebState>,
     MaybeCredentials(credentials): MaybeCredentials,
 ) -> ApiResult<Json<serde_json::Value>> {
-    operator_or_owner(&state, credentials, true)?;
+    // The operator's alone, as all of `/api/admin`: owners see it in their portal.
+    operator_or_owner(&state, credentials, false)?;
     let all = state.app.read_model_status().await?;
     Ok(Json(json!({ "projections": all })))
 }

@@ -21,6 +21,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// What a person should read.
     pub message: String,
+    /// For a `429`: how many seconds to wait (the `Retry-After` header).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -31,6 +33,22 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 429: too many failed attempts from this client or at this account; try again after
+    /// `wait`.
+    #[must_use]
+    pub fn too_many_attempts(wait: std::time::Duration) -> Self {
+        let seconds = wait.as_secs() + 1;
+        Self {
+            retry_after: Some(seconds),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                format!("too many failed attempts: try again in {seconds} s"),
+            )
         }
     }
 
@@ -56,6 +74,14 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Json(json!({ "error": { "code": self.code, "message": self.message } }));
+        if let Some(seconds) = self.retry_after {
+            return (
+                self.status,
+                [(header::RETRY_AFTER, seconds.to_string())],
+                body,
+            )
+                .into_response();
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             return (
                 self.status,

@@ -9,7 +9,9 @@ use axum_extra::headers::Authorization;
 use axum_extra::headers::authorization::{Basic, Bearer};
 use serde::de::DeserializeOwned;
 
+use crate::web::WebState;
 use crate::web::error::ApiError;
+use crate::web::throttle::{self, Client};
 
 /// A JSON body; malformed, wrongly shaped or too large ones are 400s.
 #[derive(Debug, Clone, Copy, Default)]
@@ -56,8 +58,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
-/// Who is asking, from the `Authorization` header.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who is asking, from the `Authorization` header, and from where.
+#[derive(Debug, Clone)]
 pub(crate) enum Credentials {
     /// HTTP Basic: a conference owner's email and access code.
     Owner {
@@ -65,34 +67,71 @@ pub(crate) enum Credentials {
         email: String,
         /// The access code, as given.
         access_code: String,
+        /// Who sent them.
+        client: Client,
     },
     /// A bearer token: the operator.
-    Operator(String),
+    Operator {
+        /// The token, as given.
+        token: String,
+        /// Who sent it.
+        client: Client,
+    },
 }
 
-/// The request's credentials, if it has any.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl Credentials {
+    /// The throttle's keys of these credentials: their client, and their account.
+    pub(crate) fn keys(&self) -> [String; 2] {
+        match self {
+            Self::Owner { email, client, .. } => throttle::keys("owner", email, *client),
+            Self::Operator { client, .. } => throttle::keys("operator", "operator", *client),
+        }
+    }
+}
+
+/// The request's credentials, if it has any. Credentials whose client or account has used up
+/// its failed attempts are refused (`429`) before anything checks them.
+#[derive(Debug, Clone)]
 pub(crate) struct MaybeCredentials(pub Option<Credentials>);
 
-impl<S: Send + Sync> FromRequestParts<S> for MaybeCredentials {
+impl FromRequestParts<WebState> for MaybeCredentials {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        if let Ok(TypedHeader(Authorization(basic))) =
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &WebState,
+    ) -> Result<Self, Self::Rejection> {
+        let Ok(client) = Client::from_request_parts(parts, state).await;
+        let credentials = if let Ok(TypedHeader(Authorization(basic))) =
             TypedHeader::<Authorization<Basic>>::from_request_parts(parts, state).await
         {
-            return Ok(Self(Some(Credentials::Owner {
+            Credentials::Owner {
                 email: basic.username().to_owned(),
                 access_code: basic.password().to_owned(),
-            })));
-        }
-        if let Ok(TypedHeader(Authorization(bearer))) =
+                client,
+            }
+        } else if let Ok(TypedHeader(Authorization(bearer))) =
             TypedHeader::<Authorization<Bearer>>::from_request_parts(parts, state).await
         {
-            return Ok(Self(Some(Credentials::Operator(bearer.token().to_owned()))));
+            Credentials::Operator {
+                token: bearer.token().to_owned(),
+                client,
+            }
+        } else {
+            return Ok(Self(None));
+        };
+        if let Some(wait) = state.throttle.wait(&credentials.keys()) {
+            return Err(ApiError::too_many_attempts(wait));
         }
-        Ok(Self(None))
+        Ok(Self(Some(credentials)))
     }
+}
+
+/// 403 for credentials that were checked and are wrong: the attempt counts against their
+/// client and account.
+pub(crate) fn refused(state: &WebState, credentials: &Credentials) -> ApiError {
+    state.throttle.failed(&credentials.keys());
+    forbidden()
 }
 
 /// 401: credentials are needed.

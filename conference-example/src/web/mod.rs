@@ -19,6 +19,7 @@ mod api;
 mod error;
 mod extract;
 mod pages;
+mod throttle;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -45,6 +46,7 @@ pub struct WebState {
     app: ConferenceApp,
     operator_token: Option<Arc<str>>,
     cookie_key: Key,
+    throttle: Arc<throttle::Throttle>,
 }
 
 impl FromRef<WebState> for Key {
@@ -64,6 +66,7 @@ impl WebState {
             app,
             operator_token: operator_token.map(Arc::from),
             cookie_key: Key::generate(),
+            throttle: Arc::default(),
         }
     }
 
@@ -131,7 +134,28 @@ pub fn router(state: WebState) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(panicked))
         .layer(axum::middleware::from_fn(log_server_errors))
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// Headers every answer carries: no content sniffing, no framing (clickjacking), no referrer
+/// beyond the site, and a content policy that allows the site's own files only (the pages
+/// have no inline script or style).
+async fn security_headers(mut response: axum::response::Response) -> axum::response::Response {
+    use axum::http::{HeaderValue, header};
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "same-origin"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+        ),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
 }
 
 /// Logs every 5xx the server answers, with the request that got it. Its cause is logged
@@ -272,7 +296,7 @@ pub async fn serve_with(
             permit = Arc::clone(&permits).acquire_owned() => permit.expect("never closed"),
             () = &mut shutdown => break,
         };
-        let (stream, _) = tokio::select! {
+        let (stream, address) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(err) => {
@@ -285,7 +309,11 @@ pub async fn serve_with(
             () = &mut shutdown => break,
         };
         while connections.try_join_next().is_some() {}
-        let service = TowerToHyperService::new(app.clone());
+        // Handlers see the client's address (to throttle guesses by it).
+        let service = TowerToHyperService::new(tower_http::add_extension::AddExtension::new(
+            app.clone(),
+            axum::extract::ConnectInfo(address),
+        ));
         let mut close = close.clone();
         connections.spawn(async move {
             let _permit = permit;

@@ -391,7 +391,7 @@ async fn a_registrant_buys_a_paid_order_and_sees_the_remaining_seats_fall() {
 
     assert_eq!(text(c, "h2.success").await, "Registration success");
     let code = text(c, "#access-code").await;
-    assert_eq!(code.len(), 6, "the access code: {code}");
+    assert_eq!(code.len(), 12, "the access code: {code}");
     screenshot(c, "06-thank-you").await;
 
     // The remaining seats fell by the two sold.
@@ -631,7 +631,7 @@ async fn an_owner_creates_and_publishes_a_conference() {
     click(c, "button[type=submit]").await;
 
     let code = text(c, "#access-code").await;
-    assert_eq!(code.len(), 6);
+    assert_eq!(code.len(), 12);
     assert!(
         exists(c, "#publish").await,
         "a new conference is unpublished"

@@ -771,3 +771,64 @@ pub(crate) async fn input_is_bounded_and_cleaned(s: &Server) {
         );
     }
 }
+
+/// Guesses at owner codes and order lookups are throttled per client and per account: ten
+/// failures, then `429` with `Retry-After`, for every credential of the account (even the
+/// right one) from any client, and for every guess of the client at any account. A client
+/// and an account that did nothing wrong are not held up. Clients come from their own
+/// loopback addresses.
+pub(crate) async fn guesses_are_throttled_per_client_and_per_account(s: &Server) {
+    let c = s.published_conference("guarded", 5).await;
+    let from = |last: u8| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, last]))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    };
+    let (a, b, d) = (from(2), from(3), from(4));
+    let owner_get = |client: &reqwest::Client, code: &str| {
+        client
+            .get(s.url("/api/messages?limit=1"))
+            .basic_auth("ana@example.com", Some(code))
+            .send()
+    };
+    for n in 0..10 {
+        let response = owner_get(&a, "WRONGWRONG22").await.unwrap();
+        assert_eq!(response.status(), 403, "guess {n}");
+    }
+    let response = owner_get(&a, "WRONGWRONG22").await.unwrap();
+    assert_eq!(response.status(), 429);
+    let retry: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=7).contains(&retry), "Retry-After: {retry}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(error_code(&body), "too_many_attempts");
+
+    // The account waits, whoever asks, with the right code too.
+    assert_eq!(owner_get(&b, &c.code).await.unwrap().status(), 429);
+    let login = d
+        .post(s.url("/admin/login"))
+        .form(&[
+            ("email", "ana@example.com"),
+            ("access_code", c.code.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 429, "the portal's login too");
+    // The client waits, whatever it guesses at.
+    let lookup = |client: &reqwest::Client, email: &str| {
+        client
+            .get(s.url(&format!(
+                "/api/orders/find?email={email}&access_code=ZZZZZZ"
+            )))
+            .send()
+    };
+    assert_eq!(lookup(&a, "bo@example.com").await.unwrap().status(), 429);
+    // Another client at another account is answered as ever.
+    assert_eq!(lookup(&b, "bo@example.com").await.unwrap().status(), 404);
+}

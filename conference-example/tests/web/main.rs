@@ -252,4 +252,5 @@ on_every_store!(
     owners_racing_for_one_slug_get_one_conference,
     one_registrant_names_one_open_order_per_conference,
     input_is_bounded_and_cleaned,
+    guesses_are_throttled_per_client_and_per_account,
 );

@@ -424,7 +424,7 @@ async fn creating_a_conference_refuses_bad_fields_and_escapes_what_it_shows() {
 /// redirect leave the site, and control characters that no header can carry. Each gets a
 /// 4xx page, never a 500 and never a redirect elsewhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_paths_get_a_page_never_a_500_or_a_redirect_elsewhere() {
+async fn hostile_paths_get_a_page_never_a_500_or_a_redirect_elsewhere_and_headers_guard_pages() {
     let server = sqlite().await;
     for path in [
         "/%2Fevil.example",
@@ -449,6 +449,26 @@ async fn hostile_paths_get_a_page_never_a_500_or_a_redirect_elsewhere() {
             "{path}: {status} {location:?}"
         );
         assert!(location.is_none(), "{path}: redirected to {location:?}");
+    }
+    // Every answer carries the security headers: a page, an error page, the API.
+    for path in [
+        "/",
+        "/nowhere/",
+        "/api/conferences/nowhere",
+        "/static/site.js",
+    ] {
+        let response = client().get(server.url(path)).send().await.unwrap();
+        let headers = response.headers();
+        assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(headers["x-frame-options"], "DENY", "{path}");
+        assert_eq!(headers["referrer-policy"], "same-origin", "{path}");
+        assert!(
+            headers["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .starts_with("default-src 'self'"),
+            "{path}"
+        );
     }
     // A real slug is still sent on to its page.
     server.published_conference("here", 5).await;

@@ -23,6 +23,7 @@ use crate::domain::{
 use crate::read::{ConferenceView, PaymentStatus};
 use crate::web::WebState;
 use crate::web::pages::{Fields, PageError, PagePath, Site, day, errors, layout, money, see_other};
+use crate::web::throttle::{self, Client};
 
 type PageResult = Result<Response, PageError>;
 
@@ -167,11 +168,33 @@ async fn login_form() -> Markup {
     login_page("", &[])
 }
 
-async fn login(State(state): State<WebState>, jar: SignedCookieJar, fields: Fields) -> Response {
+async fn login(
+    State(state): State<WebState>,
+    client: Client,
+    jar: SignedCookieJar,
+    fields: Fields,
+) -> Response {
     let email = fields.text("email");
-    let found = AccessCode::from_str(&fields.text("access_code"))
-        .ok()
-        .and_then(|code| state.app.owner_conference(&email, &code).ok());
+    let keys = throttle::keys("owner", &email, client);
+    let found = state.throttle.attempt(&keys, || {
+        AccessCode::from_str(&fields.text("access_code"))
+            .ok()
+            .and_then(|code| state.app.owner_conference(&email, &code).ok())
+    });
+    let found = match found {
+        Ok(found) => found,
+        Err(wait) => {
+            let message = format!(
+                "Too many failed attempts. Try again in {} seconds.",
+                wait.as_secs() + 1
+            );
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                login_page(&email, &[message]),
+            )
+                .into_response();
+        }
+    };
     match found {
         Some(view) => (
             jar.add(session_cookie(&view)),

@@ -26,6 +26,7 @@ use crate::web::pages::{
     Fields, PageError, PagePath, PageQuery, Site, countdown, day, errors, layout, layout_with,
     money, see_other,
 };
+use crate::web::throttle::{self, Client};
 
 type PageResult = Result<Response, PageError>;
 
@@ -884,17 +885,34 @@ fn find_page(conference: &ConferenceView, email: &str, messages: &[String]) -> M
 
 async fn find(
     State(state): State<WebState>,
+    client: Client,
     PagePath(slug): PagePath<String>,
     fields: Fields,
 ) -> PageResult {
     let conference = any_conference(&state, &slug)?;
     let email = fields.text("email");
-    let found = fields
-        .text("access_code")
-        .parse::<AccessCode>()
-        .ok()
-        .and_then(|code| state.app.locate_order(&email, &code).ok())
-        .filter(|d| d.conference == conference.id);
+    let keys = throttle::keys("order", &email, client);
+    let found = state
+        .throttle
+        .attempt(&keys, || {
+            fields
+                .text("access_code")
+                .parse::<AccessCode>()
+                .ok()
+                .and_then(|code| state.app.locate_order(&email, &code).ok())
+                .filter(|d| d.conference == conference.id)
+        })
+        .map_err(|wait| {
+            PageError::new(
+                SITE,
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many attempts",
+                format!(
+                    "Too many failed attempts. Try again in {} seconds.",
+                    wait.as_secs() + 1
+                ),
+            )
+        })?;
     match found {
         Some(draft) => Ok(see_other(&format!("/{slug}/order/{}", draft.order))),
         None => {
