@@ -295,24 +295,10 @@ impl Aggregate for Order {
         use OrderCommand as C;
         use OrderEvent as E;
         // One seat type asked for twice is one line.
-        let command = match command {
-            C::RegisterToConference {
-                conference,
-                seats,
-                prices,
-                access_code,
-                reservation_expires_at,
-                seats_released_at,
-            } => C::RegisterToConference {
-                conference,
-                seats: SeatQuantity::merged(seats),
-                prices,
-                access_code,
-                reservation_expires_at,
-                seats_released_at,
-            },
-            other => other,
-        };
+        let mut command = command;
+        if let C::RegisterToConference { seats, .. } = &mut command {
+            *seats = SeatQuantity::merged(std::mem::take(seats));
+        }
         match (state, command) {
             (
                 None,

@@ -122,6 +122,9 @@ impl PersonalInfo {
     /// which the registrant's orders are found.
     pub const MAX_EMAIL_LEN: usize = 180;
 
+    /// The longest first or last name, in characters.
+    pub const MAX_NAME_LEN: usize = 100;
+
     /// Checks that every field is present and the email looks like one.
     ///
     /// # Errors
@@ -133,6 +136,17 @@ impl PersonalInfo {
         }
         if self.last_name.trim().is_empty() {
             return Err("the last name is required".into());
+        }
+        for (field, name) in [("first", &self.first_name), ("last", &self.last_name)] {
+            if name.chars().count() > Self::MAX_NAME_LEN {
+                return Err(format!(
+                    "the {field} name has at most {} characters",
+                    Self::MAX_NAME_LEN
+                ));
+            }
+            if name.chars().any(char::is_control) {
+                return Err(format!("the {field} name holds a control character"));
+            }
         }
         if !is_email(&self.email) {
             return Err(format!("{:?} is not an email address", self.email));

@@ -134,6 +134,26 @@ fn the_orders_own_rules_come_first() {
         .then_error_matches(|e| {
             matches!(e, RegistrantError::Order(OrderError::InvalidRegistrant(_)))
         });
+    for bad in [
+        PersonalInfo {
+            first_name: "A".repeat(PersonalInfo::MAX_NAME_LEN + 1),
+            ..person(ANA)
+        },
+        PersonalInfo {
+            last_name: "Li\u{1b}[2Jma".into(),
+            ..person(ANA)
+        },
+    ] {
+        Rule::new()
+            .given(stream(order), [placed(c)])
+            .when(RegistrantAssignment::Assign {
+                order,
+                registrant: bad,
+            })
+            .then_error_matches(|e| {
+                matches!(e, RegistrantError::Order(OrderError::InvalidRegistrant(_)))
+            });
+    }
     let long = format!("{}@example.com", "a".repeat(PersonalInfo::MAX_EMAIL_LEN));
     Rule::new()
         .given(stream(order), [placed(c)])

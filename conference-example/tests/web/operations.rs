@@ -25,6 +25,19 @@ fn start(database: &str, args: &[&str]) -> (Child, String) {
     (server, base)
 }
 
+/// The first seat type of the demo conference (`--seed-demo`).
+async fn demo_seat_type(client: &reqwest::Client, base: &str) -> String {
+    let demo: serde_json::Value = client
+        .get(format!("{base}/api/conferences/devconf"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    demo["seat_types"][0]["id"].as_str().unwrap().to_owned()
+}
+
 /// Stops `server` with SIGTERM and returns what it wrote on stderr.
 fn stop(mut server: Child) -> String {
     let killed = Command::new("kill")
@@ -54,15 +67,7 @@ async fn a_server_error_is_logged_with_its_cause() {
     let database = format!("sqlite://{}", file.display());
     let (server, base) = start(&database, &["--seed-demo", "--log-format", "json"]);
     let client = reqwest::Client::new();
-    let demo: serde_json::Value = client
-        .get(format!("{base}/api/conferences/devconf"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let seat_type = demo["seat_types"][0]["id"].as_str().unwrap().to_owned();
+    let seat_type = demo_seat_type(&client, &base).await;
 
     // The store breaks under the server: its message log's table is gone.
     let raw = cqrs_store_sqlite::rusqlite::Connection::open(&file).unwrap();
@@ -248,15 +253,7 @@ async fn sigterm_exits_within_its_bound_whatever_clients_do() {
         .timeout(std::time::Duration::from_secs(10))
         .build()
         .unwrap();
-    let demo: serde_json::Value = client
-        .get(format!("{base}/api/conferences/devconf"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let seat_type = demo["seat_types"][0]["id"].as_str().unwrap().to_owned();
+    let seat_type = demo_seat_type(&client, &base).await;
     let _half = connections(&base, 20, b"GET / HTTP/1.1\r\nHost: localhost\r\nX-A: ").await;
     let _idle = connections(&base, 20, b"").await;
     // Four registrants order in a loop (bounded) until the server is gone.
@@ -308,4 +305,48 @@ async fn sigterm_exits_within_its_bound_whatever_clients_do() {
         took < std::time::Duration::from_secs(8),
         "the server exits at its shutdown deadline, not when clients let it: {took:?}"
     );
+}
+
+/// At most `--max-connections` at once: with five held open by clients that send nothing,
+/// a sixth is not answered until one of them is closed (by the header timeout here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_wait_their_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("conference.db").display());
+    let (server, base) = start(
+        &database,
+        &["--max-connections", "5", "--header-read-timeout", "2s"],
+    );
+    let held = connections(&base, 5, b"").await;
+    let started = std::time::Instant::now();
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let waited = tokio::time::timeout(
+        std::time::Duration::from_millis(800),
+        client.get(format!("{base}/api/conferences/devconf")).send(),
+    )
+    .await;
+    assert!(
+        waited.is_err(),
+        "a sixth connection waits while five are open"
+    );
+    // The held ones time out (2 s): then it is answered.
+    let response = client
+        .get(format!("{base}/api/conferences/devconf"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !response.status().is_server_error(),
+        "{}",
+        response.status()
+    );
+    let took = started.elapsed();
+    eprintln!(
+        "a sixth connection past a cap of 5 was answered after {took:?} (held ones closed at 2 s)"
+    );
+    drop(held);
+    stop(server);
 }
