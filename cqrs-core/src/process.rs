@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
@@ -659,6 +660,7 @@ pub struct ProcessManagerRunner<P> {
     upcasters: Upcasters,
     clock: Arc<dyn Clock>,
     waker: Option<DispatchWaker>,
+    concurrency: usize,
     _process: PhantomData<fn() -> P>,
 }
 
@@ -669,6 +671,7 @@ impl<P> Clone for ProcessManagerRunner<P> {
             upcasters: self.upcasters.clone(),
             clock: Arc::clone(&self.clock),
             waker: self.waker.clone(),
+            concurrency: self.concurrency,
             _process: PhantomData,
         }
     }
@@ -684,6 +687,16 @@ impl<P: ProcessManager> fmt::Debug for ProcessManagerRunner<P> {
 
 const SAVE_ATTEMPTS: u32 = 10;
 
+/// An instance and the parts of one event routed to it.
+type Routed<P> = (String, Vec<<P as ProcessManager>::Event>);
+
+/// An event waiting for its instance, with the parts routed to it.
+type Queued<'a, P> = (&'a RecordedEvent, Vec<<P as ProcessManager>::Event>);
+
+/// Instances (of a process manager) or targets (of the dispatcher) handled at once: enough
+/// for a group commit to gather many saves into one sync.
+const DEFAULT_CONCURRENCY: usize = 16;
+
 impl<P: ProcessManager> ProcessManagerRunner<P> {
     /// A runner over `storage` with the system clock and no upcasters.
     ///
@@ -698,8 +711,17 @@ impl<P: ProcessManager> ProcessManagerRunner<P> {
             upcasters: Upcasters::new(),
             clock: Arc::new(SystemClock),
             waker: None,
+            concurrency: DEFAULT_CONCURRENCY,
             _process: PhantomData,
         }
+    }
+
+    /// Runs up to `instances` instances at once within a batch of events (16 by default, at
+    /// least 1; 1 handles every event in log order).
+    #[must_use]
+    pub fn with_concurrency(mut self, instances: usize) -> Self {
+        self.concurrency = instances.max(1);
+        self
     }
 
     /// Decodes events through `upcasters`.
@@ -771,8 +793,19 @@ impl<P: ProcessManager> ProcessManagerRunner<P> {
     /// [`ProcessError`] if the event does not decode (retrying after an upcaster is deployed
     /// helps) or the store fails.
     pub async fn handle_event(&self, recorded: &RecordedEvent) -> Result<(), ProcessError> {
-        // A split (upcast) event may route several parts to one instance: keep them together.
-        let mut by_instance: Vec<(String, Vec<P::Event>)> = Vec::new();
+        for (instance, events) in self.route(recorded)? {
+            self.react_logged(&instance, recorded, &events).await?;
+        }
+        Ok(())
+    }
+
+    /// The instances `recorded` goes to, each with its part of the event (a split, upcast event
+    /// may route several parts to one instance: they stay together).
+    fn route(
+        &self,
+        recorded: &RecordedEvent,
+    ) -> Result<Vec<Routed<P>>, ProcessError> {
+        let mut by_instance: Vec<Routed<P>> = Vec::new();
         for event in self.upcasters.decode::<P::Event>(recorded)? {
             let Some(instance) = P::route(&event, &recorded.stream) else {
                 continue;
@@ -782,26 +815,87 @@ impl<P: ProcessManager> ProcessManagerRunner<P> {
                 None => by_instance.push((instance, vec![event])),
             }
         }
-        for (instance, events) in by_instance {
-            let span = tracing::debug_span!("cqrs.process", process = P::NAME, instance = %instance, position = recorded.position.get());
-            match self
-                .react_and_save(&instance, recorded, &events)
-                .instrument(span)
-                .await
-            {
-                Ok(()) => {}
-                Err(err) if !err.is_permanent() => return Err(err),
-                Err(err) => tracing::error!(
+        Ok(by_instance)
+    }
+
+    /// Reacts and saves; an event the instance can never take is logged and skipped.
+    async fn react_logged(
+        &self,
+        instance: &str,
+        recorded: &RecordedEvent,
+        events: &[P::Event],
+    ) -> Result<(), ProcessError> {
+        let span = tracing::debug_span!("cqrs.process", process = P::NAME, instance = %instance, position = recorded.position.get());
+        match self
+            .react_and_save(instance, recorded, events)
+            .instrument(span)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(err) if !err.is_permanent() => Err(err),
+            Err(err) => {
+                tracing::error!(
                     process = P::NAME,
                     %instance,
                     position = recorded.position.get(),
                     event_type = %recorded.event_type,
                     error = %crate::ErrorChain(&err),
                     "process manager cannot take this event; skipping it"
-                ),
+                );
+                Ok(())
             }
         }
-        Ok(())
+    }
+
+    /// Handles a batch of events: each instance takes its events in log order, and instances
+    /// run beside each other (up to [`with_concurrency`](Self::with_concurrency)), so that a
+    /// burst on one instance does not hold the others up and the store can commit their saves
+    /// together.
+    ///
+    /// The events after one that does not decode are left for the retry, as
+    /// [`handle_event`](Self::handle_event) would.
+    ///
+    /// # Errors
+    ///
+    /// The first [`ProcessError`] that is not permanent; instances that saved keep their saves
+    /// (a retry skips what they handled).
+    pub async fn handle_events(&self, events: &[RecordedEvent]) -> Result<(), ProcessError> {
+        let mut order: Vec<String> = Vec::new();
+        let mut queues: HashMap<String, Vec<Queued<'_, P>>> = HashMap::new();
+        let mut undecodable = None;
+        for recorded in events {
+            match self.route(recorded) {
+                Ok(routed) => {
+                    for (instance, parts) in routed {
+                        queues
+                            .entry(instance)
+                            .or_insert_with_key(|key| {
+                                order.push(key.clone());
+                                Vec::new()
+                            })
+                            .push((recorded, parts));
+                    }
+                }
+                Err(err) => {
+                    undecodable = Some(err);
+                    break;
+                }
+            }
+        }
+        let runs = order.into_iter().map(|instance| {
+            let queue = queues.remove(&instance).unwrap_or_default();
+            async move {
+                for (recorded, parts) in queue {
+                    self.react_logged(&instance, recorded, &parts).await?;
+                }
+                Ok::<(), ProcessError>(())
+            }
+        });
+        let mut runs = futures::stream::iter(runs).buffer_unordered(self.concurrency);
+        while let Some(result) = runs.next().await {
+            result?;
+        }
+        undecodable.map_or(Ok(()), Err)
     }
 
     async fn react_and_save(
@@ -1006,11 +1100,9 @@ impl<P: ProcessManager> Projection for ProcessManagerRunner<P> {
         events: &[RecordedEvent],
         checkpoint: Position,
     ) -> Result<(), ProjectionError> {
-        for event in events {
-            self.handle_event(event)
-                .await
-                .map_err(ProjectionError::from_error)?;
-        }
+        self.handle_events(events)
+            .await
+            .map_err(ProjectionError::from_error)?;
         Ok(self
             .storage
             .save_checkpoint(&Projection::key(self), checkpoint)
@@ -1075,6 +1167,7 @@ pub struct CommandDispatcher {
     batch: usize,
     idle_poll: chrono::Duration,
     max_attempts: u32,
+    concurrency: usize,
 }
 
 impl fmt::Debug for CommandDispatcher {
@@ -1083,6 +1176,7 @@ impl fmt::Debug for CommandDispatcher {
             .field("lease", &self.lease)
             .field("batch", &self.batch)
             .field("max_attempts", &self.max_attempts)
+            .field("concurrency", &self.concurrency)
             .finish_non_exhaustive()
     }
 }
@@ -1100,6 +1194,7 @@ impl CommandDispatcher {
             batch: 64,
             idle_poll: chrono::Duration::seconds(1),
             max_attempts: 10,
+            concurrency: DEFAULT_CONCURRENCY,
         }
     }
 
@@ -1141,6 +1236,14 @@ impl CommandDispatcher {
         self
     }
 
+    /// Delivers to up to `targets` targets at once (16 by default, at least 1); each target
+    /// still takes its own commands one at a time, in the order they fell due.
+    #[must_use]
+    pub fn with_concurrency(mut self, targets: usize) -> Self {
+        self.concurrency = targets.max(1);
+        self
+    }
+
     /// The waker that makes this dispatcher look for new commands.
     #[must_use]
     pub fn waker(&self) -> DispatchWaker {
@@ -1163,40 +1266,86 @@ impl CommandDispatcher {
             let now = self.clock.now();
             let due = self.storage.claim_due(now, self.batch, self.lease).await?;
             let claimed = due.len();
-            let mut done = Vec::with_capacity(claimed);
+            // Each target takes its commands in the order they fell due; targets run beside
+            // each other, so one busy aggregate does not hold up the rest and the store can
+            // commit their writes together.
+            let mut order: Vec<StreamId> = Vec::new();
+            let mut queues: HashMap<StreamId, Vec<ScheduledCommand>> = HashMap::new();
             for scheduled in due {
-                let envelope = scheduled.command;
-                let id = envelope.id;
-                let span = tracing::debug_span!("cqrs.dispatch", command = %envelope.command_type, command_id = %id, target = %envelope.target, attempt = scheduled.attempts);
-                let error = match self
-                    .handler
-                    .deliver(envelope.clone())
-                    .instrument(span)
-                    .await
-                {
-                    Ok(delivery) => {
-                        tracing::debug!(command_id = %id, ?delivery, "delivered");
-                        done.push(id);
-                        continue;
+                queues
+                    .entry(scheduled.command.target.clone())
+                    .or_insert_with_key(|key| {
+                        order.push(key.clone());
+                        Vec::new()
+                    })
+                    .push(scheduled);
+            }
+            let runs = order.into_iter().map(|target| {
+                let queue = queues.remove(&target).unwrap_or_default();
+                async move {
+                    let mut done = Vec::with_capacity(queue.len());
+                    for scheduled in queue {
+                        if let Some(id) = self.deliver_one(scheduled, now).await? {
+                            done.push(id);
+                        }
                     }
-                    Err(err) => err,
-                };
-                if scheduled.attempts >= self.max_attempts {
-                    let why = format!("gave up after {} attempts: {error}", scheduled.attempts);
-                    tracing::error!(command_id = %id, command = %envelope.command_type, reason = %why, "dropping an undeliverable command");
-                    self.record_undeliverable(&envelope, &why, now).await?;
-                    done.push(id);
-                } else {
-                    tracing::warn!(command_id = %id, command = %envelope.command_type, attempt = scheduled.attempts, error = %crate::ErrorChain(&error), "delivery failed; it will be tried again");
+                    Ok::<Vec<Uuid>, StoreError>(done)
+                }
+            });
+            let mut runs = futures::stream::iter(runs).buffer_unordered(self.concurrency);
+            let mut done = Vec::with_capacity(claimed);
+            let mut failure = None;
+            while let Some(result) = runs.next().await {
+                match result {
+                    Ok(ids) => done.extend(ids),
+                    Err(err) => {
+                        failure.get_or_insert(err);
+                    }
                 }
             }
             handled += done.len();
             if !done.is_empty() {
                 self.storage.complete_scheduled(&done).await?;
             }
+            if let Some(err) = failure {
+                return Err(err);
+            }
             if claimed < self.batch {
                 return Ok(handled);
             }
+        }
+    }
+
+    /// Delivers one claimed command; returns its id once it is finished with (delivered, or
+    /// given up after its last attempt), none when it is to be tried again.
+    async fn deliver_one(
+        &self,
+        scheduled: ScheduledCommand,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Uuid>, StoreError> {
+        let envelope = scheduled.command;
+        let id = envelope.id;
+        let span = tracing::debug_span!("cqrs.dispatch", command = %envelope.command_type, command_id = %id, target = %envelope.target, attempt = scheduled.attempts);
+        let error = match self
+            .handler
+            .deliver(envelope.clone())
+            .instrument(span)
+            .await
+        {
+            Ok(delivery) => {
+                tracing::debug!(command_id = %id, ?delivery, "delivered");
+                return Ok(Some(id));
+            }
+            Err(err) => err,
+        };
+        if scheduled.attempts >= self.max_attempts {
+            let why = format!("gave up after {} attempts: {error}", scheduled.attempts);
+            tracing::error!(command_id = %id, command = %envelope.command_type, reason = %why, "dropping an undeliverable command");
+            self.record_undeliverable(&envelope, &why, now).await?;
+            Ok(Some(id))
+        } else {
+            tracing::warn!(command_id = %id, command = %envelope.command_type, attempt = scheduled.attempts, error = %crate::ErrorChain(&error), "delivery failed; it will be tried again");
+            Ok(None)
         }
     }
 

@@ -496,3 +496,153 @@ fn process_errors_keep_their_causes_and_say_whether_to_retry() {
         "storage backend failed: disk full"
     );
 }
+
+/// Records what it delivers; the first command to `slow-1` waits until a command to another
+/// target has been delivered.
+struct Gate {
+    delivered: std::sync::Mutex<Vec<(String, String)>>,
+    other_delivered: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl CommandHandler for Gate {
+    async fn deliver(
+        &self,
+        envelope: CommandEnvelope,
+    ) -> Result<Delivery, cqrs_core::DispatchError> {
+        let target = envelope.target.to_string();
+        let first_slow = target == "slow-1"
+            && !self
+                .delivered
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(t, _)| *t == target);
+        if first_slow {
+            self.other_delivered.notified().await;
+        }
+        self.delivered
+            .lock()
+            .unwrap()
+            .push((target.clone(), envelope.payload.as_str().to_owned()));
+        if target != "slow-1" {
+            self.other_delivered.notify_one();
+        }
+        Ok(Delivery::Accepted)
+    }
+}
+
+/// A target whose delivery is slow does not hold the others up, and each target still takes
+/// its commands in the order they fell due.
+#[tokio::test]
+async fn one_slow_target_does_not_hold_up_the_others_and_each_keeps_its_order() {
+    let storage: Arc<dyn Storage> = Arc::new(InMemoryEventStore::new());
+    let clock = ManualClock::default();
+    let start = clock.now();
+    let mut scheduled = Vec::new();
+    for (i, target) in ["slow-1", "slow-1", "fast-1", "slow-1", "fast-2"]
+        .into_iter()
+        .enumerate()
+    {
+        let envelope = CommandEnvelope::new(
+            target.parse().unwrap(),
+            &OrderCommand::Place {
+                seats: u32::try_from(i).unwrap(),
+            },
+            CommandContext::new(),
+        )
+        .unwrap();
+        scheduled.push(cqrs_core::ScheduledCommand::new(
+            envelope,
+            start + Duration::milliseconds(i64::try_from(i).unwrap()),
+        ));
+    }
+    storage.schedule(scheduled).await.unwrap();
+    clock.advance(Duration::seconds(1));
+    let gate = Arc::new(Gate {
+        delivered: std::sync::Mutex::default(),
+        other_delivered: tokio::sync::Notify::new(),
+    });
+    let dispatcher = CommandDispatcher::new(Arc::clone(&storage), gate.clone())
+        .with_clock(Arc::new(clock.clone()));
+    let completed = tokio::time::timeout(StdDuration::from_secs(10), dispatcher.run_due())
+        .await
+        .expect("one target waiting for another does not stall the dispatcher")
+        .unwrap();
+    assert_eq!(completed, 5);
+    let delivered = gate.delivered.lock().unwrap().clone();
+    let slow: Vec<&str> = delivered
+        .iter()
+        .filter(|(t, _)| t == "slow-1")
+        .map(|(_, p)| p.as_str())
+        .collect();
+    assert_eq!(
+        slow,
+        [r#"{"seats":0}"#, r#"{"seats":1}"#, r#"{"seats":3}"#],
+        "in the order they fell due: {delivered:?}"
+    );
+    assert_ne!(
+        delivered[0].0, "slow-1",
+        "another target went first: {delivered:?}"
+    );
+
+    // Everything was delivered once: a second pass finds nothing.
+    let sequential = CommandDispatcher::new(Arc::clone(&storage), gate.clone())
+        .with_clock(Arc::new(clock.clone()))
+        .with_concurrency(1);
+    assert_eq!(sequential.run_due().await.unwrap(), 0, "nothing is left");
+}
+
+/// Instances run beside each other within a batch, and each takes its own events in log
+/// order (placed, then reserved, then confirmed), whatever the concurrency.
+#[tokio::test]
+async fn process_instances_run_beside_each_other_each_in_its_order() {
+    for concurrency in [1, 16] {
+        let s = system().await;
+        s.seats
+            .handle(&CONFERENCE.to_owned(), SeatsCommand::Add { quantity: 100 })
+            .await
+            .unwrap();
+        let ids: Vec<String> = (0..12).map(|i| format!("o{i}")).collect();
+        for id in &ids {
+            s.orders
+                .handle(id, OrderCommand::Place { seats: 1 })
+                .await
+                .unwrap();
+        }
+        for id in &ids {
+            s.seats
+                .handle(
+                    &CONFERENCE.to_owned(),
+                    SeatsCommand::Reserve {
+                        order: id.clone(),
+                        seats: 1,
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        for id in ids.iter().step_by(2) {
+            s.orders.handle(id, OrderCommand::Confirm).await.unwrap();
+        }
+        let runner = s.process.clone().with_concurrency(concurrency);
+        let filter = Projection::filter(&runner);
+        let events: Vec<_> = s
+            .storage
+            .read_all(cqrs_core::Position::START, 1_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| filter.matches(e))
+            .collect();
+        runner.handle_events(&events).await.unwrap();
+        for (i, id) in ids.iter().enumerate() {
+            let (state, completed) = runner.load(id).await.unwrap().expect("started");
+            assert!(
+                state.reserved,
+                "{id} reserved after it was placed ({concurrency})"
+            );
+            assert_eq!(completed, i % 2 == 0, "{id} confirmed last ({concurrency})");
+        }
+    }
+}
