@@ -118,6 +118,20 @@ struct ServeArgs {
     /// How long a client has to send a request's body (then: 408).
     #[arg(long, default_value = "10s", value_parser = duration)]
     body_read_timeout: chrono::Duration,
+    /// How many orders of one conference may wait for their seats before new ones for it are
+    /// turned away (503 with Retry-After).
+    #[arg(long, default_value_t = 500)]
+    max_awaiting_per_conference: u32,
+    /// How many orders of all conferences together may wait for their seats.
+    #[arg(long, default_value_t = 2_000)]
+    max_awaiting: u64,
+    /// How many orders one client (an address) may place at once; then it gets one more
+    /// every `--order-refill` (more: 429 with Retry-After).
+    #[arg(long, default_value_t = 20)]
+    orders_per_client: u32,
+    /// How often a client gets one more order (e.g. 3s, 100ms).
+    #[arg(long, default_value = "3s", value_parser = duration)]
+    order_refill: chrono::Duration,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -138,6 +152,8 @@ impl ServeArgs {
                     ReadModelsArg::V1 => conference_example::app::ReadModels::V1,
                     ReadModelsArg::Current => conference_example::app::ReadModels::Current,
                 },
+                max_awaiting_per_conference: self.max_awaiting_per_conference,
+                max_awaiting: self.max_awaiting,
             },
             seed_demo: self.seed_demo,
             operator_token: self.operator_token,
@@ -149,6 +165,7 @@ impl ServeArgs {
                 max_connections: self.max_connections,
                 ..conference_example::web::ServeLimits::default()
             },
+            orders_per_client: (self.orders_per_client, std_duration(self.order_refill)),
         }
     }
 }

@@ -34,6 +34,9 @@ pub struct ServeOptions {
     pub cookie_secret: Option<String>,
     /// Timeouts, the connection cap and the shutdown's bound.
     pub limits: ServeLimits,
+    /// Orders one client may place at once, and how often it gets one more
+    /// ([`WebState::with_orders_per_client`]).
+    pub orders_per_client: (u32, std::time::Duration),
 }
 
 /// Opens the storage, catches the read models and processes up with its log, then serves
@@ -54,12 +57,14 @@ pub async fn run(options: ServeOptions, out: &mut impl Write) -> anyhow::Result<
         operator_token,
         cookie_secret,
         limits,
+        orders_per_client: (order_burst, order_refill),
     } = options;
     let storage = open_storage(&database)
         .await
         .with_context(|| format!("cannot open the store at {database}"))?;
     let app = ConferenceApp::new(storage, Arc::new(SystemClock), config);
-    let mut state = WebState::new(app.clone(), operator_token);
+    let mut state = WebState::new(app.clone(), operator_token)
+        .with_orders_per_client(order_burst, order_refill);
     if let Some(secret) = cookie_secret {
         state = state
             .with_cookie_secret(&secret)

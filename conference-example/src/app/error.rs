@@ -51,6 +51,15 @@ pub enum AppError {
     /// Another operation that excludes this one is under way (a read-model upgrade).
     #[error("{0}")]
     Busy(String),
+    /// Too much work is queued (orders waiting for their seats): the request was turned away
+    /// before it added more, and may be tried again after `retry_after`.
+    #[error("{message}")]
+    Overloaded {
+        /// What is overloaded.
+        message: String,
+        /// How long to wait before trying again.
+        retry_after: std::time::Duration,
+    },
     /// A business rule refused it.
     #[error(transparent)]
     Rejected(#[from] Rejection),

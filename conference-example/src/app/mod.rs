@@ -57,6 +57,12 @@ pub struct AppConfig {
     /// The read models' generation at start; [`ConferenceApp::upgrade_read_models`] moves
     /// V1's to today's with no pause.
     pub read_models: ReadModels,
+    /// How many orders of one conference may wait for their seats before new orders for it
+    /// are turned away with [`AppError::Overloaded`] (500): the queue one conference can
+    /// put in front of the others.
+    pub max_awaiting_per_conference: u32,
+    /// How many orders of all conferences together may wait for their seats (2,000).
+    pub max_awaiting: u64,
 }
 
 impl Default for AppConfig {
@@ -65,9 +71,18 @@ impl Default for AppConfig {
             reservation_window: Duration::minutes(15),
             release_buffer: Duration::minutes(14),
             read_models: ReadModels::Current,
+            max_awaiting_per_conference: 500,
+            max_awaiting: 2_000,
         }
     }
 }
+
+/// How long a registrant turned away by [`AppError::Overloaded`] is asked to wait: a full
+/// conference queue is reserved in well under that.
+const OVERLOAD_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How many conferences' seats stay in memory between commands.
+const SEATS_CACHED: usize = 1_024;
 
 /// The most seats of one type an order may ask for, on the site and through the API alike
 /// (the CQRS Journey's site offered 0 to 20).
@@ -133,6 +148,39 @@ pub struct ConferenceApp {
     directory: BlueGreen<ConferenceDirectory>,
     order_views: BlueGreen<OrderViews>,
     system: System,
+    shed: Arc<ShedLog>,
+}
+
+/// Tells the operator that orders are being turned away, at most once every ten seconds: a
+/// burst turned away is logged, not a log line per request.
+#[derive(Debug, Default)]
+struct ShedLog {
+    since_last: std::sync::atomic::AtomicU64,
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl ShedLog {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+    fn turned_away(&self, conference: ConferenceId, here: u32, all: u64) {
+        use std::sync::atomic::Ordering;
+        let count = self.since_last.fetch_add(1, Ordering::Relaxed) + 1;
+        let Ok(mut last) = self.last.lock() else {
+            return;
+        };
+        if last.is_some_and(|at| at.elapsed() < Self::EVERY) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        self.since_last.fetch_sub(count, Ordering::Relaxed);
+        tracing::warn!(
+            turned_away = count,
+            %conference,
+            awaiting_here = here,
+            awaiting_in_all = all,
+            "orders turned away: too many wait for their seats"
+        );
+    }
 }
 
 impl std::fmt::Debug for ConferenceApp {
@@ -160,9 +208,13 @@ impl ConferenceApp {
         let slugs = system.decider::<UniqueSlug>();
         let orders = system.repository::<Order>();
         let registrants = system.decider::<OneOpenOrderPerRegistrant>();
-        // A conference's seats see every reservation: snapshots keep loading them cheap.
+        // A conference's seats see every reservation: each command starts from the state the
+        // last one left in memory (its held reservations can number thousands), and snapshots
+        // keep a restart's first load short.
         let _seats = system.repository_with::<SeatsAvailability>(|seats| {
-            seats.with_snapshots(SnapshotPolicy::every(100))
+            seats
+                .with_snapshots(SnapshotPolicy::every(1_000))
+                .with_cache(SEATS_CACHED)
         });
         let assignments = system.repository::<SeatAssignments>();
         let payments = system.repository::<ThirdPartyProcessorPayment>();
@@ -188,6 +240,7 @@ impl ConferenceApp {
             payments,
             directory,
             order_views,
+            shed: Arc::default(),
         }
     }
 
@@ -412,6 +465,33 @@ impl ConferenceApp {
         Ok(order)
     }
 
+    /// Turns a new order away while the registration process has too many orders of
+    /// `conference`, or of all conferences, still to reserve: the backlog stays bounded, so
+    /// an order accepted is reserved in seconds, and one conference's burst cannot queue
+    /// every other conference's orders behind it.
+    fn admit_order(&self, conference: ConferenceId) -> Result<(), AppError> {
+        let (here, all) = self.order_views.read(|v| {
+            (
+                v.awaiting_reservation(conference),
+                v.awaiting_reservation_in_all(),
+            )
+        });
+        let message = if here >= self.config.max_awaiting_per_conference {
+            format!(
+                "{here} orders for this conference are waiting for their seats: try again in a moment"
+            )
+        } else if all >= self.config.max_awaiting {
+            format!("{all} orders are waiting for their seats: try again in a moment")
+        } else {
+            return Ok(());
+        };
+        self.shed.turned_away(conference, here, all);
+        Err(AppError::Overloaded {
+            message,
+            retry_after: OVERLOAD_RETRY_AFTER,
+        })
+    }
+
     /// Places an order under an id the client chose (so that a retried request does not place
     /// a second one); if that order exists already, its seats are changed instead. Returns the
     /// order's version after it, which the draft order reaches once it shows the change.
@@ -426,10 +506,9 @@ impl ConferenceApp {
         conference: ConferenceId,
         seats: Vec<SeatQuantity>,
     ) -> Result<u64, AppError> {
-        let handled = self
-            .orders
-            .handle(&order, self.register(conference, seats)?)
-            .await?;
+        let command = self.register(conference, seats)?;
+        self.admit_order(conference)?;
+        let handled = self.orders.handle(&order, command).await?;
         Ok(handled.version.get())
     }
 
@@ -452,10 +531,9 @@ impl ConferenceApp {
             .state
             .map(|o| o.conference)
             .ok_or_else(|| AppError::NotFound(format!("order {order}")))?;
-        let handled = self
-            .orders
-            .handle(&order, self.register(conference, seats)?)
-            .await?;
+        let command = self.register(conference, seats)?;
+        self.admit_order(conference)?;
+        let handled = self.orders.handle(&order, command).await?;
         Ok(handled.version.get())
     }
 

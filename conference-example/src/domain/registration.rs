@@ -42,6 +42,18 @@ pub struct RegistrationProcess {
     pub seat_reservation_command: Uuid,
     /// The id of the expiry timeout (none once the order is confirmed).
     pub expiration_command: Option<Uuid>,
+    /// When the order was placed (none in a registration started before this was kept: its
+    /// deadline stays the one set at placement).
+    #[serde(default)]
+    pub placed_at: Option<DateTime<Utc>>,
+    /// When unconfirmed seats go back to the pool, as set at placement or moved at the first
+    /// reservation.
+    #[serde(default)]
+    pub seats_released_at: Option<DateTime<Utc>>,
+    /// When the conference first answered with seats: the registrant's window counts from
+    /// then.
+    #[serde(default)]
+    pub first_reserved_at: Option<DateTime<Utc>>,
 }
 
 /// The events a registration reacts to, from orders, seats and payments.
@@ -214,18 +226,7 @@ impl ProcessManager for RegistrationProcess {
                 {
                     return Ok(Reaction::unchanged()); // the answer to an earlier request
                 }
-                Ok(Reaction::new(Self {
-                    state: S::ReservationConfirmationReceived,
-                    seats: details.clone(),
-                    ..process.clone()
-                })
-                .send(Outgoing::to::<Order>(
-                    &process.order,
-                    &OrderCommand::MarkSeatsAsReserved {
-                        seats: details.clone(),
-                        reservation_expires_at: process.reservation_expires_at,
-                    },
-                )))
+                Ok(reserved(process, details, context.now))
             }
             (_, I::SeatsReserved { .. }) => {
                 if context.recorded.metadata.command_id == Some(process.seat_reservation_command) {
@@ -287,8 +288,9 @@ impl ProcessManager for RegistrationProcess {
     }
 }
 
-/// An order was placed: reserve its seats and set the deadline, or reject it if the deadline
-/// has passed already.
+/// An order was placed: reserve its seats and set the deadline that holds until the
+/// conference answers, or reject it if even that deadline passed before the registration
+/// first saw it (a placement from history, not from a backlog).
 fn start(
     context: &EventContext<'_>,
     conference: ConferenceId,
@@ -299,20 +301,25 @@ fn start(
     let order: OrderId = context.instance.parse().map_err(|_| {
         RegistrationError::NotStarted("OrderPlaced for an instance that is no order id")
     })?;
-    if reservation_expires_at <= context.now {
-        // Placed too late to reserve anything: reject it at once. The finished instance keeps
-        // a state, which is what the runner saves the rejection with.
-        return Ok(Reaction::new(RegistrationProcess {
-            conference,
-            order,
-            state: RegistrationState::AwaitingReservationConfirmation,
-            reservation_expires_at,
-            seats: Vec::new(),
-            seat_reservation_command: Uuid::nil(),
-            expiration_command: None,
-        })
-        .send(Outgoing::to::<Order>(&order, &OrderCommand::Reject))
-        .complete());
+    let seats_released_at = seats_released_at.max(reservation_expires_at);
+    let process = RegistrationProcess {
+        conference,
+        order,
+        state: RegistrationState::AwaitingReservationConfirmation,
+        reservation_expires_at,
+        seats: Vec::new(),
+        seat_reservation_command: Uuid::nil(),
+        expiration_command: None,
+        placed_at: Some(context.recorded.metadata.recorded_at),
+        seats_released_at: Some(seats_released_at),
+        first_reserved_at: None,
+    };
+    if seats_released_at <= context.now {
+        // The finished instance keeps a state, which is what the runner saves the rejection
+        // with.
+        return Ok(Reaction::new(process)
+            .send(Outgoing::to::<Order>(&order, &OrderCommand::Reject))
+            .complete());
     }
     let request = Outgoing::to::<SeatsAvailability>(
         &conference,
@@ -321,20 +328,67 @@ fn start(
             seats: seats.to_vec(),
         },
     );
+    // Until the seats are held this deadline stands in case no answer ever comes (a seat type
+    // withdrawn meanwhile, say); the first answer moves it.
     let expiry =
         Outgoing::timeout::<RegistrationProcess>(context.instance, &RegistrationTimeout::Expire)
-            .at(seats_released_at.max(reservation_expires_at));
+            .at(seats_released_at);
     Ok(Reaction::new(RegistrationProcess {
-        conference,
-        order,
-        state: RegistrationState::AwaitingReservationConfirmation,
-        reservation_expires_at,
-        seats: Vec::new(),
         seat_reservation_command: request.id(),
         expiration_command: Some(expiry.id()),
+        ..process
     })
     .send(request)
     .send(expiry))
+}
+
+/// The conference holds `details` for the order: tell the order, with its deadline. At the
+/// first answer the registrant's window starts over from `now`, so that time spent queued
+/// before the system first looked at the order is not taken from the registrant (the CQRS
+/// Journey counted from placement). Later answers (seats changed) keep the deadline.
+fn reserved(
+    process: &RegistrationProcess,
+    details: &[SeatQuantity],
+    now: DateTime<Utc>,
+) -> Reaction<RegistrationProcess> {
+    let mut next = RegistrationProcess {
+        state: RegistrationState::ReservationConfirmationReceived,
+        seats: details.to_vec(),
+        first_reserved_at: process.first_reserved_at.or(Some(now)),
+        ..process.clone()
+    };
+    let mut expiry = None;
+    if let (None, Some(placed_at), Some(released_at)) = (
+        process.first_reserved_at,
+        process.placed_at,
+        process.seats_released_at,
+    ) && now > placed_at
+    {
+        let waited = now - placed_at;
+        next.reservation_expires_at = process.reservation_expires_at + waited;
+        next.seats_released_at = Some(released_at + waited);
+        let timeout = Outgoing::timeout::<RegistrationProcess>(
+            &process.order.to_string(),
+            &RegistrationTimeout::Expire,
+        )
+        .at(released_at + waited);
+        next.expiration_command = Some(timeout.id());
+        expiry = Some(timeout);
+    }
+    let mut reaction = Reaction::new(next.clone()).send(Outgoing::to::<Order>(
+        &process.order,
+        &OrderCommand::MarkSeatsAsReserved {
+            seats: details.to_vec(),
+            reservation_expires_at: next.reservation_expires_at,
+        },
+    ));
+    if let Some(timeout) = expiry {
+        if let Some(old) = process.expiration_command {
+            reaction = reaction.cancel(old);
+        }
+        reaction = reaction.send(timeout);
+    }
+    reaction
 }
 
 /// The compensation: reject the order and give its seats back.

@@ -155,6 +155,8 @@ pub struct OrderViews {
     /// Every order ever placed for each conference, expired ones too.
     placed: BTreeMap<ConferenceId, BTreeSet<OrderId>>,
     seat_names: BTreeMap<SeatTypeId, String>,
+    /// How many orders of each conference wait for their seats to be reserved.
+    awaiting: BTreeMap<ConferenceId, u32>,
 }
 
 impl Default for OrderViews {
@@ -168,6 +170,7 @@ impl Default for OrderViews {
             by_conference: BTreeMap::new(),
             placed: BTreeMap::new(),
             seat_names: BTreeMap::new(),
+            awaiting: BTreeMap::new(),
         }
     }
 }
@@ -226,6 +229,34 @@ impl OrderViews {
             .get(&conference)
             .into_iter()
             .flat_map(BTreeMap::values)
+    }
+
+    /// How many orders of `conference` wait for their seats to be reserved: the registration
+    /// work queued for it.
+    #[must_use]
+    pub fn awaiting_reservation(&self, conference: ConferenceId) -> u32 {
+        self.awaiting.get(&conference).copied().unwrap_or(0)
+    }
+
+    /// How many orders of every conference wait for their seats to be reserved.
+    #[must_use]
+    pub fn awaiting_reservation_in_all(&self) -> u64 {
+        self.awaiting.values().map(|&n| u64::from(n)).sum()
+    }
+
+    fn count_awaiting(&mut self, conference: ConferenceId, before: bool, after: bool) {
+        match (before, after) {
+            (false, true) => *self.awaiting.entry(conference).or_default() += 1,
+            (true, false) => {
+                if let Some(n) = self.awaiting.get_mut(&conference) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        self.awaiting.remove(&conference);
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Applies one recorded event of a conference, an order or a set of seat assignments.
@@ -298,6 +329,7 @@ impl OrderViews {
                 },
             );
             self.placed.entry(*conference).or_default().insert(order);
+            self.count_awaiting(*conference, false, true);
             self.by_conference.entry(*conference).or_default().insert(
                 order,
                 OrderSummary {
@@ -321,6 +353,26 @@ impl OrderViews {
         }
         draft.version = version;
         let conference = draft.conference;
+        let was_awaiting = draft.state == DraftOrderState::PendingReservation;
+        self.apply_to_placed(order, conference, version, event);
+        let is_awaiting = self
+            .drafts
+            .get(&order)
+            .is_some_and(|d| d.state == DraftOrderState::PendingReservation);
+        self.count_awaiting(conference, was_awaiting, is_awaiting);
+    }
+
+    fn apply_to_placed(
+        &mut self,
+        order: OrderId,
+        conference: ConferenceId,
+        version: u64,
+        event: OrderEvent,
+    ) {
+        use OrderEvent as E;
+        let Some(draft) = self.drafts.get_mut(&order) else {
+            return;
+        };
         match event {
             E::OrderPlaced { .. } | E::OrderLockedForPayment | E::OrderUnlocked => {}
             E::OrderUpdated { seats } => {

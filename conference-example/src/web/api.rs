@@ -498,9 +498,11 @@ async fn conference(
 
 async fn place_order(
     State(state): State<WebState>,
+    client: Client,
     ApiPath(slug): ApiPath<String>,
     ApiJson(body): ApiJson<OrderBody>,
 ) -> ApiResult<Response> {
+    state.order_allowed(client)?;
     let conference = state
         .app
         .conference_by_slug(&slug)
@@ -516,9 +518,11 @@ async fn place_order(
 
 async fn update_order_seats(
     State(state): State<WebState>,
+    client: Client,
     ApiPath(order): ApiPath<OrderId>,
     ApiJson(body): ApiJson<SeatsBody>,
 ) -> ApiResult<Response> {
+    state.order_allowed(client)?;
     state.app.update_order(order, seats(body.seats)).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "order_id": order }))).into_response())
 }

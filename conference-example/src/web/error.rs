@@ -21,7 +21,7 @@ pub struct ApiError {
     pub code: &'static str,
     /// What a person should read.
     pub message: String,
-    /// For a `429`: how many seconds to wait (the `Retry-After` header).
+    /// For a `429` or a `503`: how many seconds to wait (the `Retry-After` header).
     pub retry_after: Option<u64>,
 }
 
@@ -48,6 +48,20 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_attempts",
                 format!("too many failed attempts: try again in {seconds} s"),
+            )
+        }
+    }
+
+    /// 429: this client placed too many orders lately; try again after `wait`.
+    #[must_use]
+    pub fn too_many_orders(wait: std::time::Duration) -> Self {
+        let seconds = wait.as_secs() + 1;
+        Self {
+            retry_after: Some(seconds),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_orders",
+                format!("too many orders from this client: try again in {seconds} s"),
             )
         }
     }
@@ -101,6 +115,13 @@ impl From<AppError> for ApiError {
             AppError::Invalid(message) => Self::invalid(message),
             AppError::NotReady(message) => Self::conflict("not_ready", message),
             AppError::Busy(message) => Self::conflict("busy", message),
+            AppError::Overloaded {
+                message,
+                retry_after,
+            } => Self {
+                retry_after: Some(retry_after.as_secs().max(1)),
+                ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
+            },
             AppError::Rejected(rejection) => rejection.into(),
             other => {
                 tracing::error!(error = %cqrs_core::ErrorChain(&other), "request failed");

@@ -37,6 +37,10 @@ use crate::read::DraftOrder;
 pub use crate::web::api::status_name;
 pub use crate::web::error::ApiError;
 
+/// Orders one client may place at once, and how often it gets one more.
+const ORDER_BURST: u32 = 20;
+const ORDER_REFILL: StdDuration = StdDuration::from_secs(3);
+
 /// The most a request body may hold.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
@@ -47,6 +51,7 @@ pub struct WebState {
     operator_token: Option<Arc<str>>,
     cookie_key: Key,
     throttle: Arc<throttle::Throttle>,
+    orders: Arc<throttle::Throttle>,
 }
 
 impl FromRef<WebState> for Key {
@@ -67,7 +72,38 @@ impl WebState {
             operator_token: operator_token.map(Arc::from),
             cookie_key: Key::generate(),
             throttle: Arc::default(),
+            orders: Arc::new(throttle::Throttle::new(ORDER_BURST, ORDER_REFILL)),
         }
+    }
+
+    /// Lets one client (an address) place `burst` orders at once, then one every `every`
+    /// (by default 20, then one every 3 s); more get `429` with `Retry-After`. Changing an
+    /// order's seats counts as placing it.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use std::time::Duration;
+    /// # use conference_example::app::{AppConfig, ConferenceApp};
+    /// # use conference_example::web::WebState;
+    /// # use cqrs_core::{InMemoryEventStore, SystemClock};
+    /// # let app = ConferenceApp::new(Arc::new(InMemoryEventStore::new()), Arc::new(SystemClock), AppConfig::default());
+    /// let state = WebState::new(app, None).with_orders_per_client(5, Duration::from_secs(10));
+    /// ```
+    #[must_use]
+    pub fn with_orders_per_client(mut self, burst: u32, every: StdDuration) -> Self {
+        self.orders = Arc::new(throttle::Throttle::new(burst, every));
+        self
+    }
+
+    /// Takes one order from `client`'s allowance (a client of unknown address, in a router
+    /// served without [`serve_with`], is not limited).
+    fn order_allowed(&self, client: throttle::Client) -> Result<(), ApiError> {
+        let Some(ip) = client.0 else {
+            return Ok(());
+        };
+        self.orders
+            .spend(&[format!("client:{ip}")])
+            .map_err(ApiError::too_many_orders)
     }
 
     /// Signs owners' sessions with a key derived from `secret`, so that they survive a
@@ -167,7 +203,13 @@ async fn log_server_errors(
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
     let response = next.run(request).await;
     let status = response.status();
-    if status.is_server_error() {
+    // A 503 with a `Retry-After` is load turned away on purpose; the application logs those
+    // in summary (a line per request would let a burst flood the log).
+    let shed = status == axum::http::StatusCode::SERVICE_UNAVAILABLE
+        && response
+            .headers()
+            .contains_key(axum::http::header::RETRY_AFTER);
+    if status.is_server_error() && !shed {
         tracing::error!(%method, path, status = status.as_u16(), "answered a server error");
     }
     response

@@ -1,9 +1,11 @@
-//! Throttling of guesses: owner credentials and order lookups, per client and per account.
+//! Throttling per client and per account, with token buckets: guesses (owner credentials and
+//! order lookups) and order placements.
 //!
-//! Each key (a client's address, an account's email) has a bucket of [`BURST`] failed
-//! attempts, refilled by one every [`REFILL`]; an attempt whose keys have an empty bucket is
-//! refused (`429` with `Retry-After`) without being checked. Only failures take from a
-//! bucket, so an owner who types their code right is never held up.
+//! Each key (a client's address, an account's email) has a bucket of `burst` tokens,
+//! refilled by one every `refill`; a request whose keys have an empty bucket is refused
+//! (`429` with `Retry-After`) without being looked at. For guesses ([`BURST`] and [`REFILL`])
+//! only failures take a token, so an owner who types their code right is never held up; for
+//! orders every placement takes one.
 //!
 //! The arithmetic: an account takes at most 10 wrong guesses, then one every 6 s, 14,400 a
 //! day, whatever the number of clients guessing. A 12-character code (32 letters and digits:
@@ -27,10 +29,19 @@ pub(crate) const REFILL: Duration = Duration::from_secs(6);
 /// The most keys kept: past it, keys whose bucket is full again are forgotten.
 const MAX_KEYS: usize = 100_000;
 
-/// Failed attempts per key.
-#[derive(Debug, Default)]
+/// Tokens per key.
+#[derive(Debug)]
 pub(crate) struct Throttle {
+    burst: u32,
+    refill: Duration,
     buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+impl Default for Throttle {
+    /// The throttle of guesses: [`BURST`] failures, then one every [`REFILL`].
+    fn default() -> Self {
+        Self::new(BURST, REFILL)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -41,13 +52,32 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn now(self, now: Instant) -> f64 {
-        let refilled = now.duration_since(self.at).as_secs_f64() / REFILL.as_secs_f64();
-        (self.left + refilled).min(f64::from(BURST))
+    fn now(self, now: Instant, burst: u32, refill: Duration) -> f64 {
+        let refilled = now.duration_since(self.at).as_secs_f64() / refill.as_secs_f64();
+        (self.left + refilled).min(f64::from(burst))
     }
 }
 
 impl Throttle {
+    /// A throttle of `burst` tokens per key, refilled by one every `refill` (at least 1 ms).
+    pub(crate) fn new(burst: u32, refill: Duration) -> Self {
+        Self {
+            burst: burst.max(1),
+            refill: refill.max(Duration::from_millis(1)),
+            buckets: Mutex::default(),
+        }
+    }
+
+    /// Takes a token from every key, unless one is out of them: then answers how long to
+    /// wait, and takes nothing.
+    pub(crate) fn spend(&self, keys: &[String]) -> Result<(), Duration> {
+        if let Some(wait) = self.wait(keys) {
+            return Err(wait);
+        }
+        self.failed(keys);
+        Ok(())
+    }
+
     /// Runs `check` (a credential check: `None` when it fails) unless a key is out of
     /// attempts, in which case it answers how long to wait. A failed check takes one attempt
     /// from every key.
@@ -72,26 +102,27 @@ impl Throttle {
         let buckets = self.lock();
         keys.iter()
             .filter_map(|key| buckets.get(key))
-            .map(|bucket| bucket.now(now))
+            .map(|bucket| bucket.now(now, self.burst, self.refill))
             .filter(|left| *left < 1.0)
-            .map(|left| REFILL.mul_f64(1.0 - left))
+            .map(|left| self.refill.mul_f64(1.0 - left))
             .max()
     }
 
-    /// Takes one attempt from every key: a check with them failed.
+    /// Takes one token from every key: a check with them failed.
     pub(crate) fn failed(&self, keys: &[String]) {
         let now = Instant::now();
+        let (burst, refill) = (self.burst, self.refill);
         let mut buckets = self.lock();
         if buckets.len() >= MAX_KEYS {
-            buckets.retain(|_, bucket| bucket.now(now) < f64::from(BURST));
+            buckets.retain(|_, bucket| bucket.now(now, burst, refill) < f64::from(burst));
         }
         for key in keys {
             let bucket = buckets.entry(key.clone()).or_insert(Bucket {
-                left: f64::from(BURST),
+                left: f64::from(burst),
                 at: now,
             });
             *bucket = Bucket {
-                left: bucket.now(now) - 1.0,
+                left: bucket.now(now, burst, refill) - 1.0,
                 at: now,
             };
         }
@@ -155,6 +186,21 @@ mod tests {
         // Another account from another client is not held up.
         let other = keys_of("bo@example.com");
         assert_eq!(throttle.attempt(&other, || Some(())), Ok(Some(())));
+    }
+
+    #[test]
+    fn every_order_takes_a_token_and_clients_are_apart() {
+        let throttle = Throttle::new(3, Duration::from_secs(60));
+        let (a, b) = (
+            ["client:192.0.2.1".to_owned()],
+            ["client:192.0.2.2".to_owned()],
+        );
+        for _ in 0..3 {
+            assert_eq!(throttle.spend(&a), Ok(()));
+        }
+        let wait = throttle.spend(&a).expect_err("out of tokens");
+        assert!(wait > Duration::from_secs(59) && wait <= Duration::from_secs(60));
+        assert_eq!(throttle.spend(&b), Ok(()), "another client is not held up");
     }
 
     fn keys_of(email: &str) -> [String; 2] {

@@ -1,6 +1,7 @@
 //! End to end through the application layer: the paid path, the zero-cost path, a partial
 //! reservation and an expiry, on every store.
 
+mod backpressure;
 mod demo;
 mod flows;
 mod oversell;

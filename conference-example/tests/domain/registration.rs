@@ -50,6 +50,22 @@ impl Fixture {
         ProcessScenario::new().at(self.now).in_stream(self.stream())
     }
 
+    /// A registration awaiting its seats, as saved.
+    fn in_state_value(&self, request: Uuid, expiry: Uuid) -> RegistrationProcess {
+        RegistrationProcess {
+            conference: self.conference,
+            order: self.order,
+            state: S::AwaitingReservationConfirmation,
+            reservation_expires_at: self.expires(),
+            seats: vec![SeatQuantity::new(self.seat, 2)],
+            seat_reservation_command: request,
+            expiration_command: Some(expiry),
+            placed_at: Some(self.now),
+            seats_released_at: Some(self.released()),
+            first_reserved_at: None,
+        }
+    }
+
     /// A registration in `state`, whose last reservation request and expiry have known ids.
     fn in_state(
         &self,
@@ -65,6 +81,9 @@ impl Fixture {
             seats: vec![SeatQuantity::new(self.seat, 2)],
             seat_reservation_command: request,
             expiration_command: Some(expiry),
+            placed_at: Some(self.now),
+            seats_released_at: Some(self.released()),
+            first_reserved_at: None,
         })
     }
 
@@ -118,13 +137,108 @@ fn a_placed_order_asks_for_its_seats_and_sets_the_release_deadline() {
 }
 
 #[test]
-fn an_order_placed_after_its_deadline_is_rejected_at_once() {
+fn an_order_first_seen_after_its_release_deadline_is_rejected_at_once() {
     let f = Fixture::new();
     f.scenario()
-        .at(f.now + Duration::minutes(20))
+        .at(f.now + Duration::minutes(30))
         .when(f.placed(2))
         .then_sends([f.to_order(&OrderCommand::Reject)])
         .then_completed();
+}
+
+#[test]
+fn an_order_first_seen_late_still_asks_for_its_seats() {
+    // Queued for 20 minutes before the registration saw it: past the registrant's window as
+    // counted from placement, but the window has not started yet.
+    let f = Fixture::new();
+    f.scenario()
+        .at(f.now + Duration::minutes(20))
+        .when_with(f.placed(2), Metadata::at(f.now))
+        .then_sends([
+            f.reserve(2),
+            Outgoing::timeout::<RegistrationProcess>(
+                &f.order.to_string(),
+                &RegistrationTimeout::Expire,
+            )
+            .at(f.released()),
+        ])
+        .then_state(|p| {
+            assert_eq!(p.placed_at, Some(f.now));
+            assert_eq!(p.first_reserved_at, None);
+        });
+}
+
+#[test]
+fn the_first_answer_starts_the_window_over_and_moves_the_release() {
+    let f = Fixture::new();
+    let (request, expiry) = (Uuid::now_v7(), Uuid::now_v7());
+    let late = f.now + Duration::minutes(20);
+    let then = f
+        .in_state(S::AwaitingReservationConfirmation, request, expiry)
+        .at(late)
+        .when_with(f.reserved_answer(1), f.answer_to(request))
+        .then_sends([
+            f.to_order(&OrderCommand::MarkSeatsAsReserved {
+                seats: vec![SeatQuantity::new(f.seat, 1)],
+                reservation_expires_at: late + Duration::minutes(15),
+            }),
+            Outgoing::timeout::<RegistrationProcess>(
+                &f.order.to_string(),
+                &RegistrationTimeout::Expire,
+            )
+            .at(late + Duration::minutes(29)),
+        ])
+        .then_cancels([expiry])
+        .then_state(|p| {
+            assert_eq!(p.reservation_expires_at, late + Duration::minutes(15));
+            assert_eq!(p.seats_released_at, Some(late + Duration::minutes(29)));
+            assert_eq!(p.first_reserved_at, Some(late));
+            assert_ne!(p.expiration_command, Some(expiry));
+        });
+    let moved = then.sends()[1].id();
+    // Seats changed later are reserved again under the moved deadline, not a new one.
+    let reserved = RegistrationProcess {
+        conference: f.conference,
+        order: f.order,
+        state: S::AwaitingReservationConfirmation,
+        reservation_expires_at: late + Duration::minutes(15),
+        seats: vec![SeatQuantity::new(f.seat, 1)],
+        seat_reservation_command: request,
+        expiration_command: Some(moved),
+        placed_at: Some(f.now),
+        seats_released_at: Some(late + Duration::minutes(29)),
+        first_reserved_at: Some(late),
+    };
+    f.scenario()
+        .given_state(reserved)
+        .at(late + Duration::minutes(5))
+        .when_with(f.reserved_answer(3), f.answer_to(request))
+        .then_sends([f.to_order(&OrderCommand::MarkSeatsAsReserved {
+            seats: vec![SeatQuantity::new(f.seat, 3)],
+            reservation_expires_at: late + Duration::minutes(15),
+        })])
+        .then_cancels([])
+        .then_state(|p| assert_eq!(p.expiration_command, Some(moved)));
+}
+
+#[test]
+fn a_registration_saved_before_placement_times_were_kept_keeps_its_deadline() {
+    let f = Fixture::new();
+    let (request, expiry) = (Uuid::now_v7(), Uuid::now_v7());
+    let old = RegistrationProcess {
+        placed_at: None,
+        seats_released_at: None,
+        ..f.in_state_value(request, expiry)
+    };
+    f.scenario()
+        .given_state(old)
+        .at(f.now + Duration::minutes(5))
+        .when_with(f.reserved_answer(1), f.answer_to(request))
+        .then_sends([f.to_order(&OrderCommand::MarkSeatsAsReserved {
+            seats: vec![SeatQuantity::new(f.seat, 1)],
+            reservation_expires_at: f.expires(),
+        })])
+        .then_state(|p| assert_eq!(p.expiration_command, Some(expiry)));
 }
 
 #[test]

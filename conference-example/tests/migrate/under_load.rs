@@ -32,7 +32,10 @@ impl Served {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
         let done = tokio::spawn(async move {
-            serve(listener, WebState::new(app, Some(OPERATOR.into())), async {
+            // The load comes from one client (127.0.0.1): no per-client limit on its orders.
+            let state = WebState::new(app, Some(OPERATOR.into()))
+                .with_orders_per_client(1_000_000, std::time::Duration::from_millis(1));
+            serve(listener, state, async {
                 let _ = stopped.await;
             })
             .await

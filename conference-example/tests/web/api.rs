@@ -832,3 +832,76 @@ pub(crate) async fn guesses_are_throttled_per_client_and_per_account(s: &Server)
     // Another client at another account is answered as ever.
     assert_eq!(lookup(&b, "bo@example.com").await.unwrap().status(), 404);
 }
+
+/// A conference whose queue of orders waiting for seats is full answers `503` with a
+/// `Retry-After`, and one client placing orders past its allowance gets `429`; neither
+/// places anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_past_the_queue_or_the_client_allowance_are_turned_away() {
+    let storage = std::sync::Arc::new(cqrs_core::InMemoryEventStore::new());
+    let full = conference_example::app::AppConfig {
+        max_awaiting_per_conference: 0,
+        ..conference_example::app::AppConfig::default()
+    };
+    let s = Server::start_with(storage, None, full).await;
+    let conference = s.published_conference("queued", 100).await;
+    let response = s
+        .client
+        .post(s.url("/api/conferences/queued/orders"))
+        .json(&json!({"seats": [{"seat_type_id": conference.paid, "quantity": 1}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "2");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(error_code(&body), "overloaded", "{body}");
+    let owner = Auth::Owner("ana@example.com", &conference.code);
+    let (_, orders) = s
+        .call(
+            Method::GET,
+            &format!("/api/conferences/{}/orders", conference.id),
+            None,
+            owner,
+        )
+        .await;
+    assert_eq!(
+        orders["orders"].as_array().map(Vec::len),
+        Some(0),
+        "{orders}"
+    );
+
+    // The server's own allowance: 20 orders at once from one address, then one every 3 s.
+    let storage = std::sync::Arc::new(cqrs_core::InMemoryEventStore::new());
+    let s = Server::start_state(
+        storage,
+        None,
+        conference_example::app::AppConfig::default(),
+        |state| state,
+    )
+    .await;
+    let conference = s.published_conference("limited", 100).await;
+    let order = json!({"seats": [{"seat_type_id": conference.paid, "quantity": 1}]});
+    for n in 0..20 {
+        let (status, body) = s
+            .post("/api/conferences/limited/orders", order.clone())
+            .await;
+        assert_eq!(status, 202, "order {n}: {body}");
+    }
+    let response = s
+        .client
+        .post(s.url("/api/conferences/limited/orders"))
+        .json(&order)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    let wait: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=4).contains(&wait), "{wait}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(error_code(&body), "too_many_orders", "{body}");
+}

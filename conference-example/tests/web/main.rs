@@ -4,6 +4,7 @@
 
 mod api;
 mod concurrency;
+mod hostile;
 mod operations;
 mod pages;
 mod shutdown;
@@ -46,6 +47,21 @@ impl Server {
         keep: Option<tempfile::TempDir>,
         config: AppConfig,
     ) -> Self {
+        // Every test's client is 127.0.0.1: one client placing hundreds of orders. The limit
+        // itself is tested with its defaults.
+        Self::start_state(storage, keep, config, |state| {
+            state.with_orders_per_client(1_000_000, std::time::Duration::from_millis(1))
+        })
+        .await
+    }
+
+    /// A server on `storage` whose web state `customize` sets up.
+    async fn start_state(
+        storage: Arc<dyn Storage>,
+        keep: Option<tempfile::TempDir>,
+        config: AppConfig,
+        customize: impl FnOnce(WebState) -> WebState,
+    ) -> Self {
         let app = ConferenceApp::new(storage, Arc::new(SystemClock), config);
         app.settle().await.unwrap();
         let engine = app.start();
@@ -54,8 +70,9 @@ impl Server {
             .unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
+        let state = customize(WebState::new(app, Some(OPERATOR.into())));
         tokio::spawn(async move {
-            serve(listener, WebState::new(app, Some(OPERATOR.into())), async {
+            serve(listener, state, async {
                 let _ = stopped.await;
             })
             .await

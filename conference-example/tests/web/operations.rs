@@ -7,7 +7,7 @@ use serde_json::json;
 
 /// The server binary on `database`, listening on a free loopback port, with `args` after
 /// `serve`; returns it (stdout and stderr piped) and its base URL, read from its first line.
-fn start(database: &str, args: &[&str]) -> (Child, String) {
+pub(crate) fn start(database: &str, args: &[&str]) -> (Child, String) {
     let mut server = Command::new(env!("CARGO_BIN_EXE_conference-example"))
         .args(["--database", database, "serve", "--listen", "127.0.0.1:0"])
         .args(args)
@@ -39,7 +39,7 @@ async fn demo_seat_type(client: &reqwest::Client, base: &str) -> String {
 }
 
 /// Stops `server` with SIGTERM and returns what it wrote on stderr.
-fn stop(mut server: Child) -> String {
+pub(crate) fn stop(mut server: Child) -> String {
     let killed = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status()
@@ -247,6 +247,11 @@ async fn sigterm_exits_within_its_bound_whatever_clients_do() {
             "2s",
             "--header-read-timeout",
             "60s",
+            // The load comes from one address: lift its allowance, so that it is load.
+            "--orders-per-client",
+            "1000000",
+            "--order-refill",
+            "1ms",
         ],
     );
     let client = reqwest::Client::builder()

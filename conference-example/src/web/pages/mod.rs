@@ -117,6 +117,8 @@ pub(crate) struct PageError {
     status: StatusCode,
     title: String,
     message: String,
+    /// Seconds to wait before trying again (`Retry-After`), when the server is busy.
+    retry_after: Option<u64>,
 }
 
 impl PageError {
@@ -131,6 +133,7 @@ impl PageError {
             status,
             title: title.into(),
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -144,13 +147,22 @@ impl PageError {
 
     /// The application's error, as the API would classify it, on a page.
     pub(crate) fn from_app(site: Site, err: AppError) -> Self {
-        let api = ApiError::from(err);
+        Self::from_api(site, ApiError::from(err))
+    }
+
+    /// An API error on a page, with its status and `Retry-After`.
+    pub(crate) fn from_api(site: Site, api: ApiError) -> Self {
         let title = match api.status {
             StatusCode::NOT_FOUND => "Not found",
+            StatusCode::SERVICE_UNAVAILABLE if api.retry_after.is_some() => "Busy right now",
             StatusCode::SERVICE_UNAVAILABLE => "Temporarily unavailable",
+            StatusCode::TOO_MANY_REQUESTS => "Too many orders",
             _ => "That did not work",
         };
-        Self::new(site, api.status, title, api.message)
+        Self {
+            retry_after: api.retry_after,
+            ..Self::new(site, api.status, title, api.message)
+        }
     }
 }
 
@@ -167,7 +179,13 @@ impl IntoResponse for PageError {
                 p { a href=(back) { "Back to the start" } }
             }
         };
-        (self.status, layout(self.site, &self.title, &body)).into_response()
+        let mut response = (self.status, layout(self.site, &self.title, &body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }
 

@@ -397,6 +397,7 @@ fn selection_page(
 
 async fn register(
     State(state): State<WebState>,
+    client: Client,
     PagePath(slug): PagePath<String>,
     fields: Fields,
 ) -> PageResult {
@@ -478,6 +479,9 @@ async fn register(
         .filter(|(_, q)| **q > 0)
         .map(|(seat_type, q)| SeatQuantity::new(*seat_type, *q))
         .collect();
+    state
+        .order_allowed(client)
+        .map_err(|err| PageError::from_api(SITE, err))?;
     let version = match state.app.place_order_as(order, conference.id, seats).await {
         Ok(version) => version,
         Err(AppError::Rejected(Rejection::Order(OrderError::PaymentUnderWay))) => {
