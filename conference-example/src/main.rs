@@ -132,6 +132,11 @@ struct ServeArgs {
     /// How often a client gets one more order (e.g. 3s, 100ms).
     #[arg(long, default_value = "3s", value_parser = duration)]
     order_refill: chrono::Duration,
+    /// Browsers reach the server over HTTPS only (a proxy in front terminates TLS): mark the
+    /// portal's cookies `Secure` always (they are when the proxy sends `X-Forwarded-Proto:
+    /// https` anyway).
+    #[arg(long)]
+    secure_cookies: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -166,6 +171,7 @@ impl ServeArgs {
                 ..conference_example::web::ServeLimits::default()
             },
             orders_per_client: (self.orders_per_client, std_duration(self.order_refill)),
+            secure_cookies: self.secure_cookies,
         }
     }
 }

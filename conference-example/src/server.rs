@@ -37,6 +37,8 @@ pub struct ServeOptions {
     /// Orders one client may place at once, and how often it gets one more
     /// ([`WebState::with_orders_per_client`]).
     pub orders_per_client: (u32, std::time::Duration),
+    /// Portal cookies always `Secure` ([`WebState::with_secure_cookies`]).
+    pub secure_cookies: bool,
 }
 
 /// Opens the storage, catches the read models and processes up with its log, then serves
@@ -58,13 +60,15 @@ pub async fn run(options: ServeOptions, out: &mut impl Write) -> anyhow::Result<
         cookie_secret,
         limits,
         orders_per_client: (order_burst, order_refill),
+        secure_cookies,
     } = options;
     let storage = open_storage(&database)
         .await
         .with_context(|| format!("cannot open the store at {database}"))?;
     let app = ConferenceApp::new(storage, Arc::new(SystemClock), config);
     let mut state = WebState::new(app.clone(), operator_token)
-        .with_orders_per_client(order_burst, order_refill);
+        .with_orders_per_client(order_burst, order_refill)
+        .with_secure_cookies(secure_cookies);
     if let Some(secret) = cookie_secret {
         state = state
             .with_cookie_secret(&secret)

@@ -801,10 +801,7 @@ impl<P: ProcessManager> ProcessManagerRunner<P> {
 
     /// The instances `recorded` goes to, each with its part of the event (a split, upcast event
     /// may route several parts to one instance: they stay together).
-    fn route(
-        &self,
-        recorded: &RecordedEvent,
-    ) -> Result<Vec<Routed<P>>, ProcessError> {
+    fn route(&self, recorded: &RecordedEvent) -> Result<Vec<Routed<P>>, ProcessError> {
         let mut by_instance: Vec<Routed<P>> = Vec::new();
         for event in self.upcasters.decode::<P::Event>(recorded)? {
             let Some(instance) = P::route(&event, &recorded.stream) else {

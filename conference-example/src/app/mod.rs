@@ -30,15 +30,16 @@ use cqrs_core::{
     BlueGreen, BlueGreenStatus, Clock, CommandError, Decider, LogEntry, LogQuery, Projection,
     Repository, Running, SnapshotPolicy, Storage, System,
 };
+use sha2::{Digest, Sha256};
 
 pub use crate::app::error::{AppError, Rejection};
 pub use crate::app::storage::{check_tagged, open_storage};
 use crate::domain::{
     AccessCode, Conference, ConferenceCommand, ConferenceCreation, ConferenceDetails, ConferenceId,
-    OneOpenOrderPerRegistrant, Order, OrderCommand, OrderError, OrderId, Owner, PaymentCommand,
-    PaymentId, PersonalInfo, RegistrantAssignment, RegistrationProcess, SeatAssignments,
-    SeatAssignmentsCommand, SeatQuantity, SeatQuotas, SeatType, SeatTypeId, SeatsAvailability,
-    ThirdPartyProcessorPayment, UniqueSlug,
+    OneOpenOrderPerRegistrant, Order, OrderCommand, OrderError, OrderId, Owner, OwnerSession,
+    OwnerSessionCommand, PaymentCommand, PaymentId, PersonalInfo, RegistrantAssignment,
+    RegistrationProcess, SeatAssignments, SeatAssignmentsCommand, SeatQuantity, SeatQuotas,
+    SeatType, SeatTypeId, SeatsAvailability, ThirdPartyProcessorPayment, UniqueSlug,
 };
 pub use crate::read::ReadModels;
 use crate::read::{
@@ -80,6 +81,86 @@ impl Default for AppConfig {
 /// How long a registrant turned away by [`AppError::Overloaded`] is asked to wait: a full
 /// conference queue is reserved in well under that.
 const OVERLOAD_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long an owner's portal session lasts (8 hours) unless they sign out first.
+pub const OWNER_SESSION_LIFETIME: Duration = Duration::hours(8);
+
+/// The secret a browser keeps for an owner's session: 256 random bits, as 64 hex digits.
+/// The store knows the session by a hash of it, so the event log does not hold the secret.
+///
+/// ```
+/// use conference_example::app::SessionToken;
+/// let token = SessionToken::generate();
+/// assert_eq!(token.as_str().len(), 64);
+/// assert!(token.as_str().parse::<SessionToken>().is_ok_and(|t| t == token));
+/// assert_ne!(token.session_id(), token.as_str(), "the store never sees the token");
+/// assert!("not a token".parse::<SessionToken>().is_err());
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionToken(String);
+
+impl SessionToken {
+    /// A fresh random token.
+    #[must_use]
+    pub fn generate() -> Self {
+        let bytes: Vec<u8> = (0..4)
+            .flat_map(|_| uuid::Uuid::new_v4().into_bytes())
+            .collect();
+        // A v4 UUID has 122 random bits; four of them, hashed, make 256 uniform ones.
+        Self(hex(&Sha256::digest(&bytes)))
+    }
+
+    /// The token as the cookie carries it.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The id of its session in the store.
+    #[must_use]
+    pub fn session_id(&self) -> String {
+        hex(&Sha256::digest(format!("session:{}", self.0)))[..32].to_owned()
+    }
+
+    /// The token a form of this session carries, against cross-site requests: derived from
+    /// the session's secret, so only a page of the session knows it.
+    #[must_use]
+    pub fn form_token(&self) -> String {
+        hex(&Sha256::digest(format!("form:{}", self.0)))[..32].to_owned()
+    }
+}
+
+impl std::fmt::Debug for SessionToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionToken(…)")
+    }
+}
+
+impl std::str::FromStr for SessionToken {
+    type Err = AppError;
+
+    fn from_str(s: &str) -> Result<Self, AppError> {
+        if s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(AppError::Invalid("not a session token".into()))
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+/// What a session keeps of an access code: enough to see that the code changed, nothing to
+/// sign in with.
+fn code_hash(code: &AccessCode) -> String {
+    hex(&Sha256::digest(format!("access-code:{code}")))[..32].to_owned()
+}
 
 /// How many conferences' seats stay in memory between commands.
 const SEATS_CACHED: usize = 1_024;
@@ -145,6 +226,7 @@ pub struct ConferenceApp {
     registrants: Decider<OneOpenOrderPerRegistrant>,
     assignments: Repository<SeatAssignments>,
     payments: Repository<ThirdPartyProcessorPayment>,
+    sessions: Repository<OwnerSession>,
     directory: BlueGreen<ConferenceDirectory>,
     order_views: BlueGreen<OrderViews>,
     system: System,
@@ -218,6 +300,9 @@ impl ConferenceApp {
         });
         let assignments = system.repository::<SeatAssignments>();
         let payments = system.repository::<ThirdPartyProcessorPayment>();
+        // A session is one small stream read on every portal request: no message log for it
+        // (its events are the record), and the commands carry no secret.
+        let sessions = system.repository::<OwnerSession>();
         let _quotas = system.process_manager::<SeatQuotas>();
         let _registration = system.process_manager::<RegistrationProcess>();
         // The read models can be replaced by a new version while they serve.
@@ -238,6 +323,7 @@ impl ConferenceApp {
             registrants,
             assignments,
             payments,
+            sessions,
             directory,
             order_views,
             shed: Arc::default(),
@@ -361,6 +447,95 @@ impl ConferenceApp {
         command: ConferenceCommand,
     ) -> Result<(), AppError> {
         self.conferences.handle(&conference, command).await?;
+        Ok(())
+    }
+
+    /// Replaces a conference's access code and returns the new one: every owner session
+    /// opened with the old code ends (see [`owner_session`](Self::owner_session)).
+    ///
+    /// # Errors
+    ///
+    /// [`AppError::Rejected`] for an unknown conference.
+    pub async fn change_access_code(
+        &self,
+        conference: ConferenceId,
+    ) -> Result<AccessCode, AppError> {
+        let access_code = AccessCode::generate();
+        self.manage(
+            conference,
+            ConferenceCommand::ChangeAccessCode {
+                access_code: access_code.clone(),
+            },
+        )
+        .await?;
+        Ok(access_code)
+    }
+
+    // ----- owners' portal sessions -----
+
+    /// Signs an owner in: checks their email and access code, and opens a session that
+    /// lasts [`OWNER_SESSION_LIFETIME`]. Returns the token the browser keeps (the only
+    /// secret it holds) and the conference.
+    ///
+    /// # Errors
+    ///
+    /// [`AppError::NotFound`] if no conference has this owner and code.
+    pub async fn open_owner_session(
+        &self,
+        email: &str,
+        access_code: &AccessCode,
+    ) -> Result<(SessionToken, ConferenceView), AppError> {
+        let view = self.owner_conference(email, access_code)?;
+        let token = SessionToken::generate();
+        self.sessions
+            .handle(
+                &token.session_id(),
+                OwnerSessionCommand::Open {
+                    conference: view.id,
+                    email: view.owner.email.clone(),
+                    code_hash: code_hash(&view.access_code),
+                    expires_at: self.clock.now() + OWNER_SESSION_LIFETIME,
+                },
+            )
+            .await
+            .map_err(|e| AppError::Unavailable(Box::new(e)))?;
+        Ok((token, view))
+    }
+
+    /// The conference the session under `token` manages, while it is open: not signed out,
+    /// not past its lifetime, and its conference's access code unchanged since.
+    ///
+    /// # Errors
+    ///
+    /// [`AppError::NotFound`] if there is no such open session;
+    /// [`AppError::Unavailable`] if the store fails.
+    pub async fn owner_session(&self, token: &SessionToken) -> Result<ConferenceView, AppError> {
+        let closed = || AppError::NotFound("open session".into());
+        let session = self
+            .sessions
+            .load(&token.session_id())
+            .await?
+            .state
+            .ok_or_else(closed)?;
+        let view = self.conference(session.conference).ok_or_else(closed)?;
+        if !session.is_open(self.clock.now(), &code_hash(&view.access_code))
+            || !session.email.eq_ignore_ascii_case(&view.owner.email)
+        {
+            return Err(closed());
+        }
+        Ok(view)
+    }
+
+    /// Signs the session under `token` out, for every server on the store.
+    ///
+    /// # Errors
+    ///
+    /// [`AppError::Unavailable`] if the store fails.
+    pub async fn close_owner_session(&self, token: &SessionToken) -> Result<(), AppError> {
+        self.sessions
+            .handle(&token.session_id(), OwnerSessionCommand::Close)
+            .await
+            .map_err(|e| AppError::Unavailable(Box::new(e)))?;
         Ok(())
     }
 

@@ -198,6 +198,12 @@ pub enum ConferenceCommand {
         /// Its id.
         seat_type: SeatTypeId,
     },
+    /// Replace the access code (every session opened with the old one ends).
+    #[serde(rename = "conference.change_access_code")]
+    ChangeAccessCode {
+        /// A fresh access code.
+        access_code: AccessCode,
+    },
 }
 
 /// What happened to a conference. `SeatCreated` and `SeatUpdated` are the events the
@@ -265,6 +271,12 @@ pub enum ConferenceEvent {
         seat_type: SeatTypeId,
         /// What it is now.
         seats: SeatType,
+    },
+    /// The owner replaced the access code.
+    #[serde(rename = "conference.access_code_changed")]
+    AccessCodeChanged {
+        /// The new code.
+        access_code: AccessCode,
     },
 }
 
@@ -448,6 +460,9 @@ impl Aggregate for Conference {
                 }
                 Ok(vec![E::SeatTypeDeleted { seat_type }])
             }
+            (_, C::ChangeAccessCode { access_code }) => {
+                Ok(vec![E::AccessCodeChanged { access_code }])
+            }
         }
     }
 
@@ -493,6 +508,7 @@ impl Aggregate for Conference {
             E::SeatTypeDeleted { seat_type } => {
                 conference.seat_types.remove(seat_type);
             }
+            E::AccessCodeChanged { access_code } => conference.access_code = access_code.clone(),
         }
         Ok(conference)
     }

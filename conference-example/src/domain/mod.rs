@@ -6,6 +6,7 @@
 //!   priced by [`price_order`]; and [`OneOpenOrderPerRegistrant`], a decision across an order
 //!   and its registrant's other orders.
 //! - Payments: [`ThirdPartyProcessorPayment`].
+//! - The owners' portal sessions: [`OwnerSession`].
 //! - The process that steers one order from placement to confirmation or expiry:
 //!   [`RegistrationProcess`]; and the bridge that puts seat types on sale: [`SeatQuotas`].
 //!
@@ -21,6 +22,7 @@ mod quotas;
 mod registrant;
 mod registration;
 mod seats;
+mod session;
 mod values;
 pub mod versions;
 
@@ -51,6 +53,9 @@ pub use crate::domain::registration::{
 pub use crate::domain::seats::{
     SeatDelta, SeatsAvailability, SeatsAvailabilityCommand, SeatsAvailabilityError,
     SeatsAvailabilityEvent,
+};
+pub use crate::domain::session::{
+    OwnerSession, OwnerSessionCommand, OwnerSessionError, OwnerSessionEvent,
 };
 pub use crate::domain::values::{
     AccessCode, ConferenceId, OrderId, PaymentId, PersonalInfo, SeatQuantity, SeatTypeId, is_email,

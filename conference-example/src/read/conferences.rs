@@ -216,6 +216,7 @@ impl ConferenceDirectory {
             E::SeatTypeDeleted { seat_type } => {
                 view.seat_types.remove(&seat_type);
             }
+            E::AccessCodeChanged { access_code } => view.access_code = access_code,
             E::SeatCreated { seat_type, seats } | E::SeatUpdated { seat_type, seats } => {
                 let row = view
                     .seat_types

@@ -49,6 +49,10 @@ pub(crate) fn routes() -> Router<WebState> {
         .route("/api/conferences/{key}/publish", post(publish))
         .route("/api/conferences/{key}/unpublish", post(unpublish))
         .route(
+            "/api/conferences/{key}/access-code",
+            post(change_access_code),
+        )
+        .route(
             "/api/conferences/{key}/orders",
             get(conference_orders).post(place_order),
         )
@@ -430,6 +434,20 @@ async fn set_published(
     state.app.manage(id, command).await?;
     state.wait_for_conference(id).await;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A new access code for the conference: the old one opens nothing from now on (portal
+/// sessions opened with it end).
+async fn change_access_code(
+    State(state): State<WebState>,
+    ApiPath(key): ApiPath<String>,
+    MaybeCredentials(credentials): MaybeCredentials,
+) -> ApiResult<Json<serde_json::Value>> {
+    let id = conference_id(&key)?;
+    owned(&state, id, credentials)?;
+    let code = state.app.change_access_code(id).await?;
+    state.wait_for_conference(id).await;
+    Ok(Json(json!({ "access_code": code })))
 }
 
 async fn conference_orders(

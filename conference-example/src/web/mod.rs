@@ -52,6 +52,7 @@ pub struct WebState {
     cookie_key: Key,
     throttle: Arc<throttle::Throttle>,
     orders: Arc<throttle::Throttle>,
+    secure_cookies: bool,
 }
 
 impl FromRef<WebState> for Key {
@@ -73,7 +74,21 @@ impl WebState {
             cookie_key: Key::generate(),
             throttle: Arc::default(),
             orders: Arc::new(throttle::Throttle::new(ORDER_BURST, ORDER_REFILL)),
+            secure_cookies: false,
         }
+    }
+
+    /// Marks the portal's cookies `Secure` always: the server is reached over HTTPS only
+    /// (behind a proxy that terminates TLS). Without it they are `Secure` when the proxy says
+    /// the request came over HTTPS (`X-Forwarded-Proto: https`).
+    #[must_use]
+    pub fn with_secure_cookies(mut self, secure: bool) -> Self {
+        self.secure_cookies = secure;
+        self
+    }
+
+    pub(crate) fn secure_cookies(&self) -> bool {
+        self.secure_cookies
     }
 
     /// Lets one client (an address) place `burst` orders at once, then one every `every`
@@ -169,9 +184,52 @@ pub fn router(state: WebState) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(CatchPanicLayer::custom(panicked))
+        .layer(axum::middleware::from_fn(refuse_cross_site))
         .layer(axum::middleware::from_fn(log_server_errors))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
+}
+
+/// Refuses (403) a request that changes something when the browser says another site sent
+/// it: an `Origin` other than this server's (or `null`), or `Sec-Fetch-Site: cross-site`.
+/// Clients that are no browsers send neither and pass; the portal's forms also carry their
+/// session's form token.
+async fn refuse_cross_site(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{Method, header};
+    use axum::response::IntoResponse;
+    let changes = !matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
+    if changes {
+        let headers = request.headers();
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+        let origin = headers.get(header::ORIGIN).map(|o| {
+            o.to_str()
+                .ok()
+                .and_then(|o| o.split_once("://"))
+                .map(|(_, authority)| authority)
+        });
+        let cross_origin = match origin {
+            None => false,
+            Some(authority) => authority.is_none() || authority != host,
+        };
+        let cross_fetch = headers
+            .get("sec-fetch-site")
+            .is_some_and(|site| site.as_bytes() == b"cross-site");
+        if cross_origin || cross_fetch {
+            return ApiError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "cross_site",
+                "a request from another site was refused",
+            )
+            .into_response();
+        }
+    }
+    next.run(request).await
 }
 
 /// Headers every answer carries: no content sniffing, no framing (clickjacking), no referrer

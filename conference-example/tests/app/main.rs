@@ -5,6 +5,7 @@ mod backpressure;
 mod demo;
 mod flows;
 mod oversell;
+mod sessions;
 
 use std::sync::Arc;
 

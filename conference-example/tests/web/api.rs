@@ -905,3 +905,27 @@ async fn orders_past_the_queue_or_the_client_allowance_are_turned_away() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(error_code(&body), "too_many_orders", "{body}");
 }
+
+/// An owner replaces their access code: the old one opens nothing from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_rotate_their_access_code() {
+    let s = Server::start(
+        std::sync::Arc::new(cqrs_core::InMemoryEventStore::new()),
+        None,
+    )
+    .await;
+    let conference = s.published_conference("rotated", 5).await;
+    let path = format!("/api/conferences/{}/access-code", conference.id);
+    let (status, _) = s.call(Method::POST, &path, None, Auth::None).await;
+    assert_eq!(status, 401);
+    let old = Auth::Owner("ana@example.com", &conference.code);
+    let (status, body) = s.call(Method::POST, &path, None, old).await;
+    assert_eq!(status, 200, "{body}");
+    let new = body["access_code"].as_str().unwrap().to_owned();
+    assert_eq!(new.len(), 12);
+    assert_ne!(new, conference.code);
+    let orders = format!("/api/conferences/{}/orders", conference.id);
+    assert_eq!(s.call(Method::GET, &orders, None, old).await.0, 403);
+    let new = Auth::Owner("ana@example.com", &new);
+    assert_eq!(s.call(Method::GET, &orders, None, new).await.0, 200);
+}

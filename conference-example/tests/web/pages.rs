@@ -1,6 +1,7 @@
 //! The HTML sites over plain HTTP: what the browser tests cannot cheaply reach — bad input
 //! on every form, unknown pages, and the owner portal's session (a wrong code, a forged or
-//! foreign cookie, sees nothing).
+//! foreign cookie, sees nothing; signing out, a changed code or a form from elsewhere ends
+//! or refuses it).
 
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use reqwest::redirect::Policy;
@@ -201,6 +202,162 @@ async fn registrant_pages_answer_bad_input_with_a_page_and_a_4xx() {
     assert!(body.contains("value=\"ana@example.com\""));
 }
 
+/// The form token on the portal page at `path`, for the session of `cookie`.
+async fn form_token(server: &Server, path: &str, cookie: &str) -> String {
+    let page = client()
+        .get(server.url(path))
+        .header(COOKIE, cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let marker = "name=\"form_token\" value=\"";
+    let at = page.find(marker).expect("a form token") + marker.len();
+    page[at..at + 32].to_owned()
+}
+
+/// Signs in as the owner of `conference`; returns the session cookie.
+async fn sign_in(server: &Server, email: &str, code: &str) -> reqwest::Response {
+    form(
+        server,
+        "/admin/login",
+        &[("email", email), ("access_code", code)],
+        None,
+    )
+    .await
+}
+
+/// Signing out ends the session on the server (its cookie, kept, opens nothing); a changed
+/// access code ends every session opened with the old one, and the old code opens nothing;
+/// over HTTPS the cookie is `Secure`; a form posted from another site is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_end_on_sign_out_and_code_change_and_refuse_other_sites() {
+    let server = sqlite().await;
+    let ours = server.published_conference("ended", 5).await;
+    let details = format!("/admin/{}", ours.id);
+    let opens = |cookie: String| {
+        let url = server.url(&details);
+        async move {
+            client()
+                .get(url)
+                .header(COOKIE, cookie)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+
+    let first = session(&sign_in(&server, "ana@example.com", &ours.code).await);
+    let second = session(&sign_in(&server, "ana@example.com", &ours.code).await);
+    assert_eq!(opens(first.clone()).await, 200);
+    let token = form_token(&server, &details, &first).await;
+    let out = form(
+        &server,
+        "/admin/logout",
+        &[("form_token", &token)],
+        Some(&first),
+    )
+    .await;
+    assert_eq!(out.status().as_u16(), 303);
+    assert!(
+        out.headers()[SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    assert_eq!(
+        opens(first).await,
+        401,
+        "signed out: the kept cookie opens nothing"
+    );
+    assert_eq!(opens(second.clone()).await, 200, "another session goes on");
+
+    // A new code, from the second session: it goes on under a new cookie; sessions opened
+    // with the old code end, and the old code opens nothing.
+    let third = session(&sign_in(&server, "ana@example.com", &ours.code).await);
+    let token = form_token(&server, &details, &second).await;
+    let changed = form(
+        &server,
+        &format!("{details}/access-code"),
+        &[("form_token", &token)],
+        Some(&second),
+    )
+    .await;
+    assert_eq!(changed.status().as_u16(), 303);
+    let renewed = session(&changed);
+    assert_eq!(opens(third).await, 401, "opened with the old code");
+    assert_eq!(opens(second).await, 401);
+    let page = client()
+        .get(server.url(&details))
+        .header(COOKIE, &renewed)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains(&ours.code), "the page shows the new code");
+    let old = sign_in(&server, "ana@example.com", &ours.code).await;
+    assert_eq!(old.status().as_u16(), 401);
+
+    // Over HTTPS (as the proxy says), the cookie is Secure.
+    let marker = "id=\"access-code\">";
+    let at = page.find(marker).unwrap() + marker.len();
+    let new_code = &page[at..at + 12];
+    let https = client()
+        .post(server.url("/admin/login"))
+        .header("x-forwarded-proto", "https")
+        .form(&[("email", "ana@example.com"), ("access_code", new_code)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(https.status().as_u16(), 303);
+    assert!(
+        https.headers()[SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .contains("Secure")
+    );
+
+    // Another site's form, even with the cookie the browser would add: refused.
+    let token = form_token(&server, &details, &renewed).await;
+    for (origin, fetch_site) in [
+        (Some("http://evil.example"), None),
+        (Some("null"), None),
+        (None, Some("cross-site")),
+    ] {
+        let mut request = client()
+            .post(server.url(&format!("{details}/unpublish")))
+            .header(COOKIE, &renewed)
+            .form(&[("form_token", token.as_str())]);
+        if let Some(origin) = origin {
+            request = request.header("origin", origin);
+        }
+        if let Some(site) = fetch_site {
+            request = request.header("sec-fetch-site", site);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 403, "{origin:?} {fetch_site:?}");
+    }
+    // The same form from the site itself goes through.
+    let own = client()
+        .post(server.url(&format!("{details}/unpublish")))
+        .header(COOKIE, &renewed)
+        .header("origin", server.url(""))
+        .header("sec-fetch-site", "same-origin")
+        .form(&[("form_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(own.status().as_u16(), 303);
+    let (status, _) = server.get("/api/conferences/ended").await;
+    assert_eq!(status, 404, "unpublished");
+}
+
 /// The session cookie the portal set on `response`.
 fn session(response: &reqwest::Response) -> String {
     let set = response.headers()[SET_COOKIE].to_str().unwrap();
@@ -254,8 +411,15 @@ async fn the_owner_portal_shows_nothing_without_the_right_session() {
     );
     let set = response.headers()[SET_COOKIE].to_str().unwrap().to_owned();
     assert!(
-        set.contains("HttpOnly") && set.contains("SameSite=Lax"),
+        set.contains("HttpOnly")
+            && set.contains("SameSite=Lax")
+            && set.contains("Max-Age=28800")
+            && !set.contains("Secure"),
         "{set}"
+    );
+    assert!(
+        !set.to_lowercase().contains(&ours.code.to_lowercase()) && !set.contains("ana@"),
+        "the cookie holds no secret but its token: {set}"
     );
     let cookie = session(&response);
     let opened = client()
@@ -274,16 +438,34 @@ async fn the_owner_portal_shows_nothing_without_the_right_session() {
         .unwrap();
     assert_eq!(foreign.status().as_u16(), 401);
 
-    // A forged session (the value changed, the signature not) opens nothing.
+    // A forged session (the token changed, the signature not) opens nothing.
     let (name, value) = cookie.split_once('=').unwrap();
-    let forged = format!("{name}={}", value.replace(&ours.id, &theirs.id));
+    let last = value.chars().last().unwrap();
+    let forged = format!(
+        "{name}={}{}",
+        &value[..value.len() - 1],
+        if last == '0' { '1' } else { '0' }
+    );
     let forged = client()
-        .get(server.url(&format!("/admin/{}", theirs.id)))
+        .get(server.url(&format!("/admin/{}", ours.id)))
         .header(COOKIE, forged)
         .send()
         .await
         .unwrap();
     assert_eq!(forged.status().as_u16(), 401);
+
+    // A form posted without the session's form token changes nothing.
+    let response = form(
+        &server,
+        &format!("/admin/{}/unpublish", ours.id),
+        &[],
+        Some(&cookie),
+    )
+    .await;
+    assert_eq!(response.status().as_u16(), 403);
+    let (_, view) = server.get("/api/conferences/ours").await;
+    assert!(view["id"].is_string(), "still published: {view}");
+    let token = form_token(&server, &format!("/admin/{}", ours.id), &cookie).await;
 
     // With the session, bad seat types are refused with the reason, and nothing changes.
     for (fields, says) in [
@@ -324,6 +506,8 @@ async fn the_owner_portal_shows_nothing_without_the_right_session() {
             "0 to 50,000",
         ),
     ] {
+        let mut fields = fields;
+        fields.push(("form_token", &token));
         let response = form(
             &server,
             &format!("/admin/{}/seats", ours.id),
@@ -339,7 +523,7 @@ async fn the_owner_portal_shows_nothing_without_the_right_session() {
     let response = form(
         &server,
         &format!("/admin/{}/seats/{}/delete", ours.id, ours.paid),
-        &[],
+        &[("form_token", &token)],
         Some(&cookie),
     )
     .await;

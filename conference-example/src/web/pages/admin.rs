@@ -1,13 +1,17 @@
 //! The owner's portal at `/admin`: create a conference, edit it, manage its seat types,
 //! publish or unpublish it, and see its orders and attendees (UI.md, "Business Customer
-//! portal"). An owner signs in with their email and the conference's access code; the
-//! session is a signed, HTTP-only cookie, and a wrong code sees nothing.
+//! portal"). An owner signs in with their email and the conference's access code; a wrong
+//! code sees nothing. The session lives in the store ([`OwnerSession`](crate::domain::OwnerSession)):
+//! the browser holds only its random token, in a signed, HTTP-only cookie that expires with
+//! it (and is `Secure` over HTTPS). Signing out or changing the access code ends it for every
+//! server, and every form of a session carries a token derived from it, so that no other
+//! site can post one.
 
 use std::str::FromStr;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_extra::extract::SignedCookieJar;
@@ -15,7 +19,7 @@ use axum_extra::extract::cookie::{Cookie, SameSite};
 use maud::{Markup, html};
 use rust_decimal::Decimal;
 
-use crate::app::{AppError, NewConference, Rejection};
+use crate::app::{AppError, NewConference, OWNER_SESSION_LIFETIME, Rejection, SessionToken};
 use crate::domain::{
     AccessCode, ConferenceCommand, ConferenceDetails, ConferenceError, ConferenceId,
     ConferenceSlugError, Owner, SeatType, SeatTypeId,
@@ -29,8 +33,11 @@ type PageResult = Result<Response, PageError>;
 
 const SITE: Site = Site::Owner;
 
-/// The session cookie: `{conference id}|{access code}|{owner email}`, signed.
+/// The session cookie: the session's token, signed.
 const SESSION: &str = "conference_owner";
+
+/// The hidden field that carries a session's form token.
+const FORM_TOKEN: &str = "form_token";
 
 pub(crate) fn routes() -> Router<WebState> {
     Router::new()
@@ -42,6 +49,7 @@ pub(crate) fn routes() -> Router<WebState> {
         .route("/admin/{id}", get(details))
         .route("/admin/{id}/edit", get(edit_form).post(edit))
         .route("/admin/{id}/publish", post(publish))
+        .route("/admin/{id}/access-code", post(change_access_code))
         .route("/admin/{id}/unpublish", post(unpublish))
         .route("/admin/{id}/seats", get(seat_types).post(add_seat_type))
         .route(
@@ -58,24 +66,52 @@ pub(crate) fn routes() -> Router<WebState> {
 
 // ----- the session -----
 
-fn session_cookie(view: &ConferenceView) -> Cookie<'static> {
-    Cookie::build((
-        SESSION,
-        format!("{}|{}|{}", view.id, view.access_code, view.owner.email),
-    ))
-    .path("/admin")
-    .http_only(true)
-    .same_site(SameSite::Lax)
-    .build()
+fn session_cookie(token: &SessionToken, secure: bool) -> Cookie<'static> {
+    let lifetime = OWNER_SESSION_LIFETIME.to_std().unwrap_or_default();
+    Cookie::build((SESSION, token.as_str().to_owned()))
+        .path("/admin")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(secure)
+        .max_age(lifetime.try_into().unwrap_or_default())
+        .build()
 }
 
-/// The conference `id`, if the session is its owner's; otherwise a 401 page that shows
-/// nothing of it.
-fn signed_in(
+/// Whether the browser came over HTTPS: the server was told it is behind one
+/// (`--secure-cookies`), or the proxy in front says so (`X-Forwarded-Proto: https`).
+fn over_https(state: &WebState, headers: &HeaderMap) -> bool {
+    state.secure_cookies()
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|proto| proto.eq_ignore_ascii_case("https"))
+}
+
+/// An owner signed in: the conference, and the session's token.
+struct Session {
+    view: ConferenceView,
+    token: SessionToken,
+}
+
+impl Session {
+    /// The hidden field every form of this session carries.
+    fn form_field(&self) -> Markup {
+        html! { input type="hidden" name=(FORM_TOKEN) value=(self.token.form_token()); }
+    }
+}
+
+/// The session's token from the cookie, if it carries one (its signature checked).
+fn session_token(jar: &SignedCookieJar) -> Option<SessionToken> {
+    jar.get(SESSION)?.value().parse().ok()
+}
+
+/// The conference `id`, if the session is open and its owner's; otherwise a 401 page that
+/// shows nothing of it.
+async fn signed_in(
     state: &WebState,
     jar: &SignedCookieJar,
     id: ConferenceId,
-) -> Result<ConferenceView, PageError> {
+) -> Result<Session, PageError> {
     let denied = || {
         PageError::new(
             SITE,
@@ -84,21 +120,36 @@ fn signed_in(
             "Log in with the owner's email and the conference's access code to manage it.",
         )
     };
-    let cookie = jar.get(SESSION).ok_or_else(denied)?;
-    let mut parts = cookie.value().splitn(3, '|');
-    let (Some(session_id), Some(code), Some(email)) = (parts.next(), parts.next(), parts.next())
-    else {
-        return Err(denied());
+    let token = session_token(jar).ok_or_else(denied)?;
+    let view = match state.app.owner_session(&token).await {
+        Ok(view) => view,
+        Err(AppError::NotFound(_)) => return Err(denied()),
+        Err(err) => return Err(app_error(err)),
     };
-    let code = AccessCode::from_str(code).map_err(|_| denied())?;
-    let view = state
-        .app
-        .owner_conference(email, &code)
-        .map_err(|_| denied())?;
-    if session_id != id.to_string() || view.id != id {
+    if view.id != id {
         return Err(denied());
     }
-    Ok(view)
+    Ok(Session { view, token })
+}
+
+/// As [`signed_in`], for a form posted: it must carry the session's form token, or it is
+/// refused (403) and nothing is done.
+async fn signed_in_form(
+    state: &WebState,
+    jar: &SignedCookieJar,
+    id: ConferenceId,
+    fields: &Fields,
+) -> Result<Session, PageError> {
+    let session = signed_in(state, jar, id).await?;
+    if fields.text(FORM_TOKEN) != session.token.form_token() {
+        return Err(PageError::new(
+            SITE,
+            StatusCode::FORBIDDEN,
+            "Form refused",
+            "This form did not come from your session's page: open the page again and resend it.",
+        ));
+    }
+    Ok(session)
 }
 
 fn app_error(err: AppError) -> PageError {
@@ -172,14 +223,15 @@ async fn login(
     State(state): State<WebState>,
     client: Client,
     jar: SignedCookieJar,
+    headers: HeaderMap,
     fields: Fields,
 ) -> Response {
     let email = fields.text("email");
     let keys = throttle::keys("owner", &email, client);
+    let code = AccessCode::from_str(&fields.text("access_code")).ok();
     let found = state.throttle.attempt(&keys, || {
-        AccessCode::from_str(&fields.text("access_code"))
-            .ok()
-            .and_then(|code| state.app.owner_conference(&email, &code).ok())
+        code.as_ref()
+            .and_then(|code| state.app.owner_conference(&email, code).ok())
     });
     let found = match found {
         Ok(found) => found,
@@ -195,13 +247,16 @@ async fn login(
                 .into_response();
         }
     };
-    match found {
-        Some(view) => (
-            jar.add(session_cookie(&view)),
-            see_other(&format!("/admin/{}", view.id)),
-        )
-            .into_response(),
-        None => (
+    match (found, code) {
+        (Some(_), Some(code)) => match state.app.open_owner_session(&email, &code).await {
+            Ok((token, view)) => (
+                jar.add(session_cookie(&token, over_https(&state, &headers))),
+                see_other(&format!("/admin/{}", view.id)),
+            )
+                .into_response(),
+            Err(err) => app_error(err).into_response(),
+        },
+        _ => (
             StatusCode::UNAUTHORIZED,
             login_page(
                 &email,
@@ -215,12 +270,29 @@ async fn login(
     }
 }
 
-async fn logout(jar: SignedCookieJar) -> Response {
-    (
+/// Ends the session for every server, and forgets the cookie. A post without the session's
+/// form token ends nothing (another site cannot sign an owner out).
+async fn logout(State(state): State<WebState>, jar: SignedCookieJar, fields: Fields) -> PageResult {
+    if let Some(token) = session_token(&jar) {
+        if fields.text(FORM_TOKEN) != token.form_token() {
+            return Err(PageError::new(
+                SITE,
+                StatusCode::FORBIDDEN,
+                "Form refused",
+                "This form did not come from your session's page.",
+            ));
+        }
+        state
+            .app
+            .close_owner_session(&token)
+            .await
+            .map_err(app_error)?;
+    }
+    Ok((
         jar.remove(Cookie::build(SESSION).path("/admin")),
         see_other("/admin"),
     )
-        .into_response()
+        .into_response())
 }
 
 /// The values of the conference form.
@@ -291,12 +363,14 @@ impl ConferenceForm {
 fn conference_form(
     action: &str,
     form: &ConferenceForm,
-    creating: bool,
+    session: Option<&Session>,
     messages: &[String],
 ) -> Markup {
+    let creating = session.is_none();
     html! {
         (errors(messages))
         form.stack method="post" action=(action) {
+            @if let Some(session) = session { (session.form_field()) }
             @if creating {
                 label for="owner_name" { "Owner name" }
                 input #owner_name type="text" name="owner_name" required value=(form.owner_name);
@@ -331,7 +405,7 @@ fn create_page(form: &ConferenceForm, messages: &[String]) -> Markup {
         section.card {
             h1 { "Create a conference" }
             p.meta { "It starts unpublished: add its seat types, then publish it." }
-            (conference_form("/admin/create", form, true, messages))
+            (conference_form("/admin/create", form, None, messages))
         }
     };
     layout(SITE, "Create a conference", &body)
@@ -341,7 +415,12 @@ async fn create_form() -> Markup {
     create_page(&ConferenceForm::default(), &[])
 }
 
-async fn create(State(state): State<WebState>, jar: SignedCookieJar, fields: Fields) -> PageResult {
+async fn create(
+    State(state): State<WebState>,
+    jar: SignedCookieJar,
+    headers: HeaderMap,
+    fields: Fields,
+) -> PageResult {
     let form = ConferenceForm::from_fields(&fields);
     let details = match form.details(&fields) {
         Ok(details) => details,
@@ -360,8 +439,8 @@ async fn create(State(state): State<WebState>, jar: SignedCookieJar, fields: Fie
             },
         })
         .await;
-    let id = match created {
-        Ok((id, _)) => id,
+    let (id, code) = match created {
+        Ok(created) => created,
         Err(err) => {
             let message = refusal(err)?;
             let status = if message.contains("taken") {
@@ -373,12 +452,13 @@ async fn create(State(state): State<WebState>, jar: SignedCookieJar, fields: Fie
         }
     };
     state.wait_for_conference(id).await;
-    let view = state
+    let (token, _) = state
         .app
-        .conference(id)
-        .ok_or_else(|| PageError::new(SITE, StatusCode::SERVICE_UNAVAILABLE, "Try again", "The conference was created but is not visible yet; log in with the access code in a moment."))?;
+        .open_owner_session(&form.owner_email, &code)
+        .await
+        .map_err(|_| PageError::new(SITE, StatusCode::SERVICE_UNAVAILABLE, "Try again", "The conference was created but is not visible yet; log in with the access code in a moment."))?;
     Ok((
-        jar.add(session_cookie(&view)),
+        jar.add(session_cookie(&token, over_https(&state, &headers))),
         see_other(&format!("/admin/{id}")),
     )
         .into_response())
@@ -391,16 +471,24 @@ async fn details(
     jar: SignedCookieJar,
     PagePath(id): PagePath<ConferenceId>,
 ) -> PageResult {
-    let view = signed_in(&state, &jar, id)?;
+    let session = signed_in(&state, &jar, id).await?;
+    let view = &session.view;
     let d = &view.details;
     let body = html! {
         section.card {
-            (tabs(&view, "details"))
+            (tabs(view, "details"))
             h2 { "Owner" }
             dl.facts {
                 dt { "Name" } dd { (view.owner.name) }
                 dt { "Email" } dd { (view.owner.email) }
-                dt { "Access code" } dd { span.code #access-code { (view.access_code) } }
+                dt { "Access code" } dd {
+                    span.code #access-code { (view.access_code) }
+                    form.inline method="post" action={"/admin/" (id) "/access-code"} {
+                        (session.form_field())
+                        button #change-access-code.secondary type="submit"
+                            title="A new code; every session opened with the old one ends" { "Change" }
+                    }
+                }
             }
             h2 { "Conference" }
             dl.facts {
@@ -418,24 +506,25 @@ async fn details(
             div.actions {
                 a.button.secondary href={"/admin/" (id) "/edit"} { "Edit" }
                 @if view.published {
-                    form method="post" action={"/admin/" (id) "/unpublish"} { button #unpublish.secondary type="submit" { "Unpublish" } }
+                    form method="post" action={"/admin/" (id) "/unpublish"} { (session.form_field()) button #unpublish.secondary type="submit" { "Unpublish" } }
                 } @else {
-                    form method="post" action={"/admin/" (id) "/publish"} { button #publish type="submit" { "Publish" } }
+                    form method="post" action={"/admin/" (id) "/publish"} { (session.form_field()) button #publish type="submit" { "Publish" } }
                 }
                 a.button.secondary href={"/admin/" (id) "/seats"} { "Configure seats" }
-                form method="post" action="/admin/logout" { button.secondary type="submit" { "Log out" } }
+                form method="post" action="/admin/logout" { (session.form_field()) button.secondary type="submit" { "Log out" } }
             }
         }
     };
     Ok(layout(SITE, &view.details.name, &body).into_response())
 }
 
-fn edit_page(view: &ConferenceView, form: &ConferenceForm, messages: &[String]) -> Markup {
+fn edit_page(session: &Session, form: &ConferenceForm, messages: &[String]) -> Markup {
+    let view = &session.view;
     let body = html! {
         section.card {
             (tabs(view, "details"))
             h2 { "Edit the conference" }
-            (conference_form(&format!("/admin/{}/edit", view.id), form, false, messages))
+            (conference_form(&format!("/admin/{}/edit", view.id), form, Some(session), messages))
         }
     };
     layout(SITE, "Edit", &body)
@@ -446,8 +535,8 @@ async fn edit_form(
     jar: SignedCookieJar,
     PagePath(id): PagePath<ConferenceId>,
 ) -> PageResult {
-    let view = signed_in(&state, &jar, id)?;
-    Ok(edit_page(&view, &ConferenceForm::of(&view), &[]).into_response())
+    let session = signed_in(&state, &jar, id).await?;
+    Ok(edit_page(&session, &ConferenceForm::of(&session.view), &[]).into_response())
 }
 
 async fn edit(
@@ -456,14 +545,16 @@ async fn edit(
     PagePath(id): PagePath<ConferenceId>,
     fields: Fields,
 ) -> PageResult {
-    let view = signed_in(&state, &jar, id)?;
+    let session = signed_in_form(&state, &jar, id, &fields).await?;
     let form = ConferenceForm::from_fields(&fields);
     let details = match form.details(&fields) {
         Ok(details) => details,
         Err(messages) => {
-            return Ok(
-                (StatusCode::BAD_REQUEST, edit_page(&view, &form, &messages)).into_response(),
-            );
+            return Ok((
+                StatusCode::BAD_REQUEST,
+                edit_page(&session, &form, &messages),
+            )
+                .into_response());
         }
     };
     if let Err(err) = state
@@ -472,7 +563,11 @@ async fn edit(
         .await
     {
         let message = refusal(err)?;
-        return Ok((StatusCode::BAD_REQUEST, edit_page(&view, &form, &[message])).into_response());
+        return Ok((
+            StatusCode::BAD_REQUEST,
+            edit_page(&session, &form, &[message]),
+        )
+            .into_response());
     }
     state.wait_for_conference(id).await;
     Ok(see_other(&format!("/admin/{id}")))
@@ -482,16 +577,42 @@ async fn publish(
     State(state): State<WebState>,
     jar: SignedCookieJar,
     PagePath(id): PagePath<ConferenceId>,
+    fields: Fields,
 ) -> PageResult {
-    run_on_details(&state, &jar, id, ConferenceCommand::Publish).await
+    run_on_details(&state, &jar, id, &fields, ConferenceCommand::Publish).await
 }
 
 async fn unpublish(
     State(state): State<WebState>,
     jar: SignedCookieJar,
     PagePath(id): PagePath<ConferenceId>,
+    fields: Fields,
 ) -> PageResult {
-    run_on_details(&state, &jar, id, ConferenceCommand::Unpublish).await
+    run_on_details(&state, &jar, id, &fields, ConferenceCommand::Unpublish).await
+}
+
+/// A new access code: every session opened with the old one ends, and this one goes on
+/// with the new code.
+async fn change_access_code(
+    State(state): State<WebState>,
+    jar: SignedCookieJar,
+    headers: HeaderMap,
+    PagePath(id): PagePath<ConferenceId>,
+    fields: Fields,
+) -> PageResult {
+    let session = signed_in_form(&state, &jar, id, &fields).await?;
+    let code = state.app.change_access_code(id).await.map_err(app_error)?;
+    state.wait_for_conference(id).await;
+    let (token, _) = state
+        .app
+        .open_owner_session(&session.view.owner.email, &code)
+        .await
+        .map_err(app_error)?;
+    Ok((
+        jar.add(session_cookie(&token, over_https(&state, &headers))),
+        see_other(&format!("/admin/{id}")),
+    )
+        .into_response())
 }
 
 /// Runs an owner's command from the details page, and shows the page again once the
@@ -500,9 +621,10 @@ async fn run_on_details(
     state: &WebState,
     jar: &SignedCookieJar,
     id: ConferenceId,
+    fields: &Fields,
     command: ConferenceCommand,
 ) -> PageResult {
-    signed_in(state, jar, id)?;
+    signed_in_form(state, jar, id, fields).await?;
     state.app.manage(id, command).await.map_err(app_error)?;
     state.wait_for_conference(id).await;
     Ok(see_other(&format!("/admin/{id}")))
@@ -563,7 +685,8 @@ fn seat_fields(form: &SeatForm) -> Markup {
     }
 }
 
-fn seat_types_page(view: &ConferenceView, form: &SeatForm, messages: &[String]) -> Markup {
+fn seat_types_page(session: &Session, form: &SeatForm, messages: &[String]) -> Markup {
+    let view = &session.view;
     let id = view.id;
     let body = html! {
         section.card {
@@ -593,6 +716,7 @@ fn seat_types_page(view: &ConferenceView, form: &SeatForm, messages: &[String]) 
                                 td { div.actions {
                                     a.button.secondary href={"/admin/" (id) "/seats/" (seat.id)} { "Edit" }
                                     form method="post" action={"/admin/" (id) "/seats/" (seat.id) "/delete"} {
+                                        (session.form_field())
                                         button.danger type="submit" disabled[seat.on_sale]
                                             title=(if seat.on_sale { "Seats of a conference that was published stay on sale" } else { "Delete this seat type" }) { "Delete" }
                                     }
@@ -604,6 +728,7 @@ fn seat_types_page(view: &ConferenceView, form: &SeatForm, messages: &[String]) 
             }
             h3 { "Add a seat type" }
             form.stack method="post" action={"/admin/" (id) "/seats"} {
+                (session.form_field())
                 (seat_fields(form))
                 div.actions { button #add-seat-type type="submit" { "Add" } }
             }
@@ -617,8 +742,8 @@ async fn seat_types(
     jar: SignedCookieJar,
     PagePath(id): PagePath<ConferenceId>,
 ) -> PageResult {
-    let view = signed_in(&state, &jar, id)?;
-    Ok(seat_types_page(&view, &SeatForm::default(), &[]).into_response())
+    let session = signed_in(&state, &jar, id).await?;
+    Ok(seat_types_page(&session, &SeatForm::default(), &[]).into_response())
 }
 
 async fn add_seat_type(
@@ -627,14 +752,14 @@ async fn add_seat_type(
     PagePath(id): PagePath<ConferenceId>,
     fields: Fields,
 ) -> PageResult {
-    let view = signed_in(&state, &jar, id)?;
+    let session = signed_in_form(&state, &jar, id, &fields).await?;
     let form = SeatForm::from_fields(&fields);
     let seat_type = match form.seat_type() {
         Ok(seat_type) => seat_type,
         Err(messages) => {
             return Ok((
                 StatusCode::BAD_REQUEST,
-                seat_types_page(&view, &form, &messages),
+                seat_types_page(&session, &form, &messages),
             )
                 .into_response());
         }
@@ -643,7 +768,7 @@ async fn add_seat_type(
         let message = refusal(err)?;
         return Ok((
             StatusCode::BAD_REQUEST,
-            seat_types_page(&view, &form, &[message]),
+            seat_types_page(&session, &form, &[message]),
         )
             .into_response());
     }
@@ -652,17 +777,19 @@ async fn add_seat_type(
 }
 
 fn seat_type_page(
-    view: &ConferenceView,
+    session: &Session,
     seat_type: SeatTypeId,
     form: &SeatForm,
     messages: &[String],
 ) -> Markup {
+    let view = &session.view;
     let body = html! {
         section.card {
             (tabs(view, "seats"))
             h2 { "Edit a seat type" }
             (errors(messages))
             form.stack method="post" action={"/admin/" (view.id) "/seats/" (seat_type)} {
+                (session.form_field())
                 (seat_fields(form))
                 div.actions {
                     button type="submit" { "Save" }
@@ -679,8 +806,9 @@ async fn seat_type_form(
     jar: SignedCookieJar,
     PagePath((id, seat_type)): PagePath<(ConferenceId, SeatTypeId)>,
 ) -> PageResult {
-    let view = signed_in(&state, &jar, id)?;
-    let seat = view
+    let session = signed_in(&state, &jar, id).await?;
+    let seat = session
+        .view
         .seat_types
         .get(&seat_type)
         .ok_or_else(|| PageError::not_found(SITE, "There is no such seat type."))?;
@@ -690,7 +818,7 @@ async fn seat_type_form(
         quantity: seat.quantity.to_string(),
         price: seat.price.to_string(),
     };
-    Ok(seat_type_page(&view, seat_type, &form, &[]).into_response())
+    Ok(seat_type_page(&session, seat_type, &form, &[]).into_response())
 }
 
 async fn update_seat_type(
@@ -699,14 +827,14 @@ async fn update_seat_type(
     PagePath((id, seat_type)): PagePath<(ConferenceId, SeatTypeId)>,
     fields: Fields,
 ) -> PageResult {
-    let view = signed_in(&state, &jar, id)?;
+    let session = signed_in_form(&state, &jar, id, &fields).await?;
     let form = SeatForm::from_fields(&fields);
     let seats = match form.seat_type() {
         Ok(seats) => seats,
         Err(messages) => {
             return Ok((
                 StatusCode::BAD_REQUEST,
-                seat_type_page(&view, seat_type, &form, &messages),
+                seat_type_page(&session, seat_type, &form, &messages),
             )
                 .into_response());
         }
@@ -719,7 +847,7 @@ async fn update_seat_type(
         let message = refusal(err)?;
         return Ok((
             StatusCode::BAD_REQUEST,
-            seat_type_page(&view, seat_type, &form, &[message]),
+            seat_type_page(&session, seat_type, &form, &[message]),
         )
             .into_response());
     }
@@ -731,8 +859,9 @@ async fn delete_seat_type(
     State(state): State<WebState>,
     jar: SignedCookieJar,
     PagePath((id, seat_type)): PagePath<(ConferenceId, SeatTypeId)>,
+    fields: Fields,
 ) -> PageResult {
-    let view = signed_in(&state, &jar, id)?;
+    let session = signed_in_form(&state, &jar, id, &fields).await?;
     if let Err(err) = state
         .app
         .manage(id, ConferenceCommand::DeleteSeatType { seat_type })
@@ -741,7 +870,7 @@ async fn delete_seat_type(
         let message = refusal(err)?;
         return Ok((
             StatusCode::CONFLICT,
-            seat_types_page(&view, &SeatForm::default(), &[message]),
+            seat_types_page(&session, &SeatForm::default(), &[message]),
         )
             .into_response());
     }
@@ -756,7 +885,7 @@ async fn orders(
     jar: SignedCookieJar,
     PagePath(id): PagePath<ConferenceId>,
 ) -> PageResult {
-    let view = signed_in(&state, &jar, id)?;
+    let Session { view, .. } = signed_in(&state, &jar, id).await?;
     let orders = state.app.conference_orders(id);
     let body = html! {
         section.card {
@@ -810,7 +939,7 @@ async fn read_models(
     jar: SignedCookieJar,
     PagePath(id): PagePath<ConferenceId>,
 ) -> PageResult {
-    let view = signed_in(&state, &jar, id)?;
+    let Session { view, .. } = signed_in(&state, &jar, id).await?;
     let all = state.app.read_model_status().await.map_err(app_error)?;
     let building = all.iter().any(|s| s.building.is_some());
     let percent = |at: u64, head: u64| {
