@@ -82,6 +82,42 @@ impl Default for AppConfig {
 /// conference queue is reserved in well under that.
 const OVERLOAD_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// A page of a list, in a stable order (its items' ids): the next page starts after the last
+/// item of this one, so items added or removed meanwhile never shift what a cursor means.
+///
+/// ```
+/// use conference_example::app::Page;
+/// let page = Page::of(vec![1, 2, 3], 2, |n| n.to_string());
+/// assert_eq!(page.items, [1, 2]);
+/// assert_eq!(page.next.as_deref(), Some("2"));
+/// assert_eq!(Page::of(vec![1, 2], 2, |n| n.to_string()).next, None);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    /// At most the page's limit of items.
+    pub items: Vec<T>,
+    /// The cursor to the next page (the last item's id), none on the last page.
+    pub next: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// A page of `limit` out of `fetched` (up to `limit + 1` items: one more tells whether a
+    /// next page exists), with `cursor` naming an item.
+    pub fn of(mut fetched: Vec<T>, limit: usize, cursor: impl Fn(&T) -> String) -> Self {
+        let more = fetched.len() > limit;
+        fetched.truncate(limit);
+        let next = if more {
+            fetched.last().map(&cursor)
+        } else {
+            None
+        };
+        Self {
+            items: fetched,
+            next,
+        }
+    }
+}
+
 /// How long an owner's portal session lasts (8 hours) unless they sign out first.
 pub const OWNER_SESSION_LIFETIME: Duration = Duration::hours(8);
 
@@ -586,7 +622,27 @@ impl ConferenceApp {
         self.order_views.read(|v| v.placed_in(conference).collect())
     }
 
-    /// The orders of a conference, for its owner.
+    /// A page of `conference`'s orders for its owner: at most `limit` after the order
+    /// `after`, in the order of their ids, with the cursor to the next page.
+    #[must_use]
+    pub fn conference_orders_page(
+        &self,
+        conference: ConferenceId,
+        after: Option<OrderId>,
+        limit: usize,
+    ) -> Page<OrderSummary> {
+        let limit = limit.max(1);
+        let items: Vec<OrderSummary> = self.order_views.read(|v| {
+            v.of_conference_after(conference, after)
+                .take(limit + 1)
+                .cloned()
+                .collect()
+        });
+        Page::of(items, limit, |o| o.order.to_string())
+    }
+
+    /// Every order of a conference, for its owner (see
+    /// [`conference_orders_page`](Self::conference_orders_page) for a page).
     #[must_use]
     pub fn conference_orders(&self, conference: ConferenceId) -> Vec<OrderSummary> {
         self.order_views
@@ -621,6 +677,24 @@ impl ConferenceApp {
     #[must_use]
     pub fn published_conferences(&self) -> Vec<ConferenceView> {
         self.directory.read(|d| d.published().cloned().collect())
+    }
+
+    /// A page of the published conferences: at most `limit` after the conference `after`,
+    /// in the order they were created, with the cursor to the next page.
+    #[must_use]
+    pub fn published_conferences_page(
+        &self,
+        after: Option<ConferenceId>,
+        limit: usize,
+    ) -> Page<ConferenceView> {
+        let limit = limit.max(1);
+        let items: Vec<ConferenceView> = self.directory.read(|d| {
+            d.published_after(after)
+                .take(limit.saturating_add(1))
+                .cloned()
+                .collect()
+        });
+        Page::of(items, limit, |c| c.id.to_string())
     }
 
     /// Places an order for seats of a published conference, priced at its seat types' current

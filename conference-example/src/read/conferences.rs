@@ -126,6 +126,20 @@ impl ConferenceDirectory {
         self.conferences.values().filter(|c| c.published)
     }
 
+    /// The published conferences after `after`, in the order of their ids (the order they
+    /// were created in): a page resumes where the last one ended, whatever was added since.
+    pub fn published_after(
+        &self,
+        after: Option<ConferenceId>,
+    ) -> impl Iterator<Item = &ConferenceView> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = after.map_or(Unbounded, Excluded);
+        self.conferences
+            .range((from, Unbounded))
+            .map(|(_, c)| c)
+            .filter(|c| c.published)
+    }
+
     /// Every conference.
     pub fn all(&self) -> impl Iterator<Item = &ConferenceView> {
         self.conferences.values()

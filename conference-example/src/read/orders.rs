@@ -223,6 +223,20 @@ impl OrderViews {
             .flat_map(|orders| orders.iter().copied())
     }
 
+    /// The orders of `conference` after the order `after`, in the order of their ids.
+    pub fn of_conference_after(
+        &self,
+        conference: ConferenceId,
+        after: Option<OrderId>,
+    ) -> impl Iterator<Item = &OrderSummary> {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = after.map_or(Unbounded, Excluded);
+        self.by_conference
+            .get(&conference)
+            .into_iter()
+            .flat_map(move |orders| orders.range((from, Unbounded)).map(|(_, o)| o))
+    }
+
     /// The orders of `conference` (expired ones leave the list).
     pub fn of_conference(&self, conference: ConferenceId) -> impl Iterator<Item = &OrderSummary> {
         self.by_conference

@@ -450,16 +450,33 @@ async fn change_access_code(
     Ok(Json(json!({ "access_code": code })))
 }
 
+/// `?after=&limit=` of a list: `after` is the `next` of the page before.
+#[derive(Debug, Deserialize)]
+pub(crate) struct PageQuery {
+    after: Option<Uuid>,
+    limit: Option<usize>,
+}
+
+impl PageQuery {
+    /// The page's size: 100 unless asked, at most 1,000.
+    fn limit(&self) -> usize {
+        self.limit.unwrap_or(100).clamp(1, 1_000)
+    }
+}
+
 async fn conference_orders(
     State(state): State<WebState>,
     ApiPath(key): ApiPath<String>,
+    ApiQuery(page): ApiQuery<PageQuery>,
     MaybeCredentials(credentials): MaybeCredentials,
 ) -> ApiResult<Json<serde_json::Value>> {
     let id = conference_id(&key)?;
     owned(&state, id, credentials)?;
-    let orders: Vec<serde_json::Value> = state
+    let page = state
         .app
-        .conference_orders(id)
+        .conference_orders_page(id, page.after.map(OrderId), page.limit());
+    let orders: Vec<serde_json::Value> = page
+        .items
         .into_iter()
         .map(|o| {
             json!({
@@ -478,15 +495,20 @@ async fn conference_orders(
             })
         })
         .collect();
-    Ok(Json(json!({ "orders": orders })))
+    Ok(Json(json!({ "orders": orders, "next": page.next })))
 }
 
 // ----- registrants -----
 
-async fn published_conferences(State(state): State<WebState>) -> Json<serde_json::Value> {
-    let conferences: Vec<serde_json::Value> = state
+async fn published_conferences(
+    State(state): State<WebState>,
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> Json<serde_json::Value> {
+    let page = state
         .app
-        .published_conferences()
+        .published_conferences_page(page.after.map(ConferenceId), page.limit());
+    let conferences: Vec<serde_json::Value> = page
+        .items
         .iter()
         .map(|c| {
             json!({
@@ -499,7 +521,7 @@ async fn published_conferences(State(state): State<WebState>) -> Json<serde_json
             })
         })
         .collect();
-    Json(json!({ "conferences": conferences }))
+    Json(json!({ "conferences": conferences, "next": page.next }))
 }
 
 async fn conference(

@@ -929,3 +929,80 @@ async fn owners_rotate_their_access_code() {
     let new = Auth::Owner("ana@example.com", &new);
     assert_eq!(s.call(Method::GET, &orders, None, new).await.0, 200);
 }
+
+/// Every list pages with a stable cursor: each page resumes after the last item of the one
+/// before, so what is added meanwhile never repeats or skips an item; a bad cursor is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_page_with_stable_cursors() {
+    let s = Server::start(std::sync::Arc::new(cqrs_core::InMemoryEventStore::new()), None).await;
+    let mut slugs = Vec::new();
+    for n in 0..5 {
+        slugs.push(s.published_conference(&format!("paged{n}"), 50).await);
+    }
+    let mut seen = Vec::new();
+    let mut next: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let path = match &next {
+            None => "/api/conferences?limit=2".to_owned(),
+            Some(after) => format!("/api/conferences?limit=2&after={after}"),
+        };
+        let (status, page) = s.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        let items = page["conferences"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        seen.extend(items.iter().map(|c| c["slug"].as_str().unwrap().to_owned()));
+        pages += 1;
+        if pages == 1 {
+            // One is added between the pages: it comes last, nothing repeats.
+            slugs.push(s.published_conference("paged_late", 50).await);
+        }
+        next = page["next"].as_str().map(str::to_owned);
+        if next.is_none() {
+            break;
+        }
+    }
+    let expected: Vec<String> = slugs.iter().map(|c| c.slug.clone()).collect();
+    assert_eq!(seen, expected, "every conference once, in the order created");
+    assert_eq!(pages, 3);
+    let (status, body) = s.get("/api/conferences?after=not-an-id").await;
+    assert_eq!((status, error_code(&body)), (400, "invalid"));
+
+    // The owner's orders, with their attendees, page the same way.
+    let conference = &slugs[0];
+    let mut placed = Vec::new();
+    for _ in 0..5 {
+        let (order, _) = s
+            .reserved_order(
+                conference,
+                json!([{"seat_type_id": conference.paid, "quantity": 1}]),
+            )
+            .await;
+        placed.push(order);
+    }
+    let owner = Auth::Owner("ana@example.com", &conference.code);
+    let mut seen = Vec::new();
+    let mut path = format!("/api/conferences/{}/orders?limit=2", conference.id);
+    loop {
+        let (status, page) = s.call(Method::GET, &path, None, owner).await;
+        assert_eq!(status, 200, "{page}");
+        seen.extend(
+            page["orders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["order_id"].as_str().unwrap().to_owned()),
+        );
+        match page["next"].as_str() {
+            Some(after) => {
+                path = format!(
+                    "/api/conferences/{}/orders?limit=2&after={after}",
+                    conference.id
+                );
+            }
+            None => break,
+        }
+    }
+    placed.sort();
+    assert_eq!(seen, placed);
+}

@@ -358,6 +358,30 @@ async fn sessions_end_on_sign_out_and_code_change_and_refuse_other_sites() {
     assert_eq!(status, 404, "unpublished");
 }
 
+/// The home page shows 50 conferences at a time, with a link to the next 50.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_home_page_pages() {
+    let server = sqlite().await;
+    for n in 0..51 {
+        server.published_conference(&format!("home{n:02}"), 5).await;
+    }
+    let (status, first) = page(&server, "/").await;
+    assert_eq!(status, 200);
+    assert_eq!(first.matches("<li>").count(), 50, "{first}");
+    assert!(first.contains("href=\"/home00/\""));
+    assert!(!first.contains("href=\"/home50/\""));
+    let marker = "rel=\"next\" href=\"";
+    let at = first.find(marker).expect("a link to the next page") + marker.len();
+    let next = &first[at..first[at..].find('"').unwrap() + at];
+    let (status, second) = page(&server, next).await;
+    assert_eq!(status, 200);
+    assert_eq!(second.matches("<li>").count(), 1, "{second}");
+    assert!(second.contains("href=\"/home50/\""));
+    assert!(!second.contains("rel=\"next\""), "the last page");
+    let (status, _) = page(&server, "/?after=nonsense").await;
+    assert_eq!(status, 400);
+}
+
 /// The session cookie the portal set on `response`.
 fn session(response: &reqwest::Response) -> String {
     let set = response.headers()[SET_COOKIE].to_str().unwrap();

@@ -22,11 +22,14 @@ use rust_decimal::Decimal;
 use crate::app::{AppError, NewConference, OWNER_SESSION_LIFETIME, Rejection, SessionToken};
 use crate::domain::{
     AccessCode, ConferenceCommand, ConferenceDetails, ConferenceError, ConferenceId,
-    ConferenceSlugError, Owner, SeatType, SeatTypeId,
+    ConferenceSlugError, OrderId, Owner, SeatType, SeatTypeId,
 };
 use crate::read::{ConferenceView, PaymentStatus};
 use crate::web::WebState;
-use crate::web::pages::{Fields, PageError, PagePath, Site, day, errors, layout, money, see_other};
+use crate::web::pages::{
+    After, Fields, PAGE_SIZE, PageError, PagePath, PageQuery, Site, day, errors, layout, money,
+    next_page, see_other,
+};
 use crate::web::throttle::{self, Client};
 
 type PageResult = Result<Response, PageError>;
@@ -884,9 +887,13 @@ async fn orders(
     State(state): State<WebState>,
     jar: SignedCookieJar,
     PagePath(id): PagePath<ConferenceId>,
+    PageQuery(page): PageQuery<After>,
 ) -> PageResult {
     let Session { view, .. } = signed_in(&state, &jar, id).await?;
-    let orders = state.app.conference_orders(id);
+    let page = state
+        .app
+        .conference_orders_page(id, page.after.map(OrderId), PAGE_SIZE);
+    let orders = page.items;
     let body = html! {
         section.card {
             (tabs(&view, "orders"))
@@ -926,6 +933,7 @@ async fn orders(
                         }
                     }
                 }
+                (next_page(&format!("/admin/{id}/orders"), page.next.as_deref(), "Next orders"))
             }
         }
     };

@@ -272,6 +272,24 @@ impl Fields {
     }
 }
 
+/// How many items a page of a list shows.
+pub(crate) const PAGE_SIZE: usize = 50;
+
+/// `?after=` of a paged list: the id of the last item of the page before.
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
+pub(crate) struct After {
+    pub(crate) after: Option<uuid::Uuid>,
+}
+
+/// The link to a list's next page, if it has one (`base` is the list's path).
+pub(crate) fn next_page(base: &str, next: Option<&str>, label: &str) -> Markup {
+    html! {
+        @if let Some(next) = next {
+            p.pager { a.button.secondary rel="next" href={(base) "?after=" (next)} { (label) } }
+        }
+    }
+}
+
 /// Query parameters; unparsable ones are a 400 page.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct PageQuery<T>(pub T);

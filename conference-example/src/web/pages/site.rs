@@ -17,14 +17,14 @@ use serde::Deserialize;
 
 use crate::app::{AppError, PaymentStep, Rejection};
 use crate::domain::{
-    AccessCode, OrderError, OrderId, PaymentId, PaymentState, PersonalInfo, SeatAssignmentsError,
-    SeatQuantity, SeatTypeId, is_email,
+    AccessCode, ConferenceId, OrderError, OrderId, PaymentId, PaymentState, PersonalInfo,
+    SeatAssignmentsError, SeatQuantity, SeatTypeId, is_email,
 };
 use crate::read::{ConferenceView, DraftOrder, DraftOrderState, PricedOrder};
 use crate::web::WebState;
 use crate::web::pages::{
-    Fields, PageError, PagePath, PageQuery, Site, countdown, day, errors, layout, layout_with,
-    money, see_other,
+    After, Fields, PAGE_SIZE, PageError, PagePath, PageQuery, Site, countdown, day, errors, layout,
+    layout_with, money, next_page, see_other,
 };
 use crate::web::throttle::{self, Client};
 
@@ -163,8 +163,11 @@ fn conference_header(conference: &ConferenceView) -> Markup {
 
 // ----- conferences -----
 
-async fn home(State(state): State<WebState>) -> Markup {
-    let conferences = state.app.published_conferences();
+async fn home(State(state): State<WebState>, PageQuery(page): PageQuery<After>) -> Markup {
+    let page = state
+        .app
+        .published_conferences_page(page.after.map(ConferenceId), PAGE_SIZE);
+    let conferences = page.items;
     let body = html! {
         section.card {
             h1 { "Conferences" }
@@ -185,6 +188,7 @@ async fn home(State(state): State<WebState>) -> Markup {
                         }
                     }
                 }
+                (next_page("/", page.next.as_deref(), "More conferences"))
             }
         }
     };
