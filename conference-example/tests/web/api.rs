@@ -934,7 +934,11 @@ async fn owners_rotate_their_access_code() {
 /// before, so what is added meanwhile never repeats or skips an item; a bad cursor is a 400.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_page_with_stable_cursors() {
-    let s = Server::start(std::sync::Arc::new(cqrs_core::InMemoryEventStore::new()), None).await;
+    let s = Server::start(
+        std::sync::Arc::new(cqrs_core::InMemoryEventStore::new()),
+        None,
+    )
+    .await;
     let mut slugs = Vec::new();
     for n in 0..5 {
         slugs.push(s.published_conference(&format!("paged{n}"), 50).await);
@@ -963,7 +967,10 @@ async fn lists_page_with_stable_cursors() {
         }
     }
     let expected: Vec<String> = slugs.iter().map(|c| c.slug.clone()).collect();
-    assert_eq!(seen, expected, "every conference once, in the order created");
+    assert_eq!(
+        seen, expected,
+        "every conference once, in the order created"
+    );
     assert_eq!(pages, 3);
     let (status, body) = s.get("/api/conferences?after=not-an-id").await;
     assert_eq!((status, error_code(&body)), (400, "invalid"));
