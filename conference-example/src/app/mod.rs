@@ -673,6 +673,15 @@ impl ConferenceApp {
         Ok(self.conferences.load(&id).await?.version.get())
     }
 
+    /// The version of an order's stream in the store (0: no such order).
+    ///
+    /// # Errors
+    ///
+    /// [`AppError::Unavailable`] if the store fails.
+    pub async fn order_version(&self, order: OrderId) -> Result<u64, AppError> {
+        Ok(self.orders.load(&order).await?.version.get())
+    }
+
     /// The published conferences.
     #[must_use]
     pub fn published_conferences(&self) -> Vec<ConferenceView> {

@@ -157,11 +157,20 @@ impl WebState {
     }
 
     /// The draft order, once the read model has reached `version` (or after a bounded wait,
-    /// as it is then).
+    /// as it is then): a client long-polls for its order's next step. An order the store
+    /// does not hold is a 404 at once, not after the wait.
     async fn draft_at_least(&self, order: OrderId, version: u64) -> Result<DraftOrder, ApiError> {
         let deadline = tokio::time::Instant::now() + api::CATCH_UP;
+        let mut checked = false;
         loop {
-            match self.app.draft_order(order) {
+            let draft = self.app.draft_order(order);
+            if matches!(draft, Err(AppError::NotFound(_))) && version > 0 && !checked {
+                checked = true;
+                if self.app.order_version(order).await? == 0 {
+                    return Err(ApiError::not_found(format!("order {order} not found")));
+                }
+            }
+            match draft {
                 Ok(draft) if draft.version >= version => return Ok(draft),
                 Ok(draft) if tokio::time::Instant::now() >= deadline => return Ok(draft),
                 Err(AppError::NotFound(_))

@@ -1013,3 +1013,40 @@ async fn lists_page_with_stable_cursors() {
     placed.sort();
     assert_eq!(seen, placed);
 }
+
+/// Long-polling for an order's next version is for orders the store holds: an unknown
+/// order is a 404 at once (it held the request for 5 s before), a placed one is found even
+/// when asked for before its read model has caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_orders_are_not_waited_for() {
+    let s = Server::start(
+        std::sync::Arc::new(cqrs_core::InMemoryEventStore::new()),
+        None,
+    )
+    .await;
+    let conference = s.published_conference("waits", 5).await;
+    let started = std::time::Instant::now();
+    let (status, body) = s
+        .get(&format!(
+            "/api/orders/{}?min_version=1",
+            uuid::Uuid::now_v7()
+        ))
+        .await;
+    assert_eq!((status, error_code(&body)), (404, "not_found"));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "the 404 did not wait for the 5 s bound: {:?}",
+        started.elapsed()
+    );
+    let (status, placed) = s
+        .post(
+            &format!("/api/conferences/{}/orders", conference.slug),
+            json!({"seats": [{"seat_type_id": conference.paid, "quantity": 1}]}),
+        )
+        .await;
+    assert_eq!(status, 202, "{placed}");
+    let order = placed["order_id"].as_str().unwrap();
+    let (status, view) = s.get(&format!("/api/orders/{order}?min_version=1")).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["order_id"], order);
+}
