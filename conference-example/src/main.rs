@@ -41,6 +41,11 @@ struct Cli {
         default_value_t = LogFormat::Human
     )]
     log_format: LogFormat,
+    /// Where to send traces over OTLP/HTTP, e.g. `http://127.0.0.1:4318/v1/traces` (a build
+    /// with the `otel` feature). A request's `traceparent` is continued, and every command,
+    /// event and timeout it leads to carries its trace id.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -52,21 +57,100 @@ enum LogFormat {
 }
 
 /// Installs the log subscriber: every warning and error the server logs (each 5xx with its
-/// cause) reaches the operator on stderr, leaving stdout to the commands' output.
-fn init_logging(format: LogFormat) {
+/// cause) reaches the operator on stderr, leaving stdout to the commands' output. With the
+/// `otel` feature and an OTLP endpoint, spans are exported too; the provider returned must be
+/// shut down at exit, to send the last of them.
+fn init_logging(format: LogFormat, otlp: Option<&str>) -> anyhow::Result<Option<Telemetry>> {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // A second subscriber (in a test harness) keeps the first: logging is never fatal.
-    let _ = match format {
-        LogFormat::Human => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
-        LogFormat::Json => builder.json().with_current_span(false).try_init(),
+    let (human, json) = match format {
+        LogFormat::Human => (
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_ansi(std::io::stderr().is_terminal()),
+            ),
+            None,
+        ),
+        LogFormat::Json => (
+            None,
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_current_span(false)
+                    .with_writer(std::io::stderr),
+            ),
+        ),
     };
+    let telemetry = otlp.map(Telemetry::export_to).transpose()?;
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(human)
+        .with(json);
+    #[cfg(feature = "otel")]
+    let registry = registry.with(telemetry.as_ref().map(Telemetry::layer));
+    // A second subscriber (in a test harness) keeps the first: logging is never fatal.
+    let _ = registry.try_init();
+    Ok(telemetry)
+}
+
+/// Spans exported over OTLP/HTTP.
+#[cfg(feature = "otel")]
+struct Telemetry {
+    provider: opentelemetry_sdk::trace::SdkTracerProvider,
+}
+
+#[cfg(feature = "otel")]
+impl Telemetry {
+    fn export_to(endpoint: &str) -> anyhow::Result<Self> {
+        use opentelemetry_otlp::WithExportConfig;
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(endpoint)
+            .build()
+            .map_err(|e| anyhow::anyhow!("cannot export traces to {endpoint}: {e}"))?;
+        let resource = opentelemetry_sdk::Resource::builder()
+            .with_service_name("conference-example")
+            .build();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource)
+            .build();
+        Ok(Self { provider })
+    }
+
+    fn layer<S>(&self) -> impl tracing_subscriber::Layer<S> + use<S>
+    where
+        S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+    {
+        use opentelemetry::trace::TracerProvider;
+        tracing_opentelemetry::layer().with_tracer(self.provider.tracer("conference-example"))
+    }
+
+    fn shutdown(self) {
+        if let Err(err) = self.provider.shutdown() {
+            tracing::warn!(error = %err, "the last spans were not all exported");
+        }
+    }
+}
+
+/// Without the `otel` feature there is nothing to export to.
+#[cfg(not(feature = "otel"))]
+struct Telemetry;
+
+#[cfg(not(feature = "otel"))]
+impl Telemetry {
+    fn export_to(endpoint: &str) -> anyhow::Result<Self> {
+        anyhow::bail!(
+            "cannot export traces to {endpoint}: this build has no `otel` feature \
+             (cargo build --features otel)"
+        )
+    }
+
+    fn shutdown(self) {}
 }
 
 /// `serve`'s arguments alone, to read their defaults (and environment) when no subcommand
@@ -336,7 +420,15 @@ enum Kind {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let telemetry = init_logging(cli.log_format, cli.otlp_endpoint.as_deref())?;
+    let result = run(cli).await;
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown();
+    }
+    result
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let command = cli.command.unwrap_or_else(|| {
         let mut serve = DefaultServe::parse_from(["conference-example"]).args;

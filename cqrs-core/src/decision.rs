@@ -374,6 +374,8 @@ impl<D: Decision> Decider<D> {
             outcome = field::Empty,
             elapsed_us = field::Empty,
         );
+        let mut context = context;
+        crate::trace::command(&span, &mut context.headers);
         let started = Instant::now();
         let result = self
             .handle_inner(target, command, command_type, payload, context)

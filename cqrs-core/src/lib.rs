@@ -135,6 +135,7 @@ pub mod store;
 mod subscription;
 mod system;
 mod task;
+pub mod trace;
 mod upcast;
 mod version;
 

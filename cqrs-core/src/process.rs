@@ -346,6 +346,16 @@ impl Outgoing {
         now: DateTime<Utc>,
     ) -> Result<ScheduledCommand, ProcessError> {
         let (target, command_type, payload) = self.command.map_err(ProcessError::Command)?;
+        // The framework's own `cqrs.*` headers describe one stored message (where a migration
+        // copied it from, say), not the flow: they are not inherited. The trace context is the
+        // sending span's, when there is one (see `crate::trace`).
+        let mut headers: crate::event::Headers = cause
+            .headers
+            .iter()
+            .filter(|(name, _)| !name.starts_with("cqrs."))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        crate::trace::inject_current(&mut headers);
         Ok(ScheduledCommand {
             command: CommandEnvelope {
                 id: self.id,
@@ -354,14 +364,7 @@ impl Outgoing {
                 payload,
                 correlation_id: Some(cause.correlation_id.unwrap_or(cause.id)),
                 causation_id: Some(cause.id),
-                // The framework's own `cqrs.*` headers describe one stored message (where a
-                // migration copied it from, say), not the flow: they are not inherited.
-                headers: cause
-                    .headers
-                    .iter()
-                    .filter(|(name, _)| !name.starts_with("cqrs."))
-                    .map(|(name, value)| (name.clone(), value.clone()))
-                    .collect(),
+                headers,
             },
             due_at: self.due_at.unwrap_or(now),
             attempts: 0,
@@ -822,7 +825,19 @@ impl<P: ProcessManager> ProcessManagerRunner<P> {
         recorded: &RecordedEvent,
         events: &[P::Event],
     ) -> Result<(), ProcessError> {
-        let span = tracing::debug_span!("cqrs.process", process = P::NAME, instance = %instance, position = recorded.position.get());
+        let span = tracing::info_span!(
+            "cqrs.process",
+            process = P::NAME,
+            instance = %instance,
+            position = recorded.position.get(),
+            event_type = %recorded.event_type,
+            "otel.kind" = "consumer",
+            "messaging.system" = "cqrs",
+            "messaging.operation.type" = "process",
+            "messaging.destination.name" = %recorded.stream,
+            "messaging.message.id" = %recorded.metadata.event_id,
+        );
+        crate::trace::continue_from(&span, &recorded.metadata.headers);
         match self
             .react_and_save(instance, recorded, events)
             .instrument(span)
@@ -987,7 +1002,12 @@ impl<P: ProcessManager> ProcessManagerRunner<P> {
         Err(ProcessError::Conflict(id))
     }
 
-    async fn handle_timeout(&self, envelope: CommandEnvelope) -> Result<Delivery, ProcessError> {
+    async fn handle_timeout(
+        &self,
+        mut envelope: CommandEnvelope,
+    ) -> Result<Delivery, ProcessError> {
+        // The timeout's record, and what it sends, carry the span that delivered it.
+        crate::trace::inject_current(&mut envelope.headers);
         let instance = envelope.target.local_id().unwrap_or_default().to_owned();
         for _ in 0..SAVE_ATTEMPTS {
             let Some(stored) = self.storage.load_process(&envelope.target).await? else {
@@ -1322,7 +1342,20 @@ impl CommandDispatcher {
     ) -> Result<Option<Uuid>, StoreError> {
         let envelope = scheduled.command;
         let id = envelope.id;
-        let span = tracing::debug_span!("cqrs.dispatch", command = %envelope.command_type, command_id = %id, target = %envelope.target, attempt = scheduled.attempts);
+        let span = tracing::info_span!(
+            "cqrs.dispatch",
+            command = %envelope.command_type,
+            command_id = %id,
+            target = %envelope.target,
+            attempt = scheduled.attempts,
+            "otel.kind" = "consumer",
+            "messaging.system" = "cqrs",
+            "messaging.operation.type" = "process",
+            "messaging.destination.name" = %envelope.target,
+            "messaging.message.id" = %id,
+        );
+        // A timeout delivered an hour later is still part of the trace that scheduled it.
+        crate::trace::continue_from(&span, &envelope.headers);
         let error = match self
             .handler
             .deliver(envelope.clone())
@@ -1429,8 +1462,9 @@ pub async fn schedule_command<A: Aggregate>(
     context: CommandContext,
     due_at: DateTime<Utc>,
 ) -> Result<Uuid, ProcessError> {
-    let envelope = CommandEnvelope::for_aggregate::<A>(id, command, context)
+    let mut envelope = CommandEnvelope::for_aggregate::<A>(id, command, context)
         .map_err(|e: EnvelopeError| ProcessError::Command(Arc::new(e)))?;
+    crate::trace::inject_current(&mut envelope.headers);
     let command_id = envelope.id;
     storage
         .schedule(vec![ScheduledCommand::new(

@@ -842,13 +842,19 @@ impl ProjectionRunner {
         events: &[RecordedEvent],
         checkpoint: Position,
     ) -> Result<(), ProjectionError> {
-        let span = tracing::debug_span!(
+        let span = tracing::info_span!(
             "cqrs.projection",
             projection = %self.projection.key(),
             events = events.len(),
             checkpoint = checkpoint.get(),
             elapsed_us = tracing::field::Empty,
+            "otel.kind" = "consumer",
+            "messaging.system" = "cqrs",
+            "messaging.operation.type" = "process",
+            "messaging.batch.message_count" = events.len(),
         );
+        // A batch holds events of many traces: linked, not a child of any.
+        crate::trace::link_all(&span, events.iter().map(|e| &e.metadata.headers));
         let started = Instant::now();
         let result = self
             .projection

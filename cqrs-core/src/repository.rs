@@ -502,6 +502,8 @@ impl<A: Aggregate> Repository<A> {
             outcome = field::Empty,
             elapsed_us = field::Empty,
         );
+        let mut context = context;
+        crate::trace::command(&span, &mut context.headers);
         let started = Instant::now();
         let result = self
             .handle_inner(id, stream, command, command_type, payload, context)

@@ -196,7 +196,37 @@ pub fn router(state: WebState) -> Router {
         .layer(axum::middleware::from_fn(refuse_cross_site))
         .layer(axum::middleware::from_fn(log_server_errors))
         .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::middleware::from_fn(trace_requests))
         .with_state(state)
+}
+
+/// Runs every request in an `http.request` span that continues the caller's W3C trace context
+/// (`traceparent`): with the `otel` feature, the commands the request sends, their events,
+/// and everything that follows from them carry the caller's trace id.
+async fn trace_requests(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use cqrs_core::trace::{TRACEPARENT, TRACESTATE};
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "http.request",
+        "otel.kind" = "server",
+        "otel.name" = %request.method(),
+        "http.request.method" = %request.method(),
+        "url.path" = request.uri().path(),
+        "http.response.status_code" = tracing::field::Empty,
+    );
+    let mut caller = cqrs_core::Headers::new();
+    for name in [TRACEPARENT, TRACESTATE] {
+        if let Some(value) = request.headers().get(name).and_then(|v| v.to_str().ok()) {
+            caller.insert(name.to_owned(), value.to_owned());
+        }
+    }
+    cqrs_core::trace::continue_from(&span, &caller);
+    let response = next.run(request).instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
+    response
 }
 
 /// Refuses (403) a request that changes something when the browser says another site sent

@@ -503,3 +503,109 @@ fn command_handling_and_loading_run_in_spans() {
         );
     }
 }
+
+/// With the `otel` feature and an OpenTelemetry layer, a command's record and events carry the
+/// context of its `cqrs.command` span: a child of the span it runs in, or, outside any trace,
+/// of the context its headers brought (a command taken from a queue).
+#[cfg(feature = "otel")]
+#[test]
+fn commands_carry_the_trace_they_run_in() {
+    use cqrs_core::trace::{TRACEPARENT, TraceParent};
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
+    use tracing::Instrument;
+
+    let exporter = InMemorySpanExporter::default();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    let store = Arc::new(InMemoryEventStore::new());
+    let orders = Repository::<Order>::new(store.clone());
+    let queued = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let (in_request, from_queue, malformed) = tracing::subscriber::with_default(subscriber, || {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let place = |id: &'static str, context: CommandContext| {
+                    let orders = &orders;
+                    async move {
+                        let command_id = context.command_id;
+                        orders
+                            .handle_with(&id.to_owned(), OrderCommand::Place { seats: 1 }, context)
+                            .await
+                            .unwrap();
+                        command_id
+                    }
+                };
+                let request = tracing::info_span!("request");
+                let in_request = place("o1", CommandContext::new())
+                    .instrument(request.clone())
+                    .await;
+                let from_queue =
+                    place("o2", CommandContext::new().with_header(TRACEPARENT, queued)).await;
+                let malformed = place(
+                    "o3",
+                    CommandContext::new().with_header(TRACEPARENT, "00-not-a-context"),
+                )
+                .await;
+                (in_request, from_queue, malformed)
+            })
+    });
+    provider.force_flush().unwrap();
+    let spans = exporter.get_finished_spans().unwrap();
+    let trace_of = |id: uuid::Uuid| {
+        let store = store.clone();
+        async move {
+            let record = cqrs_core::MessageLog::find_command(&*store, id)
+                .await
+                .unwrap()
+                .unwrap();
+            let events = store
+                .read_stream(&record.target, Version::START)
+                .await
+                .unwrap();
+            let parent = TraceParent::of(&record.headers).expect("the record has a context");
+            assert_eq!(
+                TraceParent::of(&events[0].metadata.headers),
+                Some(parent),
+                "the events carry the record's context"
+            );
+            parent
+        }
+    };
+    let span_named = |name: &str, parent: TraceParent| {
+        spans.iter().find(|s| {
+            s.name == name
+                && u128::from_be_bytes(s.span_context.trace_id().to_bytes()) == parent.trace_id
+                && u64::from_be_bytes(s.span_context.span_id().to_bytes()) == parent.span_id
+        })
+    };
+    tokio_test::block_on(async {
+        let parent = trace_of(in_request).await;
+        let command = span_named("cqrs.command", parent).expect("the command's span");
+        let request = spans.iter().find(|s| s.name == "request").unwrap();
+        assert_eq!(command.parent_span_id, request.span_context.span_id());
+        assert_eq!(
+            command.span_context.trace_id(),
+            request.span_context.trace_id()
+        );
+
+        let parent = trace_of(from_queue).await;
+        let queued = TraceParent::parse(queued).unwrap();
+        assert_eq!(
+            parent.trace_id, queued.trace_id,
+            "the queue's trace goes on"
+        );
+        let command = span_named("cqrs.command", parent).expect("the command's span");
+        assert_eq!(
+            u64::from_be_bytes(command.parent_span_id.to_bytes()),
+            queued.span_id
+        );
+
+        let parent = trace_of(malformed).await;
+        assert!(span_named("cqrs.command", parent).is_some(), "a new trace");
+    });
+}
