@@ -19,6 +19,7 @@ pub mod domain;
 pub mod migrate;
 pub mod read;
 pub mod server;
+pub mod telemetry;
 pub mod tutorial;
 pub mod walkthrough;
 pub mod web;

@@ -68,7 +68,8 @@ pub async fn run(options: ServeOptions, out: &mut impl Write) -> anyhow::Result<
     let app = ConferenceApp::new(storage, Arc::new(SystemClock), config);
     let mut state = WebState::new(app.clone(), operator_token)
         .with_orders_per_client(order_burst, order_refill)
-        .with_secure_cookies(secure_cookies);
+        .with_secure_cookies(secure_cookies)
+        .with_metrics(crate::telemetry::prometheus());
     if let Some(secret) = cookie_secret {
         state = state
             .with_cookie_secret(&secret)

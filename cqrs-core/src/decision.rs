@@ -385,13 +385,16 @@ impl<D: Decision> Decider<D> {
             Ok(d) if d.replayed => "replayed",
             Ok(_) => "accepted",
             Err(CommandError::Rejected(_)) => "rejected",
+            Err(CommandError::Conflict { .. }) => "conflict",
             Err(_) => "failed",
         };
+        let elapsed = started.elapsed();
         span.record("outcome", outcome);
         span.record(
             "elapsed_us",
-            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         );
+        crate::metric::command(D::NAME, command_type, outcome, elapsed);
         result
     }
 
@@ -410,7 +413,10 @@ impl<D: Decision> Decider<D> {
         loop {
             attempt += 1;
             tracing::Span::current().record("attempts", attempt);
-            let (state, last, target_version) = self.fold(&target, &command, &query).await?;
+            let called = Instant::now();
+            let folded = self.fold(&target, &command, &query).await;
+            crate::metric::store_call("query", called.elapsed());
+            let (state, last, target_version) = folded?;
             // A decision that read its target commits only while the target is as it read it.
             let target_expected = if D::READS_TARGET {
                 ExpectedVersion::Exact(target_version)
@@ -467,7 +473,16 @@ impl<D: Decision> Decider<D> {
                 }
             };
             let streams: Vec<StreamId> = commit.appends.iter().map(|a| a.stream.clone()).collect();
-            match self.storage.commit_if(commit).await {
+            let called = Instant::now();
+            let committed = self.storage.commit_if(commit).await;
+            crate::metric::store_call("decide_commit", called.elapsed());
+            if matches!(
+                committed,
+                Err(StoreError::ConditionFailed { .. } | StoreError::Conflict { .. })
+            ) {
+                crate::metric::conflict(D::NAME);
+            }
+            match committed {
                 Ok(appended) => {
                     if let Some(rejection) = rejection {
                         return Err(CommandError::Rejected(rejection));

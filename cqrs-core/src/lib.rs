@@ -127,6 +127,7 @@ mod dcb;
 mod decision;
 mod event;
 mod message;
+pub mod metric;
 pub mod migrate;
 mod process;
 mod projection;

@@ -843,9 +843,16 @@ impl<P: ProcessManager> ProcessManagerRunner<P> {
             .instrument(span)
             .await
         {
-            Ok(()) => Ok(()),
-            Err(err) if !err.is_permanent() => Err(err),
+            Ok(()) => {
+                crate::metric::process_event(P::NAME, "handled");
+                Ok(())
+            }
+            Err(err) if !err.is_permanent() => {
+                crate::metric::process_event(P::NAME, "failed");
+                Err(err)
+            }
             Err(err) => {
+                crate::metric::process_event(P::NAME, "skipped");
                 tracing::error!(
                     process = P::NAME,
                     %instance,
@@ -1283,6 +1290,7 @@ impl CommandDispatcher {
             let now = self.clock.now();
             let due = self.storage.claim_due(now, self.batch, self.lease).await?;
             let claimed = due.len();
+            crate::metric::due(claimed);
             // Each target takes its commands in the order they fell due; targets run beside
             // each other, so one busy aggregate does not hold up the rest and the store can
             // commit their writes together.
@@ -1328,6 +1336,7 @@ impl CommandDispatcher {
                 return Err(err);
             }
             if claimed < self.batch {
+                crate::metric::due(0);
                 return Ok(handled);
             }
         }
@@ -1342,6 +1351,7 @@ impl CommandDispatcher {
     ) -> Result<Option<Uuid>, StoreError> {
         let envelope = scheduled.command;
         let id = envelope.id;
+        let due_at = scheduled.due_at;
         let span = tracing::info_span!(
             "cqrs.dispatch",
             command = %envelope.command_type,
@@ -1364,6 +1374,8 @@ impl CommandDispatcher {
         {
             Ok(delivery) => {
                 tracing::debug!(command_id = %id, ?delivery, "delivered");
+                crate::metric::delivery(&envelope.command_type, "delivered");
+                crate::metric::lateness(crate::metric::seconds_between(due_at, self.clock.now()));
                 return Ok(Some(id));
             }
             Err(err) => err,
@@ -1371,10 +1383,12 @@ impl CommandDispatcher {
         if scheduled.attempts >= self.max_attempts {
             let why = format!("gave up after {} attempts: {error}", scheduled.attempts);
             tracing::error!(command_id = %id, command = %envelope.command_type, reason = %why, "dropping an undeliverable command");
+            crate::metric::delivery(&envelope.command_type, "dead_letter");
             self.record_undeliverable(&envelope, &why, now).await?;
             Ok(Some(id))
         } else {
             tracing::warn!(command_id = %id, command = %envelope.command_type, attempt = scheduled.attempts, error = %crate::ErrorChain(&error), "delivery failed; it will be tried again");
+            crate::metric::delivery(&envelope.command_type, "retry");
             Ok(None)
         }
     }

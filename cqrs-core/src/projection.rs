@@ -735,6 +735,15 @@ pub struct ProjectionRunner {
     projection: Arc<dyn Projection>,
     batch_size: usize,
     retry_delay: Duration,
+    known_head: Arc<std::sync::Mutex<KnownHead>>,
+}
+
+/// The log's head as last read, for the lag metrics: read again once the projection passes
+/// it or a second has gone by, not for every batch.
+#[derive(Debug, Default)]
+struct KnownHead {
+    head: Position,
+    read_at: Option<Instant>,
 }
 
 impl fmt::Debug for ProjectionRunner {
@@ -759,6 +768,7 @@ impl ProjectionRunner {
             projection,
             batch_size: 256,
             retry_delay: Duration::from_millis(500),
+            known_head: Arc::default(),
         }
     }
 
@@ -798,7 +808,7 @@ impl ProjectionRunner {
                 .await?;
             let reached = Position::new(batch.next.get().saturating_sub(1)).max(position);
             if !batch.events.is_empty() || reached > saved {
-                self.apply_batch(&batch.events, reached).await?;
+                self.apply_batch(&batch.events, reached, batch.end).await?;
             }
             position = reached;
             if batch.end {
@@ -837,10 +847,13 @@ impl ProjectionRunner {
         self.catch_up().await
     }
 
+    /// Applies a batch; `end` says it reaches the end of the log (the projection has caught
+    /// up), for the lag metrics.
     async fn apply_batch(
         &self,
         events: &[RecordedEvent],
         checkpoint: Position,
+        end: bool,
     ) -> Result<(), ProjectionError> {
         let span = tracing::info_span!(
             "cqrs.projection",
@@ -865,7 +878,59 @@ impl ProjectionRunner {
             "elapsed_us",
             u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         );
+        let key = self.projection.key();
+        match &result {
+            Ok(()) if end => {
+                crate::metric::projection_applied(
+                    &key,
+                    events.len(),
+                    checkpoint.get(),
+                    0,
+                    Some(0.0),
+                );
+            }
+            Ok(()) => {
+                let lag = self
+                    .head_after(checkpoint)
+                    .await
+                    .saturating_sub(checkpoint.get());
+                let age = events
+                    .last()
+                    .map(|e| crate::metric::seconds_since(e.metadata.recorded_at));
+                crate::metric::projection_applied(&key, events.len(), checkpoint.get(), lag, age);
+            }
+            Err(_) => crate::metric::projection_failed(&key),
+        }
         result
+    }
+
+    /// The log's head, read again when `checkpoint` has reached the one last read or a second
+    /// has gone by (a failed read keeps the old one: it only feeds a metric).
+    async fn head_after(&self, checkpoint: Position) -> u64 {
+        let stale = {
+            let known = self
+                .known_head
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            known.head <= checkpoint
+                || known
+                    .read_at
+                    .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+        };
+        if stale && let Ok(head) = self.reader.head().await {
+            *self
+                .known_head
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = KnownHead {
+                head,
+                read_at: Some(Instant::now()),
+            };
+        }
+        self.known_head
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .head
+            .get()
     }
 
     /// Runs the projection in the background: catch up, then follow the log live, retrying
@@ -946,7 +1011,8 @@ impl ProjectionRunner {
                 } else {
                     chunk[chunk.len() - 1].position
                 };
-                self.apply_batch(chunk, checkpoint).await?;
+                self.apply_batch(chunk, checkpoint, batch.end && i + 1 == chunks)
+                    .await?;
                 *progressed = true;
                 saved = checkpoint;
                 position = checkpoint;
@@ -956,7 +1022,7 @@ impl ProjectionRunner {
                 });
             }
             if batch.events.is_empty() && reached.get() >= saved.get() + IDLE_CHECKPOINT_GAP {
-                self.apply_batch(&[], reached).await?;
+                self.apply_batch(&[], reached, batch.end).await?;
                 saved = reached;
             }
             position = position.max(reached);

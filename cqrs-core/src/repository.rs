@@ -400,7 +400,8 @@ impl<A: Aggregate> Repository<A> {
 
     async fn load_stream(&self, stream: StreamId) -> Result<Loaded<A>, LoadError> {
         let span = tracing::debug_span!("cqrs.load", stream = %stream, snapshot = field::Empty, events = field::Empty);
-        async move {
+        let called = Instant::now();
+        let loaded = async move {
             let (state, version) = self.load_snapshot(&stream).await?;
             let read_span = tracing::debug_span!("cqrs.store.read_stream", stream = %stream, from = version.next().get());
             let mut fold = Fold::<A>::new(stream, state, version);
@@ -425,7 +426,9 @@ impl<A: Aggregate> Repository<A> {
             Ok(Loaded { stream, state, version })
         }
         .instrument(span)
-        .await
+        .await;
+        crate::metric::store_call("load", called.elapsed());
+        loaded
     }
 
     /// The state and version of the aggregate's latest usable snapshot (nothing and zero
@@ -435,11 +438,14 @@ impl<A: Aggregate> Repository<A> {
             return Ok((None, Version::ZERO));
         };
         let span = tracing::debug_span!("cqrs.store.load_snapshot", stream = %stream);
+        let called = Instant::now();
         let snapshot = self
             .storage
             .load_snapshot(stream, A::SNAPSHOT_VERSION)
             .instrument(span)
-            .await?;
+            .await;
+        crate::metric::store_call("load_snapshot", called.elapsed());
+        let snapshot = snapshot?;
         match snapshot {
             Some(snapshot) if snapshot.schema_version == A::SNAPSHOT_VERSION => {
                 match (codec.decode)(&snapshot.state) {
@@ -513,13 +519,16 @@ impl<A: Aggregate> Repository<A> {
             Ok(h) if h.replayed => "replayed",
             Ok(_) => "accepted",
             Err(CommandError::Rejected(_)) => "rejected",
+            Err(CommandError::Conflict { .. }) => "conflict",
             Err(_) => "failed",
         };
+        let elapsed = started.elapsed();
         span.record("outcome", outcome);
         span.record(
             "elapsed_us",
-            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         );
+        crate::metric::command(A::TYPE, command_type, outcome, elapsed);
         result
     }
 
@@ -572,6 +581,7 @@ impl<A: Aggregate> Repository<A> {
                 outcome: Arc::clone(&slot),
             });
             let span = tracing::debug_span!("cqrs.store.read_then_commit", stream = %stream, from = base_version.next().get());
+            let called = Instant::now();
             let result = if self.upcasters.needs_metadata() {
                 // Whole events, as a load then: a store's own read-then-commit may fold
                 // without the metadata the upcasters need.
@@ -589,6 +599,10 @@ impl<A: Aggregate> Repository<A> {
                     .instrument(span)
                     .await
             };
+            crate::metric::store_call("commit", called.elapsed());
+            if matches!(result, Err(StoreError::Conflict { .. })) {
+                crate::metric::conflict(A::TYPE);
+            }
             let outcome = slot
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)

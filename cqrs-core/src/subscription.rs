@@ -119,6 +119,7 @@ pub fn subscription(
         options,
         at_end: false,
         wait_first: false,
+        woken: false,
         done: false,
     };
     futures::stream::unfold(state, State::step).boxed()
@@ -134,6 +135,9 @@ struct State {
     at_end: bool,
     /// Whether the last batch handed out reached the end, so the next step waits first.
     wait_first: bool,
+    /// Whether a commit woke it since its last read: that read's first event measures how
+    /// long a commit takes to reach a live subscriber.
+    woken: bool,
     done: bool,
 }
 
@@ -161,6 +165,11 @@ impl State {
                     return Some((Err(err), self));
                 }
             };
+            if std::mem::take(&mut self.woken)
+                && let Some(first) = batch.events.first()
+            {
+                crate::metric::woke(crate::metric::seconds_since(first.metadata.recorded_at));
+            }
             let advanced = batch.next > self.next;
             let newly_at_end = batch.end && !self.at_end;
             self.next = self.next.max(batch.next);
@@ -177,6 +186,7 @@ impl State {
 
     /// Waits for a commit; false once the store is gone.
     async fn wait(&mut self) -> bool {
+        self.woken = true;
         match self.options.poll_interval {
             None => self.watch.changed().await.is_ok(),
             Some(interval) => {

@@ -403,6 +403,9 @@ pub(crate) async fn run_batcher(appender: Appender, mut pending: mpsc::Unbounded
         }
         let batch = take_batch(&mut held);
         last_batch = batch.len();
+        #[expect(clippy::cast_precision_loss, reason = "a batch is at most MAX_BATCH")]
+        metrics::histogram!(cqrs_core::metric::GROUP_COMMIT_SIZE, "store" => "postgres")
+            .record(last_batch as f64);
         let started = Instant::now();
         commit_batch(&appender, batch).await;
         last_commit = started.elapsed();

@@ -376,6 +376,12 @@ fn commit_group(
     // Counted before anyone is answered, so that a caller who sees its answer sees the count.
     stats.transactions.fetch_add(1, Ordering::AcqRel);
     let size = group.len();
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "a group is far below 2^53 writes"
+    )]
+    metrics::histogram!(cqrs_core::metric::GROUP_COMMIT_SIZE, "store" => "sqlite")
+        .record(size as f64);
     let span = tracing::trace_span!("cqrs.sqlite.group_commit", jobs = size);
     let _enter = span.enter();
     if let Err(err) = execute(conn, "BEGIN IMMEDIATE") {

@@ -734,6 +734,11 @@ impl ConferenceApp {
                 v.awaiting_reservation_in_all(),
             )
         });
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "a count of orders is below 2^53"
+        )]
+        metrics::gauge!(crate::telemetry::ORDERS_AWAITING).set(all as f64);
         let message = if here >= self.config.max_awaiting_per_conference {
             format!(
                 "{here} orders for this conference are waiting for their seats: try again in a moment"
@@ -744,6 +749,8 @@ impl ConferenceApp {
             return Ok(());
         };
         self.shed.turned_away(conference, here, all);
+        metrics::counter!(crate::telemetry::ORDERS_TURNED_AWAY, "reason" => "overloaded")
+            .increment(1);
         Err(AppError::Overloaded {
             message,
             retry_after: OVERLOAD_RETRY_AFTER,

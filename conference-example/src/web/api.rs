@@ -72,6 +72,7 @@ pub(crate) fn routes() -> Router<WebState> {
         .route("/api/payments/{payment}/complete", post(complete_payment))
         .route("/api/payments/{payment}/cancel", post(cancel_payment))
         .route("/api/messages", get(messages))
+        .route("/metrics", get(prometheus_metrics))
         .route("/api/admin/projections", get(projections))
         .route("/api/admin/projections/upgrade", post(upgrade_projections))
 }
@@ -909,6 +910,30 @@ async fn projections(
     operator_or_owner(&state, credentials, false)?;
     let all = state.app.read_model_status().await?;
     Ok(Json(json!({ "projections": all })))
+}
+
+/// Every metric, in Prometheus' text format (operator only): the framework's
+/// (`cqrs_core::metric`) and the app's (`crate::telemetry`).
+async fn prometheus_metrics(
+    State(state): State<WebState>,
+    MaybeCredentials(credentials): MaybeCredentials,
+) -> ApiResult<Response> {
+    operator_or_owner(&state, credentials, false)?;
+    let Some(handle) = state.metrics() else {
+        return Err(ApiError::not_found(
+            "this server records no metrics (another recorder was installed first)",
+        ));
+    };
+    // Histograms are summed here, not as samples arrive.
+    handle.run_upkeep();
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+        .into_response())
 }
 
 /// Starts building today's read models beside V1's (operator only).

@@ -53,6 +53,7 @@ pub struct WebState {
     throttle: Arc<throttle::Throttle>,
     orders: Arc<throttle::Throttle>,
     secure_cookies: bool,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl FromRef<WebState> for Key {
@@ -75,7 +76,33 @@ impl WebState {
             throttle: Arc::default(),
             orders: Arc::new(throttle::Throttle::new(ORDER_BURST, ORDER_REFILL)),
             secure_cookies: false,
+            metrics: None,
         }
+    }
+
+    /// Serves `GET /metrics` (the operator's) from `handle`, in Prometheus' text format
+    /// ([`crate::telemetry::prometheus`]); without one it answers 404.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use conference_example::app::{AppConfig, ConferenceApp};
+    /// # use conference_example::web::WebState;
+    /// # use cqrs_core::{InMemoryEventStore, SystemClock};
+    /// # let app = ConferenceApp::new(Arc::new(InMemoryEventStore::new()), Arc::new(SystemClock), AppConfig::default());
+    /// let state = WebState::new(app, Some("operator-token".into()))
+    ///     .with_metrics(conference_example::telemetry::prometheus());
+    /// ```
+    #[must_use]
+    pub fn with_metrics(
+        mut self,
+        handle: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    ) -> Self {
+        self.metrics = handle;
+        self
+    }
+
+    pub(crate) fn metrics(&self) -> Option<&metrics_exporter_prometheus::PrometheusHandle> {
+        self.metrics.as_ref()
     }
 
     /// Marks the portal's cookies `Secure` always: the server is reached over HTTPS only
@@ -118,7 +145,11 @@ impl WebState {
         };
         self.orders
             .spend(&[format!("client:{ip}")])
-            .map_err(ApiError::too_many_orders)
+            .map_err(|wait| {
+                metrics::counter!(crate::telemetry::ORDERS_TURNED_AWAY, "reason" => "too_many_orders")
+                    .increment(1);
+                ApiError::too_many_orders(wait)
+            })
     }
 
     /// Signs owners' sessions with a key derived from `secret`, so that they survive a
@@ -202,11 +233,13 @@ pub fn router(state: WebState) -> Router {
 
 /// Runs every request in an `http.request` span that continues the caller's W3C trace context
 /// (`traceparent`): with the `otel` feature, the commands the request sends, their events,
-/// and everything that follows from them carry the caller's trace id.
+/// and everything that follows from them carry the caller's trace id. Counts it, by method
+/// and status, with its duration (`crate::telemetry`).
 async fn trace_requests(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    use axum::http::Method;
     use cqrs_core::trace::{TRACEPARENT, TRACESTATE};
     use tracing::Instrument;
     let span = tracing::info_span!(
@@ -224,8 +257,25 @@ async fn trace_requests(
         }
     }
     cqrs_core::trace::continue_from(&span, &caller);
+    // Methods outside HTTP's own are one label: a client cannot grow the metrics at will.
+    let method: &'static str = match *request.method() {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "_OTHER",
+    };
+    let started = std::time::Instant::now();
     let response = next.run(request).instrument(span.clone()).await;
-    span.record("http.response.status_code", response.status().as_u16());
+    let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    metrics::counter!(crate::telemetry::HTTP_REQUESTS, "method" => method, "status" => status.to_string())
+        .increment(1);
+    metrics::histogram!(crate::telemetry::HTTP_DURATION, "method" => method)
+        .record(started.elapsed().as_secs_f64());
     response
 }
 

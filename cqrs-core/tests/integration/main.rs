@@ -6,6 +6,8 @@
 mod decisions;
 /// A small registration domain (orders, seats, a process manager) the other modules drive.
 mod domain;
+/// Metrics: commands by outcome, a projection's lag while it catches up.
+mod metrics;
 /// Store migration: copy-transform, prelude, checkpoints, refusal, resume after errors and kills.
 mod migrate;
 /// The conformance suite against stores with planted bugs: each fails a named case in time.
