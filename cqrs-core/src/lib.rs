@@ -179,7 +179,7 @@ pub use crate::store::{
     Appended, BatchStream, CheckpointStore, Commit, EventReader, EventStore, EventStream,
     LogCursor, LogEntry, LogQuery, LoggedMessage, MessageKind, MessageLog, ProcessSave,
     ProcessState, ProcessStore, ReadBatch, ScheduleStore, ScheduledCommand, Snapshot,
-    SnapshotStore, Storage, StoreError,
+    SnapshotStore, Storage, StoreError, StreamSummary,
 };
 pub use crate::system::{Running, SettleError, System, SystemBuilder};
 pub use crate::upcast::{

@@ -161,6 +161,86 @@ pub trait EventReader: Send + Sync + 'static {
     /// As [`EventReader::read_stream`].
     async fn head(&self) -> Result<Position, StoreError>;
 
+    /// Reads up to `limit` events of `stream` from version `from` on: a page of a stream
+    /// too long to read at once (in a tool that browses the store, say).
+    ///
+    /// The default reads the whole rest of the stream with [`EventReader::read_stream`] and
+    /// keeps the page; stores override it to read the page alone.
+    ///
+    /// # Errors
+    ///
+    /// As [`EventReader::read_stream`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
+    async fn read_stream_page(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let mut events = self.read_stream(stream, from).await?;
+        events.truncate(limit);
+        Ok(events)
+    }
+
+    /// Lists up to `limit` streams whose names start with `prefix`, in the byte order of
+    /// their names, strictly after `after`: for tools that browse a store. A category's
+    /// streams are those that start with `"{category}-"`; [`list_categories`] lists the
+    /// categories.
+    ///
+    /// The default scans the whole log (every event, for every page); stores override it
+    /// with a seek in their stream index per stream listed.
+    ///
+    /// # Errors
+    ///
+    /// As [`EventReader::read_stream`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe: it only reads.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use cqrs_core::{EventReader, EventStore, ExpectedVersion, InMemoryEventStore, Json, NewEvent};
+    /// # tokio_test::block_on(async {
+    /// let store = InMemoryEventStore::new();
+    /// for stream in ["order-2", "seats-1", "order-1", "order-1"] {
+    ///     store.append(&stream.parse()?, ExpectedVersion::Any, vec![NewEvent::new("e", Json::null())]).await?;
+    /// }
+    /// let orders = store.list_streams("order-", None, 10).await?;
+    /// let listed: Vec<_> = orders.iter().map(|s| (s.stream.as_str(), s.version.get())).collect();
+    /// assert_eq!(listed, [("order-1", 2), ("order-2", 1)]);
+    /// let next = store.list_streams("order-", Some("order-1"), 10).await?;
+    /// assert_eq!(next[0].stream.as_str(), "order-2");
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
+    async fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StreamSummary>, StoreError> {
+        let mut streams: std::collections::BTreeMap<String, StreamSummary> =
+            std::collections::BTreeMap::new();
+        let mut from = Position::START;
+        loop {
+            let page = self.read_all(from, 1_000).await?;
+            let Some(last) = page.last() else { break };
+            from = last.position.next();
+            for event in page {
+                let name = event.stream.as_str();
+                if !name.starts_with(prefix) || after.is_some_and(|after| name <= after) {
+                    continue;
+                }
+                streams.insert(name.to_owned(), StreamSummary::of_last(&event));
+            }
+        }
+        Ok(streams.into_values().take(limit).collect())
+    }
+
     /// The position of the newest event committed so far, whether or not readers can see it
     /// yet. A store that delivers events only once every older transaction has ended (so
     /// that no reader skips a late commit) may be ahead of [`head`](EventReader::head) here
@@ -688,6 +768,92 @@ pub struct Appended {
     pub version: Version,
     /// The global position of the last event appended (`None` if none were).
     pub position: Option<Position>,
+}
+
+/// A stream as [`EventReader::list_streams`] lists it: its version and its last event's place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSummary {
+    /// The stream.
+    pub stream: StreamId,
+    /// Its version: how many events it holds.
+    pub version: Version,
+    /// Its last event's position.
+    pub position: Position,
+    /// When its last event was recorded.
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl StreamSummary {
+    /// The summary of a stream whose last event is `last`.
+    #[must_use]
+    pub fn of_last(last: &RecordedEvent) -> Self {
+        Self {
+            stream: last.stream.clone(),
+            version: last.version,
+            position: last.position,
+            recorded_at: last.metadata.recorded_at,
+        }
+    }
+}
+
+/// Lists up to `limit` categories of the streams in `reader` (the part of a stream's name
+/// before its first `-`), skipping from category to category in the order of stream names,
+/// after the streams of category `after`: one [`EventReader::list_streams`] call per
+/// category. That is byte order of the categories, unless a name holds a character that
+/// sorts before `-` (`c!x-1` sorts between `c` and `c-1`): such a category is still listed
+/// once per call, where its streams are.
+///
+/// # Errors
+///
+/// As [`EventReader::list_streams`].
+///
+/// # Examples
+///
+/// ```
+/// # use cqrs_core::{EventStore, ExpectedVersion, InMemoryEventStore, Json, NewEvent};
+/// # use cqrs_core::store::list_categories;
+/// # tokio_test::block_on(async {
+/// let store = InMemoryEventStore::new();
+/// for stream in ["order-2", "seats-1", "order-1", "registration-9"] {
+///     store.append(&stream.parse()?, ExpectedVersion::Any, vec![NewEvent::new("e", Json::null())]).await?;
+/// }
+/// assert_eq!(list_categories(&store, None, 10).await?, ["order", "registration", "seats"]);
+/// assert_eq!(list_categories(&store, Some("order"), 1).await?, ["registration"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+/// ```
+pub async fn list_categories<R: EventReader + ?Sized>(
+    reader: &R,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    // Past every stream `c-…` of a category: no stream id holds U+10FFFF, the largest
+    // character, so `c-\u{10FFFF}` sorts after all of them.
+    let past = |category: &str| format!("{category}-\u{10FFFF}");
+    let mut categories: Vec<String> = Vec::new();
+    let mut cursor = after.map(past);
+    while categories.len() < limit {
+        let Some(next) = reader
+            .list_streams("", cursor.as_deref(), 1)
+            .await?
+            .into_iter()
+            .next()
+        else {
+            break;
+        };
+        let name = next.stream.as_str();
+        let category = next.stream.category().to_owned();
+        // A stream named as its category alone may be followed by streams of other
+        // categories before its own `c-…` ones: step past it alone.
+        cursor = Some(if name == category {
+            name.to_owned()
+        } else {
+            past(&category)
+        });
+        if after != Some(category.as_str()) && !categories.contains(&category) {
+            categories.push(category);
+        }
+    }
+    Ok(categories)
 }
 
 /// A page of [`EventReader::read_filtered`]: it advances or it is at the end.

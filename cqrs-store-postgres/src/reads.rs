@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use cqrs_core::store::{SubscriptionOptions, subscription};
 use cqrs_core::{
     BatchStream, EventFilter, EventReader, EventView, Position, ReadBatch, RecordedEvent,
-    StoreError, StreamId, Version,
+    StoreError, StreamId, StreamSummary, Version,
 };
 use sqlx::{AssertSqlSafe, Row};
 
@@ -40,6 +40,47 @@ impl EventReader for PostgresEventStore {
             Some(visited) => visited,
             None => cqrs_core::store::visit_by_reading(self, stream, from, visit).await,
         }
+    }
+
+    async fn read_stream_page(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.read_events(
+            sqlx::query(AssertSqlSafe(self.inner.sql.read_stream_page.clone()))
+                .bind(stream.as_str())
+                .bind(to_i64(from.get())?)
+                .bind(limit_to_i64(limit)),
+        )
+        .await
+    }
+
+    async fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StreamSummary>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // Start at the prefix itself, or just past `after` when that is further on.
+        let (cursor, inclusive) = match after {
+            Some(after) if after >= prefix => (after, false),
+            _ => (prefix, true),
+        };
+        let events = self
+            .read_events(
+                sqlx::query(AssertSqlSafe(self.inner.sql.list_streams.clone()))
+                    .bind(cursor)
+                    .bind(inclusive)
+                    .bind(prefix)
+                    .bind(limit_to_i64(limit)),
+            )
+            .await?;
+        Ok(events.iter().map(StreamSummary::of_last).collect())
     }
 
     async fn read_all(

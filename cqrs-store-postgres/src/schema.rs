@@ -7,7 +7,7 @@ use sqlx::{AssertSqlSafe, PgPool};
 use crate::error::backend;
 
 /// The schema version this build writes and understands.
-pub(crate) const CURRENT_VERSION: i32 = 4;
+pub(crate) const CURRENT_VERSION: i32 = 5;
 
 /// Migrations in order; migration `i` moves the schema from version `i` to `i + 1`. `{s}` is
 /// the schema name.
@@ -534,6 +534,13 @@ const MIGRATIONS: &[&str] = &[
     END
     $fn$;
     ",
+    // 5: stream names compare byte by byte, whatever the database's locale: listing the
+    // streams of a category (`list_streams`) is a range of the (stream, version) index only
+    // when a prefix's names sort together, which a linguistic collation does not promise (it
+    // may ignore `-`). Lookups by name compare the same either way; the index is rebuilt.
+    r#"
+    ALTER TABLE {s}.events ALTER COLUMN stream TYPE text COLLATE "C";
+    "#,
 ];
 
 /// Checks that `schema` is a plain lower-case identifier, safe to put in SQL.
@@ -655,7 +662,7 @@ mod tests {
                 .fetch_all(&pool)
                 .await
                 .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4]);
+        assert_eq!(versions, [1, 2, 3, 4, 5]);
         let stream = StreamId::new("account-1").unwrap();
         let event = || NewEvent::new("account.deposited", Json::from_stored("{}"));
         // Both functions of version 2: a lone append, then a batch of appends together.

@@ -21,6 +21,8 @@ pub(crate) struct Sql {
     pub(crate) stream_version: Arc<str>,
     // EventReader (`reads.rs`, `read_batcher.rs`).
     pub(crate) read_stream: Arc<str>,
+    pub(crate) read_stream_page: Arc<str>,
+    pub(crate) list_streams: Arc<str>,
     pub(crate) visit_stream: Arc<str>,
     pub(crate) read_streams: Arc<str>,
     pub(crate) read_all: Arc<str>,
@@ -112,6 +114,27 @@ impl Sql {
             )),
             read_stream: q(format!(
                 "SELECT {EVENT_COLUMNS} FROM {s}.events WHERE stream = $1 AND version >= $2 ORDER BY version"
+            )),
+            read_stream_page: q(format!(
+                "SELECT {EVENT_COLUMNS} FROM {s}.events WHERE stream = $1 AND version >= $2 \
+                 ORDER BY version LIMIT $3"
+            )),
+            // A loose index scan: each step one seek in the (stream, version) index to the next
+            // stream name ($1 the cursor, taken as well when $2), while names start with $3, at
+            // most $4 of them; then each stream's last event, one seek each.
+            list_streams: q(format!(
+                "WITH RECURSIVE s(stream, n) AS (
+                     (SELECT stream, 1 FROM {s}.events WHERE stream > $1 OR ($2 AND stream = $1)
+                      ORDER BY stream LIMIT 1)
+                     UNION ALL
+                     SELECT (SELECT e.stream FROM {s}.events e WHERE e.stream > s.stream
+                             ORDER BY e.stream LIMIT 1), s.n + 1
+                     FROM s WHERE s.stream IS NOT NULL AND starts_with(s.stream, $3) AND s.n < $4
+                 )
+                 SELECT e.* FROM s CROSS JOIN LATERAL (
+                     SELECT {EVENT_COLUMNS} FROM {s}.events WHERE stream = s.stream
+                     ORDER BY version DESC LIMIT 1) e
+                 WHERE starts_with(s.stream, $3) ORDER BY s.n"
             )),
             // What a fold reads: the event columns up to the payload, no metadata.
             visit_stream: q(format!(

@@ -8,9 +8,9 @@ use cqrs_core::store::{SubscriptionOptions, subscription};
 use cqrs_core::store::{from_i64, limit_to_i64, to_i64};
 use cqrs_core::{
     BatchStream, EventFilter, EventReader, EventView, Position, ReadBatch, RecordedEvent,
-    StoreError, StreamId, Version,
+    StoreError, StreamId, StreamSummary, Version,
 };
-use rusqlite::{Connection, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use crate::error::backend;
 use crate::rows::{self, EVENT_COLUMNS, EventRows};
@@ -43,6 +43,46 @@ impl EventReader for SqliteEventStore {
             }),
             _ => cqrs_core::store::visit_by_reading(self, stream, from, visit).await,
         }
+    }
+
+    async fn read_stream_page(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let stream = stream.clone();
+        let from = to_i64(from.get())?;
+        let limit = limit_to_i64(limit);
+        self.read(move |conn| {
+            let mut select = conn
+                .prepare_cached(&format!(
+                    "SELECT {EVENT_COLUMNS} FROM cqrs_events e \
+                     WHERE e.stream = ?1 AND e.version >= ?2 ORDER BY e.version LIMIT ?3 + 0"
+                ))
+                .map_err(backend)?;
+            let mut rows = select
+                .query(params![stream.as_str(), from, limit])
+                .map_err(backend)?;
+            let mut decoder = EventRows::default();
+            let mut events = Vec::new();
+            while let Some(row) = rows.next().map_err(backend)? {
+                events.push(decoder.read(row)?);
+            }
+            Ok(events)
+        })
+        .await
+    }
+
+    async fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StreamSummary>, StoreError> {
+        let (prefix, after) = (prefix.to_owned(), after.map(str::to_owned));
+        self.read(move |conn| list_streams(conn, &prefix, after.as_deref(), limit))
+            .await
     }
 
     async fn read_all(
@@ -99,6 +139,54 @@ impl EventReader for SqliteEventStore {
 }
 
 /// Reads `stream` from version `from` on `conn`.
+/// A loose index scan over the (stream, version) index: one seek to each next stream name,
+/// and one to its last event, so that a page costs the same in a log of any length.
+fn list_streams(
+    conn: &Connection,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<StreamSummary>, StoreError> {
+    let mut next = conn
+        .prepare_cached("SELECT stream FROM cqrs_events WHERE stream > ?1 ORDER BY stream LIMIT 1")
+        .map_err(backend)?;
+    let mut first = conn
+        .prepare_cached("SELECT stream FROM cqrs_events WHERE stream >= ?1 ORDER BY stream LIMIT 1")
+        .map_err(backend)?;
+    let mut last = conn
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM cqrs_events e WHERE e.stream = ?1 ORDER BY e.version DESC LIMIT 1"
+        ))
+        .map_err(backend)?;
+    let mut decoder = EventRows::default();
+    let mut streams = Vec::new();
+    // Start at the prefix itself, or just past `after` when that is further on.
+    let mut cursor = match after {
+        Some(after) if after >= prefix => next
+            .query_row(params![after], |row| row.get::<_, String>(0))
+            .optional(),
+        _ => first
+            .query_row(params![prefix], |row| row.get::<_, String>(0))
+            .optional(),
+    }
+    .map_err(backend)?;
+    while let Some(stream) = cursor.take() {
+        if streams.len() == limit || !stream.starts_with(prefix) {
+            break;
+        }
+        let mut rows = last.query(params![stream]).map_err(backend)?;
+        if let Some(row) = rows.next().map_err(backend)? {
+            streams.push(StreamSummary::of_last(&decoder.read(row)?));
+        }
+        drop(rows);
+        cursor = next
+            .query_row(params![stream], |row| row.get::<_, String>(0))
+            .optional()
+            .map_err(backend)?;
+    }
+    Ok(streams)
+}
+
 fn read_stream(
     conn: &Connection,
     stream: &StreamId,

@@ -4,6 +4,7 @@
 
 mod api;
 mod concurrency;
+mod explorer;
 mod hostile;
 mod operations;
 mod pages;

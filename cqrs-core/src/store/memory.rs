@@ -12,7 +12,7 @@ use crate::event::{EventFilter, NewEvent, RecordedEvent, StreamId};
 use crate::store::{
     Appended, BatchStream, CheckpointStore, Commit, EventReader, EventStore, LogCursor, LogEntry,
     LogQuery, LoggedMessage, MessageKind, MessageLog, ProcessSave, ProcessState, ProcessStore,
-    ReadBatch, ScheduleStore, ScheduledCommand, Snapshot, SnapshotStore, StoreError,
+    ReadBatch, ScheduleStore, ScheduledCommand, Snapshot, SnapshotStore, StoreError, StreamSummary,
 };
 use crate::subscription::{CommitNotifier, SubscriptionOptions, subscription};
 use crate::version::{ExpectedVersion, Position, Version};
@@ -225,6 +225,49 @@ impl EventReader for InMemoryEventStore {
             .iter()
             .skip(skip)
             .map(|&i| state.events[i].clone())
+            .collect())
+    }
+
+    async fn read_stream_page(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let state = self.lock();
+        let Some(indices) = state.streams.get(stream) else {
+            return Ok(Vec::new());
+        };
+        let skip = usize::try_from(from.get().saturating_sub(1)).unwrap_or(usize::MAX);
+        Ok(indices
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .map(|&i| state.events[i].clone())
+            .collect())
+    }
+
+    async fn list_streams(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StreamSummary>, StoreError> {
+        let state = self.lock();
+        let mut names: Vec<&StreamId> = state
+            .streams
+            .keys()
+            .filter(|s| s.as_str().starts_with(prefix))
+            .filter(|s| after.is_none_or(|after| s.as_str() > after))
+            .collect();
+        names.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+        Ok(names
+            .into_iter()
+            .take(limit)
+            .filter_map(|stream| {
+                let last = *state.streams[stream].last()?;
+                Some(StreamSummary::of_last(&state.events[last]))
+            })
             .collect())
     }
 

@@ -4,6 +4,7 @@
 //! it.
 
 mod admin;
+mod explorer;
 mod site;
 
 use std::collections::HashMap;
@@ -32,6 +33,7 @@ pub(crate) fn routes() -> Router<WebState> {
         .route("/static/site.js", get(script))
         .merge(site::routes())
         .merge(admin::routes())
+        .merge(explorer::routes())
 }
 
 async fn stylesheet() -> Response {
@@ -61,6 +63,8 @@ async fn script() -> Response {
 pub(crate) enum Site {
     Registrant,
     Owner,
+    /// The operator's explorer.
+    Operator,
 }
 
 /// A whole page around `body`.
@@ -78,6 +82,7 @@ pub(crate) fn layout_with(
     let (brand, home) = match site {
         Site::Registrant => ("Contoso Conferences", "/"),
         Site::Owner => ("Contoso Conference Management Portal", "/admin"),
+        Site::Operator => ("Contoso Event Store Explorer", "/explorer"),
     };
     html! {
         (DOCTYPE)
@@ -98,7 +103,7 @@ pub(crate) fn layout_with(
                     nav {
                         @match site {
                             Site::Registrant => a href="/admin" { "Conference owners" },
-                            Site::Owner => a href="/" { "Registrant site" },
+                            Site::Owner | Site::Operator => a href="/" { "Registrant site" },
                         }
                     }
                 }
@@ -137,6 +142,11 @@ impl PageError {
         }
     }
 
+    /// The status the page answers with.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+
     pub(crate) fn not_found(site: Site, message: impl Into<String>) -> Self {
         Self::new(site, StatusCode::NOT_FOUND, "Not found", message)
     }
@@ -171,6 +181,7 @@ impl IntoResponse for PageError {
         let back = match self.site {
             Site::Registrant => "/",
             Site::Owner => "/admin",
+            Site::Operator => "/explorer",
         };
         let body = html! {
             section.card {

@@ -386,6 +386,7 @@ macro_rules! __conformance_group {
             read_stream_of_missing_stream_is_empty,
             head_reaches_the_last_committed_position,
             read_stream_from_version,
+            streams_are_listed_and_read_a_page_at_a_time,
             no_stream_expectation,
             exact_expectation,
             any_expectation_always_appends,

@@ -117,6 +117,158 @@ pub async fn read_stream_of_missing_stream_is_empty(store: Arc<dyn EventStore>) 
     );
 }
 
+/// Streams are listed in byte order of their names, by prefix (a category is `"{c}-"`), a
+/// page at a time after a cursor, each with its version and last event; a stream is read a
+/// page at a time; categories are listed by skipping from one to the next. Names chosen so
+/// that a linguistic collation would order them otherwise (`-` before letters and digits,
+/// upper before lower case, a category that is a prefix of another).
+pub async fn streams_are_listed_and_read_a_page_at_a_time(store: Arc<dyn EventStore>) {
+    let names = [
+        "order-b",
+        "order-A",
+        "order-a",
+        "orderly-1",
+        "order",
+        "order-10",
+        "order-9",
+        "seats-x",
+        "Zeta-1",
+        "seat-1",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        let count = u64::try_from(i % 3 + 1).expect("small");
+        store
+            .append(
+                &StreamId::new(*name).expect("valid"),
+                ExpectedVersion::NoStream,
+                events("thing.happened", 1, count),
+            )
+            .await
+            .expect("append");
+    }
+    let listed = |streams: Vec<crate::store::StreamSummary>| {
+        streams
+            .into_iter()
+            .map(|s| (s.stream.as_str().to_owned(), s.version.get()))
+            .collect::<Vec<_>>()
+    };
+    let page = |prefix: &'static str, after: Option<&'static str>, limit| {
+        let store = Arc::clone(&store);
+        async move {
+            listed(
+                store
+                    .list_streams(prefix, after, limit)
+                    .await
+                    .expect("list streams"),
+            )
+        }
+    };
+    let owned = |pairs: &[(&str, u64)]| {
+        pairs
+            .iter()
+            .map(|(s, v)| ((*s).to_owned(), *v))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        page("order-", None, 10).await,
+        owned(&[
+            ("order-10", 3),
+            ("order-9", 1),
+            ("order-A", 2),
+            ("order-a", 3),
+            ("order-b", 1)
+        ]),
+        "a category's streams, in byte order"
+    );
+    assert_eq!(
+        page("order-", Some("order-9"), 2).await,
+        owned(&[("order-A", 2), ("order-a", 3)]),
+        "a page after a cursor"
+    );
+    assert_eq!(page("order-", Some("order-b"), 10).await, []);
+    assert_eq!(
+        page("order-", Some("a"), 1).await,
+        owned(&[("order-10", 3)]),
+        "a cursor before the prefix"
+    );
+    assert_eq!(
+        page("order-", Some("p"), 10).await,
+        [],
+        "a cursor past the prefix"
+    );
+    assert_eq!(
+        page("", None, 4).await,
+        owned(&[("Zeta-1", 3), ("order", 2), ("order-10", 3), ("order-9", 1)]),
+        "every stream"
+    );
+    assert_eq!(page("nothing-", None, 10).await, []);
+    assert_eq!(page("", None, 0).await, []);
+    let last = store
+        .list_streams("order-a", None, 1)
+        .await
+        .expect("list")
+        .remove(0);
+    let read = store
+        .read_stream(&last.stream, Version::START)
+        .await
+        .expect("read");
+    let newest = read.last().expect("events");
+    assert_eq!(
+        (last.position, last.recorded_at),
+        (newest.position, newest.metadata.recorded_at),
+        "a stream's summary is its last event's"
+    );
+
+    let categories = crate::store::list_categories(&*store, None, 10)
+        .await
+        .expect("categories");
+    assert_eq!(categories, ["Zeta", "order", "orderly", "seat", "seats"]);
+    let categories = crate::store::list_categories(&*store, Some("order"), 2)
+        .await
+        .expect("categories");
+    assert_eq!(categories, ["orderly", "seat"]);
+
+    let s = StreamId::new("order-a").expect("valid");
+    let versions =
+        |events: Vec<RecordedEvent>| events.iter().map(|e| e.version.get()).collect::<Vec<_>>();
+    assert_eq!(
+        versions(
+            store
+                .read_stream_page(&s, Version::START, 2)
+                .await
+                .expect("page")
+        ),
+        [1, 2]
+    );
+    assert_eq!(
+        versions(
+            store
+                .read_stream_page(&s, Version::new(3), 2)
+                .await
+                .expect("page")
+        ),
+        [3]
+    );
+    assert!(
+        store
+            .read_stream_page(&s, Version::new(4), 2)
+            .await
+            .expect("page")
+            .is_empty()
+    );
+    assert!(
+        store
+            .read_stream_page(
+                &StreamId::new("order-none").expect("valid"),
+                Version::START,
+                2
+            )
+            .await
+            .expect("page")
+            .is_empty()
+    );
+}
+
 /// `read_stream(from)` returns the events with version ≥ `from`, in order; zero reads all.
 pub async fn read_stream_from_version(store: Arc<dyn EventStore>) {
     let s = stream("seats");

@@ -1,0 +1,526 @@
+//! The operator's event-store explorer at `/explorer`: the store's streams by category, a
+//! stream's events with their metadata and payloads (as stored, and as the application reads
+//! them after upcasting), a page at a time so that a store of millions of events browses as
+//! fast as an empty one.
+//!
+//! The operator signs in with the operator token (`serve --operator-token`); the browser then
+//! holds a signed, HTTP-only cookie with the token's hash and an expiry, never the token. A new
+//! token ends every such session; forms carry a token derived from the cookie. Without an
+//! operator token the explorer is closed.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum_extra::extract::SignedCookieJar;
+use axum_extra::extract::cookie::{Cookie, SameSite};
+use chrono::{DateTime, Utc};
+use cqrs_core::store::list_categories;
+use cqrs_core::trace::TraceParent;
+use cqrs_core::{RecordedEvent, StreamId, StreamSummary, Upcasted, Version};
+use maud::{Markup, html};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::web::WebState;
+use crate::web::pages::{Fields, PageError, PagePath, PageQuery, Site, errors, layout, see_other};
+use crate::web::throttle::{self, Client};
+
+type PageResult = Result<Response, PageError>;
+
+const SITE: Site = Site::Operator;
+
+/// The operator's cookie: an expiry and the operator token's hash, signed.
+const COOKIE: &str = "conference_operator";
+
+/// How long an operator stays signed in.
+const LIFETIME: Duration = Duration::from_secs(8 * 3600);
+
+/// The hidden field that carries a session's form token.
+const FORM_TOKEN: &str = "form_token";
+
+/// Streams or events a page shows.
+const PAGE: usize = 50;
+
+/// Categories the explorer lists.
+const CATEGORIES: usize = 100;
+
+pub(crate) fn routes() -> Router<WebState> {
+    Router::new()
+        .route("/explorer", get(overview))
+        .route("/explorer/", get(overview))
+        .route("/explorer/login", get(login_form).post(login))
+        .route("/explorer/logout", post(logout))
+        .route("/explorer/streams", get(streams))
+        .route("/explorer/streams/{stream}", get(stream))
+}
+
+// ----- the operator's session -----
+
+/// An operator signed in.
+struct Operator {
+    form_token: String,
+}
+
+impl Operator {
+    /// The hidden field every form of this session carries.
+    fn form_field(&self) -> Markup {
+        html! { input type="hidden" name=(FORM_TOKEN) value=(self.form_token); }
+    }
+}
+
+fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The operator token, or a 404 page: a server without one has no explorer.
+fn operator_token(state: &WebState) -> Result<&str, PageError> {
+    state.operator_token.as_deref().ok_or_else(|| {
+        PageError::not_found(
+            SITE,
+            "This server has no operator token (serve --operator-token), so no explorer.",
+        )
+    })
+}
+
+/// The operator, if the cookie is this token's and has not expired; otherwise a 401 page.
+fn signed_in(state: &WebState, jar: &SignedCookieJar) -> Result<Operator, PageError> {
+    let token = operator_token(state)?;
+    let denied = || {
+        PageError::new(
+            SITE,
+            StatusCode::UNAUTHORIZED,
+            "Please sign in",
+            "The explorer is the operator's: sign in with the operator token.",
+        )
+    };
+    let cookie = jar.get(COOKIE).ok_or_else(denied)?;
+    let value = cookie.value();
+    let (expires, hash) = value.split_once('.').ok_or_else(denied)?;
+    let expires: i64 = expires.parse().map_err(|_| denied())?;
+    if expires <= Utc::now().timestamp() || hash != sha256_hex(token) {
+        return Err(denied());
+    }
+    Ok(Operator {
+        form_token: sha256_hex(&format!("form:{value}")),
+    })
+}
+
+/// As [`signed_in`], for a form posted: it must carry the session's form token.
+fn signed_in_form(
+    state: &WebState,
+    jar: &SignedCookieJar,
+    fields: &Fields,
+) -> Result<Operator, PageError> {
+    let operator = signed_in(state, jar)?;
+    if fields.text(FORM_TOKEN) != operator.form_token {
+        return Err(PageError::new(
+            SITE,
+            StatusCode::FORBIDDEN,
+            "Form refused",
+            "This form did not come from your session's page: open the page again and resend it.",
+        ));
+    }
+    Ok(operator)
+}
+
+fn over_https(state: &WebState, headers: &HeaderMap) -> bool {
+    state.secure_cookies()
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|proto| proto.eq_ignore_ascii_case("https"))
+}
+
+fn login_page(messages: &[String]) -> Markup {
+    let body = html! {
+        section.card {
+            h1 { "Event store explorer" }
+            p.meta { "Sign in with the operator token the server was started with." }
+            (errors(messages))
+            form.stack method="post" action="/explorer/login" {
+                label for="token" { "Operator token" }
+                input #token type="password" name="token" required autocomplete="off";
+                div.actions { button type="submit" { "Sign in" } }
+            }
+        }
+    };
+    layout(SITE, "Sign in", &body)
+}
+
+async fn login_form() -> Markup {
+    login_page(&[])
+}
+
+async fn login(
+    State(state): State<WebState>,
+    client: Client,
+    jar: SignedCookieJar,
+    headers: HeaderMap,
+    fields: Fields,
+) -> PageResult {
+    let token = operator_token(&state)?;
+    let given = fields.text("token");
+    let keys = throttle::keys("operator", "", client);
+    match state.throttle.attempt(&keys, || {
+        (given.as_bytes() == token.as_bytes()).then_some(())
+    }) {
+        Ok(Some(())) => {
+            let expires =
+                Utc::now().timestamp() + i64::try_from(LIFETIME.as_secs()).unwrap_or(i64::MAX / 2);
+            let cookie = Cookie::build((COOKIE, format!("{expires}.{}", sha256_hex(token))))
+                .path("/explorer")
+                .http_only(true)
+                .same_site(SameSite::Strict)
+                .secure(over_https(&state, &headers))
+                .max_age(LIFETIME.try_into().unwrap_or_default())
+                .build();
+            Ok((jar.add(cookie), see_other("/explorer")).into_response())
+        }
+        Ok(None) => Ok((
+            StatusCode::UNAUTHORIZED,
+            login_page(&["That is not the operator token.".to_owned()]),
+        )
+            .into_response()),
+        Err(wait) => Ok((
+            StatusCode::TOO_MANY_REQUESTS,
+            login_page(&[format!(
+                "Too many failed attempts. Try again in {} seconds.",
+                wait.as_secs() + 1
+            )]),
+        )
+            .into_response()),
+    }
+}
+
+async fn logout(State(state): State<WebState>, jar: SignedCookieJar, fields: Fields) -> PageResult {
+    signed_in_form(&state, &jar, &fields)?;
+    Ok((
+        jar.remove(Cookie::build(COOKIE).path("/explorer")),
+        see_other("/explorer/login"),
+    )
+        .into_response())
+}
+
+// ----- pages -----
+
+/// The explorer's own navigation, above each page.
+fn tabs(operator: &Operator, current: &str) -> Markup {
+    html! {
+        nav.tabs {
+            a.current[current == "overview"] href="/explorer" { "Overview" }
+            a.current[current == "streams"] href="/explorer/streams" { "Streams" }
+            form.inline method="post" action="/explorer/logout" {
+                (operator.form_field())
+                button.link type="submit" { "Sign out" }
+            }
+        }
+    }
+}
+
+fn store_error(err: cqrs_core::StoreError) -> PageError {
+    tracing::error!(error = %cqrs_core::ErrorChain(&err), "the explorer could not read the store");
+    PageError::new(
+        SITE,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Temporarily unavailable",
+        "The store could not be read; try again in a moment.",
+    )
+}
+
+fn time(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S%.6f UTC").to_string()
+}
+
+async fn overview(State(state): State<WebState>, jar: SignedCookieJar) -> PageResult {
+    let operator = match signed_in(&state, &jar) {
+        Ok(operator) => operator,
+        Err(err) if err.status() == StatusCode::UNAUTHORIZED => {
+            return Ok(see_other("/explorer/login"));
+        }
+        Err(err) => return Err(err),
+    };
+    let storage = state.app.storage();
+    let head = storage.head().await.map_err(store_error)?;
+    let categories = list_categories(&**storage, None, CATEGORIES)
+        .await
+        .map_err(store_error)?;
+    let body = html! {
+        (tabs(&operator, "overview"))
+        section.card {
+            h1 { "Event store" }
+            dl.facts {
+                dt { "Events" } dd { (head.get()) " (the log's head position)" }
+                dt { "Categories" } dd { (categories.len()) }
+            }
+            h2 { "Streams by category" }
+            ul.categories {
+                @for category in &categories {
+                    li { a href={"/explorer/streams?category=" (urlencode(category))} { (category) } }
+                }
+            }
+        }
+    };
+    Ok(layout(SITE, "Explorer", &body).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct StreamsQuery {
+    /// The category whose streams to list.
+    category: Option<String>,
+    /// Only streams whose names start with this (after the category's `c-`).
+    prefix: Option<String>,
+    /// The last stream of the page before.
+    after: Option<String>,
+}
+
+async fn streams(
+    State(state): State<WebState>,
+    jar: SignedCookieJar,
+    PageQuery(query): PageQuery<StreamsQuery>,
+) -> PageResult {
+    let operator = signed_in(&state, &jar)?;
+    let storage = state.app.storage();
+    let category = query.category.filter(|c| !c.is_empty());
+    let search = query.prefix.unwrap_or_default();
+    let prefix = match &category {
+        Some(category) => format!("{category}-{search}"),
+        None => search.clone(),
+    };
+    let mut listed = storage
+        .list_streams(&prefix, query.after.as_deref(), PAGE + 1)
+        .await
+        .map_err(store_error)?;
+    let more = listed.len() > PAGE;
+    listed.truncate(PAGE);
+    let categories = list_categories(&**storage, None, CATEGORIES)
+        .await
+        .map_err(store_error)?;
+    let next = more.then(|| {
+        let last = listed.last().map_or("", |s| s.stream.as_str());
+        let mut link = format!("/explorer/streams?after={}", urlencode(last));
+        if let Some(category) = &category {
+            link.push_str(&format!("&category={}", urlencode(category)));
+        }
+        if !search.is_empty() {
+            link.push_str(&format!("&prefix={}", urlencode(&search)));
+        }
+        link
+    });
+    let title = category
+        .as_deref()
+        .map_or_else(|| "Every stream".to_owned(), |c| format!("Streams of {c}"));
+    let body = html! {
+        (tabs(&operator, "streams"))
+        div.explorer {
+            nav.categories {
+                h2 { "Categories" }
+                ul {
+                    li { a.current[category.is_none()] href="/explorer/streams" { "(all)" } }
+                    @for c in &categories {
+                        li { a.current[category.as_deref() == Some(c.as_str())] href={"/explorer/streams?category=" (urlencode(c))} { (c) } }
+                    }
+                }
+            }
+            section.card {
+                h1 { (title) }
+                form.inline method="get" action="/explorer/streams" {
+                    @if let Some(category) = &category {
+                        input type="hidden" name="category" value=(category);
+                    }
+                    label for="prefix" { "Stream name starts with" }
+                    input #prefix type="search" name="prefix" value=(search) placeholder={(category.as_deref().map_or(String::new(), |c| format!("{c}-"))) "…"};
+                    button type="submit" { "Search" }
+                }
+                @if listed.is_empty() {
+                    p.meta { "No stream matches." }
+                } @else {
+                    table.streams {
+                        thead { tr { th { "Stream" } th { "Version" } th { "Last position" } th { "Last event at" } } }
+                        tbody {
+                            @for summary in &listed {
+                                (stream_row(summary))
+                            }
+                        }
+                    }
+                }
+                @if let Some(next) = next {
+                    p.pager { a.button.secondary rel="next" href=(next) { "Next streams" } }
+                }
+            }
+        }
+    };
+    Ok(layout(SITE, &title, &body).into_response())
+}
+
+fn stream_row(summary: &StreamSummary) -> Markup {
+    html! {
+        tr {
+            td { a href={"/explorer/streams/" (urlencode(summary.stream.as_str()))} { code { (summary.stream) } } }
+            td.number { (summary.version.get()) }
+            td.number { (summary.position.get()) }
+            td { (time(summary.recorded_at)) }
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct StreamQuery {
+    /// The first version the page shows.
+    from: Option<u64>,
+}
+
+async fn stream(
+    State(state): State<WebState>,
+    jar: SignedCookieJar,
+    PagePath(name): PagePath<String>,
+    PageQuery(query): PageQuery<StreamQuery>,
+) -> PageResult {
+    let operator = signed_in(&state, &jar)?;
+    let Ok(stream) = StreamId::new(&name) else {
+        return Err(PageError::not_found(
+            SITE,
+            "That is not a stream name: names have 1 to 200 characters and no control characters.",
+        ));
+    };
+    let storage = state.app.storage();
+    let summary = storage
+        .list_streams(stream.as_str(), None, 1)
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .find(|s| s.stream == stream)
+        .ok_or_else(|| {
+            PageError::not_found(SITE, format!("The store holds no stream named {stream}."))
+        })?;
+    let from = Version::new(query.from.unwrap_or(1).max(1));
+    let events = storage
+        .read_stream_page(&stream, from, PAGE)
+        .await
+        .map_err(store_error)?;
+    let upcasters = crate::domain::versions::upcasters();
+    let last_shown = events.last().map_or(from.get(), |e| e.version.get());
+    let base = format!("/explorer/streams/{}", urlencode(stream.as_str()));
+    let body = html! {
+        (tabs(&operator, "streams"))
+        section.card {
+            p.meta { a href={"/explorer/streams?category=" (urlencode(stream.category()))} { "← " (stream.category()) } }
+            h1 { code { (stream) } }
+            dl.facts {
+                dt { "Version" } dd { (summary.version.get()) }
+                dt { "Last position" } dd { (summary.position.get()) }
+                dt { "Last event at" } dd { (time(summary.recorded_at)) }
+            }
+            @if events.is_empty() {
+                p.meta { "No events from version " (from.get()) " on." }
+            } @else {
+                p.meta { "Versions " (from.get()) " to " (last_shown) " of " (summary.version.get()) "." }
+            }
+            @for event in &events {
+                (event_card(event, &upcasters))
+            }
+            p.pager {
+                @if from.get() > 1 {
+                    a.button.secondary rel="prev" href={(base) "?from=" (from.get().saturating_sub(PAGE as u64).max(1))} { "Earlier events" }
+                    " "
+                }
+                @if last_shown < summary.version.get() {
+                    a.button.secondary rel="next" href={(base) "?from=" (last_shown + 1)} { "Later events" }
+                }
+            }
+        }
+    };
+    Ok(layout(SITE, stream.as_str(), &body).into_response())
+}
+
+/// One event: its place, its metadata, and its payload as stored and as the application
+/// reads it (after the upcasters), when the two differ.
+fn event_card(event: &RecordedEvent, upcasters: &cqrs_core::Upcasters) -> Markup {
+    let meta = &event.metadata;
+    let stored = event
+        .payload
+        .to_value()
+        .map(|v| serde_json::to_string_pretty(&v).unwrap_or_default());
+    let upcast = event.payload.to_value().ok().and_then(|value| {
+        let start = Upcasted::new(event.event_type.clone(), event.schema_version, value);
+        match upcasters.upcast(start.clone(), Some(meta)) {
+            Ok(done) if done.len() == 1 && done[0] == start => None,
+            Ok(done) => Some(Ok(done)),
+            Err(err) => Some(Err(err.to_string())),
+        }
+    });
+    let trace = TraceParent::of(&meta.headers);
+    html! {
+        article.event id={"v" (event.version.get())} {
+            header {
+                span.version { "v" (event.version.get()) }
+                " "
+                strong { code { (event.event_type) } }
+                " "
+                span.meta { "schema " (event.schema_version) " · position " (event.position.get()) " · " (time(meta.recorded_at)) }
+            }
+            dl.metadata {
+                dt { "Event id" } dd { code { (meta.event_id) } }
+                @if let Some(id) = meta.correlation_id { dt { "Correlation" } dd { code { (id) } } }
+                @if let Some(id) = meta.causation_id { dt { "Causation" } dd { code { (id) } } }
+                @if let Some(id) = meta.command_id { dt { "Command" } dd { code { (id) } } }
+                @if let Some(trace) = trace { dt { "Trace" } dd { code { (trace.trace_id_hex()) } } }
+                @for (name, value) in &meta.headers {
+                    dt { (name) } dd { code { (value) } }
+                }
+            }
+            @match &stored {
+                Ok(json) => {
+                    details open[upcast.is_none()] {
+                        summary { "Payload as stored" }
+                        pre.json { (json) }
+                    }
+                }
+                Err(err) => p.error { "The payload is not JSON: " (err) }
+            }
+            @match &upcast {
+                Some(Ok(done)) => {
+                    details open {
+                        summary { "As the application reads it (upcast)" }
+                        @for part in done {
+                            p.meta { code { (part.event_type) } " schema " (part.schema_version) }
+                            pre.json { (serde_json::to_string_pretty(&part.payload).unwrap_or_default()) }
+                        }
+                    }
+                }
+                Some(Err(err)) => p.error { "Upcasting fails: " (err) }
+                None => {}
+            }
+        }
+    }
+}
+
+/// Percent-encodes `text` for a path segment or a query value.
+fn urlencode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_encoded_for_links() {
+        assert_eq!(urlencode("order-01ab"), "order-01ab");
+        assert_eq!(urlencode("a b/c?d&é"), "a%20b%2Fc%3Fd%26%C3%A9");
+    }
+}

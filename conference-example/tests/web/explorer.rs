@@ -1,0 +1,173 @@
+//! The operator's explorer over plain HTTP: who may see it, the streams by category, a
+//! stream's events a page at a time, and clear pages for what does not exist.
+
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::redirect::Policy;
+use serde_json::json;
+
+use crate::{OPERATOR, Server, sqlite};
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn page(server: &Server, path: &str, cookie: Option<&str>) -> (u16, String) {
+    let mut request = client().get(server.url(path));
+    if let Some(cookie) = cookie {
+        request = request.header(COOKIE, cookie);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// Signs in with `token`; the cookie set, if any.
+async fn sign_in(server: &Server, token: &str) -> (u16, Option<String>) {
+    let response = client()
+        .post(server.url("/explorer/login"))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    let cookie = response.headers().get(SET_COOKIE).map(|set| {
+        let set = set.to_str().unwrap();
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+            "{set}"
+        );
+        set.split(';').next().unwrap().to_owned()
+    });
+    (response.status().as_u16(), cookie)
+}
+
+/// The value of the form token on a page.
+fn form_token(page: &str) -> String {
+    let at = page.find("name=\"form_token\" value=\"").unwrap() + 25;
+    page[at..at + 64].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_explorer_is_the_operators_and_browses_streams_a_page_at_a_time() {
+    let server = sqlite().await;
+    let conference = server.published_conference("explored", 500).await;
+    let (order, _) = server
+        .reserved_order(
+            &conference,
+            json!([{"seat_type_id": conference.paid, "quantity": 1}]),
+        )
+        .await;
+
+    // Nobody else.
+    let (status, _) = page(&server, "/explorer/streams", None).await;
+    assert_eq!(status, 401);
+    let response = client().get(server.url("/explorer")).send().await.unwrap();
+    assert_eq!(response.status(), 303);
+    assert_eq!(response.headers()[LOCATION], "/explorer/login");
+    let (status, cookie) = sign_in(&server, "not-the-token").await;
+    assert_eq!((status, cookie), (401, None));
+    let (status, _) = page(
+        &server,
+        "/explorer/streams",
+        Some("conference_operator=forged"),
+    )
+    .await;
+    assert_eq!(status, 401, "a cookie not signed by the server");
+
+    let (status, cookie) = sign_in(&server, OPERATOR).await;
+    assert_eq!(status, 303);
+    let signed_in = cookie.unwrap();
+    let cookie = Some(signed_in.as_str());
+    let (status, overview) = page(&server, "/explorer", cookie).await;
+    assert_eq!(status, 200, "{overview}");
+    for category in ["conference", "order", "seats"] {
+        assert!(
+            overview.contains(&format!("/explorer/streams?category={category}\"")),
+            "{category} in {overview}"
+        );
+    }
+
+    let (status, orders) = page(&server, "/explorer/streams?category=order", cookie).await;
+    assert_eq!(status, 200);
+    assert!(
+        orders.contains(&format!("/explorer/streams/order-{order}\"")),
+        "{orders}"
+    );
+    let (status, stream) = page(&server, &format!("/explorer/streams/order-{order}"), cookie).await;
+    assert_eq!(status, 200, "{stream}");
+    for shown in [
+        "registration.order_placed",
+        "Payload as stored",
+        "Correlation",
+        "Event id",
+        "position",
+    ] {
+        assert!(stream.contains(shown), "{shown} in {stream}");
+    }
+
+    // A search by name, and pages of a long list.
+    for _ in 0..55 {
+        server
+            .post(
+                &format!("/api/conferences/{}/orders", conference.slug),
+                json!({"seats": [{"seat_type_id": conference.paid, "quantity": 1}]}),
+            )
+            .await;
+    }
+    let (_, first) = page(&server, "/explorer/streams?category=order", cookie).await;
+    assert_eq!(first.matches("<tr>").count(), 51, "a header and 50 streams");
+    let at = first.find("rel=\"next\" href=\"").unwrap() + 17;
+    let next = first[at..first[at..].find('"').unwrap() + at].replace("&amp;", "&");
+    let (status, second) = page(&server, &next, cookie).await;
+    assert_eq!(status, 200, "{next}");
+    assert_eq!(
+        second.matches("<tr>").count(),
+        7,
+        "a header and the other 6 of 56"
+    );
+    let prefix = &order.to_string()[..12];
+    let (_, found) = page(
+        &server,
+        &format!("/explorer/streams?category=order&prefix={prefix}"),
+        cookie,
+    )
+    .await;
+    assert!(found.contains(&format!("order-{order}")), "{found}");
+
+    // What is not there is a page that says so.
+    for (path, code) in [
+        ("/explorer/streams/order-nothing", 404),
+        ("/explorer/streams/%01", 404),
+        ("/explorer/streams/order-x?from=nope", 400),
+    ] {
+        let (status, body) = page(&server, path, cookie).await;
+        assert_eq!(status, code, "{path}: {body}");
+        assert!(body.starts_with("<!DOCTYPE html>"), "{path}");
+    }
+
+    // Signing out needs the session's form token, and ends it.
+    let response = client()
+        .post(server.url("/explorer/logout"))
+        .header(COOKIE, &signed_in)
+        .form(&[("form_token", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let token = form_token(&overview);
+    let response = client()
+        .post(server.url("/explorer/logout"))
+        .header(COOKIE, &signed_in)
+        .form(&[("form_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    assert!(
+        response.headers()[SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .starts_with("conference_operator=;")
+    );
+}
