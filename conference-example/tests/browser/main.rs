@@ -1,7 +1,8 @@
 //! The sites, driven in headless Chromium through WebDriver (fantoccini + chromedriver), on
 //! the embedded SQLite store the main job uses: a paid order, a zero-cost order with no
 //! payment step, a partial reservation and the seat-selection pre-check, a countdown that
-//! ends on the expired page, and an owner who creates and publishes a conference.
+//! ends on the expired page, an owner who creates and publishes a conference, and the
+//! operator who follows an order through the explorer.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (or `CHROMIUM` / `CHROMEDRIVER` pointing
 //! at them). Without them each test prints a loud notice and passes, except under `CI`,
@@ -23,6 +24,9 @@ use cqrs_core::SystemClock;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 use tokio::sync::oneshot;
+
+/// The operator token the sites are served with (the explorer's).
+const OPERATOR: &str = "operator-secret";
 
 /// How long a page may take to show what a step waits for.
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -174,7 +178,7 @@ impl Site {
             .unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let state = WebState::new(app.clone(), None);
+        let state = WebState::new(app.clone(), Some(OPERATOR.into()));
         tokio::spawn(async move {
             serve(listener, state, async {
                 let _ = stopped.await;
@@ -675,4 +679,72 @@ async fn an_owner_creates_and_publishes_a_conference() {
     fill(c, "access_code", &code).await;
     click(c, "button[type=submit]").await;
     assert_eq!(text(c, "#access-code").await, code);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_follows_an_order_through_the_explorer() {
+    let Some((chromium, driver)) = browser_tools("explorer") else {
+        return;
+    };
+    let site = Site::start().await;
+    let full = site.seat_type("Full pass");
+    let order = site
+        .app
+        .place_order(
+            site.demo().id,
+            vec![SeatQuantity {
+                seat_type: full,
+                quantity: 2,
+            }],
+        )
+        .await
+        .unwrap();
+    site.until("the order is reserved", |s| {
+        s.app
+            .draft_order(order)
+            .is_ok_and(|d| d.state == DraftOrderState::ReservationCompleted)
+    })
+    .await;
+    let browser = Browser::start(&chromium, &driver).await;
+    let c = browser.client();
+
+    // Signed out, the explorer asks for the operator token.
+    c.goto(&site.url("/explorer")).await.unwrap();
+    fill(c, "token", OPERATOR).await;
+    click(c, "button[type=submit]").await;
+    wait_for(c, "ul.categories").await;
+    screenshot(c, "explorer-overview").await;
+
+    click_link(c, "order").await;
+    wait_for(c, "table.streams").await;
+    let stream = format!("order-{order}");
+    assert!(text(c, "table.streams").await.contains(&stream));
+    screenshot(c, "explorer-streams").await;
+
+    click_link(c, &stream).await;
+    wait_for(c, "article.event").await;
+    let events = text(c, "section.card").await;
+    assert!(events.contains("registration.order_placed"), "{events}");
+    assert!(events.contains("Payload as stored"), "{events}");
+    assert!(
+        events.contains("ReservationCompleted") || events.contains("reservation_completed"),
+        "the draft order's row: {events}"
+    );
+    screenshot(c, "explorer-stream").await;
+
+    click_link(c, "Timeline of every flow that touched it").await;
+    wait_for(c, "svg.timeline").await;
+    for part in [
+        "g.command",
+        "g.event",
+        "g.waiting",
+        "path.cause",
+        "rect.mark.applied",
+    ] {
+        assert!(
+            exists(c, &format!("svg.timeline {part}")).await,
+            "the picture has {part}"
+        );
+    }
+    screenshot(c, "explorer-timeline").await;
 }

@@ -106,6 +106,40 @@ async fn the_explorer_is_the_operators_and_browses_streams_a_page_at_a_time() {
         assert!(stream.contains(shown), "{shown} in {stream}");
     }
 
+    // The order's story as a picture: its flows' commands and events, lane by stream, and
+    // the read models that applied them.
+    let (status, timeline) = page(
+        &server,
+        &format!("/explorer/streams/order-{order}/timeline"),
+        cookie,
+    )
+    .await;
+    assert_eq!(status, 200, "{timeline}");
+    for shown in [
+        "<svg",
+        "registration.register_to_conference",
+        "registration.order_placed",
+        "registration.make_seat_reservation",
+        "registration.seats_reserved",
+        "class=\"message command\"",
+        "class=\"message event\"",
+        "marker-end=\"url(#arrow)\"",
+        "order_views@",
+        "mark applied",
+    ] {
+        assert!(timeline.contains(shown), "{shown} in {timeline}");
+    }
+    let at = stream.find("/explorer/timeline/").unwrap();
+    let flow = &stream[at..at + "/explorer/timeline/".len() + 36];
+    let (status, one) = page(&server, flow, cookie).await;
+    assert_eq!(status, 200, "{flow}");
+    assert!(one.contains("registration.order_placed"));
+    assert!(
+        one.contains("class=\"message waiting\"")
+            && one.contains("scheduled registration.expire_registration_process"),
+        "the expiry waits: {one}"
+    );
+
     // A search by name, and pages of a long list.
     for _ in 0..55 {
         server
@@ -140,6 +174,12 @@ async fn the_explorer_is_the_operators_and_browses_streams_a_page_at_a_time() {
         ("/explorer/streams/order-nothing", 404),
         ("/explorer/streams/%01", 404),
         ("/explorer/streams/order-x?from=nope", 400),
+        ("/explorer/timeline/not-a-uuid", 404),
+        (
+            "/explorer/timeline/00000000-0000-0000-0000-000000000000",
+            404,
+        ),
+        ("/explorer/streams/order-nothing/timeline", 404),
     ] {
         let (status, body) = page(&server, path, cookie).await;
         assert_eq!(status, code, "{path}: {body}");

@@ -56,6 +56,8 @@ pub(crate) fn routes() -> Router<WebState> {
         .route("/explorer/logout", post(logout))
         .route("/explorer/streams", get(streams))
         .route("/explorer/streams/{stream}", get(stream))
+        .route("/explorer/streams/{stream}/timeline", get(stream_timeline))
+        .route("/explorer/timeline/{correlation}", get(flow_timeline))
 }
 
 // ----- the operator's session -----
@@ -417,6 +419,7 @@ async fn stream(
                 dt { "Last position" } dd { (summary.position.get()) }
                 dt { "Last event at" } dd { (time(summary.recorded_at)) }
             }
+            p { a.button href={(base) "/timeline"} { "Timeline of every flow that touched it" } }
             @if events.is_empty() {
                 p.meta { "No events from version " (from.get()) " on." }
             } @else {
@@ -425,6 +428,7 @@ async fn stream(
             @for event in &events {
                 (event_card(event, &upcasters))
             }
+            (read_model_rows(&state, &stream))
             p.pager {
                 @if from.get() > 1 {
                     a.button.secondary rel="prev" href={(base) "?from=" (from.get().saturating_sub(PAGE as u64).max(1))} { "Earlier events" }
@@ -437,6 +441,180 @@ async fn stream(
         }
     };
     Ok(layout(SITE, stream.as_str(), &body).into_response())
+}
+
+/// The read models' rows of the aggregate behind `stream`, where the app has them: what a
+/// registrant and an owner see of an order.
+fn read_model_rows(state: &WebState, stream: &StreamId) -> Markup {
+    let order = (stream.category() == "order")
+        .then(|| {
+            stream
+                .local_id()
+                .and_then(|id| id.parse::<crate::domain::OrderId>().ok())
+        })
+        .flatten();
+    let Some(order) = order else {
+        return html! {};
+    };
+    let draft = state.app.draft_order(order).ok();
+    let priced = state.app.priced_order(order);
+    let pretty = |value: Option<serde_json::Value>| {
+        value.map(|v| serde_json::to_string_pretty(&v).unwrap_or_default())
+    };
+    html! {
+        h2 { "Read models" }
+        details open {
+            summary { "The order as the registrant sees it (draft order)" }
+            @match pretty(draft.and_then(|d| serde_json::to_value(d).ok())) {
+                Some(json) => pre.json { (json) },
+                None => p.meta { "No row (yet)." },
+            }
+        }
+        details {
+            summary { "Its prices (priced order)" }
+            @match pretty(priced.and_then(|p| serde_json::to_value(p).ok())) {
+                Some(json) => pre.json { (json) },
+                None => p.meta { "No row (yet)." },
+            }
+        }
+    }
+}
+
+/// How many messages a timeline shows, and how many waiting commands it looks through.
+const TIMELINE_MESSAGES: usize = 500;
+const WAITING_SCANNED: usize = 10_000;
+
+/// The timeline of one flow: every message with its correlation id.
+async fn flow_timeline(
+    State(state): State<WebState>,
+    jar: SignedCookieJar,
+    PagePath(correlation): PagePath<String>,
+) -> PageResult {
+    let operator = signed_in(&state, &jar)?;
+    let Ok(correlation) = correlation.parse::<uuid::Uuid>() else {
+        return Err(PageError::not_found(
+            SITE,
+            "That is not a correlation id (a UUID).",
+        ));
+    };
+    let title = format!("Flow {correlation}");
+    timeline_page(&state, &operator, &title, vec![correlation]).await
+}
+
+/// The timeline of every flow whose events are in `stream` (its first 100 events'):
+/// an order's placement, its registrant, its payment, its expiry.
+async fn stream_timeline(
+    State(state): State<WebState>,
+    jar: SignedCookieJar,
+    PagePath(name): PagePath<String>,
+) -> PageResult {
+    let operator = signed_in(&state, &jar)?;
+    let Ok(stream) = StreamId::new(&name) else {
+        return Err(PageError::not_found(SITE, "That is not a stream name."));
+    };
+    let events = state
+        .app
+        .storage()
+        .read_stream_page(&stream, Version::START, 100)
+        .await
+        .map_err(store_error)?;
+    if events.is_empty() {
+        return Err(PageError::not_found(
+            SITE,
+            format!("The store holds no stream named {stream}."),
+        ));
+    }
+    let mut flows: Vec<uuid::Uuid> = Vec::new();
+    for event in &events {
+        if let Some(id) = event.metadata.correlation_id
+            && !flows.contains(&id)
+        {
+            flows.push(id);
+        }
+    }
+    let title = format!("Every flow of {stream}");
+    timeline_page(&state, &operator, &title, flows).await
+}
+
+async fn timeline_page(
+    state: &WebState,
+    operator: &Operator,
+    title: &str,
+    flows: Vec<uuid::Uuid>,
+) -> PageResult {
+    let storage = state.app.storage();
+    let query = cqrs_core::LogQuery {
+        correlation_ids: flows.clone(),
+        limit: TIMELINE_MESSAGES,
+        ..cqrs_core::LogQuery::new()
+    };
+    let entries = storage.query_log(&query).await.map_err(store_error)?;
+    if entries.is_empty() {
+        return Err(PageError::not_found(
+            SITE,
+            "No message in the log belongs to this flow.",
+        ));
+    }
+    let mut waiting = Vec::new();
+    let mut after = None;
+    let mut scanned = 0;
+    while scanned < WAITING_SCANNED {
+        let page = storage
+            .list_scheduled(after, 1_000)
+            .await
+            .map_err(store_error)?;
+        scanned += page.len();
+        after = page.last().map(|s| s.command.id);
+        let full = page.len() == 1_000;
+        waiting.extend(
+            page.into_iter()
+                .filter(|s| s.command.correlation_id.is_some_and(|c| flows.contains(&c))),
+        );
+        if !full {
+            break;
+        }
+    }
+    let read_models: Vec<super::timeline::ReadModelMark> = state
+        .app
+        .read_model_status()
+        .await
+        .map_err(|e| PageError::from_app(SITE, e))?
+        .into_iter()
+        .flat_map(|s| std::iter::once(s.live).chain(s.building))
+        .map(|p| super::timeline::ReadModelMark {
+            key: p.key,
+            position: p.position.get(),
+        })
+        .collect();
+    let stream_link = |stream: &str| format!("/explorer/streams/{}", urlencode(stream));
+    let full = entries.len() == TIMELINE_MESSAGES;
+    let body = html! {
+        (tabs(operator, "streams"))
+        section.card.wide {
+            h1 { (title) }
+            p.meta {
+                (entries.len()) " messages"
+                @if full { " (the first " (TIMELINE_MESSAGES) ")" }
+                @match waiting.len() {
+                    0 => {},
+                    1 => ", 1 command waiting",
+                    n => { ", " (n) " commands waiting" },
+                }
+                ". Commands are rounded, events square, rejected commands red, waiting ones dashed \
+                 (at their due time); an arrow goes from each message to what it caused. The \
+                 squares on the right are the read models, filled once one has applied the event."
+            }
+            div.timeline {
+                (super::timeline::picture(&entries, &waiting, &read_models, stream_link))
+            }
+            ol.read-models {
+                @for model in &read_models {
+                    li { code { (model.key) } " at position " (model.position) }
+                }
+            }
+        }
+    };
+    Ok(layout(SITE, title, &body).into_response())
 }
 
 /// One event: its place, its metadata, and its payload as stored and as the application
@@ -467,7 +645,7 @@ fn event_card(event: &RecordedEvent, upcasters: &cqrs_core::Upcasters) -> Markup
             }
             dl.metadata {
                 dt { "Event id" } dd { code { (meta.event_id) } }
-                @if let Some(id) = meta.correlation_id { dt { "Correlation" } dd { code { (id) } } }
+                @if let Some(id) = meta.correlation_id { dt { "Correlation" } dd { a href={"/explorer/timeline/" (id)} { code { (id) } } } }
                 @if let Some(id) = meta.causation_id { dt { "Causation" } dd { code { (id) } } }
                 @if let Some(id) = meta.command_id { dt { "Command" } dd { code { (id) } } }
                 @if let Some(trace) = trace { dt { "Trace" } dd { code { (trace.trace_id_hex()) } } }

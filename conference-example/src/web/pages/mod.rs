@@ -6,6 +6,7 @@
 mod admin;
 mod explorer;
 mod site;
+mod timeline;
 
 use std::collections::HashMap;
 use std::str::FromStr;
