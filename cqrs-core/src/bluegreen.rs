@@ -33,6 +33,8 @@ pub struct BlueGreenStatus {
 struct Slot<S> {
     projection: Arc<MemoryProjection<S>>,
     handle: Option<ProjectionHandle>,
+    /// The metrics label of a rebuild's runner, dropped when it goes live.
+    label: Option<Arc<RwLock<Option<String>>>>,
 }
 
 impl<S: Clone + Send + Sync + 'static> Slot<S> {
@@ -121,6 +123,7 @@ impl<S: Clone + Send + Sync + 'static> BlueGreen<S> {
                 live: RwLock::new(Slot {
                     projection: Arc::new(projection),
                     handle: None,
+                    label: None,
                 }),
                 building: Mutex::new(None),
                 retired: Mutex::new(Vec::new()),
@@ -207,9 +210,7 @@ impl<S: Clone + Send + Sync + 'static> BlueGreen<S> {
             .as_ref()
             .map(|slot| Arc::clone(&slot.projection));
         if let Some(next) = building {
-            ProjectionRunner::new(Arc::clone(&self.reader), next)
-                .catch_up()
-                .await?;
+            self.building_runner(next).catch_up().await?;
             self.try_switch(Some(reached)).await?;
         }
         Ok(reached)
@@ -331,6 +332,49 @@ impl<S: Clone + Send + Sync + 'static> BlueGreen<S> {
                 next.key()
             )));
         }
+        self.build_beside(next)
+    }
+
+    /// Builds `fresh`, a new instance of the live version (the same key), beside it from
+    /// position 0, and switches to it once it has caught up, as [`upgrade`](Self::upgrade)
+    /// does: for a read model that must be built again without a new version (its code was
+    /// fixed, or an operator wants to see it rebuilt). Readers keep the live one meanwhile.
+    /// While it runs, the rebuilt copy's metrics carry the key with ` (rebuild)` after it.
+    ///
+    /// # Errors
+    ///
+    /// If `fresh` is not the live version (use [`upgrade`](Self::upgrade)), or another
+    /// version is being built.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use cqrs_core::{BlueGreen, EventStore, ExpectedVersion, InMemoryEventStore, Json, MemoryProjection, NewEvent};
+    /// # tokio_test::block_on(async {
+    /// let store = Arc::new(InMemoryEventStore::new());
+    /// store.append(&"order-1".parse()?, ExpectedVersion::Any, vec![NewEvent::new("e", Json::null())]).await?;
+    /// let count = || MemoryProjection::new("count", 0u64, |n, _| { *n += 1; Ok(()) });
+    /// let read_model = BlueGreen::new(store.clone(), count());
+    /// read_model.catch_up().await?;
+    /// read_model.rebuild(count())?;
+    /// read_model.catch_up().await?;
+    /// assert_eq!(read_model.read(|n| *n), 1);
+    /// assert_eq!(read_model.status().retired, ["count@v1"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+    /// ```
+    pub fn rebuild(&self, fresh: MemoryProjection<S>) -> Result<(), ProjectionError> {
+        if fresh.key() != self.live_key() {
+            return Err(ProjectionError::new(format!(
+                "{} is not the live version ({}): upgrade to it instead",
+                fresh.key(),
+                self.live_key()
+            )));
+        }
+        self.build_beside(fresh)
+    }
+
+    fn build_beside(&self, next: MemoryProjection<S>) -> Result<(), ProjectionError> {
         {
             let mut building = self
                 .inner
@@ -346,6 +390,7 @@ impl<S: Clone + Send + Sync + 'static> BlueGreen<S> {
             *building = Some(Slot {
                 projection: Arc::new(next),
                 handle: None,
+                label: None,
             });
         }
         if *self
@@ -359,6 +404,18 @@ impl<S: Clone + Send + Sync + 'static> BlueGreen<S> {
         Ok(())
     }
 
+    /// The runner of a version being built: a rebuild of the live version reports its metrics
+    /// under its own label, not the live one's.
+    fn building_runner(&self, next: Arc<MemoryProjection<S>>) -> ProjectionRunner {
+        let key = next.key();
+        let runner = ProjectionRunner::new(Arc::clone(&self.reader), next);
+        if key == self.live_key() {
+            runner.with_metrics_label(format!("{key} (rebuild)"))
+        } else {
+            runner
+        }
+    }
+
     /// Runs the version being built and switches to it once it has caught up.
     fn spawn_building(&self) {
         let mut building = self
@@ -369,8 +426,9 @@ impl<S: Clone + Send + Sync + 'static> BlueGreen<S> {
         let Some(slot) = building.as_mut() else {
             return;
         };
-        let handle =
-            ProjectionRunner::new(Arc::clone(&self.reader), slot.projection.clone()).spawn();
+        let runner = self.building_runner(slot.projection.clone());
+        slot.label = Some(runner.metrics_label_cell());
+        let handle = runner.spawn();
         let mut watch = handle.watch();
         slot.handle = Some(handle);
         drop(building);
@@ -428,6 +486,12 @@ impl<S: Clone + Send + Sync + 'static> BlueGreen<S> {
                 return Ok(false);
             };
             let old = std::mem::replace(&mut *live, next);
+            // A rebuild's runner now reports as the version it replaced.
+            if let Some(label) = &live.label {
+                *label
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+            }
             tracing::info!(
                 from = %old.projection.key(),
                 to = %live.projection.key(),

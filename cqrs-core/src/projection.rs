@@ -736,6 +736,9 @@ pub struct ProjectionRunner {
     batch_size: usize,
     retry_delay: Duration,
     known_head: Arc<std::sync::Mutex<KnownHead>>,
+    /// Shared so that whoever runs a copy beside the original can drop the label once the
+    /// copy has replaced it ([`BlueGreen`](crate::BlueGreen)).
+    metrics_label: Arc<std::sync::RwLock<Option<String>>>,
 }
 
 /// The log's head as last read, for the lag metrics: read again once the projection passes
@@ -769,7 +772,25 @@ impl ProjectionRunner {
             batch_size: 256,
             retry_delay: Duration::from_millis(500),
             known_head: Arc::default(),
+            metrics_label: Arc::default(),
         }
+    }
+
+    /// Labels the runner's metrics with `label` instead of the projection's key: for a copy
+    /// of a projection run beside the original (a rebuild), whose gauges would otherwise
+    /// overwrite the original's.
+    #[must_use]
+    pub fn with_metrics_label(self, label: impl Into<String>) -> Self {
+        *self
+            .metrics_label
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(label.into());
+        self
+    }
+
+    /// The label's cell, to drop the label later (`None`: the projection's key again).
+    pub(crate) fn metrics_label_cell(&self) -> Arc<std::sync::RwLock<Option<String>>> {
+        Arc::clone(&self.metrics_label)
     }
 
     /// Applies up to `events` events per batch (at least 1).
@@ -878,7 +899,12 @@ impl ProjectionRunner {
             "elapsed_us",
             u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         );
-        let key = self.projection.key();
+        let key = self
+            .metrics_label
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .unwrap_or_else(|| self.projection.key());
         match &result {
             Ok(()) if end => {
                 crate::metric::projection_applied(

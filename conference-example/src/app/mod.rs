@@ -424,6 +424,36 @@ impl ConferenceApp {
         Ok(())
     }
 
+    /// Builds the read model `name` (`conference_directory` or `order_views`) again from the
+    /// start of the log, beside the live one, which keeps serving until the new copy has
+    /// caught up and replaces it. Progress shows in
+    /// [`read_model_status`](Self::read_model_status).
+    ///
+    /// # Errors
+    ///
+    /// [`AppError::NotFound`] for another name, [`AppError::Busy`] if that read model is
+    /// being built already.
+    pub fn rebuild_read_model(&self, name: &str) -> Result<(), AppError> {
+        let busy = |e: cqrs_core::ProjectionError| AppError::Busy(e.to_string());
+        match name {
+            "conference_directory" => {
+                let fresh = [conference_directory(), conference_directory_v1()]
+                    .into_iter()
+                    .find(|p| p.key() == self.directory.live_key())
+                    .unwrap_or_else(conference_directory);
+                self.directory.rebuild(fresh).map_err(busy)
+            }
+            "order_views" => {
+                let fresh = [order_views(), order_views_v1()]
+                    .into_iter()
+                    .find(|p| p.key() == self.order_views.live_key())
+                    .unwrap_or_else(order_views);
+                self.order_views.rebuild(fresh).map_err(busy)
+            }
+            other => Err(AppError::NotFound(format!("no read model named {other:?}"))),
+        }
+    }
+
     /// Where each read model stands: the live version, one being built, against the log's
     /// head.
     ///

@@ -747,4 +747,20 @@ async fn the_operator_follows_an_order_through_the_explorer() {
         );
     }
     screenshot(c, "explorer-timeline").await;
+
+    click_link(c, "Read models").await;
+    wait_for(c, "table.read-models").await;
+    assert!(text(c, "table.read-models").await.contains("order_views"));
+    screenshot(c, "explorer-read-models").await;
+    click_link(c, "Processes").await;
+    wait_for(c, "article.event").await;
+    screenshot(c, "explorer-processes").await;
+    click_link(c, "Scheduled").await;
+    wait_for(c, "table.scheduled").await;
+    assert!(
+        text(c, "table.scheduled")
+            .await
+            .contains("registration.expire_registration_process")
+    );
+    screenshot(c, "explorer-scheduled").await;
 }

@@ -186,6 +186,74 @@ async fn the_explorer_is_the_operators_and_browses_streams_a_page_at_a_time() {
         assert!(body.starts_with("<!DOCTYPE html>"), "{path}");
     }
 
+    // Read models: positions and a rebuild beside the live one.
+    let (status, models) = page(&server, "/explorer/read-models", cookie).await;
+    assert_eq!(status, 200);
+    assert!(models.contains("order_views") && models.contains("conference_directory"));
+    let token = form_token(&models);
+    let post = |path: &'static str, token: String| {
+        let signed_in = signed_in.clone();
+        let url = server.url(path);
+        async move {
+            client()
+                .post(url)
+                .header(COOKIE, signed_in)
+                .form(&[("form_token", token)])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        post("/explorer/read-models/order_views/rebuild", "forged".into()).await,
+        403
+    );
+    assert_eq!(
+        post("/explorer/read-models/nothing/rebuild", token.clone()).await,
+        404
+    );
+    assert_eq!(
+        post("/explorer/read-models/order_views/rebuild", token.clone()).await,
+        303
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, models) = page(&server, "/explorer/read-models", cookie).await;
+        if models.contains("Retired: <code>order_views@") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{models}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // Process instances, and the commands they scheduled.
+    let (status, processes) = page(&server, "/explorer/processes", cookie).await;
+    assert_eq!(status, 200);
+    assert!(processes.contains("registration-"), "{processes}");
+    let (status, scheduled) = page(&server, "/explorer/scheduled", cookie).await;
+    assert_eq!(status, 200);
+    assert!(
+        scheduled.contains("registration.expire_registration_process"),
+        "{scheduled}"
+    );
+    let at = scheduled.find("/explorer/scheduled/").unwrap() + "/explorer/scheduled/".len();
+    let id = scheduled[at..at + 36].to_owned();
+    let discard = format!("/explorer/scheduled/{id}/discard");
+    let response = client()
+        .post(server.url(&discard))
+        .header(COOKIE, &signed_in)
+        .form(&[("form_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303, "{discard}");
+    let (_, scheduled) = page(&server, "/explorer/scheduled", cookie).await;
+    assert!(!scheduled.contains(&id), "discarded: {id}");
+    let (status, _) = page(&server, "/explorer/scheduled?after=nope", cookie).await;
+    assert_eq!(status, 400);
+
     // Signing out needs the session's form token, and ends it.
     let response = client()
         .post(server.url("/explorer/logout"))

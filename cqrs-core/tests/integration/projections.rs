@@ -356,5 +356,38 @@ mod blue_green {
         let seen = BlueGreen::new(store, model(1));
         let err = seen.upgrade(model(1)).unwrap_err();
         assert!(err.to_string().contains("another number"), "{err}");
+        let err = seen.rebuild(model(2)).unwrap_err();
+        assert!(err.to_string().contains("upgrade to it instead"), "{err}");
+    }
+
+    /// A rebuild builds the live version again beside it while it serves, and switches: the
+    /// same key, a fresh state, the whole log once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_live_version_is_rebuilt_beside_itself_while_it_serves() {
+        let store = Arc::new(InMemoryEventStore::new());
+        append(&store, 1_000).await;
+        let seen = BlueGreen::new(store.clone(), model(1));
+        seen.start();
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move { append(&store, 1_000).await })
+        };
+        seen.rebuild(model(1)).unwrap();
+        assert!(seen.rebuild(model(1)).is_err(), "one at a time");
+        writer.await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while seen.status().retired.is_empty() || seen.read(|s| s.1) < 2_000 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{:?}",
+                seen.status()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let status = seen.status_with_head().await.unwrap();
+        assert_eq!(status.retired, ["seen@v1"]);
+        assert_eq!(status.live.key, "seen@v1");
+        assert_eq!(seen.read(|s| *s), (1, 2_000, status.head.get()));
+        seen.stop().await;
     }
 }

@@ -26,7 +26,9 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::web::WebState;
-use crate::web::pages::{Fields, PageError, PagePath, PageQuery, Site, errors, layout, see_other};
+use crate::web::pages::{
+    Fields, PageError, PagePath, PageQuery, Site, errors, layout, layout_with, see_other,
+};
 use crate::web::throttle::{self, Client};
 
 type PageResult = Result<Response, PageError>;
@@ -58,6 +60,11 @@ pub(crate) fn routes() -> Router<WebState> {
         .route("/explorer/streams/{stream}", get(stream))
         .route("/explorer/streams/{stream}/timeline", get(stream_timeline))
         .route("/explorer/timeline/{correlation}", get(flow_timeline))
+        .route("/explorer/read-models", get(read_models))
+        .route("/explorer/read-models/{name}/rebuild", post(rebuild))
+        .route("/explorer/processes", get(processes))
+        .route("/explorer/scheduled", get(scheduled))
+        .route("/explorer/scheduled/{id}/discard", post(discard))
 }
 
 // ----- the operator's session -----
@@ -218,6 +225,9 @@ fn tabs(operator: &Operator, current: &str) -> Markup {
         nav.tabs {
             a.current[current == "overview"] href="/explorer" { "Overview" }
             a.current[current == "streams"] href="/explorer/streams" { "Streams" }
+            a.current[current == "read-models"] href="/explorer/read-models" { "Read models" }
+            a.current[current == "processes"] href="/explorer/processes" { "Processes" }
+            a.current[current == "scheduled"] href="/explorer/scheduled" { "Scheduled" }
             form.inline method="post" action="/explorer/logout" {
                 (operator.form_field())
                 button.link type="submit" { "Sign out" }
@@ -677,6 +687,237 @@ fn event_card(event: &RecordedEvent, upcasters: &cqrs_core::Upcasters) -> Markup
             }
         }
     }
+}
+
+// ----- read models, processes, scheduled commands -----
+
+async fn read_models(State(state): State<WebState>, jar: SignedCookieJar) -> PageResult {
+    let operator = signed_in(&state, &jar)?;
+    let all = state
+        .app
+        .read_model_status()
+        .await
+        .map_err(|e| PageError::from_app(SITE, e))?;
+    let building = all.iter().any(|s| s.building.is_some());
+    let lag = |head: u64, at: u64| head.saturating_sub(at);
+    let body = html! {
+        (tabs(&operator, "read-models"))
+        section.card {
+            h1 { "Read models" }
+            p.meta {
+                "Each read model serves from its live version; a new version, or a rebuild of the \
+                 live one, is built beside it from the start of the log and replaces it once it \
+                 has caught up. Lag is in events behind the log's head."
+                @if building { " This page refreshes while one is being built." }
+            }
+            table.read-models {
+                thead { tr { th { "Read model" } th { "Version" } th { "Position" } th { "Lag" } th { "State" } th {} } }
+                tbody {
+                    @for status in &all {
+                        tr {
+                            td { strong { (status.name) } }
+                            td { code { (status.live.key) } }
+                            td.number { (status.live.position.get()) }
+                            td.number { (lag(status.head.get(), status.live.position.get())) }
+                            td {
+                                @if let Some(err) = &status.live.last_error { span.error { "failing: " (err) } }
+                                @else if status.live.live { span.badge.ok { "live" } }
+                                @else { span.badge { "catching up" } }
+                            }
+                            td {
+                                form method="post" action={"/explorer/read-models/" (urlencode(&status.name)) "/rebuild"} {
+                                    (operator.form_field())
+                                    button.secondary type="submit" disabled[status.building.is_some()] { "Rebuild" }
+                                }
+                            }
+                        }
+                        @if let Some(next) = &status.building {
+                            tr.building {
+                                td { "↳ being built" }
+                                td { code { (next.key) } }
+                                td.number { (next.position.get()) }
+                                td.number { (lag(status.head.get(), next.position.get())) }
+                                td {
+                                    @if let Some(err) = &next.last_error { span.error { "failing: " (err) } }
+                                    @else { span.badge { "building" } }
+                                }
+                                td {}
+                            }
+                        }
+                    }
+                }
+            }
+            @let retired: Vec<&String> = all.iter().flat_map(|s| &s.retired).collect();
+            @if !retired.is_empty() {
+                p.meta { "Retired: " @for (i, key) in retired.iter().enumerate() { @if i > 0 { ", " } code { (key) } } }
+            }
+            p.meta { "The log's head: " (all.first().map_or(0, |s| s.head.get())) "." }
+        }
+    };
+    let refresh = building.then_some(2);
+    Ok(layout_with(SITE, "Read models", &body, refresh).into_response())
+}
+
+async fn rebuild(
+    State(state): State<WebState>,
+    jar: SignedCookieJar,
+    PagePath(name): PagePath<String>,
+    fields: Fields,
+) -> PageResult {
+    signed_in_form(&state, &jar, &fields)?;
+    match state.app.rebuild_read_model(&name) {
+        Ok(()) => Ok(see_other("/explorer/read-models")),
+        Err(crate::app::AppError::Busy(message)) => Err(PageError::new(
+            SITE,
+            StatusCode::CONFLICT,
+            "Being built already",
+            message,
+        )),
+        Err(err) => Err(PageError::from_app(SITE, err)),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ProcessesQuery {
+    after: Option<String>,
+}
+
+async fn processes(
+    State(state): State<WebState>,
+    jar: SignedCookieJar,
+    PageQuery(query): PageQuery<ProcessesQuery>,
+) -> PageResult {
+    let operator = signed_in(&state, &jar)?;
+    let after = match query.after.as_deref().map(StreamId::new) {
+        None => None,
+        Some(Ok(id)) => Some(id),
+        Some(Err(_)) => return Err(PageError::bad_request(SITE, "That is not a process id.")),
+    };
+    let mut listed = state
+        .app
+        .storage()
+        .list_processes(after.as_ref(), PAGE + 1)
+        .await
+        .map_err(store_error)?;
+    let more = listed.len() > PAGE;
+    listed.truncate(PAGE);
+    let next = more
+        .then(|| {
+            listed
+                .last()
+                .map(|p| format!("/explorer/processes?after={}", urlencode(p.id.as_str())))
+        })
+        .flatten();
+    let body = html! {
+        (tabs(&operator, "processes"))
+        section.card {
+            h1 { "Process instances" }
+            p.meta { "Each process manager's instances, with their saved state: the position of the last event each took, and whether it has finished." }
+            @if listed.is_empty() { p.meta { "No process has saved a state." } }
+            @for process in &listed {
+                article.event {
+                    header {
+                        strong { code { (process.id) } }
+                        " "
+                        @if process.completed { span.badge { "completed" } } @else { span.badge.ok { "running" } }
+                        " "
+                        span.meta { "v" (process.version.get()) " · last event at position " (process.last_position.get()) " · saved " (time(process.updated_at)) }
+                    }
+                    details {
+                        summary { "State" }
+                        pre.json { (process.state.to_value().map(|v| serde_json::to_string_pretty(&v).unwrap_or_default()).unwrap_or_else(|e| e.to_string())) }
+                    }
+                }
+            }
+            @if let Some(next) = next {
+                p.pager { a.button.secondary rel="next" href=(next) { "Next instances" } }
+            }
+        }
+    };
+    Ok(layout(SITE, "Processes", &body).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ScheduledQuery {
+    after: Option<uuid::Uuid>,
+}
+
+async fn scheduled(
+    State(state): State<WebState>,
+    jar: SignedCookieJar,
+    PageQuery(query): PageQuery<ScheduledQuery>,
+) -> PageResult {
+    let operator = signed_in(&state, &jar)?;
+    let mut listed = state
+        .app
+        .storage()
+        .list_scheduled(query.after, PAGE + 1)
+        .await
+        .map_err(store_error)?;
+    let more = listed.len() > PAGE;
+    listed.truncate(PAGE);
+    let next = more
+        .then(|| {
+            listed
+                .last()
+                .map(|s| format!("/explorer/scheduled?after={}", s.command.id))
+        })
+        .flatten();
+    let now = Utc::now();
+    let body = html! {
+        (tabs(&operator, "scheduled"))
+        section.card {
+            h1 { "Scheduled commands" }
+            p.meta {
+                "Commands waiting for their due time (timeouts) or for delivery (a process \
+                 manager's commands, retried after a failed attempt), in id order. A command that \
+                 fails every attempt is recorded as rejected in the message log. Discarding one \
+                 means it is never delivered."
+            }
+            @if listed.is_empty() { p.meta { "Nothing is waiting." } }
+            @else {
+                table.scheduled {
+                    thead { tr { th { "Command" } th { "Target" } th { "Due" } th { "Attempts" } th { "Flow" } th {} } }
+                    tbody {
+                        @for s in &listed {
+                            @let c = &s.command;
+                            tr {
+                                td { code { (c.command_type) } br; span.meta { code { (c.id) } } }
+                                td { a href={"/explorer/streams/" (urlencode(c.target.as_str()))} { code { (c.target) } } }
+                                td { (time(s.due_at)) @if s.due_at <= now { " " span.badge { "due" } } }
+                                td.number { (s.attempts) }
+                                td { @if let Some(flow) = c.correlation_id { a href={"/explorer/timeline/" (flow)} { "timeline" } } }
+                                td {
+                                    form method="post" action={"/explorer/scheduled/" (c.id) "/discard"} {
+                                        (operator.form_field())
+                                        button.danger type="submit" { "Discard" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if let Some(next) = next {
+                p.pager { a.button.secondary rel="next" href=(next) { "Next commands" } }
+            }
+        }
+    };
+    Ok(layout(SITE, "Scheduled commands", &body).into_response())
+}
+
+async fn discard(
+    State(state): State<WebState>,
+    jar: SignedCookieJar,
+    PagePath(id): PagePath<uuid::Uuid>,
+    fields: Fields,
+) -> PageResult {
+    signed_in_form(&state, &jar, &fields)?;
+    cqrs_core::cancel_command(&**state.app.storage(), id)
+        .await
+        .map_err(store_error)?;
+    tracing::info!(command_id = %id, "the operator discarded a scheduled command");
+    Ok(see_other("/explorer/scheduled"))
 }
 
 /// Percent-encodes `text` for a path segment or a query value.
