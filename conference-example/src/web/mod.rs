@@ -54,6 +54,8 @@ pub struct WebState {
     orders: Arc<throttle::Throttle>,
     secure_cookies: bool,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Throughput and lag over the last minutes, for the explorer's live chart.
+    samples: Arc<crate::telemetry::Samples>,
 }
 
 impl FromRef<WebState> for Key {
@@ -77,6 +79,7 @@ impl WebState {
             orders: Arc::new(throttle::Throttle::new(ORDER_BURST, ORDER_REFILL)),
             secure_cookies: false,
             metrics: None,
+            samples: Arc::default(),
         }
     }
 

@@ -713,7 +713,7 @@ async fn the_operator_follows_an_order_through_the_explorer() {
     fill(c, "token", OPERATOR).await;
     click(c, "button[type=submit]").await;
     wait_for(c, "ul.categories").await;
-    screenshot(c, "explorer-overview").await;
+    assert!(exists(c, "img#live-chart").await, "the live chart");
 
     click_link(c, "order").await;
     wait_for(c, "table.streams").await;
@@ -763,4 +763,24 @@ async fn the_operator_follows_an_order_through_the_explorer() {
             .contains("registration.expire_registration_process")
     );
     screenshot(c, "explorer-scheduled").await;
+
+    // Back on the overview, the chart has samples to draw (the page's script reloads it
+    // every two seconds).
+    click_link(c, "Overview").await;
+    wait_for(c, "img#live-chart").await;
+    // Registrants order meanwhile: 24 orders over 3 s, bounded.
+    for _ in 0..24 {
+        site.app
+            .place_order(
+                site.demo().id,
+                vec![SeatQuantity {
+                    seat_type: full,
+                    quantity: 1,
+                }],
+            )
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(125)).await;
+    }
+    screenshot(c, "explorer-overview").await;
 }

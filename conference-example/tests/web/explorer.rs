@@ -88,6 +88,30 @@ async fn the_explorer_is_the_operators_and_browses_streams_a_page_at_a_time() {
         );
     }
 
+    // The live chart, sampled every second from the first look.
+    assert!(overview.contains("id=\"live-chart\""), "{overview}");
+    let (status, _) = page(&server, "/explorer/chart.svg", None).await;
+    assert_eq!(status, 401);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let response = client()
+            .get(server.url("/explorer/chart.svg"))
+            .header(COOKIE, &signed_in)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "image/svg+xml");
+        let svg = response.text().await.unwrap();
+        assert!(svg.starts_with("<svg"), "{svg}");
+        if svg.contains("<polyline") {
+            assert!(svg.contains("events/s") && svg.contains("lag (events)"));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no line drawn: {svg}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
     let (status, orders) = page(&server, "/explorer/streams?category=order", cookie).await;
     assert_eq!(status, 200);
     assert!(

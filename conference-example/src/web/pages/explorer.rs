@@ -60,6 +60,7 @@ pub(crate) fn routes() -> Router<WebState> {
         .route("/explorer/streams/{stream}", get(stream))
         .route("/explorer/streams/{stream}/timeline", get(stream_timeline))
         .route("/explorer/timeline/{correlation}", get(flow_timeline))
+        .route("/explorer/chart.svg", get(chart))
         .route("/explorer/read-models", get(read_models))
         .route("/explorer/read-models/{name}/rebuild", post(rebuild))
         .route("/explorer/processes", get(processes))
@@ -258,6 +259,7 @@ async fn overview(State(state): State<WebState>, jar: SignedCookieJar) -> PageRe
         }
         Err(err) => return Err(err),
     };
+    state.samples.start(&state.app);
     let storage = state.app.storage();
     let head = storage.head().await.map_err(store_error)?;
     let categories = list_categories(&**storage, None, CATEGORIES)
@@ -271,6 +273,9 @@ async fn overview(State(state): State<WebState>, jar: SignedCookieJar) -> PageRe
                 dt { "Events" } dd { (head.get()) " (the log's head position)" }
                 dt { "Categories" } dd { (categories.len()) }
             }
+            h2 { "Throughput and lag" }
+            p.meta { "Events appended per second, and how many events the slowest read model is behind, sampled every second over the last two minutes." }
+            img #live-chart src="/explorer/chart.svg" data-src="/explorer/chart.svg" alt="Throughput and read-model lag over the last two minutes" width="720" height="220";
             h2 { "Streams by category" }
             ul.categories {
                 @for category in &categories {
@@ -687,6 +692,21 @@ fn event_card(event: &RecordedEvent, upcasters: &cqrs_core::Upcasters) -> Markup
             }
         }
     }
+}
+
+/// The live chart: the samples the server took, drawn.
+async fn chart(State(state): State<WebState>, jar: SignedCookieJar) -> PageResult {
+    signed_in(&state, &jar)?;
+    state.samples.start(&state.app);
+    let svg = crate::telemetry::chart(&state.samples.snapshot());
+    Ok((
+        [
+            (axum::http::header::CONTENT_TYPE, "image/svg+xml"),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
+        svg,
+    )
+        .into_response())
 }
 
 // ----- read models, processes, scheduled commands -----

@@ -1,5 +1,5 @@
-// The only script of the sites: the estimated total of a seat selection, and the countdown
-// to a reservation's expiry. Every page works without it.
+// The only script of the sites: the estimated total of a seat selection, the countdown to a
+// reservation's expiry, and the explorer's live chart. Every page works without it.
 (function () {
   function estimate() {
     var total = 0;
@@ -24,5 +24,11 @@
     });
     estimate();
     document.querySelectorAll("[data-expires]").forEach(tick);
+    var chart = document.getElementById("live-chart");
+    if (chart) {
+      setInterval(function () {
+        chart.src = chart.dataset.src + "?at=" + Date.now();
+      }, 2000);
+    }
   });
 })();
