@@ -6,42 +6,21 @@
 
 use std::sync::Arc;
 
-use conference_example::app::{AppConfig, ConferenceApp, NewConference, PaymentStep};
-use conference_example::domain::{ConferenceCommand, SeatQuantity, SeatType};
+use conference_example::app::{AppConfig, ConferenceApp, PaymentStep};
+use conference_example::domain::SeatQuantity;
 use cqrs_core::SystemClock;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
-use rust_decimal::Decimal;
 
 fn flow(c: &mut Criterion) {
     let rt = benches::runtime();
     let dir = tempfile::tempdir().expect("dir");
     for (engine, storage) in benches::stores(&rt, dir.path(), "conference.db") {
         let app = ConferenceApp::new(storage, Arc::new(SystemClock), AppConfig::default());
-        let (conference, seat_type) = rt.block_on(async {
-            let (conference, _) = app
-                .create_conference(NewConference::example("bench"))
-                .await
-                .expect("create");
-            let seat_type = app
-                .add_seat_type(
-                    conference,
-                    SeatType {
-                        name: "Pass".into(),
-                        description: "Both days".into(),
-                        quantity: 100_000,
-                        price: Decimal::new(10_000, 2),
-                    },
-                )
-                .await
-                .expect("seat type");
-            app.manage(conference, ConferenceCommand::Publish)
-                .await
-                .expect("publish");
-            app.settle().await.expect("settle");
-            (conference, seat_type)
-        });
+        let (conference, seat_type, _) = rt
+            .block_on(app.publish_example("bench", 100_000))
+            .expect("publish");
         let mut group = c.benchmark_group(format!("{engine}/conference_flow"));
         group.throughput(Throughput::Elements(1));
         group.sample_size(20);
@@ -151,26 +130,7 @@ async fn published(
     conference_example::domain::ConferenceId,
     conference_example::domain::SeatTypeId,
 ) {
-    let (conference, _) = app
-        .create_conference(NewConference::example(slug))
-        .await
-        .expect("create");
-    let seat_type = app
-        .add_seat_type(
-            conference,
-            SeatType {
-                name: "Pass".into(),
-                description: "Both days".into(),
-                quantity,
-                price: Decimal::new(10_000, 2),
-            },
-        )
-        .await
-        .expect("seat type");
-    app.manage(conference, ConferenceCommand::Publish)
-        .await
-        .expect("publish");
-    app.settle().await.expect("settle");
+    let (conference, seat_type, _) = app.publish_example(slug, quantity).await.expect("publish");
     (conference, seat_type)
 }
 

@@ -54,12 +54,15 @@ async fn fill(store: &SqliteEventStore, size: u64) -> (String, uuid::Uuid) {
     }
     let rest = size - orders * ORDER_EVENTS;
     for s in 0..SEATS_STREAMS {
-        for _ in 0..rest / SEATS_STREAMS / 1_000 {
+        let mut left = rest / SEATS_STREAMS;
+        while left > 0 {
+            let n = left.min(1_000);
             commits.push(Commit::new(
                 StreamId::new(format!("seats-{s}")).expect("stream"),
                 ExpectedVersion::Any,
-                (0..1_000).map(|_| event(uuid::Uuid::now_v7())).collect(),
+                (0..n).map(|_| event(uuid::Uuid::now_v7())).collect(),
             ));
+            left -= n;
         }
     }
     store.commit_in_order(commits).await.expect("fill");

@@ -8,11 +8,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use conference_example::app::{AppConfig, ConferenceApp, NewConference, ReadModels};
-use conference_example::domain::{ConferenceCommand, SeatQuantity, SeatType};
+use conference_example::app::{AppConfig, ConferenceApp, ReadModels};
+use conference_example::domain::SeatQuantity;
 use conference_example::web::{WebState, serve};
 use cqrs_core::{InMemoryEventStore, Storage, SystemClock};
-use rust_decimal::Decimal;
 
 const OPERATOR: &str = "operator-secret";
 
@@ -39,26 +38,7 @@ async fn metrics_show_commands_and_a_rebuilds_lag_falling() {
         ..AppConfig::default()
     };
     let app = ConferenceApp::new(Arc::clone(&storage), Arc::new(SystemClock), config);
-    let (conference, code) = app
-        .create_conference(NewConference::example("measured"))
-        .await
-        .unwrap();
-    let seat_type = app
-        .add_seat_type(
-            conference,
-            SeatType {
-                name: "Full pass".into(),
-                description: "Every talk".into(),
-                quantity: 5_000,
-                price: Decimal::new(19_900, 2),
-            },
-        )
-        .await
-        .unwrap();
-    app.manage(conference, ConferenceCommand::Publish)
-        .await
-        .unwrap();
-    app.settle().await.unwrap();
+    let (conference, seat_type, code) = app.publish_example("measured", 5_000).await.unwrap();
     // Enough history for a rebuild to take several batches.
     for _ in 0..300 {
         app.place_order(

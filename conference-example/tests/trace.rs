@@ -10,15 +10,13 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use conference_example::app::{AppConfig, ConferenceApp, NewConference};
-use conference_example::domain::{ConferenceCommand, SeatType};
+use conference_example::app::{AppConfig, ConferenceApp};
 use conference_example::web::{WebState, serve};
 use cqrs_core::trace::{TRACEPARENT, TraceParent};
 use cqrs_core::{InMemoryEventStore, LogQuery, LoggedMessage, ManualClock, Storage};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
-use rust_decimal::Decimal;
 use tracing_subscriber::layer::SubscriberExt;
 
 /// Keeps every exported span.
@@ -107,26 +105,7 @@ async fn one_request_is_followed_through_every_message_it_leads_to() {
         Arc::new(clock.clone()),
         AppConfig::default(),
     );
-    let (conference, _) = app
-        .create_conference(NewConference::example("traced"))
-        .await
-        .unwrap();
-    let seat_type = app
-        .add_seat_type(
-            conference,
-            SeatType {
-                name: "Full pass".into(),
-                description: "Every talk".into(),
-                quantity: 10,
-                price: Decimal::new(19_900, 2),
-            },
-        )
-        .await
-        .unwrap();
-    app.manage(conference, ConferenceCommand::Publish)
-        .await
-        .unwrap();
-    app.settle().await.unwrap();
+    let (_, seat_type, _) = app.publish_example("traced", 10).await.unwrap();
 
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await

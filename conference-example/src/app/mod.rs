@@ -473,6 +473,50 @@ impl ConferenceApp {
 
     // ----- conference management (owners) -----
 
+    /// Creates [`NewConference::example`] under `slug` with one seat type, "Pass", of
+    /// `quantity` seats at $100, publishes it and settles: where a test, a benchmark or a
+    /// demo of one conference starts. Returns the conference, its seat type and its code.
+    ///
+    /// # Errors
+    ///
+    /// As [`create_conference`](Self::create_conference) (a taken slug, say), and the store's.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use conference_example::app::{AppConfig, ConferenceApp};
+    /// # use cqrs_core::{InMemoryEventStore, SystemClock};
+    /// # tokio_test::block_on(async {
+    /// let app = ConferenceApp::new(Arc::new(InMemoryEventStore::new()), Arc::new(SystemClock), AppConfig::default());
+    /// let (conference, seat_type, _code) = app.publish_example("devconf", 100).await?;
+    /// let view = app.conference_by_slug("devconf").expect("published");
+    /// assert_eq!((view.id, view.published), (conference, true));
+    /// assert_eq!(view.seat_types[&seat_type].available, Some(100));
+    /// # Ok::<(), conference_example::app::AppError>(()) }).unwrap();
+    /// ```
+    pub async fn publish_example(
+        &self,
+        slug: &str,
+        quantity: u32,
+    ) -> Result<(ConferenceId, SeatTypeId, AccessCode), AppError> {
+        let (conference, code) = self.create_conference(NewConference::example(slug)).await?;
+        let seat_type = self
+            .add_seat_type(
+                conference,
+                SeatType {
+                    name: "Pass".into(),
+                    description: "Both days".into(),
+                    quantity,
+                    price: rust_decimal::Decimal::new(10_000, 2),
+                },
+            )
+            .await?;
+        self.manage(conference, ConferenceCommand::Publish).await?;
+        self.settle().await?;
+        Ok((conference, seat_type, code))
+    }
+
     /// Creates a conference, unpublished, and returns its id and the access code that, with
     /// the owner's email, opens its admin pages.
     ///

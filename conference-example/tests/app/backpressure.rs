@@ -5,35 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use conference_example::app::{AppConfig, AppError, ConferenceApp, NewConference};
-use conference_example::domain::{
-    ConferenceCommand, ConferenceId, OrderId, SeatQuantity, SeatType, SeatTypeId,
-};
+use conference_example::app::{AppConfig, AppError, ConferenceApp};
+use conference_example::domain::{ConferenceId, OrderId, SeatQuantity, SeatTypeId};
 use conference_example::read::DraftOrderState;
 use cqrs_core::{InMemoryEventStore, ManualClock};
-use rust_decimal::Decimal;
 
 async fn published(app: &ConferenceApp, slug: &str) -> (ConferenceId, SeatTypeId) {
-    let (conference, _) = app
-        .create_conference(NewConference::example(slug))
-        .await
-        .unwrap();
-    let seat_type = app
-        .add_seat_type(
-            conference,
-            SeatType {
-                name: "Pass".into(),
-                description: "Both days".into(),
-                quantity: 100,
-                price: Decimal::new(10_000, 2),
-            },
-        )
-        .await
-        .unwrap();
-    app.manage(conference, ConferenceCommand::Publish)
-        .await
-        .unwrap();
-    app.settle().await.unwrap();
+    let (conference, seat_type, _) = app.publish_example(slug, 100).await.unwrap();
     (conference, seat_type)
 }
 

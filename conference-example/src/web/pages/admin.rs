@@ -28,7 +28,7 @@ use crate::read::{ConferenceView, PaymentStatus};
 use crate::web::WebState;
 use crate::web::pages::{
     After, Fields, PAGE_SIZE, PageError, PagePath, PageQuery, Site, day, errors, layout, money,
-    next_page, see_other,
+    next_page, over_https, see_other,
 };
 use crate::web::throttle::{self, Client};
 
@@ -78,16 +78,6 @@ fn session_cookie(token: &SessionToken, secure: bool) -> Cookie<'static> {
         .secure(secure)
         .max_age(lifetime.try_into().unwrap_or_default())
         .build()
-}
-
-/// Whether the browser came over HTTPS: the server was told it is behind one
-/// (`--secure-cookies`), or the proxy in front says so (`X-Forwarded-Proto: https`).
-fn over_https(state: &WebState, headers: &HeaderMap) -> bool {
-    state.secure_cookies()
-        || headers
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|proto| proto.eq_ignore_ascii_case("https"))
 }
 
 /// An owner signed in: the conference, and the session's token.
@@ -145,12 +135,7 @@ async fn signed_in_form(
 ) -> Result<Session, PageError> {
     let session = signed_in(state, jar, id).await?;
     if fields.text(FORM_TOKEN) != session.token.form_token() {
-        return Err(PageError::new(
-            SITE,
-            StatusCode::FORBIDDEN,
-            "Form refused",
-            "This form did not come from your session's page: open the page again and resend it.",
-        ));
+        return Err(PageError::form_refused(SITE));
     }
     Ok(session)
 }
@@ -278,12 +263,7 @@ async fn login(
 async fn logout(State(state): State<WebState>, jar: SignedCookieJar, fields: Fields) -> PageResult {
     if let Some(token) = session_token(&jar) {
         if fields.text(FORM_TOKEN) != token.form_token() {
-            return Err(PageError::new(
-                SITE,
-                StatusCode::FORBIDDEN,
-                "Form refused",
-                "This form did not come from your session's page.",
-            ));
+            return Err(PageError::form_refused(SITE));
         }
         state
             .app

@@ -27,7 +27,8 @@ use sha2::{Digest, Sha256};
 
 use crate::web::WebState;
 use crate::web::pages::{
-    Fields, PageError, PagePath, PageQuery, Site, errors, layout, layout_with, see_other,
+    Fields, PageError, PagePath, PageQuery, Site, errors, layout, layout_with, over_https,
+    see_other,
 };
 use crate::web::throttle::{self, Client};
 
@@ -130,22 +131,9 @@ fn signed_in_form(
 ) -> Result<Operator, PageError> {
     let operator = signed_in(state, jar)?;
     if fields.text(FORM_TOKEN) != operator.form_token {
-        return Err(PageError::new(
-            SITE,
-            StatusCode::FORBIDDEN,
-            "Form refused",
-            "This form did not come from your session's page: open the page again and resend it.",
-        ));
+        return Err(PageError::form_refused(SITE));
     }
     Ok(operator)
-}
-
-fn over_https(state: &WebState, headers: &HeaderMap) -> bool {
-    state.secure_cookies()
-        || headers
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|proto| proto.eq_ignore_ascii_case("https"))
 }
 
 fn login_page(messages: &[String]) -> Markup {
@@ -237,6 +225,15 @@ fn tabs(operator: &Operator, current: &str) -> Markup {
     }
 }
 
+/// A page of a list read with one item more than it shows: the items it shows, and the
+/// link to the next page (`next` makes it from the last item shown) when there is one.
+fn paged<T>(mut listed: Vec<T>, next: impl FnOnce(&T) -> String) -> (Vec<T>, Option<String>) {
+    let more = listed.len() > PAGE;
+    listed.truncate(PAGE);
+    let next = more.then(|| listed.last().map(next)).flatten();
+    (listed, next)
+}
+
 fn store_error(err: cqrs_core::StoreError) -> PageError {
     tracing::error!(error = %cqrs_core::ErrorChain(&err), "the explorer could not read the store");
     PageError::new(
@@ -310,18 +307,18 @@ async fn streams(
         Some(category) => format!("{category}-{search}"),
         None => search.clone(),
     };
-    let mut listed = storage
+    let listed = storage
         .list_streams(&prefix, query.after.as_deref(), PAGE + 1)
         .await
         .map_err(store_error)?;
-    let more = listed.len() > PAGE;
-    listed.truncate(PAGE);
     let categories = list_categories(&**storage, None, CATEGORIES)
         .await
         .map_err(store_error)?;
-    let next = more.then(|| {
-        let last = listed.last().map_or("", |s| s.stream.as_str());
-        let mut link = format!("/explorer/streams?after={}", urlencode(last));
+    let (listed, next) = paged(listed, |last| {
+        let mut link = format!(
+            "/explorer/streams?after={}",
+            urlencode(last.stream.as_str())
+        );
         if let Some(category) = &category {
             link.push_str(&format!("&category={}", urlencode(category)));
         }
@@ -813,21 +810,15 @@ async fn processes(
         Some(Ok(id)) => Some(id),
         Some(Err(_)) => return Err(PageError::bad_request(SITE, "That is not a process id.")),
     };
-    let mut listed = state
+    let listed = state
         .app
         .storage()
         .list_processes(after.as_ref(), PAGE + 1)
         .await
         .map_err(store_error)?;
-    let more = listed.len() > PAGE;
-    listed.truncate(PAGE);
-    let next = more
-        .then(|| {
-            listed
-                .last()
-                .map(|p| format!("/explorer/processes?after={}", urlencode(p.id.as_str())))
-        })
-        .flatten();
+    let (listed, next) = paged(listed, |last| {
+        format!("/explorer/processes?after={}", urlencode(last.id.as_str()))
+    });
     let body = html! {
         (tabs(&operator, "processes"))
         section.card {
@@ -868,21 +859,15 @@ async fn scheduled(
     PageQuery(query): PageQuery<ScheduledQuery>,
 ) -> PageResult {
     let operator = signed_in(&state, &jar)?;
-    let mut listed = state
+    let listed = state
         .app
         .storage()
         .list_scheduled(query.after, PAGE + 1)
         .await
         .map_err(store_error)?;
-    let more = listed.len() > PAGE;
-    listed.truncate(PAGE);
-    let next = more
-        .then(|| {
-            listed
-                .last()
-                .map(|s| format!("/explorer/scheduled?after={}", s.command.id))
-        })
-        .flatten();
+    let (listed, next) = paged(listed, |last| {
+        format!("/explorer/scheduled?after={}", last.command.id)
+    });
     let now = Utc::now();
     let body = html! {
         (tabs(&operator, "scheduled"))

@@ -152,6 +152,16 @@ impl PageError {
         Self::new(site, StatusCode::NOT_FOUND, "Not found", message)
     }
 
+    /// A form that did not carry its session's form token: nothing was done (403).
+    pub(crate) fn form_refused(site: Site) -> Self {
+        Self::new(
+            site,
+            StatusCode::FORBIDDEN,
+            "Form refused",
+            "This form did not come from your session's page: open the page again and resend it.",
+        )
+    }
+
     pub(crate) fn bad_request(site: Site, message: impl Into<String>) -> Self {
         Self::new(site, StatusCode::BAD_REQUEST, "That did not work", message)
     }
@@ -199,6 +209,17 @@ impl IntoResponse for PageError {
         }
         response
     }
+}
+
+/// Whether the browser came over HTTPS, for a cookie's `Secure` flag: the server was told it
+/// is behind TLS (`--secure-cookies`), or the proxy in front says so
+/// (`X-Forwarded-Proto: https`).
+pub(crate) fn over_https(state: &WebState, headers: &axum::http::HeaderMap) -> bool {
+    state.secure_cookies()
+        || headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|proto| proto.eq_ignore_ascii_case("https"))
 }
 
 /// A `303 See Other` to `to`, a path on this site: the answer to a form post. A `to` that
