@@ -216,16 +216,7 @@ impl EventReader for InMemoryEventStore {
         stream: &StreamId,
         from: Version,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
-        let state = self.lock();
-        let Some(indices) = state.streams.get(stream) else {
-            return Ok(Vec::new());
-        };
-        let skip = usize::try_from(from.get().saturating_sub(1)).unwrap_or(usize::MAX);
-        Ok(indices
-            .iter()
-            .skip(skip)
-            .map(|&i| state.events[i].clone())
-            .collect())
+        self.read_stream_page(stream, from, usize::MAX).await
     }
 
     async fn read_stream_page(
