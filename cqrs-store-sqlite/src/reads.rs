@@ -25,7 +25,7 @@ impl EventReader for SqliteEventStore {
         from: Version,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let stream = stream.clone();
-        self.read(move |conn| read_stream(conn, &stream, from))
+        self.read(move |conn| read_stream(conn, &stream, from, None))
             .await
     }
 
@@ -52,26 +52,9 @@ impl EventReader for SqliteEventStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let stream = stream.clone();
-        let from = to_i64(from.get())?;
         let limit = limit_to_i64(limit);
-        self.read(move |conn| {
-            let mut select = conn
-                .prepare_cached(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM cqrs_events e \
-                     WHERE e.stream = ?1 AND e.version >= ?2 ORDER BY e.version LIMIT ?3 + 0"
-                ))
-                .map_err(backend)?;
-            let mut rows = select
-                .query(params![stream.as_str(), from, limit])
-                .map_err(backend)?;
-            let mut decoder = EventRows::default();
-            let mut events = Vec::new();
-            while let Some(row) = rows.next().map_err(backend)? {
-                events.push(decoder.read(row)?);
-            }
-            Ok(events)
-        })
-        .await
+        self.read(move |conn| read_stream(conn, &stream, from, Some(limit)))
+            .await
     }
 
     async fn list_streams(
@@ -187,20 +170,28 @@ fn list_streams(
     Ok(streams)
 }
 
+/// `stream` from version `from` on; up to `limit` events when given (a page), else all: a
+/// whole read keeps its statement without a `LIMIT`.
 fn read_stream(
     conn: &Connection,
     stream: &StreamId,
     from: Version,
+    limit: Option<i64>,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let from = to_i64(from.get())?;
-    let mut select = conn
-        .prepare_cached(&format!(
-            "SELECT {EVENT_COLUMNS} FROM cqrs_events e WHERE e.stream = ?1 AND e.version >= ?2 ORDER BY e.version"
-        ))
-        .map_err(backend)?;
-    let mut rows = select
-        .query(params![stream.as_str(), from])
-        .map_err(backend)?;
+    let whole = format!(
+        "SELECT {EVENT_COLUMNS} FROM cqrs_events e WHERE e.stream = ?1 AND e.version >= ?2 ORDER BY e.version"
+    );
+    let sql = match limit {
+        Some(_) => format!("{whole} LIMIT ?3 + 0"),
+        None => whole,
+    };
+    let mut select = conn.prepare_cached(&sql).map_err(backend)?;
+    let mut rows = match limit {
+        Some(limit) => select.query(params![stream.as_str(), from, limit]),
+        None => select.query(params![stream.as_str(), from]),
+    }
+    .map_err(backend)?;
     let mut decoder = EventRows::default();
     let mut events = Vec::new();
     while let Some(row) = rows.next().map_err(backend)? {
