@@ -165,7 +165,8 @@ pub use crate::message::{
 pub use crate::process::{
     Cause, CommandDispatcher, CommandHandler, CommandRouter, Delivery, DispatchError,
     DispatchWaker, DispatcherHandle, EventContext, Outgoing, ProcessError, ProcessManager,
-    ProcessManagerRunner, Reaction, TimeoutContext, cancel_command, schedule_command,
+    ProcessManagerRunner, Reaction, TimeoutContext, cancel_command, discard_parked,
+    schedule_command,
 };
 pub use crate::projection::{
     BoxError, Checkpointed, EventHandler, MemoryProjection, Namespace, Projection, ProjectionError,
@@ -177,8 +178,8 @@ pub use crate::repository::{
 pub use crate::store::memory::InMemoryEventStore;
 pub use crate::store::{
     Appended, BatchStream, CheckpointStore, Commit, EventReader, EventStore, EventStream,
-    LogCursor, LogEntry, LogQuery, LoggedMessage, MessageKind, MessageLog, ProcessSave,
-    ProcessState, ProcessStore, ReadBatch, ScheduleStore, ScheduledCommand, Snapshot,
+    LogCursor, LogEntry, LogQuery, LoggedMessage, MessageKind, MessageLog, ParkedCommand,
+    ProcessSave, ProcessState, ProcessStore, ReadBatch, ScheduleStore, ScheduledCommand, Snapshot,
     SnapshotStore, Storage, StoreError, StreamSummary,
 };
 pub use crate::system::{Running, SettleError, System, SystemBuilder};

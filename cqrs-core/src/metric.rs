@@ -15,9 +15,10 @@
 //! | `cqrs_projection_events_total` | counter | events | `projection` | events applied |
 //! | `cqrs_projection_errors_total` | counter | errors | `projection` | failed batches (each retried after a back-off) |
 //! | `cqrs_process_events_total` | counter | events | `process`, `outcome` | events a process manager's instance took: `handled`, `skipped` (it can never take it: logged), `failed` (retried) |
-//! | `cqrs_dispatch_deliveries_total` | counter | commands | `command`, `outcome` | scheduled commands (a process manager's, timeouts) delivered: `delivered`, `retry` (failed, tried again after its lease), `dead_letter` (given up, recorded as rejected in the message log) |
+//! | `cqrs_dispatch_deliveries_total` | counter | commands | `command`, `outcome` | scheduled commands (a process manager's, timeouts) delivered: `delivered`, `retry` (failed, tried again after its lease), `dead_letter` (given up after its last attempt: parked, or recorded as rejected where the store keeps no dead letters) |
 //! | `cqrs_dispatch_lateness_seconds` | histogram | seconds | — | how long after its due time a command was delivered |
 //! | `cqrs_dispatch_due` | gauge | commands | — | due commands a dispatcher holds now (a full batch means more wait) |
+//! | `cqrs_dispatch_parked` | gauge | commands | — | dead letters: commands parked in the store after their last attempt failed, waiting for an operator to retry or discard them (a running dispatcher counts them at most every 10 s, and up to 100,000) |
 //! | `cqrs_subscription_wake_seconds` | histogram | seconds | — | from an event's commit (`recorded_at`) to a live subscriber reading it |
 //!
 //! A process manager's pending work is its runner's lag (`cqrs_projection_lag_events` with its
@@ -65,11 +66,13 @@ pub const DISPATCH_DELIVERIES: &str = "cqrs_dispatch_deliveries_total";
 pub const DISPATCH_LATENESS: &str = "cqrs_dispatch_lateness_seconds";
 /// Due commands a dispatcher holds.
 pub const DISPATCH_DUE: &str = "cqrs_dispatch_due";
+/// Commands parked as dead letters.
+pub const DISPATCH_PARKED: &str = "cqrs_dispatch_parked";
 /// From commit to a live subscriber.
 pub const SUBSCRIPTION_WAKE: &str = "cqrs_subscription_wake_seconds";
 
 /// Every metric name above.
-pub const ALL: [&str; 15] = [
+pub const ALL: [&str; 16] = [
     COMMANDS,
     COMMAND_DURATION,
     COMMAND_CONFLICTS,
@@ -84,6 +87,7 @@ pub const ALL: [&str; 15] = [
     DISPATCH_DELIVERIES,
     DISPATCH_LATENESS,
     DISPATCH_DUE,
+    DISPATCH_PARKED,
     SUBSCRIPTION_WAKE,
 ];
 
@@ -160,6 +164,11 @@ pub fn describe() {
         Unit::Count,
         "Due commands a dispatcher holds now"
     );
+    describe_gauge!(
+        DISPATCH_PARKED,
+        Unit::Count,
+        "Commands parked as dead letters after their last attempt failed"
+    );
     describe_histogram!(
         SUBSCRIPTION_WAKE,
         Unit::Seconds,
@@ -233,6 +242,14 @@ pub(crate) fn due(commands: usize) {
         reason = "a batch of commands is far below 2^53"
     )]
     gauge!(DISPATCH_DUE).set(commands as f64);
+}
+
+pub(crate) fn parked(commands: usize) {
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "the count is capped far below 2^53"
+    )]
+    gauge!(DISPATCH_PARKED).set(commands as f64);
 }
 
 pub(crate) fn woke(seconds: f64) {

@@ -90,7 +90,7 @@ pub struct MigrationReport {
     pub checkpoints: Vec<(String, Position, Position)>,
     /// Process-manager instances copied (their last positions translated).
     pub processes: u64,
-    /// Scheduled commands (timeouts, outboxes) copied.
+    /// Scheduled commands (timeouts, outboxes) copied, parked ones (dead letters) included.
     pub scheduled: u64,
     /// How long the run took.
     pub elapsed: Duration,
@@ -167,7 +167,7 @@ pub struct Verification {
     pub missing: u64,
     /// Process instances compared.
     pub processes: u64,
-    /// Scheduled commands compared.
+    /// Scheduled commands compared, parked ones (dead letters) included.
     pub scheduled: u64,
 }
 
@@ -443,8 +443,8 @@ impl Migration {
 
     /// Brings the target's process instances and pending scheduled commands in line with the
     /// source's: instances new or changed since the last run are written (their last
-    /// positions translated to the target's), commands pending in the source are scheduled,
-    /// and commands the target holds that the source has since completed are removed. Run
+    /// positions translated to the target's), commands pending in the source are scheduled
+    /// (and parked, if they are dead letters there), and commands the target holds that the source has since completed are removed. Run
     /// last, after the source stopped writing, it hands over the work under way.
     async fn copy_process_state(
         &self,
@@ -515,17 +515,43 @@ impl Migration {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(map);
         let pending = all_scheduled(from, self.batch).await?;
-        let ids: HashSet<Uuid> = pending.iter().map(|c| c.command.id).collect();
+        let parked = all_parked(from, self.batch).await?;
+        let ids: HashSet<Uuid> = pending
+            .iter()
+            .map(|c| c.command.id)
+            .chain(parked.iter().map(|p| p.scheduled.command.id))
+            .collect();
+        let target_parked: HashSet<Uuid> = all_parked(to, self.batch)
+            .await?
+            .into_iter()
+            .map(|p| p.scheduled.command.id)
+            .collect();
         let stale: Vec<Uuid> = all_scheduled(to, self.batch)
             .await?
             .into_iter()
             .map(|c| c.command.id)
+            .chain(target_parked.iter().copied())
             .filter(|id| !ids.contains(id))
             .collect();
-        let scheduled = pending.len() as u64;
+        let scheduled = (pending.len() + parked.len()) as u64;
         for page in pending.chunks(self.batch) {
             // Scheduling an id the target has already leaves it as it is.
             to.schedule(page.to_vec()).await?;
+        }
+        for command in &pending {
+            // Parked in an earlier run, retried in the source since.
+            if target_parked.contains(&command.command.id) {
+                to.retry_parked(command.command.id, command.due_at).await?;
+            }
+        }
+        for page in parked.chunks(self.batch) {
+            to.schedule(page.iter().map(|p| p.scheduled.clone()).collect())
+                .await?;
+            for dead in page {
+                // Parking a command parked already leaves it as it is.
+                to.park(dead.scheduled.command.id, &dead.reason, dead.parked_at)
+                    .await?;
+            }
         }
         if !stale.is_empty() {
             to.complete_scheduled(&stale).await?;
@@ -706,13 +732,29 @@ impl Migration {
             all_scheduled(from, self.batch).await?,
             all_scheduled(to, self.batch).await?,
         );
-        found.scheduled = source.len() as u64;
+        let (source_parked, target_parked) = (
+            all_parked(from, self.batch).await?,
+            all_parked(to, self.batch).await?,
+        );
+        found.scheduled = (source.len() + source_parked.len()) as u64;
         let target: HashSet<_> = target.iter().map(key).collect();
         for command in &source {
             if !target.contains(&key(command)) {
                 found.differ(format!(
                     "scheduled command {} is missing",
                     command.command.id
+                ));
+            }
+        }
+        let target_parked: HashSet<_> = target_parked
+            .iter()
+            .map(|p| (key(&p.scheduled), p.reason.clone()))
+            .collect();
+        for dead in &source_parked {
+            if !target_parked.contains(&(key(&dead.scheduled), dead.reason.clone())) {
+                found.differ(format!(
+                    "parked command {} is missing",
+                    dead.scheduled.command.id
                 ));
             }
         }
@@ -823,6 +865,21 @@ async fn all_scheduled(
         let page = store.list_scheduled(after, batch).await?;
         let Some(last) = page.last() else { break };
         after = Some(last.command.id);
+        all.extend(page);
+    }
+    Ok(all)
+}
+
+async fn all_parked(
+    store: &dyn Storage,
+    batch: usize,
+) -> Result<Vec<crate::store::ParkedCommand>, StoreError> {
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_parked(after, batch).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.scheduled.command.id);
         all.extend(page);
     }
     Ok(all)

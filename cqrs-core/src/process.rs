@@ -1253,7 +1253,9 @@ impl CommandDispatcher {
     }
 
     /// Gives a command up after `attempts` failed deliveries (10 by default, at least 1): it is
-    /// then recorded as rejected in the message log and dropped.
+    /// then parked as a dead letter ([`ScheduleStore::park`]) until an operator retries or
+    /// discards it; a store that keeps no dead letters records it as rejected in the message
+    /// log and drops it.
     #[must_use]
     pub fn with_max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts.max(1);
@@ -1274,12 +1276,13 @@ impl CommandDispatcher {
         self.waker.clone()
     }
 
-    /// Delivers every command due now, and returns how many were completed (delivered or
-    /// given up).
+    /// Delivers every command due now, and returns how many were finished with (delivered, or
+    /// given up and parked).
     ///
     /// A delivery that fails, whether for a passing reason or because this build cannot handle
     /// the command (an unknown type during a rolling upgrade, say), is tried again when its
-    /// lease ends; after [`CommandDispatcher::with_max_attempts`] attempts it is given up.
+    /// lease ends; after [`CommandDispatcher::with_max_attempts`] attempts it is given up and
+    /// parked as a dead letter.
     ///
     /// # Errors
     ///
@@ -1309,12 +1312,15 @@ impl CommandDispatcher {
                 let queue = queues.remove(&target).unwrap_or_default();
                 async move {
                     let mut done = Vec::with_capacity(queue.len());
+                    let mut parked = 0;
                     for scheduled in queue {
-                        if let Some(id) = self.deliver_one(scheduled, now).await? {
-                            done.push(id);
+                        match self.deliver_one(scheduled, now).await? {
+                            Attempt::Finished(id) => done.push(id),
+                            Attempt::Parked => parked += 1,
+                            Attempt::Failed => {}
                         }
                     }
-                    Ok::<Vec<Uuid>, StoreError>(done)
+                    Ok::<_, StoreError>((done, parked))
                 }
             });
             let mut runs = futures::stream::iter(runs).buffer_unordered(self.concurrency);
@@ -1322,7 +1328,10 @@ impl CommandDispatcher {
             let mut failure = None;
             while let Some(result) = runs.next().await {
                 match result {
-                    Ok(ids) => done.extend(ids),
+                    Ok((ids, parked)) => {
+                        done.extend(ids);
+                        handled += parked;
+                    }
                     Err(err) => {
                         failure.get_or_insert(err);
                     }
@@ -1342,13 +1351,12 @@ impl CommandDispatcher {
         }
     }
 
-    /// Delivers one claimed command; returns its id once it is finished with (delivered, or
-    /// given up after its last attempt), none when it is to be tried again.
+    /// Delivers one claimed command.
     async fn deliver_one(
         &self,
         scheduled: ScheduledCommand,
         now: DateTime<Utc>,
-    ) -> Result<Option<Uuid>, StoreError> {
+    ) -> Result<Attempt, StoreError> {
         let envelope = scheduled.command;
         let id = envelope.id;
         let due_at = scheduled.due_at;
@@ -1376,39 +1384,31 @@ impl CommandDispatcher {
                 tracing::debug!(command_id = %id, ?delivery, "delivered");
                 crate::metric::delivery(&envelope.command_type, "delivered");
                 crate::metric::lateness(crate::metric::seconds_between(due_at, self.clock.now()));
-                return Ok(Some(id));
+                return Ok(Attempt::Finished(id));
             }
             Err(err) => err,
         };
-        if scheduled.attempts >= self.max_attempts {
-            let why = format!("gave up after {} attempts: {error}", scheduled.attempts);
-            tracing::error!(command_id = %id, command = %envelope.command_type, reason = %why, "dropping an undeliverable command");
-            crate::metric::delivery(&envelope.command_type, "dead_letter");
-            self.record_undeliverable(&envelope, &why, now).await?;
-            Ok(Some(id))
-        } else {
+        if scheduled.attempts < self.max_attempts {
             tracing::warn!(command_id = %id, command = %envelope.command_type, attempt = scheduled.attempts, error = %crate::ErrorChain(&error), "delivery failed; it will be tried again");
             crate::metric::delivery(&envelope.command_type, "retry");
-            Ok(None)
+            return Ok(Attempt::Failed);
         }
-    }
-
-    async fn record_undeliverable(
-        &self,
-        envelope: &CommandEnvelope,
-        why: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let outcome = Outcome::Rejected {
-            error: Json::encode(why).unwrap_or_else(|_| Json::null()),
-            message: why.to_owned(),
-        };
-        let commit = Commit::new(envelope.target.clone(), ExpectedVersion::Any, Vec::new())
-            .with_command(CommandRecord::from_envelope(envelope, now, outcome));
-        match self.storage.commit(commit).await {
-            Ok(_) | Err(StoreError::DuplicateCommand { .. }) => Ok(()),
-            Err(err) => Err(err),
+        crate::metric::delivery(&envelope.command_type, "dead_letter");
+        let mut why = format!(
+            "gave up after {} attempt{}: {}",
+            scheduled.attempts,
+            if scheduled.attempts == 1 { "" } else { "s" },
+            crate::ErrorChain(&error)
+        );
+        truncate_reason(&mut why);
+        if self.storage.park(id, &why, now).await? {
+            tracing::error!(command_id = %id, command = %envelope.command_type, target = %envelope.target, reason = %why, "parked an undeliverable command as a dead letter");
+            return Ok(Attempt::Parked);
         }
+        // The store keeps no dead letters: the message log is the only trace left.
+        tracing::error!(command_id = %id, command = %envelope.command_type, target = %envelope.target, reason = %why, "dropping an undeliverable command");
+        record_rejected(&*self.storage, &envelope, &why, now).await?;
+        Ok(Attempt::Finished(id))
     }
 
     /// Runs in the background until stopped: delivers due commands, then sleeps until the next
@@ -1420,8 +1420,19 @@ impl CommandDispatcher {
     #[must_use]
     pub fn spawn(self) -> DispatcherHandle {
         let task = Background::spawn(move |mut stop| async move {
+            let mut counted: Option<std::time::Instant> = None;
             loop {
-                let next = match self.run_due().await {
+                let ran = self.run_due().await;
+                if counted.is_none_or(|at| at.elapsed() >= PARKED_COUNTED_EVERY) {
+                    counted = Some(std::time::Instant::now());
+                    match count_parked(&*self.storage).await {
+                        Ok(parked) => crate::metric::parked(parked),
+                        Err(err) => {
+                            tracing::warn!(error = %crate::ErrorChain(&err), "counting dead letters failed");
+                        }
+                    }
+                }
+                let next = match ran {
                     Ok(_) => self.storage.next_due().await.unwrap_or_else(|err| {
                         tracing::warn!(error = %crate::ErrorChain(&err), "reading the next due time failed");
                         None
@@ -1445,6 +1456,128 @@ impl CommandDispatcher {
         });
         DispatcherHandle { task }
     }
+}
+
+/// How often a running dispatcher counts the dead letters for its metric.
+const PARKED_COUNTED_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The most dead letters a count reads: past this many, the count says "at least".
+const PARKED_COUNTED_UP_TO: usize = 100_000;
+
+/// How many commands are parked, up to [`PARKED_COUNTED_UP_TO`].
+async fn count_parked(storage: &dyn Storage) -> Result<usize, StoreError> {
+    let mut count = 0;
+    let mut after = None;
+    while count < PARKED_COUNTED_UP_TO {
+        let page = storage.list_parked(after, 1_000).await?;
+        count += page.len();
+        match page.last() {
+            Some(last) if page.len() == 1_000 => after = Some(last.scheduled.command.id),
+            _ => break,
+        }
+    }
+    Ok(count.min(PARKED_COUNTED_UP_TO))
+}
+
+/// What became of one claimed command.
+enum Attempt {
+    /// Delivered, or given up where the store keeps no dead letters: complete it.
+    Finished(Uuid),
+    /// Given up and parked: it stays in the schedule, out of reach of claims.
+    Parked,
+    /// Failed; tried again when its lease ends.
+    Failed,
+}
+
+/// The longest reason a dead letter keeps, in bytes: an error chain can be long, and the
+/// operator needs its head.
+const MAX_REASON: usize = 2_000;
+
+/// Bounds a reason to [`MAX_REASON`] and drops NUL characters, which some databases refuse
+/// in text.
+fn truncate_reason(why: &mut String) {
+    if why.contains('\0') {
+        *why = why.replace('\0', "\u{fffd}");
+    }
+    if why.len() > MAX_REASON {
+        let mut end = MAX_REASON;
+        while !why.is_char_boundary(end) {
+            end -= 1;
+        }
+        why.truncate(end);
+        why.push('…');
+    }
+}
+
+/// Records `envelope` as rejected with `why` in the message log, with no events: the end of a
+/// command that was never handled. Recording it twice is harmless.
+async fn record_rejected(
+    storage: &dyn Storage,
+    envelope: &CommandEnvelope,
+    why: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let outcome = Outcome::Rejected {
+        error: Json::encode(why).unwrap_or_else(|_| Json::null()),
+        message: why.to_owned(),
+    };
+    let commit = Commit::new(envelope.target.clone(), ExpectedVersion::Any, Vec::new())
+        .with_command(CommandRecord::from_envelope(envelope, now, outcome));
+    match storage.commit(commit).await {
+        Ok(_) | Err(StoreError::DuplicateCommand { .. }) => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+/// Discards the parked command `id` (a dead letter): records it in the message log as
+/// rejected, with `why` and the reason it was parked, then removes it from the schedule, so it
+/// is never delivered. Returns whether `id` was parked. Discarding twice, or after a crash
+/// between the two steps, is harmless.
+///
+/// # Errors
+///
+/// The store's error.
+///
+/// # Examples
+///
+/// ```
+/// # use cqrs_core::{InMemoryEventStore, ScheduleStore, ScheduledCommand, CommandEnvelope, StreamId, Json, MessageLog, discard_parked};
+/// # tokio_test::block_on(async {
+/// let store = InMemoryEventStore::new();
+/// let reminder = CommandEnvelope {
+///     id: uuid::Uuid::new_v4(),
+///     target: StreamId::new("order-1")?,
+///     command_type: "order.remind".into(),
+///     payload: Json::null(),
+///     correlation_id: None,
+///     causation_id: None,
+///     headers: Default::default(),
+/// };
+/// let id = reminder.id;
+/// let now = chrono::Utc::now();
+/// store.schedule(vec![ScheduledCommand::new(reminder, now)]).await?;
+/// assert!(store.park(id, "no handler for order.remind", now).await?);
+///
+/// assert!(discard_parked(&store, id, "the operator discarded it", now).await?);
+/// assert!(store.find_parked(id).await?.is_none());
+/// let record = store.find_command(id).await?.expect("recorded");
+/// assert!(!record.outcome.is_accepted());
+/// # Ok::<(), Box<dyn std::error::Error>>(()) }).unwrap();
+/// ```
+pub async fn discard_parked(
+    storage: &dyn Storage,
+    id: Uuid,
+    why: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let Some(parked) = storage.find_parked(id).await? else {
+        return Ok(false);
+    };
+    let mut message = format!("{why} ({})", parked.reason);
+    truncate_reason(&mut message);
+    record_rejected(storage, &parked.scheduled.command, &message, now).await?;
+    storage.complete_scheduled(&[id]).await?;
+    Ok(true)
 }
 
 /// A [`CommandDispatcher`] running in the background.
@@ -1524,4 +1657,23 @@ pub async fn schedule_command<A: Aggregate>(
 /// ```
 pub async fn cancel_command(storage: &dyn ScheduleStore, id: Uuid) -> Result<(), StoreError> {
     storage.complete_scheduled(&[id]).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_bounded_on_a_character_boundary_and_lose_their_nuls() {
+        let mut long = "é".repeat(MAX_REASON);
+        truncate_reason(&mut long);
+        assert!(long.len() <= MAX_REASON + '…'.len_utf8());
+        assert!(long.ends_with('…'));
+        let mut nul = "bad\0byte".to_owned();
+        truncate_reason(&mut nul);
+        assert_eq!(nul, "bad\u{fffd}byte");
+        let mut short = "no handler".to_owned();
+        truncate_reason(&mut short);
+        assert_eq!(short, "no handler");
+    }
 }

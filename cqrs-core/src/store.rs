@@ -1221,7 +1221,8 @@ pub enum LoggedMessage {
 ///
 /// # Contract
 ///
-/// Conformance: `scheduled_commands_fire_when_due_and_once_claimed`.
+/// Conformance: `scheduled_commands_fire_when_due_and_once_claimed`,
+/// `parked_commands_wait_for_retry_or_discard`.
 #[async_trait]
 pub trait ScheduleStore: Send + Sync + 'static {
     /// Stores commands to deliver at their due time. An id already scheduled is left as it is
@@ -1267,12 +1268,82 @@ pub trait ScheduleStore: Send + Sync + 'static {
     /// [`StoreError::Backend`] if the store fails.
     async fn complete_scheduled(&self, ids: &[Uuid]) -> Result<(), StoreError>;
 
-    /// When the next command becomes claimable, if any is scheduled.
+    /// When the next command becomes claimable, if any is scheduled (parked commands never
+    /// become claimable).
     ///
     /// # Errors
     ///
     /// [`StoreError::Backend`] if the store fails.
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// Sets the scheduled command `id` aside as a dead letter: it stays in the schedule with
+    /// `reason` and the time it was parked, is never claimed, and is left out of
+    /// [`list_scheduled`](ScheduleStore::list_scheduled) and
+    /// [`next_due`](ScheduleStore::next_due), until an operator retries it
+    /// ([`retry_parked`](ScheduleStore::retry_parked)) or discards it
+    /// ([`complete_scheduled`](ScheduleStore::complete_scheduled), after recording it; see
+    /// [`discard_parked`](crate::discard_parked)). A [`CommandDispatcher`](crate::CommandDispatcher)
+    /// parks a command whose last attempt failed.
+    ///
+    /// Returns whether the command was parked: `false` when `id` is not scheduled, is parked
+    /// already, or the store does not keep dead letters. The default keeps none, and the
+    /// dispatcher then records the command as rejected in the message log and drops it;
+    /// stores override it (the conformance suite's `schedule` group checks parking).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] if the store fails.
+    async fn park(&self, id: Uuid, reason: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let _ = (id, reason, at);
+        Ok(false)
+    }
+
+    /// The parked commands, in id order, after `after`, up to `limit`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] if the store fails.
+    async fn list_parked(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<ParkedCommand>, StoreError> {
+        let _ = (after, limit);
+        Ok(Vec::new())
+    }
+
+    /// The parked command `id`, if it is parked.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] if the store fails.
+    async fn find_parked(&self, id: Uuid) -> Result<Option<ParkedCommand>, StoreError> {
+        let _ = id;
+        Ok(None)
+    }
+
+    /// Puts the parked command `id` back in the schedule, due at `due_at` with its attempts
+    /// counted from zero again: for after the cause of its failures is mended. Returns whether
+    /// it was parked.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] if the store fails.
+    async fn retry_parked(&self, id: Uuid, due_at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let _ = (id, due_at);
+        Ok(false)
+    }
+}
+
+/// A scheduled command set aside after its last delivery attempt failed: a dead letter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParkedCommand {
+    /// The command, its due time and the attempts it was given.
+    pub scheduled: ScheduledCommand,
+    /// When it was parked, to the microsecond.
+    pub parked_at: DateTime<Utc>,
+    /// Why: the last attempt's error.
+    pub reason: String,
 }
 
 /// A command to deliver at a time.

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_core::store::{lease_until, limit_to_i64};
-use cqrs_core::{ScheduleStore, ScheduledCommand, StoreError};
+use cqrs_core::{ParkedCommand, ScheduleStore, ScheduledCommand, StoreError};
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
@@ -67,6 +67,60 @@ impl ScheduleStore for PostgresEventStore {
             .await
             .map_err(backend)
     }
+
+    async fn park(&self, id: Uuid, reason: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let done = sqlx::query(AssertSqlSafe(self.inner.sql.park.clone()))
+            .bind(id)
+            .bind(at)
+            .bind(reason)
+            .execute(&self.inner.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn list_parked(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<ParkedCommand>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(self.inner.sql.list_parked.clone()))
+            .bind(after.unwrap_or(Uuid::nil()))
+            .bind(limit_to_i64(limit))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(parked).collect()
+    }
+
+    async fn find_parked(&self, id: Uuid) -> Result<Option<ParkedCommand>, StoreError> {
+        let row = sqlx::query(AssertSqlSafe(self.inner.sql.find_parked.clone()))
+            .bind(id)
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(parked).transpose()
+    }
+
+    async fn retry_parked(&self, id: Uuid, due_at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let done = sqlx::query(AssertSqlSafe(self.inner.sql.retry_parked.clone()))
+            .bind(id)
+            .bind(due_at)
+            .execute(&self.inner.pool)
+            .await
+            .map_err(backend)?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+/// Reads a parked command: the scheduled columns, `parked_at`, `parked_reason`.
+fn parked(row: &sqlx::postgres::PgRow) -> Result<ParkedCommand, StoreError> {
+    use sqlx::Row as _;
+    Ok(ParkedCommand {
+        scheduled: scheduled(row)?,
+        parked_at: row.try_get(9).map_err(backend)?,
+        reason: row.try_get(10).map_err(backend)?,
+    })
 }
 
 /// Schedules commands through `executor`; ids already scheduled are left as they are.

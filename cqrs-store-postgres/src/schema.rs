@@ -7,7 +7,7 @@ use sqlx::{AssertSqlSafe, PgPool};
 use crate::error::backend;
 
 /// The schema version this build writes and understands.
-pub(crate) const CURRENT_VERSION: i32 = 5;
+pub(crate) const CURRENT_VERSION: i32 = 6;
 
 /// Migrations in order; migration `i` moves the schema from version `i` to `i + 1`. `{s}` is
 /// the schema name.
@@ -541,6 +541,12 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE {s}.events ALTER COLUMN stream TYPE text COLLATE "C";
     "#,
+    // 6: dead letters: a scheduled command the dispatcher gave up on is parked where it is,
+    // with when and why, and its `available_at` set to infinity, past every claim (the claim
+    // index then never visits it).
+    r"
+    ALTER TABLE {s}.scheduled ADD COLUMN parked_at timestamptz, ADD COLUMN parked_reason text;
+    ",
 ];
 
 /// Checks that `schema` is a plain lower-case identifier, safe to put in SQL.
@@ -662,7 +668,7 @@ mod tests {
                 .fetch_all(&pool)
                 .await
                 .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4, 5]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
         let stream = StreamId::new("account-1").unwrap();
         let event = || NewEvent::new("account.deposited", Json::from_stored("{}"));
         // Both functions of version 2: a lone append, then a batch of appends together.

@@ -46,6 +46,10 @@ pub(crate) struct Sql {
     pub(crate) complete_scheduled: Arc<str>,
     pub(crate) next_due: Arc<str>,
     pub(crate) list_scheduled: Arc<str>,
+    pub(crate) park: Arc<str>,
+    pub(crate) list_parked: Arc<str>,
+    pub(crate) find_parked: Arc<str>,
+    pub(crate) retry_parked: Arc<str>,
     // ProcessStore (`process.rs`).
     pub(crate) load_process: Arc<str>,
     pub(crate) list_processes: Arc<str>,
@@ -213,13 +217,34 @@ impl Sql {
                  RETURNING {SCHEDULED_COLUMNS}"
             )),
             complete_scheduled: q(format!("DELETE FROM {s}.scheduled WHERE id = ANY($1)")),
-            next_due: q(format!("SELECT min(available_at) FROM {s}.scheduled")),
+            // Parked rows sort last in the index (at infinity): `min` stops at the first row.
+            next_due: q(format!(
+                "SELECT min(available_at) FROM {s}.scheduled WHERE parked_at IS NULL"
+            )),
+            park: q(format!(
+                "UPDATE {s}.scheduled SET parked_at = $2, parked_reason = $3, available_at = 'infinity'
+                 WHERE id = $1 AND parked_at IS NULL"
+            )),
+            list_parked: q(format!(
+                "SELECT {SCHEDULED_COLUMNS}, parked_at, parked_reason FROM {s}.scheduled
+                 WHERE id > $1 AND parked_at IS NOT NULL ORDER BY id LIMIT $2"
+            )),
+            find_parked: q(format!(
+                "SELECT {SCHEDULED_COLUMNS}, parked_at, parked_reason FROM {s}.scheduled
+                 WHERE id = $1 AND parked_at IS NOT NULL"
+            )),
+            retry_parked: q(format!(
+                "UPDATE {s}.scheduled SET parked_at = NULL, parked_reason = NULL, due_at = $2,
+                     available_at = $2, attempts = 0
+                 WHERE id = $1 AND parked_at IS NOT NULL"
+            )),
             list_processes: q(format!(
                 "SELECT id, version, state::text, completed, last_position, updated_at FROM {s}.processes \
                  WHERE id COLLATE \"C\" > $1 ORDER BY id COLLATE \"C\" LIMIT $2"
             )),
             list_scheduled: q(format!(
-                "SELECT {SCHEDULED_COLUMNS} FROM {s}.scheduled WHERE id > $1 ORDER BY id LIMIT $2"
+                "SELECT {SCHEDULED_COLUMNS} FROM {s}.scheduled WHERE id > $1 AND parked_at IS NULL
+                 ORDER BY id LIMIT $2"
             )),
             load_process: q(format!(
                 "SELECT version, state::text, completed, last_position, updated_at FROM {s}.processes WHERE id = $1"

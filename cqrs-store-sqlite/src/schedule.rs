@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_core::store::{lease_until, limit_to_i64};
-use cqrs_core::{ScheduleStore, ScheduledCommand, StoreError};
-use rusqlite::params;
+use cqrs_core::{ParkedCommand, ScheduleStore, ScheduledCommand, StoreError};
+use rusqlite::{OptionalExtension, params};
 use uuid::Uuid;
 
 use crate::error::{backend, from_micros, micros};
@@ -64,7 +64,8 @@ impl ScheduleStore for SqliteEventStore {
             let after = after.unwrap_or(Uuid::nil());
             let mut select = conn
                 .prepare_cached(&format!(
-                    "SELECT {SCHEDULED_COLUMNS} FROM cqrs_scheduled WHERE id > ?1 ORDER BY id LIMIT ?2 + 0"
+                    "SELECT {SCHEDULED_COLUMNS} FROM cqrs_scheduled WHERE id > ?1 AND parked_at IS NULL \
+                     ORDER BY id LIMIT ?2 + 0"
                 ))
                 .map_err(backend)?;
             let mut rows = select
@@ -89,13 +90,107 @@ impl ScheduleStore for SqliteEventStore {
 
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         self.read(|conn| {
+            // Parked rows sort last in the index: the first row is the answer.
             let next: Option<i64> = conn
-                .query_row("SELECT min(available_at) FROM cqrs_scheduled", [], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    "SELECT available_at FROM cqrs_scheduled WHERE parked_at IS NULL \
+                     ORDER BY available_at LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
                 .map_err(backend)?;
             next.map(|us| from_micros(us, None)).transpose()
         })
         .await
     }
+
+    async fn park(&self, id: Uuid, reason: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let reason = reason.to_owned();
+        self.inner
+            .writer
+            .write(false, move |conn| {
+                let changed = conn
+                    .prepare_cached(
+                        "UPDATE cqrs_scheduled SET parked_at = ?2, parked_reason = ?3, available_at = ?4 \
+                         WHERE id = ?1 AND parked_at IS NULL",
+                    )
+                    .map_err(backend)?
+                    .execute(params![id.as_bytes().as_slice(), micros(at), reason, PARKED])
+                    .map_err(backend)?;
+                Ok(changed > 0)
+            })
+            .await
+    }
+
+    async fn list_parked(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<ParkedCommand>, StoreError> {
+        let limit = limit_to_i64(limit);
+        self.read(move |conn| {
+            let after = after.unwrap_or(Uuid::nil());
+            let mut select = conn
+                .prepare_cached(&format!(
+                    "SELECT {SCHEDULED_COLUMNS}, parked_at, parked_reason FROM cqrs_scheduled \
+                     WHERE id > ?1 AND parked_at IS NOT NULL ORDER BY id LIMIT ?2 + 0"
+                ))
+                .map_err(backend)?;
+            let mut rows = select
+                .query(params![after.as_bytes().as_slice(), limit])
+                .map_err(backend)?;
+            let mut all = Vec::new();
+            while let Some(row) = rows.next().map_err(backend)? {
+                all.push(parked(row)?);
+            }
+            Ok(all)
+        })
+        .await
+    }
+
+    async fn find_parked(&self, id: Uuid) -> Result<Option<ParkedCommand>, StoreError> {
+        self.read(move |conn| {
+            let mut select = conn
+                .prepare_cached(&format!(
+                    "SELECT {SCHEDULED_COLUMNS}, parked_at, parked_reason FROM cqrs_scheduled \
+                     WHERE id = ?1 AND parked_at IS NOT NULL"
+                ))
+                .map_err(backend)?;
+            let mut rows = select
+                .query(params![id.as_bytes().as_slice()])
+                .map_err(backend)?;
+            rows.next().map_err(backend)?.map(parked).transpose()
+        })
+        .await
+    }
+
+    async fn retry_parked(&self, id: Uuid, due_at: DateTime<Utc>) -> Result<bool, StoreError> {
+        self.inner
+            .writer
+            .write(false, move |conn| {
+                let changed = conn
+                    .prepare_cached(
+                        "UPDATE cqrs_scheduled SET parked_at = NULL, parked_reason = NULL, due_at = ?2, \
+                         available_at = ?2, attempts = 0 WHERE id = ?1 AND parked_at IS NOT NULL",
+                    )
+                    .map_err(backend)?
+                    .execute(params![id.as_bytes().as_slice(), micros(due_at)])
+                    .map_err(backend)?;
+                Ok(changed > 0)
+            })
+            .await
+    }
+}
+
+/// The `available_at` of a parked command: later than any claim's `now`.
+const PARKED: i64 = i64::MAX;
+
+/// Reads a parked command selected with [`SCHEDULED_COLUMNS`], `parked_at`, `parked_reason`.
+fn parked(row: &rusqlite::Row<'_>) -> Result<ParkedCommand, StoreError> {
+    Ok(ParkedCommand {
+        scheduled: scheduled(row)?,
+        parked_at: from_micros(row.get(9).map_err(backend)?, None)?,
+        reason: row.get(10).map_err(backend)?,
+    })
 }

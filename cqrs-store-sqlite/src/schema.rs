@@ -6,7 +6,7 @@ use crate::error::backend;
 use cqrs_core::StoreError;
 
 /// The schema version this build writes and understands.
-pub(crate) const CURRENT_VERSION: u32 = 3;
+pub(crate) const CURRENT_VERSION: u32 = 4;
 
 /// Migrations in order; migration `i` moves the schema from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -101,6 +101,13 @@ const MIGRATIONS: &[&str] = &[
         position INTEGER NOT NULL,
         PRIMARY KEY (tag, position)
     ) WITHOUT ROWID;
+    ",
+    // 4: dead letters: a scheduled command the dispatcher gave up on is parked where it is,
+    // with when and why, and its `available_at` set to the largest integer, past every claim
+    // (the claim index then never visits it).
+    r"
+    ALTER TABLE cqrs_scheduled ADD COLUMN parked_at INTEGER;
+    ALTER TABLE cqrs_scheduled ADD COLUMN parked_reason TEXT;
     ",
 ];
 

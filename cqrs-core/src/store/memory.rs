@@ -11,8 +11,9 @@ use crate::dcb::{ConditionalCommit, DcbStore, EventQuery, Tag};
 use crate::event::{EventFilter, NewEvent, RecordedEvent, StreamId};
 use crate::store::{
     Appended, BatchStream, CheckpointStore, Commit, EventReader, EventStore, LogCursor, LogEntry,
-    LogQuery, LoggedMessage, MessageKind, MessageLog, ProcessSave, ProcessState, ProcessStore,
-    ReadBatch, ScheduleStore, ScheduledCommand, Snapshot, SnapshotStore, StoreError, StreamSummary,
+    LogQuery, LoggedMessage, MessageKind, MessageLog, ParkedCommand, ProcessSave, ProcessState,
+    ProcessStore, ReadBatch, ScheduleStore, ScheduledCommand, Snapshot, SnapshotStore, StoreError,
+    StreamSummary,
 };
 use crate::subscription::{CommitNotifier, SubscriptionOptions, subscription};
 use crate::version::{ExpectedVersion, Position, Version};
@@ -71,12 +72,28 @@ struct State {
 struct Scheduled {
     command: ScheduledCommand,
     claimed_until: Option<DateTime<Utc>>,
+    /// When and why it was parked, if it is a dead letter.
+    parked: Option<(DateTime<Utc>, String)>,
 }
 
 impl Scheduled {
-    fn available_at(&self) -> DateTime<Utc> {
-        self.claimed_until
-            .map_or(self.command.due_at, |until| until.max(self.command.due_at))
+    /// When it can be claimed: never while parked.
+    fn available_at(&self) -> Option<DateTime<Utc>> {
+        if self.parked.is_some() {
+            return None;
+        }
+        Some(
+            self.claimed_until
+                .map_or(self.command.due_at, |until| until.max(self.command.due_at)),
+        )
+    }
+
+    fn parked(&self) -> Option<ParkedCommand> {
+        self.parked.as_ref().map(|(at, reason)| ParkedCommand {
+            scheduled: self.command.clone(),
+            parked_at: *at,
+            reason: reason.clone(),
+        })
     }
 }
 
@@ -204,6 +221,7 @@ impl State {
                 .or_insert(Scheduled {
                     command,
                     claimed_until: None,
+                    parked: None,
                 });
         }
     }
@@ -526,7 +544,7 @@ impl ScheduleStore for InMemoryEventStore {
         let mut due: Vec<&mut Scheduled> = state
             .scheduled
             .values_mut()
-            .filter(|s| s.available_at() <= now)
+            .filter(|s| s.available_at().is_some_and(|at| at <= now))
             .collect();
         due.sort_by_key(|s| (s.command.due_at, s.command.command.id));
         let until = truncate_to_micros(crate::store::lease_until(now, lease));
@@ -550,6 +568,7 @@ impl ScheduleStore for InMemoryEventStore {
         let mut all: Vec<&ScheduledCommand> = state
             .scheduled
             .values()
+            .filter(|s| s.parked.is_none())
             .map(|s| &s.command)
             .filter(|c| after.is_none_or(|a| c.command.id > a))
             .collect();
@@ -570,8 +589,55 @@ impl ScheduleStore for InMemoryEventStore {
             .lock()
             .scheduled
             .values()
-            .map(Scheduled::available_at)
+            .filter_map(Scheduled::available_at)
             .min())
+    }
+
+    async fn park(&self, id: Uuid, reason: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        match state.scheduled.get_mut(&id) {
+            Some(s) if s.parked.is_none() => {
+                s.parked = Some((truncate_to_micros(at), reason.to_owned()));
+                s.claimed_until = None;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn list_parked(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<ParkedCommand>, StoreError> {
+        let state = self.lock();
+        let mut parked: Vec<ParkedCommand> = state
+            .scheduled
+            .iter()
+            .filter(|(id, _)| after.is_none_or(|a| **id > a))
+            .filter_map(|(_, s)| s.parked())
+            .collect();
+        parked.sort_by_key(|p| p.scheduled.command.id);
+        parked.truncate(limit);
+        Ok(parked)
+    }
+
+    async fn find_parked(&self, id: Uuid) -> Result<Option<ParkedCommand>, StoreError> {
+        Ok(self.lock().scheduled.get(&id).and_then(Scheduled::parked))
+    }
+
+    async fn retry_parked(&self, id: Uuid, due_at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        match state.scheduled.get_mut(&id) {
+            Some(s) if s.parked.is_some() => {
+                s.parked = None;
+                s.claimed_until = None;
+                s.command.due_at = truncate_to_micros(due_at);
+                s.command.attempts = 0;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 }
 

@@ -165,3 +165,59 @@ fn projection_lag_falls_while_it_catches_up() {
         Some(10.0)
     );
 }
+
+#[test]
+fn a_running_dispatcher_counts_dead_letters() {
+    use cqrs_core::{CommandDispatcher, CommandEnvelope, ScheduleStore, ScheduledCommand};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let parked = Arc::new(Mutex::new(None));
+    with_recorder(&recorder, || async {
+        let store = Arc::new(InMemoryEventStore::new());
+        let lost = CommandEnvelope {
+            id: uuid::Uuid::new_v4(),
+            target: StreamId::new("nowhere-1").unwrap(),
+            command_type: "order.confirm".into(),
+            payload: Json::null(),
+            correlation_id: None,
+            causation_id: None,
+            headers: Default::default(),
+        };
+        store
+            .schedule(vec![ScheduledCommand::new(
+                lost.clone(),
+                chrono::Utc::now(),
+            )])
+            .await
+            .unwrap();
+        let dispatcher = CommandDispatcher::new(
+            Arc::clone(&store) as Arc<dyn cqrs_core::Storage>,
+            Arc::new(cqrs_core::CommandRouter::new()),
+        )
+        .with_max_attempts(1)
+        .spawn();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while store.find_parked(lost.id).await.unwrap().is_none() {
+            assert!(tokio::time::Instant::now() < deadline, "never parked");
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        dispatcher.stop().await;
+        *parked.lock().unwrap() = Some(lost.id);
+    });
+    assert!(parked.lock().unwrap().is_some());
+    let snapshot = snapshot(&snapshotter);
+    assert_eq!(
+        value(
+            &snapshot,
+            metric::DISPATCH_DELIVERIES,
+            &[("command", "order.confirm"), ("outcome", "dead_letter")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&snapshot, metric::DISPATCH_PARKED, &[]),
+        Some(1.0),
+        "counted after the run that parked it"
+    );
+}

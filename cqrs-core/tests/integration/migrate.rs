@@ -384,3 +384,99 @@ async fn in_flight_processes_and_their_timeouts_come_along_translated() {
     );
     assert!(migration.verify(&old, &new).await.unwrap().is_identical());
 }
+
+#[tokio::test]
+async fn dead_letters_come_along_parked_and_follow_the_source() {
+    use cqrs_core::{CommandEnvelope, ScheduleStore, ScheduledCommand};
+
+    let old = old_store(3).await;
+    let command = |n: u32| {
+        ScheduledCommand::new(
+            CommandEnvelope {
+                id: Uuid::now_v7(),
+                target: stream(&format!("order-{n}")),
+                command_type: "order.expire".into(),
+                payload: Json::encode(&json!({ "n": n })).unwrap(),
+                correlation_id: None,
+                causation_id: None,
+                headers: Default::default(),
+            },
+            Utc.with_ymd_and_hms(2012, 5, 1, 9, 15, 0).unwrap(),
+        )
+    };
+    let (dead, retried, discarded) = (command(1), command(2), command(3));
+    let parked_at = Utc.with_ymd_and_hms(2012, 5, 1, 9, 20, 0).unwrap();
+    old.schedule(vec![dead.clone(), retried.clone(), discarded.clone()])
+        .await
+        .unwrap();
+    for c in [&dead, &retried, &discarded] {
+        assert!(
+            old.park(c.command.id, "no handler", parked_at)
+                .await
+                .unwrap()
+        );
+    }
+    let new = InMemoryEventStore::new();
+    let migration = Migration::new(chain());
+    let report = migration.run(&old, &new, &mut |_| {}).await.unwrap();
+    assert_eq!(
+        report.scheduled, 3,
+        "dead letters are counted with the schedule"
+    );
+    assert!(
+        new.list_scheduled(None, 10).await.unwrap().is_empty(),
+        "dead letters stay parked in the target: none becomes due"
+    );
+    let copied = new.find_parked(dead.command.id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            copied.scheduled.command,
+            copied.reason.as_str(),
+            copied.parked_at
+        ),
+        (dead.command.clone(), "no handler", parked_at)
+    );
+    let verified = migration.verify(&old, &new).await.unwrap();
+    assert!(verified.is_identical(), "{verified:?}");
+    assert_eq!(verified.scheduled, 3);
+
+    // Meanwhile the operator of the old deployment retries one and discards another.
+    let later = Utc.with_ymd_and_hms(2012, 5, 1, 10, 0, 0).unwrap();
+    assert!(old.retry_parked(retried.command.id, later).await.unwrap());
+    old.complete_scheduled(&[discarded.command.id])
+        .await
+        .unwrap();
+    migration.resume(&old, &new, &mut |_| {}).await.unwrap();
+    let due: Vec<_> = new
+        .list_scheduled(None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.command.id, c.due_at))
+        .collect();
+    assert_eq!(
+        due,
+        [(retried.command.id, later)],
+        "retried in the target too"
+    );
+    let parked: Vec<_> = new
+        .list_parked(None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.scheduled.command.id)
+        .collect();
+    assert_eq!(parked, [dead.command.id], "the discarded one is gone");
+    assert!(migration.verify(&old, &new).await.unwrap().is_identical());
+
+    // A verification notices a dead letter the target lacks.
+    new.complete_scheduled(&[dead.command.id]).await.unwrap();
+    let verified = migration.verify(&old, &new).await.unwrap();
+    assert!(
+        verified
+            .differences
+            .iter()
+            .any(|d| d.contains(&format!("parked command {} is missing", dead.command.id))),
+        "{verified:?}"
+    );
+}

@@ -280,6 +280,83 @@ impl ScheduleStore for Planted {
     }
 }
 
+// Snapshots and checkpoints as the in-memory store keeps them, so that a `Planted` is a whole
+// `Storage`: one whose schedule keeps no dead letters (the trait's default parking).
+#[async_trait]
+impl cqrs_core::SnapshotStore for Planted {
+    async fn load_snapshot(
+        &self,
+        stream: &StreamId,
+        schema_version: u16,
+    ) -> Result<Option<cqrs_core::Snapshot>, StoreError> {
+        self.inner.load_snapshot(stream, schema_version).await
+    }
+
+    async fn save_snapshot(&self, snapshot: cqrs_core::Snapshot) -> Result<(), StoreError> {
+        self.inner.save_snapshot(snapshot).await
+    }
+}
+
+#[async_trait]
+impl cqrs_core::CheckpointStore for Planted {
+    async fn load_checkpoint(&self, name: &str) -> Result<Option<Position>, StoreError> {
+        self.inner.load_checkpoint(name).await
+    }
+
+    async fn save_checkpoint(&self, name: &str, position: Position) -> Result<(), StoreError> {
+        self.inner.save_checkpoint(name, position).await
+    }
+
+    async fn delete_checkpoint(&self, name: &str) -> Result<(), StoreError> {
+        self.inner.delete_checkpoint(name).await
+    }
+}
+
+#[tokio::test]
+async fn where_a_store_keeps_no_dead_letters_the_give_up_is_logged_and_dropped() {
+    let store = Arc::new(Planted::new(Bug::None));
+    let lost = cqrs_core::CommandEnvelope {
+        id: Uuid::new_v4(),
+        target: "nowhere-1".parse().expect("stream id"),
+        command_type: "order.confirm".into(),
+        payload: cqrs_core::Json::null(),
+        correlation_id: None,
+        causation_id: None,
+        headers: BTreeMap::new(),
+    };
+    store
+        .schedule(vec![ScheduledCommand::new(lost.clone(), Utc::now())])
+        .await
+        .expect("schedule");
+    let dispatcher = cqrs_core::CommandDispatcher::new(
+        Arc::clone(&store) as Arc<dyn cqrs_core::Storage>,
+        Arc::new(cqrs_core::CommandRouter::new()),
+    )
+    .with_max_attempts(1);
+    assert_eq!(
+        dispatcher.run_due().await.expect("run"),
+        1,
+        "given up at once"
+    );
+    assert_eq!(
+        store.next_due().await.expect("next_due"),
+        None,
+        "and dropped"
+    );
+    let record = store
+        .find_command(lost.id)
+        .await
+        .expect("find")
+        .expect("the give-up is in the message log, the only trace left");
+    let cqrs_core::Outcome::Rejected { message, .. } = record.outcome else {
+        panic!("recorded as rejected: {:?}", record.outcome);
+    };
+    assert!(
+        message.starts_with("gave up after 1 attempt: "),
+        "{message}"
+    );
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ScheduleBug {
     /// None: a correct schedule.
@@ -290,7 +367,14 @@ enum ScheduleBug {
     ClaimsInScheduleOrder,
     /// Scheduling an id again replaces it (due time, attempts, lease).
     RescheduleResets,
+    /// Parking keeps nothing (the trait's defaults): dead letters are lost.
+    KeepsNoDeadLetters,
+    /// A parked command stays claimable once its lease ends.
+    ParkedStillDue,
 }
+
+/// A parked command: the command, when, why.
+type Parked = (ScheduledCommand, DateTime<Utc>, String);
 
 /// A scheduled command, the order it was scheduled in, and when it is next claimable.
 type Entry = (ScheduledCommand, u64, DateTime<Utc>);
@@ -299,6 +383,7 @@ type Entry = (ScheduledCommand, u64, DateTime<Utc>);
 struct PlantedSchedule {
     bug: ScheduleBug,
     commands: Mutex<BTreeMap<Uuid, Entry>>,
+    parked: Mutex<BTreeMap<Uuid, Parked>>,
     scheduled: Mutex<u64>,
 }
 
@@ -307,6 +392,7 @@ impl PlantedSchedule {
         Self {
             bug,
             commands: Mutex::default(),
+            parked: Mutex::default(),
             scheduled: Mutex::default(),
         }
     }
@@ -316,7 +402,11 @@ impl PlantedSchedule {
 impl ScheduleStore for PlantedSchedule {
     async fn schedule(&self, commands: Vec<ScheduledCommand>) -> Result<(), StoreError> {
         let mut all = self.commands.lock().expect("lock");
+        let parked = self.parked.lock().expect("lock");
         for mut command in commands {
+            if parked.contains_key(&command.command.id) {
+                continue;
+            }
             command.due_at = command.due_at.trunc_subsecs(6);
             let mut n = self.scheduled.lock().expect("lock");
             *n += 1;
@@ -378,8 +468,10 @@ impl ScheduleStore for PlantedSchedule {
 
     async fn complete_scheduled(&self, ids: &[Uuid]) -> Result<(), StoreError> {
         let mut all = self.commands.lock().expect("lock");
+        let mut parked = self.parked.lock().expect("lock");
         for id in ids {
             all.remove(id);
+            parked.remove(id);
         }
         Ok(())
     }
@@ -387,6 +479,72 @@ impl ScheduleStore for PlantedSchedule {
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
         let all = self.commands.lock().expect("lock");
         Ok(all.values().map(|(_, _, available)| *available).min())
+    }
+
+    async fn park(&self, id: Uuid, reason: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        if self.bug == ScheduleBug::KeepsNoDeadLetters {
+            return Ok(false);
+        }
+        let mut all = self.commands.lock().expect("lock");
+        let mut parked = self.parked.lock().expect("lock");
+        let command = if self.bug == ScheduleBug::ParkedStillDue {
+            all.get(&id).map(|(c, _, _)| c.clone())
+        } else {
+            all.remove(&id).map(|(c, _, _)| c)
+        };
+        let Some(command) = command else {
+            return Ok(false);
+        };
+        if parked.contains_key(&id) {
+            return Ok(false);
+        }
+        parked.insert(id, (command, at.trunc_subsecs(6), reason.to_owned()));
+        Ok(true)
+    }
+
+    async fn list_parked(
+        &self,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> Result<Vec<cqrs_core::ParkedCommand>, StoreError> {
+        let parked = self.parked.lock().expect("lock");
+        Ok(parked
+            .iter()
+            .filter(|(id, _)| after.is_none_or(|a| **id > a))
+            .take(limit)
+            .map(|(_, (c, at, reason))| cqrs_core::ParkedCommand {
+                scheduled: c.clone(),
+                parked_at: *at,
+                reason: reason.clone(),
+            })
+            .collect())
+    }
+
+    async fn find_parked(&self, id: Uuid) -> Result<Option<cqrs_core::ParkedCommand>, StoreError> {
+        let parked = self.parked.lock().expect("lock");
+        Ok(parked
+            .get(&id)
+            .map(|(c, at, reason)| cqrs_core::ParkedCommand {
+                scheduled: c.clone(),
+                parked_at: *at,
+                reason: reason.clone(),
+            }))
+    }
+
+    async fn retry_parked(&self, id: Uuid, due_at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let Some((mut command, _, _)) = self.parked.lock().expect("lock").remove(&id) else {
+            return Ok(false);
+        };
+        command.due_at = due_at.trunc_subsecs(6);
+        command.attempts = 0;
+        let mut n = self.scheduled.lock().expect("lock");
+        *n += 1;
+        let available = command.due_at;
+        self.commands
+            .lock()
+            .expect("lock")
+            .insert(id, (command, *n, available));
+        Ok(true)
     }
 }
 
@@ -429,6 +587,34 @@ fn a_reschedule_that_resets_fails_a_named_case() {
         |store| cases::schedule::scheduling_an_id_again_changes_nothing(store),
     );
     assert_names(&message, "schedule::scheduling_an_id_again_changes_nothing");
+}
+
+#[test]
+fn a_store_that_keeps_no_dead_letters_fails_a_named_case() {
+    let message = failure(
+        "schedule::parked_commands_wait_for_retry_or_discard",
+        PlantedSchedule::new(ScheduleBug::KeepsNoDeadLetters),
+        |store| cases::schedule::parked_commands_wait_for_retry_or_discard(store),
+    );
+    assert_names(
+        &message,
+        "schedule::parked_commands_wait_for_retry_or_discard",
+    );
+    assert!(message.contains("a claimed command is parked"), "{message}");
+}
+
+#[test]
+fn a_parked_command_that_stays_due_fails_a_named_case() {
+    let message = failure(
+        "schedule::parked_commands_wait_for_retry_or_discard",
+        PlantedSchedule::new(ScheduleBug::ParkedStillDue),
+        |store| cases::schedule::parked_commands_wait_for_retry_or_discard(store),
+    );
+    assert_names(
+        &message,
+        "schedule::parked_commands_wait_for_retry_or_discard",
+    );
+    assert!(message.contains("never due"), "{message}");
 }
 
 #[test]

@@ -330,7 +330,7 @@ where
 }
 
 #[tokio::test]
-async fn an_undeliverable_command_is_retried_then_given_up_and_logged() {
+async fn an_undeliverable_command_is_retried_then_parked_until_retried_or_discarded() {
     let s = system().await;
     let lost = CommandEnvelope::new(
         "nowhere-1".parse().unwrap(),
@@ -350,26 +350,83 @@ async fn an_undeliverable_command_is_retried_then_given_up_and_logged() {
         .clone()
         .with_max_attempts(3)
         .with_lease(Duration::seconds(30));
-    for attempt in 1..=3 {
-        let completed = dispatcher.run_due().await.unwrap();
-        assert_eq!(completed, usize::from(attempt == 3), "attempt {attempt}");
-        s.clock.advance(Duration::seconds(31));
-    }
+    let give_up = async || {
+        for attempt in 1..=3 {
+            let finished = dispatcher.run_due().await.unwrap();
+            assert_eq!(finished, usize::from(attempt == 3), "attempt {attempt}");
+            s.clock.advance(Duration::seconds(31));
+        }
+    };
+    give_up().await;
     assert_eq!(
         s.storage.next_due().await.unwrap(),
         None,
         "given up after three attempts"
     );
+    let parked = s
+        .storage
+        .find_parked(lost.id)
+        .await
+        .unwrap()
+        .expect("the command is parked as a dead letter");
+    assert_eq!(parked.scheduled.attempts, 3);
+    assert!(
+        parked.reason.starts_with("gave up after 3 attempts: ")
+            && parked.reason.contains("nowhere-1"),
+        "the reason says why: {}",
+        parked.reason
+    );
+    assert!(
+        s.storage.find_command(lost.id).await.unwrap().is_none(),
+        "a dead letter is not in the message log yet: a retry may still handle it"
+    );
+
+    // The operator retries it: it is delivered again, with three fresh attempts.
+    assert!(
+        s.storage
+            .retry_parked(lost.id, s.clock.now())
+            .await
+            .unwrap()
+    );
+    assert!(s.storage.find_parked(lost.id).await.unwrap().is_none());
+    give_up().await;
+    assert!(
+        s.storage.find_parked(lost.id).await.unwrap().is_some(),
+        "parked again after three more attempts"
+    );
+
+    // Then discards it: the message log records it as rejected, with the reason.
+    assert!(
+        cqrs_core::discard_parked(
+            &*s.storage,
+            lost.id,
+            "discarded by the operator",
+            s.clock.now()
+        )
+        .await
+        .unwrap()
+    );
+    assert!(s.storage.find_parked(lost.id).await.unwrap().is_none());
+    assert!(s.storage.list_scheduled(None, 10).await.unwrap().is_empty());
     let record = s
         .storage
         .find_command(lost.id)
         .await
         .unwrap()
-        .expect("the give-up is in the message log");
-    assert!(matches!(
-        record.outcome,
-        cqrs_core::Outcome::Rejected { .. }
-    ));
+        .expect("the discard is in the message log");
+    let cqrs_core::Outcome::Rejected { message, .. } = record.outcome else {
+        panic!("a discarded command is rejected: {:?}", record.outcome);
+    };
+    assert!(
+        message.starts_with("discarded by the operator (gave up after 3 attempts: "),
+        "{message}"
+    );
+    assert!(
+        !cqrs_core::discard_parked(&*s.storage, lost.id, "twice", s.clock.now())
+            .await
+            .unwrap(),
+        "discarding twice does nothing"
+    );
 }
 
 /// A process manager with a bug: it finishes instances it never started.

@@ -45,7 +45,7 @@ async fn reopening_a_file_keeps_its_events_and_its_schema_version() {
         })
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2, 3], "each migration is recorded once");
+    assert_eq!(versions, [1, 2, 3, 4], "each migration is recorded once");
     assert_eq!(store.path(), Some(path.as_path()));
 }
 
@@ -61,7 +61,7 @@ async fn a_file_from_a_newer_version_is_refused_untouched() {
     }
     match SqliteEventStore::open(&path).await {
         Err(StoreError::SchemaTooNew { found, supported }) => {
-            assert_eq!((found, supported), (99, 3))
+            assert_eq!((found, supported), (99, 4))
         }
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
@@ -137,7 +137,9 @@ async fn a_file_of_schema_version_2_gains_tags_and_keeps_its_events() {
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute_batch(
             "DROP TABLE cqrs_event_tags; ALTER TABLE cqrs_events DROP COLUMN tags; \
-             DELETE FROM cqrs_schema WHERE version = 3;",
+             ALTER TABLE cqrs_scheduled DROP COLUMN parked_at; \
+             ALTER TABLE cqrs_scheduled DROP COLUMN parked_reason; \
+             DELETE FROM cqrs_schema WHERE version >= 3;",
         )
         .unwrap();
     }
@@ -166,4 +168,60 @@ async fn a_file_of_schema_version_2_gains_tags_and_keeps_its_events() {
         .await
         .unwrap();
     assert_eq!(tagged.len(), 1, "the upgraded file indexes tags");
+}
+
+#[tokio::test]
+async fn a_file_of_schema_version_3_keeps_its_schedule_and_gains_dead_letters() {
+    use cqrs_core::{CommandEnvelope, ScheduleStore, ScheduledCommand};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let command = |n: u32| {
+        ScheduledCommand::new(
+            CommandEnvelope {
+                id: uuid::Uuid::new_v4(),
+                target: StreamId::new(format!("order-{n}")).unwrap(),
+                command_type: "order.expire".into(),
+                payload: Json::null(),
+                correlation_id: None,
+                causation_id: None,
+                headers: Default::default(),
+            },
+            chrono::Utc::now(),
+        )
+    };
+    let (first, second) = (command(1), command(2));
+    {
+        let store = SqliteEventStore::open(&path).await.unwrap();
+        store
+            .schedule(vec![first.clone(), second.clone()])
+            .await
+            .unwrap();
+    }
+    {
+        // Back to version 3, as a build before dead letters left the file.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "ALTER TABLE cqrs_scheduled DROP COLUMN parked_at; \
+             ALTER TABLE cqrs_scheduled DROP COLUMN parked_reason; \
+             DELETE FROM cqrs_schema WHERE version = 4;",
+        )
+        .unwrap();
+    }
+    let store = SqliteEventStore::open(&path).await.unwrap();
+    let due = chrono::Utc::now() + chrono::Duration::seconds(1);
+    let claimed = store
+        .claim_due(due, 10, chrono::Duration::seconds(30))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2, "what was scheduled is still due");
+    assert!(
+        store
+            .park(first.command.id, "no handler", chrono::Utc::now())
+            .await
+            .unwrap()
+    );
+    let parked = store.list_parked(None, 10).await.unwrap();
+    assert_eq!(parked.len(), 1, "the upgraded file keeps dead letters");
+    assert_eq!(parked[0].scheduled.command.id, first.command.id);
 }

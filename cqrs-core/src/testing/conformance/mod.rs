@@ -32,7 +32,7 @@
 //! | `snapshots` | [`SnapshotStore`](crate::SnapshotStore) | the newest snapshot per stream and schema version |
 //! | `checkpoints` | [`CheckpointStore`](crate::CheckpointStore) | save, overwrite, delete |
 //! | `message_log` | [`EventsAndLog`] | command records, duplicate command ids, log queries and paging, no torn reads under concurrent commits |
-//! | `schedule` | [`ScheduleStore`] | due times, claims earliest first, leases, attempts, re-scheduling an id changes nothing |
+//! | `schedule` | [`ScheduleStore`] | due times, claims earliest first, leases, attempts, re-scheduling an id changes nothing, dead letters parked out of reach of claims until retried or completed |
 //! | `processes` | [`ProcessesAndSchedule`] | state, outbox, cancellations and handled command in one commit, conflicts with both versions, listing, concurrent claims and saves |
 //! | `repository` | [`Storage`](crate::Storage) | a [`Repository`](crate::Repository) over the store: idempotent commands, loads through snapshots, upcasters that read the stored metadata; a [`Decider`](crate::Decider): a rule across streams recorded and idempotent by command id, and kept by deciders racing on one member and on one book |
 //! | `dcb` | [`DcbStore`](crate::DcbStore) | tags on every read, reads by query (types, tags, items, everything, from a position, paged), append conditions at their edges, commits atomic across streams (a command recorded on its target with no events), deciders racing on one tag serialized over `CQRS_DCB_ROUNDS` increments (3,000 by default), deciders on disjoint tags never refused, live subscribers seeing conditional commits once in order, a proptest model check |
@@ -431,6 +431,7 @@ macro_rules! __conformance_group {
             scheduled_commands_fire_when_due_and_once_claimed,
             claims_come_earliest_due_first,
             scheduling_an_id_again_changes_nothing,
+            parked_commands_wait_for_retry_or_discard,
         ] $($then)* }
     };
     (processes $($then:tt)*) => {

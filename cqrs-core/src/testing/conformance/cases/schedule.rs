@@ -228,3 +228,198 @@ pub async fn scheduling_an_id_again_changes_nothing(store: Arc<dyn ScheduleStore
         "after the lease, the second attempt"
     );
 }
+
+/// A parked command (a dead letter) keeps its command, attempts, reason and time; it is never
+/// claimed, listed as scheduled nor counted in `next_due`, and parking it again, or an id that
+/// is not scheduled, does nothing. Retrying puts it back, due when asked with its attempts from
+/// zero; completing it removes it, as for any scheduled command.
+pub async fn parked_commands_wait_for_retry_or_discard(store: Arc<dyn ScheduleStore>) {
+    let target = stream("order");
+    let (dead, alive, other) = (
+        scheduled(&target, 1),
+        scheduled(&target, 2),
+        scheduled(&target, 3),
+    );
+    store
+        .schedule(vec![dead.clone(), alive.clone(), other.clone()])
+        .await
+        .expect("schedule");
+    let first = store
+        .claim_due(at(1), 1, Duration::seconds(30))
+        .await
+        .expect("claim");
+    assert_eq!(first, [attempt(&dead, 1)]);
+    // A reason with what error chains hold: quotes, line breaks, any script.
+    let reason = "gave up after 1 attempt: no handler for \"order.expire\"\n→ ünïcode";
+    assert!(
+        store
+            .park(dead.command.id, reason, at(1) + Duration::microseconds(7))
+            .await
+            .expect("park"),
+        "a claimed command is parked"
+    );
+    assert!(
+        !store
+            .park(dead.command.id, "again", at(9))
+            .await
+            .expect("park twice"),
+        "parking a parked command does nothing"
+    );
+    assert!(
+        !store
+            .park(Uuid::new_v4(), "unknown", at(9))
+            .await
+            .expect("park an unknown id"),
+        "parking an id that is not scheduled does nothing"
+    );
+    let parked = store
+        .find_parked(dead.command.id)
+        .await
+        .expect("find_parked")
+        .expect("the dead letter is kept");
+    assert_eq!(
+        parked.scheduled,
+        attempt(&dead, 1),
+        "the dead letter keeps its command, due time and attempts"
+    );
+    assert_eq!(parked.reason, reason, "its reason comes back as given");
+    assert_eq!(
+        parked.parked_at,
+        at(1) + Duration::microseconds(7),
+        "and the time it was parked, to the microsecond"
+    );
+    assert_eq!(
+        store.list_parked(None, 10).await.expect("list_parked"),
+        std::slice::from_ref(&parked)
+    );
+    assert!(
+        store
+            .find_parked(alive.command.id)
+            .await
+            .expect("find_parked")
+            .is_none(),
+        "a command that is only scheduled is not parked"
+    );
+
+    assert_eq!(
+        store.next_due().await.expect("next_due"),
+        Some(at(2)),
+        "a parked command is never due"
+    );
+    let listed: Vec<Uuid> = store
+        .list_scheduled(None, 10)
+        .await
+        .expect("list")
+        .iter()
+        .map(|c| c.command.id)
+        .collect();
+    let mut waiting = vec![alive.command.id, other.command.id];
+    waiting.sort();
+    assert_eq!(listed, waiting, "parked commands are listed apart");
+    let claimed = store
+        .claim_due(at(60 * 24 * 365), 10, Duration::seconds(30))
+        .await
+        .expect("claim");
+    assert_eq!(
+        claimed,
+        [attempt(&alive, 1), attempt(&other, 1)],
+        "a parked command is never claimed, however late"
+    );
+    store
+        .schedule(vec![dead.clone()])
+        .await
+        .expect("schedule the parked id again");
+    assert!(
+        store
+            .find_parked(dead.command.id)
+            .await
+            .expect("find_parked")
+            .is_some(),
+        "scheduling a parked id again leaves it parked"
+    );
+
+    assert!(
+        store
+            .retry_parked(dead.command.id, at(5))
+            .await
+            .expect("retry"),
+        "a parked command is retried"
+    );
+    assert!(
+        !store
+            .retry_parked(dead.command.id, at(5))
+            .await
+            .expect("retry twice"),
+        "retrying a command that is not parked does nothing"
+    );
+    assert!(
+        store.list_parked(None, 10).await.expect("list").is_empty(),
+        "a retried command is no longer parked"
+    );
+    assert!(
+        store
+            .claim_due(at(4), 10, Duration::seconds(30))
+            .await
+            .expect("claim")
+            .is_empty(),
+        "a retried command waits for the due time it was given"
+    );
+    let mut retried = attempt(&dead, 1);
+    retried.due_at = at(5);
+    assert_eq!(
+        store
+            .claim_due(at(5), 10, Duration::seconds(30))
+            .await
+            .expect("claim"),
+        [retried],
+        "then comes back, its attempts counted from zero"
+    );
+
+    assert!(
+        store
+            .park(dead.command.id, "failed again", at(6))
+            .await
+            .expect("park")
+    );
+    // Pages of parked commands go in id order, like the schedule's.
+    let mut more: Vec<_> = (0..4).map(|i| scheduled(&target, 10 + i)).collect();
+    store.schedule(more.clone()).await.expect("schedule");
+    for c in &more {
+        assert!(
+            store
+                .park(c.command.id, "failed", at(20))
+                .await
+                .expect("park")
+        );
+    }
+    more.push(dead.clone());
+    more.sort_by_key(|c| c.command.id);
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_parked(after, 2).await.expect("list_parked");
+        assert!(page.len() <= 2, "a page holds at most its limit");
+        let Some(last) = page.last() else { break };
+        after = Some(last.scheduled.command.id);
+        pages.extend(page.into_iter().map(|p| p.scheduled.command.id));
+    }
+    assert_eq!(
+        pages,
+        more.iter().map(|c| c.command.id).collect::<Vec<_>>(),
+        "parked commands page in id order, each once"
+    );
+
+    let ids: Vec<Uuid> = more.iter().map(|c| c.command.id).collect();
+    store.complete_scheduled(&ids).await.expect("discard");
+    assert!(
+        store.list_parked(None, 10).await.expect("list").is_empty(),
+        "completing a parked command removes it"
+    );
+    assert!(
+        store
+            .find_parked(dead.command.id)
+            .await
+            .expect("find")
+            .is_none()
+    );
+}
