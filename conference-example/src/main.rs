@@ -209,6 +209,13 @@ struct ServeArgs {
     /// How many orders of all conferences together may wait for their seats.
     #[arg(long, default_value_t = 2_000)]
     max_awaiting: u64,
+    /// How many times a timeout or a process manager's command is tried before it is parked
+    /// as a dead letter (the explorer's Dead letters page retries or discards it).
+    #[arg(long, default_value_t = 10)]
+    delivery_attempts: u32,
+    /// How long after a failed delivery it is tried again (at least 1s).
+    #[arg(long, default_value = "30s", value_parser = duration)]
+    delivery_retry_after: chrono::Duration,
     /// How many orders one client (an address) may place at once; then it gets one more
     /// every `--order-refill` (more: 429 with Retry-After).
     #[arg(long, default_value_t = 20)]
@@ -243,6 +250,8 @@ impl ServeArgs {
                 },
                 max_awaiting_per_conference: self.max_awaiting_per_conference,
                 max_awaiting: self.max_awaiting,
+                delivery_attempts: self.delivery_attempts,
+                delivery_retry_after: std_duration(self.delivery_retry_after),
             },
             seed_demo: self.seed_demo,
             operator_token: self.operator_token,

@@ -64,6 +64,12 @@ pub struct AppConfig {
     pub max_awaiting_per_conference: u32,
     /// How many orders of all conferences together may wait for their seats (2,000).
     pub max_awaiting: u64,
+    /// How many times a scheduled command (a timeout, a process manager's command) is tried
+    /// before it is parked as a dead letter for the operator (10).
+    pub delivery_attempts: u32,
+    /// How long after a failed delivery it is tried again (30 s): also how long a dispatcher
+    /// that stopped mid-delivery holds a command before another takes it.
+    pub delivery_retry_after: std::time::Duration,
 }
 
 impl Default for AppConfig {
@@ -74,6 +80,8 @@ impl Default for AppConfig {
             read_models: ReadModels::Current,
             max_awaiting_per_conference: 500,
             max_awaiting: 2_000,
+            delivery_attempts: 10,
+            delivery_retry_after: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -318,9 +326,19 @@ impl ConferenceApp {
     pub fn new(storage: Arc<dyn Storage>, clock: Arc<dyn Clock>, config: AppConfig) -> Self {
         // Every part decodes through the upcasters (a V1 store runs as it is) and keeps time by
         // the one clock; the system routes scheduled commands to each.
+        let (attempts, retry_after) = (
+            config.delivery_attempts,
+            chrono::Duration::from_std(config.delivery_retry_after)
+                .unwrap_or(chrono::Duration::seconds(30)),
+        );
         let system = System::builder(Arc::clone(&storage))
             .clock(Arc::clone(&clock))
             .upcasters(crate::domain::versions::upcasters())
+            .dispatcher(move |dispatcher| {
+                dispatcher
+                    .with_max_attempts(attempts)
+                    .with_lease(retry_after)
+            })
             .build();
         let conferences = system.repository::<Conference>();
         let slugs = system.decider::<UniqueSlug>();
@@ -452,6 +470,48 @@ impl ConferenceApp {
             }
             other => Err(AppError::NotFound(format!("no read model named {other:?}"))),
         }
+    }
+
+    /// Puts the dead letter `id` (a scheduled command given up after its last attempt) back
+    /// in the schedule, due now with fresh attempts, and wakes the dispatcher.
+    ///
+    /// # Errors
+    ///
+    /// [`AppError::NotFound`] if no dead letter has that id (retried or discarded already),
+    /// [`AppError::Unavailable`] if the store fails.
+    pub async fn retry_dead_letter(&self, id: uuid::Uuid) -> Result<(), AppError> {
+        let now = self.system.clock().now();
+        let retried = self
+            .storage
+            .retry_parked(id, now)
+            .await
+            .map_err(|e| AppError::Unavailable(Box::new(e)))?;
+        if !retried {
+            return Err(AppError::NotFound(format!("no dead letter {id}")));
+        }
+        tracing::info!(command_id = %id, "a dead letter was put back in the schedule");
+        self.system.dispatcher().waker().wake();
+        Ok(())
+    }
+
+    /// Discards the dead letter `id`: it is recorded as rejected in the message log, with the
+    /// reason it was given up, and never delivered.
+    ///
+    /// # Errors
+    ///
+    /// [`AppError::NotFound`] if no dead letter has that id (retried or discarded already),
+    /// [`AppError::Unavailable`] if the store fails.
+    pub async fn discard_dead_letter(&self, id: uuid::Uuid) -> Result<(), AppError> {
+        let now = self.system.clock().now();
+        let discarded =
+            cqrs_core::discard_parked(&*self.storage, id, "discarded by the operator", now)
+                .await
+                .map_err(|e| AppError::Unavailable(Box::new(e)))?;
+        if !discarded {
+            return Err(AppError::NotFound(format!("no dead letter {id}")));
+        }
+        tracing::info!(command_id = %id, "a dead letter was discarded");
+        Ok(())
     }
 
     /// Where each read model stands: the live version, one being built, against the log's

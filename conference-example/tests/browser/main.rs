@@ -686,7 +686,12 @@ async fn the_operator_follows_an_order_through_the_explorer() {
     let Some((chromium, driver)) = browser_tools("explorer") else {
         return;
     };
-    let site = Site::start().await;
+    // A command that fails is given up at its first attempt: a dead letter at once.
+    let site = Site::start_with(AppConfig {
+        delivery_attempts: 1,
+        ..AppConfig::default()
+    })
+    .await;
     let full = site.seat_type("Full pass");
     let order = site
         .app
@@ -763,6 +768,52 @@ async fn the_operator_follows_an_order_through_the_explorer() {
             .contains("registration.expire_registration_process")
     );
     screenshot(c, "explorer-scheduled").await;
+
+    // A command this build cannot handle becomes a dead letter; the operator retries it (it
+    // fails again), then discards it.
+    let poison = cqrs_core::CommandEnvelope {
+        id: uuid::Uuid::new_v4(),
+        target: format!("order-{order}").parse().unwrap(),
+        command_type: "order.recalculate_totals_v9".into(),
+        payload: cqrs_core::Json::parse(r#"{"currency":"EUR","rounding":"half-even"}"#).unwrap(),
+        correlation_id: None,
+        causation_id: None,
+        headers: Default::default(),
+    };
+    let storage = std::sync::Arc::clone(site.app.storage());
+    storage
+        .schedule(vec![cqrs_core::ScheduledCommand::new(
+            poison.clone(),
+            chrono::Utc::now(),
+        )])
+        .await
+        .unwrap();
+    let parked = async || {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while storage.find_parked(poison.id).await.unwrap().is_none() {
+            assert!(tokio::time::Instant::now() < deadline, "never parked");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    parked().await;
+    click_link(c, "Dead letters").await;
+    let dead = text(c, "article.dead-letter").await;
+    assert!(
+        dead.contains("order.recalculate_totals_v9") && dead.contains("gave up after 1 attempt:"),
+        "{dead}"
+    );
+    screenshot(c, "explorer-dead-letters").await;
+    click(c, "article.dead-letter button[type=submit]:not(.danger)").await;
+    parked().await;
+    c.goto(&site.url("/explorer/dead-letters")).await.unwrap();
+    click(c, "article.dead-letter button.danger").await;
+    wait_for(c, "section.card p.meta").await;
+    assert!(!exists(c, "article.dead-letter").await, "discarded");
+    assert!(
+        storage.find_parked(poison.id).await.unwrap().is_none()
+            && storage.find_command(poison.id).await.unwrap().is_some(),
+        "gone from the schedule, rejected in the message log"
+    );
 
     // Back on the overview, the chart has samples to draw (the page's script reloads it
     // every two seconds).

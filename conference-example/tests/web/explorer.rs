@@ -303,3 +303,149 @@ async fn the_explorer_is_the_operators_and_browses_streams_a_page_at_a_time() {
             .starts_with("conference_operator=;")
     );
 }
+
+/// Polls the dead-letters page until `done` holds for it.
+async fn dead_letters_until(server: &Server, cookie: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, listed) = page(server, "/explorer/dead-letters", Some(cookie)).await;
+        assert_eq!(status, 200, "{listed}");
+        if done(&listed) {
+            return listed;
+        }
+        assert!(std::time::Instant::now() < deadline, "{listed}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_keeps_failing_is_a_dead_letter_to_retry_or_discard() {
+    use cqrs_core::{CommandEnvelope, ScheduledCommand, Storage};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Storage> = Arc::new(
+        cqrs_store_sqlite::SqliteEventStore::open(dir.path().join("web.db"))
+            .await
+            .unwrap(),
+    );
+    let config = conference_example::app::AppConfig {
+        delivery_attempts: 2,
+        delivery_retry_after: std::time::Duration::from_secs(1),
+        ..conference_example::app::AppConfig::default()
+    };
+    let server = Server::start_with(Arc::clone(&store), Some(dir), config).await;
+    // A command this build cannot handle (as after a rolling upgrade that went back), to an
+    // order: every delivery fails.
+    let poison = |n: u32| CommandEnvelope {
+        id: uuid::Uuid::new_v4(),
+        target: format!("order-poison-{n}").parse().unwrap(),
+        command_type: "order.recalculate_totals_v9".into(),
+        payload: cqrs_core::Json::parse(r#"{"currency":"EUR"}"#).unwrap(),
+        correlation_id: Some(uuid::Uuid::new_v4()),
+        causation_id: None,
+        headers: Default::default(),
+    };
+    let (first, second) = (poison(1), poison(2));
+    store
+        .schedule(vec![
+            ScheduledCommand::new(first.clone(), chrono::Utc::now()),
+            ScheduledCommand::new(second.clone(), chrono::Utc::now()),
+        ])
+        .await
+        .unwrap();
+
+    let (_, signed_in) = sign_in(&server, OPERATOR).await;
+    let signed_in = signed_in.unwrap();
+    let (status, _) = page(&server, "/explorer/dead-letters", None).await;
+    assert_eq!(status, 401, "the operator's only");
+    let listed = dead_letters_until(&server, &signed_in, |p| {
+        p.contains(&first.id.to_string()) && p.contains(&second.id.to_string())
+    })
+    .await;
+    assert!(
+        listed.contains("order.recalculate_totals_v9")
+            && listed.contains("2 attempts")
+            && listed.contains("gave up after 2 attempts: ")
+            && listed.contains("&quot;currency&quot;: &quot;EUR&quot;"),
+        "the command, its attempts, the reason and the payload: {listed}"
+    );
+    let (_, scheduled) = page(&server, "/explorer/scheduled", Some(&signed_in)).await;
+    assert!(
+        !scheduled.contains(&first.id.to_string()),
+        "a dead letter is no longer scheduled: {scheduled}"
+    );
+    let token = form_token(&listed);
+    let post = async |path: String, token: &str| {
+        client()
+            .post(server.url(&path))
+            .header(COOKIE, &signed_in)
+            .form(&[("form_token", token)])
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+
+    // Forged forms, unknown and malformed ids get clear answers and change nothing.
+    let retry = format!("/explorer/dead-letters/{}/retry", first.id);
+    assert_eq!(post(retry.clone(), "forged").await, 403);
+    let unknown = uuid::Uuid::new_v4();
+    assert_eq!(
+        post(format!("/explorer/dead-letters/{unknown}/retry"), &token).await,
+        404
+    );
+    assert_eq!(
+        post(format!("/explorer/dead-letters/{unknown}/discard"), &token).await,
+        404
+    );
+    assert_eq!(
+        post("/explorer/dead-letters/not-an-id/retry".into(), &token).await,
+        404
+    );
+    let (status, _) = page(
+        &server,
+        "/explorer/dead-letters?after=nope",
+        Some(&signed_in),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(store.find_parked(first.id).await.unwrap().is_some());
+
+    // Retry: delivered again with fresh attempts, and parked again when they fail too.
+    assert_eq!(post(retry.clone(), &token).await, 303);
+    assert!(
+        store.find_parked(first.id).await.unwrap().is_none(),
+        "back in the schedule"
+    );
+    assert_eq!(post(retry, &token).await, 404, "retried already");
+    dead_letters_until(&server, &signed_in, |p| p.contains(&first.id.to_string())).await;
+    assert_eq!(
+        store
+            .find_parked(first.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .scheduled
+            .attempts,
+        2,
+        "the attempts were counted afresh"
+    );
+
+    // Discard: recorded as rejected in the message log, never delivered.
+    let discard = format!("/explorer/dead-letters/{}/discard", second.id);
+    assert_eq!(post(discard.clone(), &token).await, 303);
+    let listed =
+        dead_letters_until(&server, &signed_in, |p| !p.contains(&second.id.to_string())).await;
+    assert!(listed.contains(&first.id.to_string()), "{listed}");
+    let record = store.find_command(second.id).await.unwrap().unwrap();
+    let cqrs_core::Outcome::Rejected { message, .. } = record.outcome else {
+        panic!("{:?}", record.outcome)
+    };
+    assert!(
+        message.starts_with("discarded by the operator (gave up after 2 attempts: "),
+        "{message}"
+    );
+    assert_eq!(post(discard, &token).await, 404, "discarded already");
+}

@@ -51,6 +51,9 @@ const PAGE: usize = 50;
 /// Categories the explorer lists.
 const CATEGORIES: usize = 100;
 
+/// Dead letters the overview counts; past that it says "more than".
+const DEAD_LETTERS_COUNTED: usize = 1_000;
+
 pub(crate) fn routes() -> Router<WebState> {
     Router::new()
         .route("/explorer", get(overview))
@@ -67,6 +70,12 @@ pub(crate) fn routes() -> Router<WebState> {
         .route("/explorer/processes", get(processes))
         .route("/explorer/scheduled", get(scheduled))
         .route("/explorer/scheduled/{id}/discard", post(discard))
+        .route("/explorer/dead-letters", get(dead_letters))
+        .route("/explorer/dead-letters/{id}/retry", post(retry_dead_letter))
+        .route(
+            "/explorer/dead-letters/{id}/discard",
+            post(discard_dead_letter),
+        )
 }
 
 // ----- the operator's session -----
@@ -217,6 +226,7 @@ fn tabs(operator: &Operator, current: &str) -> Markup {
             a.current[current == "read-models"] href="/explorer/read-models" { "Read models" }
             a.current[current == "processes"] href="/explorer/processes" { "Processes" }
             a.current[current == "scheduled"] href="/explorer/scheduled" { "Scheduled" }
+            a.current[current == "dead-letters"] href="/explorer/dead-letters" { "Dead letters" }
             form.inline method="post" action="/explorer/logout" {
                 (operator.form_field())
                 button.link type="submit" { "Sign out" }
@@ -262,6 +272,11 @@ async fn overview(State(state): State<WebState>, jar: SignedCookieJar) -> PageRe
     let categories = list_categories(&**storage, None, CATEGORIES)
         .await
         .map_err(store_error)?;
+    let dead_letters = storage
+        .list_parked(None, DEAD_LETTERS_COUNTED + 1)
+        .await
+        .map_err(store_error)?
+        .len();
     let body = html! {
         (tabs(&operator, "overview"))
         section.card {
@@ -269,6 +284,14 @@ async fn overview(State(state): State<WebState>, jar: SignedCookieJar) -> PageRe
             dl.facts {
                 dt { "Events" } dd { (head.get()) " (the log's head position)" }
                 dt { "Categories" } dd { (categories.len()) }
+                dt { "Dead letters" }
+                dd {
+                    a href="/explorer/dead-letters" {
+                        @if dead_letters > DEAD_LETTERS_COUNTED { "more than " (DEAD_LETTERS_COUNTED) }
+                        @else { (dead_letters) }
+                    }
+                    @if dead_letters > 0 { " " span.badge.bad { "to retry or discard" } }
+                }
             }
             h2 { "Throughput and lag" }
             p.meta { "Events appended per second, and how many events the slowest read model is behind, sampled every second over the last two minutes." }
@@ -876,8 +899,9 @@ async fn scheduled(
             p.meta {
                 "Commands waiting for their due time (timeouts) or for delivery (a process \
                  manager's commands, retried after a failed attempt), in id order. A command that \
-                 fails every attempt is recorded as rejected in the message log. Discarding one \
-                 means it is never delivered."
+                 fails every attempt is parked with the "
+                a href="/explorer/dead-letters" { "dead letters" }
+                ". Discarding one here means it is never delivered."
             }
             @if listed.is_empty() { p.meta { "Nothing is waiting." } }
             @else {
@@ -923,6 +947,116 @@ async fn discard(
         .map_err(store_error)?;
     tracing::info!(command_id = %id, "the operator discarded a scheduled command");
     Ok(see_other("/explorer/scheduled"))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct DeadLettersQuery {
+    after: Option<uuid::Uuid>,
+}
+
+async fn dead_letters(
+    State(state): State<WebState>,
+    jar: SignedCookieJar,
+    PageQuery(query): PageQuery<DeadLettersQuery>,
+) -> PageResult {
+    let operator = signed_in(&state, &jar)?;
+    let listed = state
+        .app
+        .storage()
+        .list_parked(query.after, PAGE + 1)
+        .await
+        .map_err(store_error)?;
+    let (listed, next) = paged(listed, |last| {
+        format!("/explorer/dead-letters?after={}", last.scheduled.command.id)
+    });
+    let body = html! {
+        (tabs(&operator, "dead-letters"))
+        section.card {
+            h1 { "Dead letters" }
+            p.meta {
+                "Scheduled commands the dispatcher gave up on after their last attempt failed, \
+                 in id order, with the last error. Mend the cause, then retry one: it is due at \
+                 once, with fresh attempts. Or discard it: the message log records it as \
+                 rejected, and it is never delivered."
+            }
+            @if listed.is_empty() { p.meta { "No dead letter: every command was delivered or is still being tried." } }
+            @for dead in &listed {
+                @let c = &dead.scheduled.command;
+                article.event.dead-letter {
+                    header {
+                        strong { code { (c.command_type) } }
+                        " to "
+                        a href={"/explorer/streams/" (urlencode(c.target.as_str()))} { code { (c.target) } }
+                        " "
+                        span.badge.bad { (dead.scheduled.attempts) @if dead.scheduled.attempts == 1 { " attempt" } @else { " attempts" } }
+                        " "
+                        span.meta { "parked " (time(dead.parked_at)) " · due " (time(dead.scheduled.due_at)) " · " code { (c.id) } }
+                        @if let Some(flow) = c.correlation_id {
+                            " · " a href={"/explorer/timeline/" (flow)} { "timeline" }
+                        }
+                    }
+                    pre.reason { (dead.reason) }
+                    details {
+                        summary { "Payload" }
+                        pre.json { (pretty(&c.payload)) }
+                    }
+                    div.actions {
+                        form method="post" action={"/explorer/dead-letters/" (c.id) "/retry"} {
+                            (operator.form_field())
+                            button type="submit" { "Retry" }
+                        }
+                        form method="post" action={"/explorer/dead-letters/" (c.id) "/discard"} {
+                            (operator.form_field())
+                            button.danger type="submit" { "Discard" }
+                        }
+                    }
+                }
+            }
+            @if let Some(next) = next {
+                p.pager { a.button.secondary rel="next" href=(next) { "Next dead letters" } }
+            }
+        }
+    };
+    Ok(layout(SITE, "Dead letters", &body).into_response())
+}
+
+/// A stored payload as indented JSON, or as stored when it does not parse.
+fn pretty(payload: &cqrs_core::Json) -> String {
+    payload
+        .to_value()
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or_else(|| payload.as_str().to_owned())
+}
+
+async fn retry_dead_letter(
+    State(state): State<WebState>,
+    jar: SignedCookieJar,
+    PagePath(id): PagePath<uuid::Uuid>,
+    fields: Fields,
+) -> PageResult {
+    signed_in_form(&state, &jar, &fields)?;
+    state
+        .app
+        .retry_dead_letter(id)
+        .await
+        .map_err(|e| PageError::from_app(SITE, e))?;
+    Ok(see_other("/explorer/dead-letters"))
+}
+
+async fn discard_dead_letter(
+    State(state): State<WebState>,
+    jar: SignedCookieJar,
+    PagePath(id): PagePath<uuid::Uuid>,
+    fields: Fields,
+) -> PageResult {
+    signed_in_form(&state, &jar, &fields)?;
+    state
+        .app
+        .discard_dead_letter(id)
+        .await
+        .map_err(|e| PageError::from_app(SITE, e))?;
+    Ok(see_other("/explorer/dead-letters"))
 }
 
 /// Percent-encodes `text` for a path segment or a query value.
