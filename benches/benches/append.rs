@@ -118,6 +118,27 @@ fn append(c: &mut Criterion) {
                 });
             });
         }
+        // And with the message log indexed by correlation id (an option, off by default).
+        let indexed = rt
+            .block_on(SqliteEventStore::open_with(
+                dir.path().join("indexed.db"),
+                options.with_correlation_index(true),
+            ))
+            .expect("store");
+        group.bench_function("append_with_record_correlation_index", |b| {
+            b.to_async(&rt).iter(|| {
+                let stream = StreamId::new(format!("account-{}", next())).expect("stream");
+                let event = deposit_event();
+                let commit = Commit::new(stream.clone(), ExpectedVersion::NoStream, vec![])
+                    .with_command(record(&stream, &event));
+                let indexed = &indexed;
+                async move {
+                    let mut commit = commit;
+                    commit.events.push(event);
+                    indexed.commit(commit).await.expect("commit")
+                }
+            });
+        });
         group.finish();
 
         let accounts = Repository::<Account>::new(Arc::new(store.clone()));

@@ -15,7 +15,7 @@ use conference_example::web::{WebState, serve};
 use cqrs_core::{
     Commit, EventStore, ExpectedVersion, Json, NewEvent, Storage, StreamId, SystemClock,
 };
-use cqrs_store_sqlite::SqliteEventStore;
+use cqrs_store_sqlite::{SqliteEventStore, SqliteOptions};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const TOKEN: &str = "bench-operator";
@@ -69,12 +69,29 @@ async fn fill(store: &SqliteEventStore, size: u64) -> (String, uuid::Uuid) {
     middle.expect("at least one order")
 }
 
-fn explorer(c: &mut Criterion) {
-    let rt = benches::runtime();
-    let size = big_log_size();
+/// An explorer over a freshly filled log of `size` events, on loopback: its base URL, a
+/// signed-in operator's cookie, an order and its flow, and the directory to keep.
+struct Explorer {
+    base: String,
+    cookie: String,
+    order: String,
+    flow: uuid::Uuid,
+    _dir: tempfile::TempDir,
+}
+
+fn start(
+    rt: &tokio::runtime::Runtime,
+    client: &reqwest::Client,
+    size: u64,
+    indexed: bool,
+) -> Explorer {
     let dir = tempfile::tempdir().expect("tempdir");
+    let options = SqliteOptions::default().with_correlation_index(indexed);
     let store = rt
-        .block_on(SqliteEventStore::open(dir.path().join("explorer.db")))
+        .block_on(SqliteEventStore::open_with(
+            dir.path().join("explorer.db"),
+            options,
+        ))
         .expect("store");
     let (order, flow) = rt.block_on(fill(&store, size));
     let storage: Arc<dyn Storage> = Arc::new(store);
@@ -92,10 +109,6 @@ fn explorer(c: &mut Criterion) {
         WebState::new(app, Some(TOKEN.into())),
         std::future::pending(),
     ));
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
     let cookie = rt.block_on(async {
         let response = client
             .post(format!("{base}/explorer/login"))
@@ -106,6 +119,38 @@ fn explorer(c: &mut Criterion) {
         let set = response.headers()["set-cookie"].to_str().expect("cookie");
         set.split(';').next().expect("cookie").to_owned()
     });
+    Explorer {
+        base,
+        cookie,
+        order,
+        flow,
+        _dir: dir,
+    }
+}
+
+fn explorer(c: &mut Criterion) {
+    let rt = benches::runtime();
+    let size = big_log_size();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    // One page, answered 200 in full: its size.
+    let fetch = |url: String, cookie: String| {
+        let client = &client;
+        async move {
+            let response = client
+                .get(&url)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .expect("page");
+            assert_eq!(response.status(), 200, "{url}");
+            response.bytes().await.expect("body").len()
+        }
+    };
+    let plain = start(&rt, &client, size, false);
+    let (order, flow) = (&plain.order, plain.flow);
     let middle_of_orders = format!("order-{:08}", size * 9 / 10 / ORDER_EVENTS / 2);
     let pages = [
         ("overview", "/explorer".to_owned()),
@@ -133,28 +178,41 @@ fn explorer(c: &mut Criterion) {
         ("read_models", "/explorer/read-models".to_owned()),
         ("processes", "/explorer/processes".to_owned()),
         ("scheduled", "/explorer/scheduled".to_owned()),
+        ("dead_letters", "/explorer/dead-letters".to_owned()),
     ];
     let mut group = c.benchmark_group("sqlite_full/explorer");
     group.sample_size(10);
-    // One page, answered 200 in full: its size.
-    let fetch = |url: String| {
-        let (client, cookie) = (&client, &cookie);
-        async move {
-            let response = client
-                .get(&url)
-                .header("cookie", cookie)
-                .send()
-                .await
-                .expect("page");
-            assert_eq!(response.status(), 200, "{url}");
-            response.bytes().await.expect("body").len()
-        }
-    };
     for (name, path) in pages {
-        let url = format!("{base}{path}");
-        rt.block_on(fetch(url.clone()));
+        let url = format!("{}{path}", plain.base);
+        rt.block_on(fetch(url.clone(), plain.cookie.clone()));
         group.bench_function(name, |b| {
-            b.to_async(&rt).iter(|| fetch(url.clone()));
+            b.to_async(&rt)
+                .iter(|| fetch(url.clone(), plain.cookie.clone()));
+        });
+    }
+    group.finish();
+    drop(plain);
+
+    // The timelines again, over the same log in a store that indexes the message log by
+    // correlation id (`SqliteOptions::with_correlation_index`).
+    let indexed = start(&rt, &client, size, true);
+    let mut group = c.benchmark_group("sqlite_full/explorer_correlation_index");
+    group.sample_size(10);
+    for (name, path) in [
+        (
+            "flow_timeline",
+            format!("/explorer/timeline/{}", indexed.flow),
+        ),
+        (
+            "stream_timeline",
+            format!("/explorer/streams/{}/timeline", indexed.order),
+        ),
+    ] {
+        let url = format!("{}{path}", indexed.base);
+        rt.block_on(fetch(url.clone(), indexed.cookie.clone()));
+        group.bench_function(name, |b| {
+            b.to_async(&rt)
+                .iter(|| fetch(url.clone(), indexed.cookie.clone()));
         });
     }
     group.finish();

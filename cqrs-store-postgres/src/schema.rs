@@ -628,6 +628,32 @@ pub(crate) async fn migrate(pool: &PgPool, schema: &str) -> Result<(), StoreErro
     tx.commit().await.map_err(backend)
 }
 
+/// Creates the message log's indexes by correlation id if they are missing: an option of the
+/// store (`PostgresOptions::with_correlation_index`), not a migration, as it costs every
+/// append. Under the migrations' lock, so that processes starting together do it once.
+///
+/// # Errors
+///
+/// The backend error.
+pub(crate) async fn correlation_index(pool: &PgPool, schema: &str) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await.map_err(backend)?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("cqrs-migrate:{schema}"))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+    // The schema name was checked to be a plain identifier (`check_schema_name`).
+    let sql = format!(
+        "CREATE INDEX IF NOT EXISTS events_correlation ON {schema}.events (correlation_id);
+         CREATE INDEX IF NOT EXISTS commands_correlation ON {schema}.commands (correlation_id);"
+    );
+    sqlx::raw_sql(AssertSqlSafe(sql))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+    tx.commit().await.map_err(backend)
+}
+
 #[cfg(all(test, feature = "testing"))]
 mod tests {
     use cqrs_core::{EventReader, EventStore, ExpectedVersion, Json, NewEvent, StreamId, Version};

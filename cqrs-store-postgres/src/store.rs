@@ -39,6 +39,7 @@ pub struct PostgresOptions {
     max_connections: u32,
     poll_interval: Duration,
     synchronous_commit: Option<SynchronousCommit>,
+    correlation_index: bool,
 }
 
 impl Default for PostgresOptions {
@@ -48,6 +49,7 @@ impl Default for PostgresOptions {
             max_connections: 16,
             poll_interval: Duration::from_millis(500),
             synchronous_commit: None,
+            correlation_index: false,
         }
     }
 }
@@ -121,6 +123,28 @@ impl PostgresOptions {
     pub fn with_synchronous_commit(mut self, setting: SynchronousCommit) -> Self {
         self.synchronous_commit = Some(setting);
         self
+    }
+
+    /// Indexes the message log by correlation id (default off), so that a flow's messages
+    /// (`MessageLog::query_log` with `correlation_ids`) are found without scanning every
+    /// command and event.
+    ///
+    /// The index is created when the store connects with it on and missing, under the lock
+    /// that migrations take, so processes starting together do it once; connecting without the
+    /// option leaves an index that exists (another process may want it: drop it by hand).
+    /// Creating it on a large log takes a while and holds appends back meanwhile (a plain
+    /// `CREATE INDEX`); create it by hand `CONCURRENTLY` first to avoid that. It costs every
+    /// append one more index insert per event and per command record.
+    #[must_use]
+    pub fn with_correlation_index(mut self, on: bool) -> Self {
+        self.correlation_index = on;
+        self
+    }
+
+    /// Whether the message log is indexed by correlation id.
+    #[must_use]
+    pub fn correlation_index(&self) -> bool {
+        self.correlation_index
     }
 
     /// The schema the store's tables live in.
@@ -241,6 +265,9 @@ impl PostgresEventStore {
     pub async fn from_pool(pool: PgPool, options: PostgresOptions) -> Result<Self, StoreError> {
         schema::check_schema_name(&options.schema)?;
         schema::migrate(&pool, &options.schema).await?;
+        if options.correlation_index {
+            schema::correlation_index(&pool, &options.schema).await?;
+        }
         let notifier = CommitNotifier::new();
         let channel = format!("cqrs_{}", options.schema);
         let listener = tokio::spawn(listen(pool.clone(), channel.clone(), notifier.clone()));

@@ -111,6 +111,20 @@ const MIGRATIONS: &[&str] = &[
     ",
 ];
 
+/// Creates the message log's indexes by correlation id if they are missing: an option of the
+/// store (`SqliteOptions::with_correlation_index`), not a migration, as it costs every append.
+///
+/// # Errors
+///
+/// The backend error.
+pub(crate) fn correlation_index(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS cqrs_events_correlation ON cqrs_events (correlation_id);
+         CREATE INDEX IF NOT EXISTS cqrs_commands_correlation ON cqrs_commands (correlation_id);",
+    )
+    .map_err(backend)
+}
+
 /// Creates the schema, or upgrades it to [`CURRENT_VERSION`], in one transaction.
 ///
 /// # Errors

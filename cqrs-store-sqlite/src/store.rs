@@ -50,6 +50,7 @@ pub struct SqliteOptions {
     busy_timeout: Duration,
     cache_kib: u32,
     mmap_bytes: u64,
+    correlation_index: bool,
 }
 
 impl Default for SqliteOptions {
@@ -60,6 +61,7 @@ impl Default for SqliteOptions {
             busy_timeout: Duration::from_secs(5),
             cache_kib: 16_000,
             mmap_bytes: 0,
+            correlation_index: false,
         }
     }
 }
@@ -109,6 +111,27 @@ impl SqliteOptions {
     pub fn with_mmap_size(mut self, bytes: u64) -> Self {
         self.mmap_bytes = bytes;
         self
+    }
+
+    /// Indexes the message log by correlation id (default off), so that a flow's messages
+    /// (`MessageLog::query_log` with `correlation_ids`: a timeline, `conference-example log
+    /// --correlation`) are found without scanning every command and event.
+    ///
+    /// The index is created when the store opens with it on and missing (on a large file,
+    /// that takes a while, once); opening without the option leaves an index that exists (drop
+    /// it with `DROP INDEX cqrs_events_correlation; DROP INDEX cqrs_commands_correlation`). It
+    /// costs every append one more B-tree insert per event and per command record:
+    /// `docs/benchmarks-notes.md` has the figures.
+    #[must_use]
+    pub fn with_correlation_index(mut self, on: bool) -> Self {
+        self.correlation_index = on;
+        self
+    }
+
+    /// Whether the message log is indexed by correlation id.
+    #[must_use]
+    pub fn correlation_index(&self) -> bool {
+        self.correlation_index
     }
 
     /// The durability.
@@ -217,6 +240,9 @@ impl SqliteEventStore {
                 let mut conn = Connection::open(&opened).map_err(backend)?;
                 configure(&conn, options, true)?;
                 schema::migrate(&mut conn)?;
+                if options.correlation_index {
+                    schema::correlation_index(&conn)?;
+                }
                 Ok((conn, lock))
             })
             .await

@@ -19,3 +19,16 @@ mod memory {
             .expect("the store opens")
     });
 }
+
+/// The message log reads the same through its correlation index.
+mod indexed {
+    cqrs_core::conformance_suite!(groups(message_log) async || {
+        let dir = tempfile::tempdir().expect("a temporary directory").keep();
+        cqrs_store_sqlite::SqliteEventStore::open_with(
+            dir.join("events.db"),
+            cqrs_store_sqlite::SqliteOptions::default().with_correlation_index(true),
+        )
+        .await
+        .expect("the store opens")
+    });
+}

@@ -8,7 +8,9 @@ use cqrs_store_sqlite::{Durability, SqliteEventStore, SqliteOptions};
 
 /// Opens the storage `url` names: `memory:` (nothing kept), `sqlite://PATH` (a file, created
 /// if missing; `sqlite://PATH?durability=normal` trades the last commits before a power
-/// loss for speed, for bulk loads) or `postgres://…` (a server).
+/// loss for speed, for bulk loads; `&correlation_index=on` indexes the message log by
+/// correlation id, so the explorer's timelines need not scan it) or `postgres://…` (a
+/// server).
 ///
 /// # Errors
 ///
@@ -22,6 +24,7 @@ use cqrs_store_sqlite::{Durability, SqliteEventStore, SqliteOptions};
 /// let storage = conference_example::app::open_storage("memory:").await?;
 /// # let _ = storage;
 /// assert!(conference_example::app::open_storage("mysql://nope").await.is_err());
+/// assert!(conference_example::app::open_storage("sqlite:///tmp/x.db?durability=fast").await.is_err());
 /// # Ok::<(), cqrs_core::StoreError>(()) }).unwrap();
 /// ```
 pub async fn open_storage(url: &str) -> Result<Arc<dyn Storage>, StoreError> {
@@ -30,16 +33,20 @@ pub async fn open_storage(url: &str) -> Result<Arc<dyn Storage>, StoreError> {
     }
     if let Some(rest) = url.strip_prefix("sqlite://") {
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let durability = match query {
-            "" | "durability=full" => Durability::Full,
-            "durability=normal" => Durability::Normal,
-            other => {
-                return Err(StoreError::Invalid(format!(
-                    "{other:?}: a SQLite URL takes only durability=full or durability=normal"
-                )));
-            }
-        };
-        let options = SqliteOptions::default().with_durability(durability);
+        let mut options = SqliteOptions::default();
+        for setting in query.split('&').filter(|s| !s.is_empty()) {
+            options = match setting {
+                "durability=full" => options.with_durability(Durability::Full),
+                "durability=normal" => options.with_durability(Durability::Normal),
+                "correlation_index=on" => options.with_correlation_index(true),
+                other => {
+                    return Err(StoreError::Invalid(format!(
+                        "{other:?}: a SQLite URL takes durability=full|normal and \
+                         correlation_index=on"
+                    )));
+                }
+            };
+        }
         let storage: Arc<dyn Storage> = Arc::new(SqliteEventStore::open_with(path, options).await?);
         check_tagged(storage.as_ref()).await?;
         return Ok(storage);
@@ -79,7 +86,7 @@ pub async fn check_tagged(storage: &dyn Storage) -> Result<(), StoreError> {
 mod tests {
     use cqrs_core::{EventStore, ExpectedVersion, InMemoryEventStore, NewEvent, StreamId};
 
-    use super::check_tagged;
+    use super::{check_tagged, open_storage};
     use crate::domain::{AccessCode, ConferenceDetails, ConferenceEvent, Owner};
 
     fn created() -> ConferenceEvent {
@@ -125,5 +132,25 @@ mod tests {
             .await
             .expect("append");
         check_tagged(&tagged).await.expect("tagged by this build");
+    }
+
+    #[tokio::test]
+    async fn a_sqlite_url_takes_its_settings_together() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!(
+            "sqlite://{}?durability=normal&correlation_index=on",
+            dir.path().join("c.db").display()
+        );
+        let storage = open_storage(&url).await.expect("opens");
+        drop(storage);
+        let wrong = format!(
+            "sqlite://{}?correlation_index=maybe",
+            dir.path().join("d.db").display()
+        );
+        let err = open_storage(&wrong).await.err().expect("refused");
+        assert!(
+            err.to_string().contains("correlation_index=maybe"),
+            "the setting is named: {err}"
+        );
     }
 }

@@ -140,3 +140,62 @@ async fn synchronous_commit_is_set_on_the_stores_connections() {
     let default = PostgresEventStore::connect(&url).await.unwrap();
     assert_eq!(setting(default).await, ["on", "on", "on"], "the server's");
 }
+
+#[tokio::test]
+async fn the_correlation_index_is_an_option_made_once_by_processes_starting_together() {
+    let Some(server) = server(Durability::Fast) else {
+        return;
+    };
+    let url = server.fresh_database().await;
+    let indexed = PostgresOptions::default().with_correlation_index(true);
+    let indexes = async |store: &PostgresEventStore| -> Vec<String> {
+        sqlx::query_scalar(
+            "SELECT indexname::text FROM pg_indexes WHERE schemaname = 'cqrs' \
+             AND indexname LIKE '%correlation' ORDER BY indexname",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap()
+    };
+    let plain = PostgresEventStore::connect(&url).await.unwrap();
+    assert!(indexes(&plain).await.is_empty(), "off by default");
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, options) = (url.clone(), indexed.clone());
+            tokio::spawn(async move { PostgresEventStore::connect_with(&url, options).await })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for open in opens {
+        stores.push(open.await.unwrap().expect("every process opens the store"));
+    }
+    assert_eq!(
+        indexes(&stores[0]).await,
+        ["commands_correlation", "events_correlation"]
+    );
+    let mut tx = stores[0].pool().begin().await.unwrap();
+    sqlx::query("SET LOCAL enable_seqscan = off")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN SELECT position FROM cqrs.events WHERE correlation_id = ANY($1) \
+         ORDER BY recorded_at, position LIMIT 100",
+    )
+    .bind(vec![uuid::Uuid::new_v4()])
+    .fetch_all(&mut *tx)
+    .await
+    .unwrap();
+    assert!(
+        plan.iter().any(|line| line.contains("events_correlation")),
+        "{plan:?}"
+    );
+    drop(tx);
+    drop(stores);
+    let plain = PostgresEventStore::connect(&url).await.unwrap();
+    assert_eq!(
+        indexes(&plain).await.len(),
+        2,
+        "a process without the option leaves it for those that want it"
+    );
+}

@@ -225,3 +225,82 @@ async fn a_file_of_schema_version_3_keeps_its_schedule_and_gains_dead_letters() 
     assert_eq!(parked.len(), 1, "the upgraded file keeps dead letters");
     assert_eq!(parked[0].scheduled.command.id, first.command.id);
 }
+
+#[tokio::test]
+async fn the_correlation_index_is_an_option_that_a_flow_query_uses() {
+    use cqrs_core::{Commit, LogQuery, MessageLog, Metadata};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let flow = uuid::Uuid::new_v4();
+    let indexes = async |store: &SqliteEventStore| -> Vec<String> {
+        store
+            .query(|conn| {
+                let mut s = conn.prepare(
+                    "SELECT name FROM sqlite_master WHERE type = 'index' \
+                     AND name LIKE '%correlation' ORDER BY name",
+                )?;
+                let rows = s.query_map([], |r| r.get(0))?;
+                rows.collect::<Result<_, _>>()
+            })
+            .await
+            .unwrap()
+    };
+    {
+        let store = SqliteEventStore::open(&path).await.unwrap();
+        assert!(indexes(&store).await.is_empty(), "off by default");
+        for n in 0..20 {
+            let correlation = if n == 7 { flow } else { uuid::Uuid::new_v4() };
+            store
+                .commit(Commit::new(
+                    StreamId::new(format!("order-{n}")).unwrap(),
+                    ExpectedVersion::NoStream,
+                    vec![
+                        NewEvent::new("order.placed", Json::null())
+                            .with_metadata(Metadata::new().with_correlation_id(correlation)),
+                    ],
+                ))
+                .await
+                .unwrap();
+        }
+    }
+    let store =
+        SqliteEventStore::open_with(&path, SqliteOptions::default().with_correlation_index(true))
+            .await
+            .unwrap();
+    assert_eq!(
+        indexes(&store).await,
+        ["cqrs_commands_correlation", "cqrs_events_correlation"],
+        "created on an existing file"
+    );
+    let plan: String = store
+        .query(move |conn| {
+            let mut s = conn.prepare(
+                "EXPLAIN QUERY PLAN SELECT position FROM cqrs_events e WHERE 1 = 1 \
+                 AND e.correlation_id IN (?1) ORDER BY e.recorded_at, e.position LIMIT 100",
+            )?;
+            let rows = s.query_map([flow.as_bytes().as_slice()], |r| r.get::<_, String>(3))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?.join("; "))
+        })
+        .await
+        .unwrap();
+    assert!(
+        plan.contains("USING INDEX cqrs_events_correlation"),
+        "a flow's events are found through the index: {plan}"
+    );
+    let found = store
+        .query_log(&LogQuery {
+            correlation_ids: vec![flow],
+            ..LogQuery::new()
+        })
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    drop(store);
+    let store = SqliteEventStore::open(&path).await.unwrap();
+    assert_eq!(
+        indexes(&store).await.len(),
+        2,
+        "opening without the option leaves it"
+    );
+}
