@@ -42,6 +42,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::Json;
@@ -521,37 +522,71 @@ impl Migration {
             .map(|c| c.command.id)
             .chain(parked.iter().map(|p| p.scheduled.command.id))
             .collect();
-        let target_parked: HashSet<Uuid> = all_parked(to, self.batch)
+        let target_pending: HashMap<Uuid, DateTime<Utc>> = all_scheduled(to, self.batch)
             .await?
             .into_iter()
-            .map(|p| p.scheduled.command.id)
+            .map(|c| (c.command.id, c.due_at))
             .collect();
-        let stale: Vec<Uuid> = all_scheduled(to, self.batch)
+        let target_parked: HashMap<Uuid, crate::store::ParkedCommand> = all_parked(to, self.batch)
             .await?
             .into_iter()
-            .map(|c| c.command.id)
-            .chain(target_parked.iter().copied())
+            .map(|p| (p.scheduled.command.id, p))
+            .collect();
+        let stale: Vec<Uuid> = target_pending
+            .keys()
+            .chain(target_parked.keys())
             .filter(|id| !ids.contains(id))
+            .copied()
             .collect();
         let scheduled = (pending.len() + parked.len()) as u64;
-        for page in pending.chunks(self.batch) {
+        // What the target lacks, and what changed in the source since the last run: a command
+        // retried (due again at another time), parked, or parked again with another reason.
+        let mut fresh = Vec::new();
+        let mut moved = Vec::new();
+        for command in &pending {
+            let id = command.command.id;
+            if target_parked.contains_key(&id) {
+                to.retry_parked(id, command.due_at).await?;
+            } else {
+                match target_pending.get(&id) {
+                    Some(due) if *due == command.due_at => {}
+                    Some(_) => {
+                        moved.push(id);
+                        fresh.push(command.clone());
+                    }
+                    None => fresh.push(command.clone()),
+                }
+            }
+        }
+        for dead in &parked {
+            let id = dead.scheduled.command.id;
+            match (target_parked.get(&id), target_pending.get(&id)) {
+                (Some(copy), _)
+                    if copy.scheduled.due_at == dead.scheduled.due_at
+                        && copy.reason == dead.reason
+                        && copy.parked_at == dead.parked_at => {}
+                (Some(_), _) => {
+                    to.retry_parked(id, dead.scheduled.due_at).await?;
+                }
+                (None, Some(due)) if *due == dead.scheduled.due_at => {}
+                (None, Some(_)) => {
+                    moved.push(id);
+                    fresh.push(dead.scheduled.clone());
+                }
+                (None, None) => fresh.push(dead.scheduled.clone()),
+            }
+        }
+        if !moved.is_empty() {
+            to.complete_scheduled(&moved).await?;
+        }
+        for page in fresh.chunks(self.batch) {
             // Scheduling an id the target has already leaves it as it is.
             to.schedule(page.to_vec()).await?;
         }
-        for command in &pending {
-            // Parked in an earlier run, retried in the source since.
-            if target_parked.contains(&command.command.id) {
-                to.retry_parked(command.command.id, command.due_at).await?;
-            }
-        }
-        for page in parked.chunks(self.batch) {
-            to.schedule(page.iter().map(|p| p.scheduled.clone()).collect())
+        for dead in &parked {
+            // Parking a command parked already leaves it as it is.
+            to.park(dead.scheduled.command.id, &dead.reason, dead.parked_at)
                 .await?;
-            for dead in page {
-                // Parking a command parked already leaves it as it is.
-                to.park(dead.scheduled.command.id, &dead.reason, dead.parked_at)
-                    .await?;
-            }
         }
         if !stale.is_empty() {
             to.complete_scheduled(&stale).await?;

@@ -1401,8 +1401,14 @@ impl CommandDispatcher {
             crate::ErrorChain(&error)
         );
         truncate_reason(&mut why);
-        if self.storage.park(id, &why, now).await? {
-            tracing::error!(command_id = %id, command = %envelope.command_type, target = %envelope.target, reason = %why, "parked an undeliverable command as a dead letter");
+        if self.storage.keeps_dead_letters() {
+            if self.storage.park(id, &why, self.clock.now()).await? {
+                tracing::error!(command_id = %id, command = %envelope.command_type, target = %envelope.target, reason = %why, "parked an undeliverable command as a dead letter");
+            } else {
+                // Another dispatcher, which claimed it after this one's lease ended, parked it
+                // first, or it was completed meanwhile: it is not this dispatcher's to drop.
+                tracing::warn!(command_id = %id, command = %envelope.command_type, reason = %why, "an undeliverable command was parked or completed elsewhere meanwhile");
+            }
             return Ok(Attempt::Parked);
         }
         // The store keeps no dead letters: the message log is the only trace left.

@@ -1298,6 +1298,14 @@ pub trait ScheduleStore: Send + Sync + 'static {
         Ok(false)
     }
 
+    /// Whether this store keeps dead letters ([`park`](ScheduleStore::park) and the methods
+    /// after it). The default is `false`: a store that implements parking says so, and a
+    /// dispatcher then never drops a command it could not park (another dispatcher parked it
+    /// first, or an operator took it away meanwhile).
+    fn keeps_dead_letters(&self) -> bool {
+        false
+    }
+
     /// The parked commands, in id order, after `after`, up to `limit`.
     ///
     /// # Errors

@@ -196,11 +196,20 @@ impl Cluster {
 
     /// Stops node `i` with SIGSTOP: it holds its connections and answers nothing, as a
     /// machine that hangs.
+    ///
+    /// # Panics
+    ///
+    /// If the signal cannot be sent (no `kill` program): a test must not pass without its
+    /// fault.
     pub fn pause(&self, i: usize) {
         self.signal(i, "STOP");
     }
 
     /// Resumes node `i` after [`pause`](Self::pause).
+    ///
+    /// # Panics
+    ///
+    /// As [`pause`](Self::pause).
     pub fn resume(&self, i: usize) {
         self.signal(i, "CONT");
     }
@@ -324,16 +333,22 @@ impl Cluster {
 
     fn signal(&self, i: usize, signal: &str) {
         if let Some(process) = &self.nodes[i].process {
-            let _ = Command::new("kill")
+            let status = Command::new("kill")
                 .arg(format!("-{signal}"))
                 .arg(process.id().to_string())
                 .status();
+            assert!(
+                status.as_ref().is_ok_and(std::process::ExitStatus::success),
+                "SIG{signal} to {} failed: {status:?}",
+                self.nodes[i].name
+            );
         }
     }
 
     fn stop_all(&mut self) {
         for i in 0..self.nodes.len() {
-            self.resume(i);
+            // A paused node dies of SIGKILL all the same: no SIGCONT needed, and none that
+            // could panic in a drop.
             self.kill(i);
         }
     }

@@ -375,7 +375,12 @@ async fn killing_the_stream_leader_loses_no_acknowledged_message() {
         .collect();
 
     // Kill the leader a third of the way through, then bring it back once the rest finished.
+    let deadline = Instant::now() + Duration::from_secs(60);
     while acknowledged.load(Ordering::Relaxed) < WRITERS * PER_WRITER / 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the writers did not get a third through within 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let killed_at = acknowledged.load(Ordering::Relaxed);

@@ -45,6 +45,17 @@ impl MessageLog for PostgresEventStore {
             .begin_with(LOG_SNAPSHOT)
             .await
             .map_err(backend)?;
+        if !query.correlation_ids.is_empty() || !query.streams.is_empty() {
+            // The criteria are one prepared statement whose empty lists switch a criterion
+            // off (`cardinality($3) = 0 OR …`). A generic plan, which PostgreSQL may settle on
+            // after a few executions, cannot use an index for such a criterion; planned with
+            // the values, the empty ones fold away and the correlation index (an option) or
+            // the stream index serve the rest.
+            sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
+                .execute(&mut *snapshot)
+                .await
+                .map_err(backend)?;
+        }
         let mut entries = Vec::new();
         if query.kind != Some(MessageKind::Event) {
             let rows = bind_log(
@@ -104,4 +115,78 @@ fn bind_log<'q>(
         .bind(after_kind)
         .bind(after_sequence)
         .bind(limit)
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use cqrs_core::{Commit, EventStore, ExpectedVersion, Json, Metadata, NewEvent};
+    use sqlx::Row as _;
+
+    use super::*;
+    use crate::PostgresOptions;
+
+    #[tokio::test]
+    async fn a_flow_query_planned_with_its_values_reads_the_correlation_index() {
+        let options = PostgresOptions::default().with_correlation_index(true);
+        let Some(store) = crate::testing::fresh_store_with(options).await else {
+            return;
+        };
+        // Enough flows that reading one through the index beats a scan.
+        let flows: Vec<Uuid> = (0..2_000).map(|_| Uuid::new_v4()).collect();
+        let commits = flows
+            .iter()
+            .enumerate()
+            .map(|(n, flow)| {
+                Commit::new(
+                    StreamId::new(format!("order-{n}")).expect("stream"),
+                    ExpectedVersion::NoStream,
+                    vec![
+                        NewEvent::new("order.placed", Json::null())
+                            .with_metadata(Metadata::new().with_correlation_id(*flow)),
+                    ],
+                )
+            })
+            .collect();
+        store.commit_in_order(commits).await.expect("commits");
+        sqlx::query("ANALYZE cqrs.events")
+            .execute(&store.inner.pool)
+            .await
+            .expect("analyze");
+        let query = LogQuery {
+            correlation_ids: vec![flows[1_000]],
+            ..LogQuery::new()
+        };
+        // The statement as `query_log` runs it, with the setting it runs under.
+        let mut tx = store.inner.pool.begin().await.expect("begin");
+        sqlx::query("SET LOCAL plan_cache_mode = force_custom_plan")
+            .execute(&mut *tx)
+            .await
+            .expect("set");
+        for _ in 0..8 {
+            // Past the executions after which PostgreSQL may settle on a generic plan.
+            let plan: Vec<String> = bind_log(
+                sqlx::query(AssertSqlSafe(format!(
+                    "EXPLAIN {}",
+                    store.inner.sql.log_events
+                ))),
+                &[],
+                &[],
+                &query,
+                (None, 0, 0),
+                100,
+            )
+            .fetch_all(&mut *tx)
+            .await
+            .expect("explain")
+            .iter()
+            .map(|row| row.get::<String, _>(0))
+            .collect();
+            assert!(
+                plan.iter().any(|line| line.contains("events_correlation")),
+                "{plan:#?}"
+            );
+        }
+        let found = store.query_log(&query).await.expect("query");
+        assert_eq!(found.len(), 1);
+    }
 }

@@ -68,6 +68,10 @@ impl ScheduleStore for PostgresEventStore {
             .map_err(backend)
     }
 
+    fn keeps_dead_letters(&self) -> bool {
+        true
+    }
+
     async fn park(&self, id: Uuid, reason: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
         let done = sqlx::query(AssertSqlSafe(self.inner.sql.park.clone()))
             .bind(id)

@@ -542,8 +542,8 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE {s}.events ALTER COLUMN stream TYPE text COLLATE "C";
     "#,
     // 6: dead letters: a scheduled command the dispatcher gave up on is parked where it is,
-    // with when and why, and its `available_at` set to infinity, past every claim (the claim
-    // index then never visits it).
+    // with when and why, and its `available_at` set to the end of year 9999, past every claim
+    // (the claim index then never visits it).
     r"
     ALTER TABLE {s}.scheduled ADD COLUMN parked_at timestamptz, ADD COLUMN parked_reason text;
     ",

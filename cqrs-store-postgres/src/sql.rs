@@ -217,12 +217,14 @@ impl Sql {
                  RETURNING {SCHEDULED_COLUMNS}"
             )),
             complete_scheduled: q(format!("DELETE FROM {s}.scheduled WHERE id = ANY($1)")),
-            // Parked rows sort last in the index (at infinity): `min` stops at the first row.
+            // Parked rows sort last in the index (at the end of year 9999, not `infinity`, which
+            // a build from before dead letters could not decode): `min` stops at the first row.
             next_due: q(format!(
                 "SELECT min(available_at) FROM {s}.scheduled WHERE parked_at IS NULL"
             )),
             park: q(format!(
-                "UPDATE {s}.scheduled SET parked_at = $2, parked_reason = $3, available_at = 'infinity'
+                "UPDATE {s}.scheduled SET parked_at = $2, parked_reason = $3,
+                     available_at = '9999-12-31 23:59:59.999999+00'
                  WHERE id = $1 AND parked_at IS NULL"
             )),
             list_parked: q(format!(

@@ -133,8 +133,12 @@ impl PostgresOptions {
     /// that migrations take, so processes starting together do it once; connecting without the
     /// option leaves an index that exists (another process may want it: drop it by hand).
     /// Creating it on a large log takes a while and holds appends back meanwhile (a plain
-    /// `CREATE INDEX`); create it by hand `CONCURRENTLY` first to avoid that. It costs every
-    /// append one more index insert per event and per command record.
+    /// `CREATE INDEX`); to avoid that, create it by hand first, under the names the store
+    /// looks for: `CREATE INDEX CONCURRENTLY events_correlation ON {schema}.events
+    /// (correlation_id)` and `CREATE INDEX CONCURRENTLY commands_correlation ON
+    /// {schema}.commands (correlation_id)` (a concurrent build that failed leaves an invalid
+    /// index: drop it and build again). It costs every append one more index insert per event
+    /// and per command record.
     #[must_use]
     pub fn with_correlation_index(mut self, on: bool) -> Self {
         self.correlation_index = on;

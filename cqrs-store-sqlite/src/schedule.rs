@@ -105,6 +105,10 @@ impl ScheduleStore for SqliteEventStore {
         .await
     }
 
+    fn keeps_dead_letters(&self) -> bool {
+        true
+    }
+
     async fn park(&self, id: Uuid, reason: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
         let reason = reason.to_owned();
         self.inner
@@ -183,8 +187,10 @@ impl ScheduleStore for SqliteEventStore {
     }
 }
 
-/// The `available_at` of a parked command: later than any claim's `now`.
-const PARKED: i64 = i64::MAX;
+/// The `available_at` of a parked command, later than any claim's `now`: the last microsecond
+/// of year 9999, a time every reader of the column can still decode (a build from before dead
+/// letters, during a rolling upgrade, reads it as a due time far away).
+const PARKED: i64 = 253_402_300_799_999_999;
 
 /// Reads a parked command selected with [`SCHEDULED_COLUMNS`], `parked_at`, `parked_reason`.
 fn parked(row: &rusqlite::Row<'_>) -> Result<ParkedCommand, StoreError> {

@@ -103,7 +103,7 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     ",
     // 4: dead letters: a scheduled command the dispatcher gave up on is parked where it is,
-    // with when and why, and its `available_at` set to the largest integer, past every claim
+    // with when and why, and its `available_at` set to the end of year 9999, past every claim
     // (the claim index then never visits it).
     r"
     ALTER TABLE cqrs_scheduled ADD COLUMN parked_at INTEGER;

@@ -375,6 +375,21 @@ async fn a_command_that_keeps_failing_is_a_dead_letter_to_retry_or_discard() {
         !scheduled.contains(&first.id.to_string()),
         "a dead letter is no longer scheduled: {scheduled}"
     );
+    // Its flow's timeline shows it, though the message log does not hold it.
+    let flow = first.correlation_id.unwrap();
+    let (status, timeline) = page(
+        &server,
+        &format!("/explorer/timeline/{flow}"),
+        Some(&signed_in),
+    )
+    .await;
+    assert_eq!(status, 200, "{timeline}");
+    assert!(
+        timeline.contains("dead letter: order.recalculat")
+            && timeline.contains("order.recalculate_totals_v9 → order-poison-1")
+            && timeline.contains("1 dead letter"),
+        "{timeline}"
+    );
     let token = form_token(&listed);
     let post = async |path: String, token: &str| {
         client()

@@ -593,6 +593,10 @@ impl ScheduleStore for InMemoryEventStore {
             .min())
     }
 
+    fn keeps_dead_letters(&self) -> bool {
+        true
+    }
+
     async fn park(&self, id: Uuid, reason: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
         let mut state = self.lock();
         match state.scheduled.get_mut(&id) {

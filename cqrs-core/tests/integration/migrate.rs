@@ -469,6 +469,63 @@ async fn dead_letters_come_along_parked_and_follow_the_source() {
     assert_eq!(parked, [dead.command.id], "the discarded one is gone");
     assert!(migration.verify(&old, &new).await.unwrap().is_identical());
 
+    // The retried one fails again and is parked with another reason; the one still parked is
+    // retried and parked again at another due time: the next run follows both.
+    let again = Utc.with_ymd_and_hms(2012, 5, 1, 11, 0, 0).unwrap();
+    assert!(
+        old.park(retried.command.id, "failed again", again)
+            .await
+            .unwrap()
+    );
+    assert!(old.retry_parked(dead.command.id, again).await.unwrap());
+    assert!(
+        old.park(dead.command.id, "no handler, still", again)
+            .await
+            .unwrap()
+    );
+    migration.resume(&old, &new, &mut |_| {}).await.unwrap();
+    let mut parked: Vec<_> = new
+        .list_parked(None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.scheduled.command.id, p.reason, p.scheduled.due_at))
+        .collect();
+    parked.sort();
+    let mut want = vec![
+        (retried.command.id, "failed again".to_owned(), later),
+        (dead.command.id, "no handler, still".to_owned(), again),
+    ];
+    want.sort();
+    assert_eq!(parked, want);
+    assert!(new.list_scheduled(None, 10).await.unwrap().is_empty());
+    let verified = migration.verify(&old, &new).await.unwrap();
+    assert!(verified.is_identical(), "{verified:?}");
+
+    // A command pending on both sides that was parked and retried in the source between runs
+    // (due at another time now) is moved in the target too.
+    let pending = command(4);
+    old.schedule(vec![pending.clone()]).await.unwrap();
+    migration.resume(&old, &new, &mut |_| {}).await.unwrap();
+    let moved_to = Utc.with_ymd_and_hms(2012, 5, 2, 9, 0, 0).unwrap();
+    assert!(old.park(pending.command.id, "failed", again).await.unwrap());
+    assert!(
+        old.retry_parked(pending.command.id, moved_to)
+            .await
+            .unwrap()
+    );
+    migration.resume(&old, &new, &mut |_| {}).await.unwrap();
+    let due: Vec<_> = new
+        .list_scheduled(None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.command.id, c.due_at))
+        .collect();
+    assert_eq!(due, [(pending.command.id, moved_to)]);
+    let verified = migration.verify(&old, &new).await.unwrap();
+    assert!(verified.is_identical(), "{verified:?}");
+
     // A verification notices a dead letter the target lacks.
     new.complete_scheduled(&[dead.command.id]).await.unwrap();
     let verified = migration.verify(&old, &new).await.unwrap();

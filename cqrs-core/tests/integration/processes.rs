@@ -429,6 +429,64 @@ async fn an_undeliverable_command_is_retried_then_parked_until_retried_or_discar
     );
 }
 
+/// Fails every delivery, after parking the command itself: as another dispatcher, which
+/// claimed it once this one's lease ended, would have parked it meanwhile.
+struct ParkedElsewhere(Arc<dyn Storage>);
+
+#[async_trait::async_trait]
+impl CommandHandler for ParkedElsewhere {
+    async fn deliver(
+        &self,
+        envelope: CommandEnvelope,
+    ) -> Result<Delivery, cqrs_core::DispatchError> {
+        let parked = self
+            .0
+            .park(
+                envelope.id,
+                "parked by the other dispatcher",
+                chrono::Utc::now(),
+            )
+            .await
+            .unwrap();
+        assert!(parked);
+        Err(cqrs_core::DispatchError::Invalid("still failing".into()))
+    }
+}
+
+#[tokio::test]
+async fn a_dead_letter_parked_by_another_dispatcher_is_left_parked() {
+    let storage: Arc<dyn Storage> = Arc::new(InMemoryEventStore::new());
+    let lost = CommandEnvelope::new(
+        "nowhere-1".parse().unwrap(),
+        &OrderCommand::Confirm,
+        CommandContext::new(),
+    )
+    .unwrap();
+    storage
+        .schedule(vec![cqrs_core::ScheduledCommand::new(
+            lost.clone(),
+            chrono::Utc::now(),
+        )])
+        .await
+        .unwrap();
+    let dispatcher = CommandDispatcher::new(
+        Arc::clone(&storage),
+        Arc::new(ParkedElsewhere(Arc::clone(&storage))),
+    )
+    .with_max_attempts(1);
+    assert_eq!(dispatcher.run_due().await.unwrap(), 1, "given up");
+    let parked = storage
+        .find_parked(lost.id)
+        .await
+        .unwrap()
+        .expect("still a dead letter, not dropped");
+    assert_eq!(parked.reason, "parked by the other dispatcher");
+    assert!(
+        storage.find_command(lost.id).await.unwrap().is_none(),
+        "not recorded as rejected"
+    );
+}
+
 /// A process manager with a bug: it finishes instances it never started.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Careless;

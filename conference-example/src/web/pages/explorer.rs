@@ -584,12 +584,6 @@ async fn timeline_page(
         ..cqrs_core::LogQuery::new()
     };
     let entries = storage.query_log(&query).await.map_err(store_error)?;
-    if entries.is_empty() {
-        return Err(PageError::not_found(
-            SITE,
-            "No message in the log belongs to this flow.",
-        ));
-    }
     let mut waiting = Vec::new();
     let mut after = None;
     let mut scanned = 0;
@@ -608,6 +602,35 @@ async fn timeline_page(
         if !full {
             break;
         }
+    }
+    // Commands of these flows given up after their last attempt, which the message log does
+    // not hold until they are discarded.
+    let mut dead = Vec::new();
+    let mut after = None;
+    let mut scanned = 0;
+    while scanned < WAITING_SCANNED {
+        let page = storage
+            .list_parked(after, 1_000)
+            .await
+            .map_err(store_error)?;
+        scanned += page.len();
+        after = page.last().map(|p| p.scheduled.command.id);
+        let full = page.len() == 1_000;
+        dead.extend(page.into_iter().filter(|p| {
+            p.scheduled
+                .command
+                .correlation_id
+                .is_some_and(|c| flows.contains(&c))
+        }));
+        if !full {
+            break;
+        }
+    }
+    if entries.is_empty() && waiting.is_empty() && dead.is_empty() {
+        return Err(PageError::not_found(
+            SITE,
+            "No message in the log belongs to this flow.",
+        ));
     }
     let read_models: Vec<super::timeline::ReadModelMark> = state
         .app
@@ -635,12 +658,18 @@ async fn timeline_page(
                     1 => ", 1 command waiting",
                     n => { ", " (n) " commands waiting" },
                 }
-                ". Commands are rounded, events square, rejected commands red, waiting ones dashed \
-                 (at their due time); an arrow goes from each message to what it caused. The \
-                 squares on the right are the read models, filled once one has applied the event."
+                @match dead.len() {
+                    0 => {},
+                    1 => { ", " a href="/explorer/dead-letters" { "1 dead letter" } },
+                    n => { ", " a href="/explorer/dead-letters" { (n) " dead letters" } },
+                }
+                ". Commands are rounded, events square, rejected commands and dead letters red, \
+                 waiting ones dashed (at their due time); an arrow goes from each message to what \
+                 it caused. The squares on the right are the read models, filled once one has \
+                 applied the event."
             }
             div.timeline {
-                (super::timeline::picture(&entries, &waiting, &read_models, stream_link))
+                (super::timeline::picture(&entries, &waiting, &dead, &read_models, stream_link))
             }
             ol.read-models {
                 @for model in &read_models {

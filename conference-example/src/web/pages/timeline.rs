@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
-use cqrs_core::{LogEntry, LoggedMessage, Outcome, ScheduledCommand};
+use cqrs_core::{LogEntry, LoggedMessage, Outcome, ParkedCommand, ScheduledCommand};
 use maud::{Markup, PreEscaped, html};
 use uuid::Uuid;
 
@@ -46,10 +46,12 @@ enum Kind {
     Waiting,
 }
 
-/// The picture of `entries` (in log order) and of the `waiting` commands of the same flows.
+/// The picture of `entries` (in log order) and of the `waiting` commands and `dead` letters of
+/// the same flows.
 pub(crate) fn picture(
     entries: &[LogEntry],
     waiting: &[ScheduledCommand],
+    dead: &[ParkedCommand],
     read_models: &[ReadModelMark],
     stream_link: impl Fn(&str) -> String,
 ) -> Markup {
@@ -127,6 +129,27 @@ pub(crate) fn picture(
             href: stream_link(c.target.as_str()),
             kind: Kind::Waiting,
             at: scheduled.due_at,
+            position: None,
+        });
+    }
+    for parked in dead {
+        let c = &parked.scheduled.command;
+        rows.push(Row {
+            id: c.id,
+            caused_by: c.causation_id,
+            lane: lane_of(c.target.as_str()),
+            label: format!("dead letter: {}", c.command_type),
+            detail: format!(
+                "{} → {}\nparked {} after {} attempts\n{}",
+                c.command_type,
+                c.target,
+                parked.parked_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                parked.scheduled.attempts,
+                parked.reason
+            ),
+            href: "/explorer/dead-letters".to_owned(),
+            kind: Kind::Rejected,
+            at: parked.parked_at,
             position: None,
         });
     }

@@ -234,6 +234,10 @@ pub async fn scheduling_an_id_again_changes_nothing(store: Arc<dyn ScheduleStore
 /// is not scheduled, does nothing. Retrying puts it back, due when asked with its attempts from
 /// zero; completing it removes it, as for any scheduled command.
 pub async fn parked_commands_wait_for_retry_or_discard(store: Arc<dyn ScheduleStore>) {
+    assert!(
+        store.keeps_dead_letters(),
+        "a store that parks commands says so (`keeps_dead_letters`), or a dispatcher drops them"
+    );
     let target = stream("order");
     let (dead, alive, other) = (
         scheduled(&target, 1),
