@@ -584,8 +584,9 @@ impl Migration {
             to.schedule(page.to_vec()).await?;
         }
         for dead in &parked {
-            // Parking a command parked already leaves it as it is.
-            to.park(dead.scheduled.command.id, &dead.reason, dead.parked_at)
+            // Parking a command parked already leaves it as it is. The target's copy was never
+            // claimed: its attempts start again from zero.
+            to.park(dead.scheduled.command.id, 0, &dead.reason, dead.parked_at)
                 .await?;
         }
         if !stale.is_empty() {

@@ -1402,11 +1402,15 @@ impl CommandDispatcher {
         );
         truncate_reason(&mut why);
         if self.storage.keeps_dead_letters() {
-            if self.storage.park(id, &why, self.clock.now()).await? {
+            let parked = self
+                .storage
+                .park(id, scheduled.attempts, &why, self.clock.now())
+                .await?;
+            if parked {
                 tracing::error!(command_id = %id, command = %envelope.command_type, target = %envelope.target, reason = %why, "parked an undeliverable command as a dead letter");
             } else {
-                // Another dispatcher, which claimed it after this one's lease ended, parked it
-                // first, or it was completed meanwhile: it is not this dispatcher's to drop.
+                // Another dispatcher, which claimed it after this one's lease ended, holds it
+                // or parked it first, or it was completed meanwhile: not this one's to drop.
                 tracing::warn!(command_id = %id, command = %envelope.command_type, reason = %why, "an undeliverable command was parked or completed elsewhere meanwhile");
             }
             return Ok(Attempt::Parked);
@@ -1562,7 +1566,7 @@ async fn record_rejected(
 /// let id = reminder.id;
 /// let now = chrono::Utc::now();
 /// store.schedule(vec![ScheduledCommand::new(reminder, now)]).await?;
-/// assert!(store.park(id, "no handler for order.remind", now).await?);
+/// assert!(store.park(id, 0, "no handler for order.remind", now).await?);
 ///
 /// assert!(discard_parked(&store, id, "the operator discarded it", now).await?);
 /// assert!(store.find_parked(id).await?.is_none());

@@ -1276,7 +1276,9 @@ pub trait ScheduleStore: Send + Sync + 'static {
     /// [`StoreError::Backend`] if the store fails.
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
 
-    /// Sets the scheduled command `id` aside as a dead letter: it stays in the schedule with
+    /// Sets the scheduled command `id` aside as a dead letter, if it is not parked and has been
+    /// claimed `attempts` times (so a dispatcher whose claim another has taken over since
+    /// cannot park it; give 0 for a command never claimed): it stays in the schedule with
     /// `reason` and the time it was parked, is never claimed, and is left out of
     /// [`list_scheduled`](ScheduleStore::list_scheduled) and
     /// [`next_due`](ScheduleStore::next_due), until an operator retries it
@@ -1286,15 +1288,22 @@ pub trait ScheduleStore: Send + Sync + 'static {
     /// parks a command whose last attempt failed.
     ///
     /// Returns whether the command was parked: `false` when `id` is not scheduled, is parked
-    /// already, or the store does not keep dead letters. The default keeps none, and the
+    /// already, has been claimed another number of times, or the store does not keep dead
+    /// letters. The default keeps none, and the
     /// dispatcher then records the command as rejected in the message log and drops it;
     /// stores override it (the conformance suite's `schedule` group checks parking).
     ///
     /// # Errors
     ///
     /// [`StoreError::Backend`] if the store fails.
-    async fn park(&self, id: Uuid, reason: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
-        let _ = (id, reason, at);
+    async fn park(
+        &self,
+        id: Uuid,
+        attempts: u32,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let _ = (id, attempts, reason, at);
         Ok(false)
     }
 

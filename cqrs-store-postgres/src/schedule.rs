@@ -72,11 +72,18 @@ impl ScheduleStore for PostgresEventStore {
         true
     }
 
-    async fn park(&self, id: Uuid, reason: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn park(
+        &self,
+        id: Uuid,
+        attempts: u32,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query(AssertSqlSafe(self.inner.sql.park.clone()))
             .bind(id)
             .bind(at)
             .bind(reason)
+            .bind(i32::try_from(attempts).unwrap_or(i32::MAX))
             .execute(&self.inner.pool)
             .await
             .map_err(backend)?;

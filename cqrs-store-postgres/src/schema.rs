@@ -577,12 +577,7 @@ pub(crate) fn check_schema_name(schema: &str) -> Result<(), StoreError> {
 ///
 /// [`StoreError::SchemaTooNew`] if a newer build wrote the schema, or the backend error.
 pub(crate) async fn migrate(pool: &PgPool, schema: &str) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await.map_err(backend)?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(format!("cqrs-migrate:{schema}"))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
+    let mut tx = locked(pool, schema).await?;
     // The schema name was checked to be a plain identifier (`check_schema_name`).
     sqlx::raw_sql(AssertSqlSafe(format!(
         "CREATE SCHEMA IF NOT EXISTS {schema};
@@ -628,6 +623,21 @@ pub(crate) async fn migrate(pool: &PgPool, schema: &str) -> Result<(), StoreErro
     tx.commit().await.map_err(backend)
 }
 
+/// A transaction holding the schema's migration lock, so that processes starting together
+/// change the schema one at a time.
+async fn locked(
+    pool: &PgPool,
+    schema: &str,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+    let mut tx = pool.begin().await.map_err(backend)?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("cqrs-migrate:{schema}"))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+    Ok(tx)
+}
+
 /// Creates the message log's indexes by correlation id if they are missing: an option of the
 /// store (`PostgresOptions::with_correlation_index`), not a migration, as it costs every
 /// append. Under the migrations' lock, so that processes starting together do it once.
@@ -636,12 +646,7 @@ pub(crate) async fn migrate(pool: &PgPool, schema: &str) -> Result<(), StoreErro
 ///
 /// The backend error.
 pub(crate) async fn correlation_index(pool: &PgPool, schema: &str) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await.map_err(backend)?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(format!("cqrs-migrate:{schema}"))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
+    let mut tx = locked(pool, schema).await?;
     // The schema name was checked to be a plain identifier (`check_schema_name`).
     let sql = format!(
         "CREATE INDEX IF NOT EXISTS events_correlation ON {schema}.events (correlation_id);

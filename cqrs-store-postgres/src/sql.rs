@@ -225,7 +225,7 @@ impl Sql {
             park: q(format!(
                 "UPDATE {s}.scheduled SET parked_at = $2, parked_reason = $3,
                      available_at = '9999-12-31 23:59:59.999999+00'
-                 WHERE id = $1 AND parked_at IS NULL"
+                 WHERE id = $1 AND parked_at IS NULL AND attempts = $4"
             )),
             list_parked: q(format!(
                 "SELECT {SCHEDULED_COLUMNS}, parked_at, parked_reason FROM {s}.scheduled

@@ -59,23 +59,17 @@ impl ScheduleStore for SqliteEventStore {
         after: Option<Uuid>,
         limit: usize,
     ) -> Result<Vec<ScheduledCommand>, StoreError> {
-        let limit = limit_to_i64(limit);
         self.read(move |conn| {
-            let after = after.unwrap_or(Uuid::nil());
-            let mut select = conn
-                .prepare_cached(&format!(
+            page_in_id_order(
+                conn,
+                &format!(
                     "SELECT {SCHEDULED_COLUMNS} FROM cqrs_scheduled WHERE id > ?1 AND parked_at IS NULL \
                      ORDER BY id LIMIT ?2 + 0"
-                ))
-                .map_err(backend)?;
-            let mut rows = select
-                .query(params![after.as_bytes().as_slice(), limit])
-                .map_err(backend)?;
-            let mut all = Vec::new();
-            while let Some(row) = rows.next().map_err(backend)? {
-                all.push(scheduled(row)?);
-            }
-            Ok(all)
+                ),
+                after,
+                limit,
+                scheduled,
+            )
         })
         .await
     }
@@ -109,7 +103,13 @@ impl ScheduleStore for SqliteEventStore {
         true
     }
 
-    async fn park(&self, id: Uuid, reason: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn park(
+        &self,
+        id: Uuid,
+        attempts: u32,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         let reason = reason.to_owned();
         self.inner
             .writer
@@ -117,10 +117,16 @@ impl ScheduleStore for SqliteEventStore {
                 let changed = conn
                     .prepare_cached(
                         "UPDATE cqrs_scheduled SET parked_at = ?2, parked_reason = ?3, available_at = ?4 \
-                         WHERE id = ?1 AND parked_at IS NULL",
+                         WHERE id = ?1 AND parked_at IS NULL AND attempts = ?5",
                     )
                     .map_err(backend)?
-                    .execute(params![id.as_bytes().as_slice(), micros(at), reason, PARKED])
+                    .execute(params![
+                        id.as_bytes().as_slice(),
+                        micros(at),
+                        reason,
+                        PARKED,
+                        i64::from(attempts)
+                    ])
                     .map_err(backend)?;
                 Ok(changed > 0)
             })
@@ -132,23 +138,17 @@ impl ScheduleStore for SqliteEventStore {
         after: Option<Uuid>,
         limit: usize,
     ) -> Result<Vec<ParkedCommand>, StoreError> {
-        let limit = limit_to_i64(limit);
         self.read(move |conn| {
-            let after = after.unwrap_or(Uuid::nil());
-            let mut select = conn
-                .prepare_cached(&format!(
+            page_in_id_order(
+                conn,
+                &format!(
                     "SELECT {SCHEDULED_COLUMNS}, parked_at, parked_reason FROM cqrs_scheduled \
                      WHERE id > ?1 AND parked_at IS NOT NULL ORDER BY id LIMIT ?2 + 0"
-                ))
-                .map_err(backend)?;
-            let mut rows = select
-                .query(params![after.as_bytes().as_slice(), limit])
-                .map_err(backend)?;
-            let mut all = Vec::new();
-            while let Some(row) = rows.next().map_err(backend)? {
-                all.push(parked(row)?);
-            }
-            Ok(all)
+                ),
+                after,
+                limit,
+                parked,
+            )
         })
         .await
     }
@@ -185,6 +185,26 @@ impl ScheduleStore for SqliteEventStore {
             })
             .await
     }
+}
+
+/// The rows `sql` selects (`?1`: after this id, `?2`: at most this many), read by `read`.
+fn page_in_id_order<T>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    after: Option<Uuid>,
+    limit: usize,
+    read: impl Fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let after = after.unwrap_or(Uuid::nil());
+    let mut select = conn.prepare_cached(sql).map_err(backend)?;
+    let mut rows = select
+        .query(params![after.as_bytes().as_slice(), limit_to_i64(limit)])
+        .map_err(backend)?;
+    let mut all = Vec::new();
+    while let Some(row) = rows.next().map_err(backend)? {
+        all.push(read(row)?);
+    }
+    Ok(all)
 }
 
 /// The `available_at` of a parked command, later than any claim's `now`: the last microsecond

@@ -597,10 +597,16 @@ impl ScheduleStore for InMemoryEventStore {
         true
     }
 
-    async fn park(&self, id: Uuid, reason: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn park(
+        &self,
+        id: Uuid,
+        attempts: u32,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         let mut state = self.lock();
         match state.scheduled.get_mut(&id) {
-            Some(s) if s.parked.is_none() => {
+            Some(s) if s.parked.is_none() && s.command.attempts == attempts => {
                 s.parked = Some((truncate_to_micros(at), reason.to_owned()));
                 s.claimed_until = None;
                 Ok(true)

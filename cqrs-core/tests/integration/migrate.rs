@@ -411,7 +411,7 @@ async fn dead_letters_come_along_parked_and_follow_the_source() {
         .unwrap();
     for c in [&dead, &retried, &discarded] {
         assert!(
-            old.park(c.command.id, "no handler", parked_at)
+            old.park(c.command.id, 0, "no handler", parked_at)
                 .await
                 .unwrap()
         );
@@ -473,13 +473,13 @@ async fn dead_letters_come_along_parked_and_follow_the_source() {
     // retried and parked again at another due time: the next run follows both.
     let again = Utc.with_ymd_and_hms(2012, 5, 1, 11, 0, 0).unwrap();
     assert!(
-        old.park(retried.command.id, "failed again", again)
+        old.park(retried.command.id, 0, "failed again", again)
             .await
             .unwrap()
     );
     assert!(old.retry_parked(dead.command.id, again).await.unwrap());
     assert!(
-        old.park(dead.command.id, "no handler, still", again)
+        old.park(dead.command.id, 0, "no handler, still", again)
             .await
             .unwrap()
     );
@@ -508,7 +508,11 @@ async fn dead_letters_come_along_parked_and_follow_the_source() {
     old.schedule(vec![pending.clone()]).await.unwrap();
     migration.resume(&old, &new, &mut |_| {}).await.unwrap();
     let moved_to = Utc.with_ymd_and_hms(2012, 5, 2, 9, 0, 0).unwrap();
-    assert!(old.park(pending.command.id, "failed", again).await.unwrap());
+    assert!(
+        old.park(pending.command.id, 0, "failed", again)
+            .await
+            .unwrap()
+    );
     assert!(
         old.retry_parked(pending.command.id, moved_to)
             .await

@@ -485,12 +485,21 @@ impl ScheduleStore for PlantedSchedule {
         self.bug != ScheduleBug::KeepsNoDeadLetters
     }
 
-    async fn park(&self, id: Uuid, reason: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn park(
+        &self,
+        id: Uuid,
+        attempts: u32,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         if self.bug == ScheduleBug::KeepsNoDeadLetters {
             return Ok(false);
         }
         let mut all = self.commands.lock().expect("lock");
         let mut parked = self.parked.lock().expect("lock");
+        if all.get(&id).is_none_or(|(c, _, _)| c.attempts != attempts) {
+            return Ok(false);
+        }
         let command = if self.bug == ScheduleBug::ParkedStillDue {
             all.get(&id).map(|(c, _, _)| c.clone())
         } else {

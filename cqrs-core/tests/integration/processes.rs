@@ -443,6 +443,7 @@ impl CommandHandler for ParkedElsewhere {
             .0
             .park(
                 envelope.id,
+                1,
                 "parked by the other dispatcher",
                 chrono::Utc::now(),
             )

@@ -217,7 +217,7 @@ async fn a_file_of_schema_version_3_keeps_its_schedule_and_gains_dead_letters() 
     assert_eq!(claimed.len(), 2, "what was scheduled is still due");
     assert!(
         store
-            .park(first.command.id, "no handler", chrono::Utc::now())
+            .park(first.command.id, 1, "no handler", chrono::Utc::now())
             .await
             .unwrap()
     );

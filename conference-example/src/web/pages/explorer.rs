@@ -900,15 +900,16 @@ async fn processes(
     Ok(layout(SITE, "Processes", &body).into_response())
 }
 
+/// A page of a list in id order: the last id of the page before.
 #[derive(Debug, Default, Deserialize)]
-struct ScheduledQuery {
+struct IdCursor {
     after: Option<uuid::Uuid>,
 }
 
 async fn scheduled(
     State(state): State<WebState>,
     jar: SignedCookieJar,
-    PageQuery(query): PageQuery<ScheduledQuery>,
+    PageQuery(query): PageQuery<IdCursor>,
 ) -> PageResult {
     let operator = signed_in(&state, &jar)?;
     let listed = state
@@ -978,15 +979,10 @@ async fn discard(
     Ok(see_other("/explorer/scheduled"))
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct DeadLettersQuery {
-    after: Option<uuid::Uuid>,
-}
-
 async fn dead_letters(
     State(state): State<WebState>,
     jar: SignedCookieJar,
-    PageQuery(query): PageQuery<DeadLettersQuery>,
+    PageQuery(query): PageQuery<IdCursor>,
 ) -> PageResult {
     let operator = signed_in(&state, &jar)?;
     let listed = state
@@ -1064,13 +1060,7 @@ async fn retry_dead_letter(
     PagePath(id): PagePath<uuid::Uuid>,
     fields: Fields,
 ) -> PageResult {
-    signed_in_form(&state, &jar, &fields)?;
-    state
-        .app
-        .retry_dead_letter(id)
-        .await
-        .map_err(|e| PageError::from_app(SITE, e))?;
-    Ok(see_other("/explorer/dead-letters"))
+    on_dead_letter(&state, &jar, &fields, id, false).await
 }
 
 async fn discard_dead_letter(
@@ -1079,12 +1069,24 @@ async fn discard_dead_letter(
     PagePath(id): PagePath<uuid::Uuid>,
     fields: Fields,
 ) -> PageResult {
-    signed_in_form(&state, &jar, &fields)?;
-    state
-        .app
-        .discard_dead_letter(id)
-        .await
-        .map_err(|e| PageError::from_app(SITE, e))?;
+    on_dead_letter(&state, &jar, &fields, id, true).await
+}
+
+/// Retries the dead letter `id`, or discards it, for a signed-in operator's form.
+async fn on_dead_letter(
+    state: &WebState,
+    jar: &SignedCookieJar,
+    fields: &Fields,
+    id: uuid::Uuid,
+    discard: bool,
+) -> PageResult {
+    signed_in_form(state, jar, fields)?;
+    let done = if discard {
+        state.app.discard_dead_letter(id).await
+    } else {
+        state.app.retry_dead_letter(id).await
+    };
+    done.map_err(|e| PageError::from_app(SITE, e))?;
     Ok(see_other("/explorer/dead-letters"))
 }
 

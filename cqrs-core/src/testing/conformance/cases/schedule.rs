@@ -256,22 +256,35 @@ pub async fn parked_commands_wait_for_retry_or_discard(store: Arc<dyn ScheduleSt
     // A reason with what error chains hold: quotes, line breaks, any script.
     let reason = "gave up after 1 attempt: no handler for \"order.expire\"\n→ ünïcode";
     assert!(
+        !store
+            .park(dead.command.id, 2, reason, at(1))
+            .await
+            .expect("park with another claim's attempts"),
+        "a dispatcher whose claim was taken over (the command was claimed again since) cannot \
+         park it"
+    );
+    assert!(
         store
-            .park(dead.command.id, reason, at(1) + Duration::microseconds(7))
+            .park(
+                dead.command.id,
+                1,
+                reason,
+                at(1) + Duration::microseconds(7)
+            )
             .await
             .expect("park"),
         "a claimed command is parked"
     );
     assert!(
         !store
-            .park(dead.command.id, "again", at(9))
+            .park(dead.command.id, 1, "again", at(9))
             .await
             .expect("park twice"),
         "parking a parked command does nothing"
     );
     assert!(
         !store
-            .park(Uuid::new_v4(), "unknown", at(9))
+            .park(Uuid::new_v4(), 0, "unknown", at(9))
             .await
             .expect("park an unknown id"),
         "parking an id that is not scheduled does nothing"
@@ -381,7 +394,7 @@ pub async fn parked_commands_wait_for_retry_or_discard(store: Arc<dyn ScheduleSt
 
     assert!(
         store
-            .park(dead.command.id, "failed again", at(6))
+            .park(dead.command.id, 1, "failed again", at(6))
             .await
             .expect("park")
     );
@@ -391,7 +404,7 @@ pub async fn parked_commands_wait_for_retry_or_discard(store: Arc<dyn ScheduleSt
     for c in &more {
         assert!(
             store
-                .park(c.command.id, "failed", at(20))
+                .park(c.command.id, 0, "failed", at(20))
                 .await
                 .expect("park")
         );
