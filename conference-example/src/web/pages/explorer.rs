@@ -20,7 +20,9 @@ use axum_extra::extract::cookie::{Cookie, SameSite};
 use chrono::{DateTime, Utc};
 use cqrs_core::store::list_categories;
 use cqrs_core::trace::TraceParent;
-use cqrs_core::{RecordedEvent, StreamId, StreamSummary, Upcasted, Version};
+use cqrs_core::{
+    ParkedCommand, RecordedEvent, ScheduledCommand, StreamId, StreamSummary, Upcasted, Version,
+};
 use maud::{Markup, html};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -584,48 +586,20 @@ async fn timeline_page(
         ..cqrs_core::LogQuery::new()
     };
     let entries = storage.query_log(&query).await.map_err(store_error)?;
-    let mut waiting = Vec::new();
-    let mut after = None;
-    let mut scanned = 0;
-    while scanned < WAITING_SCANNED {
-        let page = storage
-            .list_scheduled(after, 1_000)
-            .await
-            .map_err(store_error)?;
-        scanned += page.len();
-        after = page.last().map(|s| s.command.id);
-        let full = page.len() == 1_000;
-        waiting.extend(
-            page.into_iter()
-                .filter(|s| s.command.correlation_id.is_some_and(|c| flows.contains(&c))),
-        );
-        if !full {
-            break;
-        }
-    }
+    let waiting = of_flows(
+        &flows,
+        |s: &ScheduledCommand| s,
+        |after| storage.list_scheduled(after, 1_000),
+    )
+    .await?;
     // Commands of these flows given up after their last attempt, which the message log does
     // not hold until they are discarded.
-    let mut dead = Vec::new();
-    let mut after = None;
-    let mut scanned = 0;
-    while scanned < WAITING_SCANNED {
-        let page = storage
-            .list_parked(after, 1_000)
-            .await
-            .map_err(store_error)?;
-        scanned += page.len();
-        after = page.last().map(|p| p.scheduled.command.id);
-        let full = page.len() == 1_000;
-        dead.extend(page.into_iter().filter(|p| {
-            p.scheduled
-                .command
-                .correlation_id
-                .is_some_and(|c| flows.contains(&c))
-        }));
-        if !full {
-            break;
-        }
-    }
+    let dead = of_flows(
+        &flows,
+        |p: &ParkedCommand| &p.scheduled,
+        |after| storage.list_parked(after, 1_000),
+    )
+    .await?;
     if entries.is_empty() && waiting.is_empty() && dead.is_empty() {
         return Err(PageError::not_found(
             SITE,
@@ -683,6 +657,37 @@ async fn timeline_page(
 
 /// One event: its place, its metadata, and its payload as stored and as the application
 /// reads it (after the upcasters), when the two differ.
+/// The commands of `flows` among the first [`WAITING_SCANNED`] that `list` pages through, a
+/// thousand at a time after the id it is given, in id order.
+async fn of_flows<T, Fut>(
+    flows: &[uuid::Uuid],
+    command: impl Fn(&T) -> &ScheduledCommand,
+    list: impl Fn(Option<uuid::Uuid>) -> Fut,
+) -> Result<Vec<T>, PageError>
+where
+    Fut: Future<Output = Result<Vec<T>, cqrs_core::StoreError>>,
+{
+    let mut found = Vec::new();
+    let mut after = None;
+    let mut scanned = 0;
+    while scanned < WAITING_SCANNED {
+        let page = list(after).await.map_err(store_error)?;
+        scanned += page.len();
+        after = page.last().map(|item| command(item).command.id);
+        let full = page.len() == 1_000;
+        found.extend(page.into_iter().filter(|item| {
+            command(item)
+                .command
+                .correlation_id
+                .is_some_and(|c| flows.contains(&c))
+        }));
+        if !full {
+            break;
+        }
+    }
+    Ok(found)
+}
+
 fn event_card(event: &RecordedEvent, upcasters: &cqrs_core::Upcasters) -> Markup {
     let meta = &event.metadata;
     let stored = event
