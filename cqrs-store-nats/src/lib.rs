@@ -4,19 +4,45 @@
 //! **Status: in progress.** The store lands in steps (`docs/adr/0012-nats-jetstream-layout.md`
 //! gives the layout and the steps). What is here now:
 //!
+//! - [`NatsEventStore`]: events ([`EventStore`](cqrs_core::EventStore),
+//!   [`EventReader`](cqrs_core::EventReader), live subscriptions), the message log
+//!   ([`MessageLog`](cqrs_core::MessageLog)), snapshots and checkpoints; it passes the
+//!   conformance suite's `events`, `message_log`, `snapshots` and `checkpoints` groups on a
+//!   3-node cluster with three replicas (`tests/conformance.rs`);
 //! - [`testing`] (feature `testing`): throwaway 1-node and 3-node JetStream clusters on
-//!   loopback from the `nats-server` binary, to kill, pause and restart node by node;
+//!   loopback from the `nats-server` binary, to kill, pause and restart node by node, and
+//!   fresh stores on them;
 //! - `tests/engine.rs`: the behaviour of JetStream the store's design relies on, pinned on a
-//!   3-node cluster with three replicas: a stale writer is refused by its subject's last
-//!   sequence, a message id seen before is acknowledged as a duplicate, an atomic batch over
-//!   two subjects is stored whole or not at all (a stale expectation in it refuses all of it),
-//!   and killing the stream's leader during concurrent publishes loses no acknowledged message.
+//!   3-node cluster with three replicas.
 //!
-//! The store traits (`EventStore`, `MessageLog`, `ProcessStore`, …) come next; until then use
-//! `cqrs-store-sqlite` or `cqrs-store-postgres`.
+//! Processes, the schedule and DCB come next; until then the store is not a whole
+//! [`Storage`](cqrs_core::Storage): use `cqrs-store-sqlite` or `cqrs-store-postgres` for an
+//! application.
+//!
+//! # How it works
+//!
+//! - **An event's position is its sequence in the log stream**, assigned by the stream's
+//!   leader in commit order: positions increase strictly and have gaps (command records
+//!   take sequences too), and no event ever appears below one a reader has seen.
+//! - **A commit is one atomic batch** (server 2.12+): its events on the stream's subject, the
+//!   first expecting the subject's last sequence as read just before, then its command
+//!   record on the command's own subject, expecting none, so a command id is recorded once.
+//! - **Reads** learn from the leader where the data ends, then read in batches from any
+//!   replica up to there, waiting for a replica that is behind: they never miss an
+//!   acknowledged write.
+//! - **Durability** is what the cluster gives: see the ADR for `sync_interval` and replicas.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod codec;
+mod conn;
+mod log;
+mod state;
+mod store;
+mod subject;
 
 #[cfg(feature = "testing")]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
+
+pub use crate::store::{NatsEventStore, NatsOptions};

@@ -25,7 +25,10 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use crate::{NatsEventStore, NatsOptions};
 
 /// The oldest server with atomic batches (ADR-50).
 pub const MIN_SERVER: (u32, u32) = (2, 12);
@@ -82,6 +85,48 @@ pub fn cluster(nodes: usize) -> Option<Cluster> {
             None
         }
     }
+}
+
+/// The 3-node cluster that [`fresh_store`] puts its stores on: started once per test process,
+/// stopped by the watchdog when the process exits.
+static SHARED: OnceLock<Option<Cluster>> = OnceLock::new();
+
+/// The 3-node cluster shared by the test process, started on first use (`None` after a loud
+/// notice when there is no usable `nats-server`): for tests that need no faults, so that
+/// they do not each start one. Give each store a prefix of its own.
+///
+/// # Panics
+///
+/// As [`cluster`].
+pub fn shared_cluster() -> Option<&'static Cluster> {
+    SHARED.get_or_init(|| cluster(3)).as_ref()
+}
+
+/// A new, empty store with three replicas on a 3-node cluster shared by the test process
+/// (its streams and subjects under a prefix no other store has), or `None` after a loud
+/// notice when there is no usable `nats-server`.
+///
+/// ```no_run
+/// # async fn demo() {
+/// let Some(store) = cqrs_store_nats::testing::fresh_store().await else { return };
+/// # drop(store); }
+/// ```
+///
+/// # Panics
+///
+/// As [`cluster`], and if the store cannot be created on the cluster.
+pub async fn fresh_store() -> Option<NatsEventStore> {
+    let cluster = shared_cluster()?;
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    let options = NatsOptions::default()
+        .with_stream_prefix(format!("T{}", &unique[..16]))
+        .with_subject_prefix(format!("t{}", &unique[..16]))
+        .with_replicas(3);
+    Some(
+        NatsEventStore::connect(&cluster.urls(), options)
+            .await
+            .expect("a fresh store on the shared cluster"),
+    )
 }
 
 impl Cluster {

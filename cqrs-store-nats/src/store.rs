@@ -1,0 +1,572 @@
+//! [`NatsEventStore`]: connecting, the streams it keeps, events.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, stream};
+use async_trait::async_trait;
+use bytes::Bytes;
+use cqrs_core::store::{CommitNotifier, SubscriptionOptions, subscription, truncate_to_micros};
+use cqrs_core::{
+    Appended, BatchStream, Commit, EventFilter, EventReader, EventStore, ExpectedVersion, Position,
+    ReadBatch, RecordedEvent, StoreError, StreamId, Version,
+};
+use futures::StreamExt;
+use tokio::task::JoinHandle;
+
+use crate::codec::{self, Raw};
+use crate::conn::{Conn, MAX_BATCH, Refused};
+use crate::subject::{self, Names};
+
+/// How a [`NatsEventStore`] names and replicates what it keeps.
+///
+/// ```
+/// use std::time::Duration;
+/// use cqrs_store_nats::NatsOptions;
+///
+/// let options = NatsOptions::default()
+///     .with_stream_prefix("SHOP")
+///     .with_subject_prefix("shop")
+///     .with_replicas(3)
+///     .with_timeout(Duration::from_secs(10));
+/// assert_eq!(options.replicas(), 3);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsOptions {
+    stream_prefix: String,
+    subject_prefix: String,
+    replicas: usize,
+    timeout: Duration,
+}
+
+impl Default for NatsOptions {
+    /// Streams `CQRS_*`, subjects `cqrs.*`, three replicas, requests answered within 5 s.
+    fn default() -> Self {
+        Self {
+            stream_prefix: "CQRS".to_owned(),
+            subject_prefix: "cqrs".to_owned(),
+            replicas: 3,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl NatsOptions {
+    /// Names the store's JetStream streams `{prefix}_LOG`, `{prefix}_STATE` and
+    /// `{prefix}_SNAPSHOTS` (1 to 32 ASCII letters, digits, `-` or `_`): several stores share
+    /// a cluster under different prefixes.
+    #[must_use]
+    pub fn with_stream_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.stream_prefix = prefix.into();
+        self
+    }
+
+    /// Starts every subject the store publishes on with `prefix` (dot-separated tokens of
+    /// ASCII letters, digits, `-` or `_`).
+    #[must_use]
+    pub fn with_subject_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.subject_prefix = prefix.into();
+        self
+    }
+
+    /// How many servers keep each stream: 3 (the default) survives the loss of any one; 1 is
+    /// for a single server, in tests.
+    #[must_use]
+    pub fn with_replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas;
+        self
+    }
+
+    /// How long a request waits for the cluster's answer (and a read for a replica that is
+    /// behind) before it fails with [`StoreError::Backend`].
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The number of replicas.
+    #[must_use]
+    pub fn replicas(&self) -> usize {
+        self.replicas
+    }
+}
+
+/// The event store on NATS JetStream: events, the message log, snapshots and checkpoints,
+/// replicated by the cluster (ADR 0012 gives the layout).
+///
+/// Cheap to clone: clones share one connection.
+///
+/// ```no_run
+/// use cqrs_core::{EventReader, EventStore, ExpectedVersion, Json, NewEvent, StreamId};
+/// use cqrs_store_nats::{NatsEventStore, NatsOptions};
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let urls = ["nats://10.0.0.1:4222", "nats://10.0.0.2:4222", "nats://10.0.0.3:4222"];
+/// let store = NatsEventStore::connect(&urls, NatsOptions::default()).await?;
+/// let stream = StreamId::new("seats-1")?;
+/// store.append(&stream, ExpectedVersion::NoStream, vec![NewEvent::new("seats.added", Json::null())]).await?;
+/// assert_eq!(store.read_stream(&stream, cqrs_core::Version::new(1)).await?.len(), 1);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct NatsEventStore {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) conn: Conn,
+    pub(crate) names: Names,
+    notifier: CommitNotifier,
+    waker: JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.waker.abort();
+    }
+}
+
+impl NatsEventStore {
+    /// Connects to the servers at `urls` (any of a cluster's; the client learns the others),
+    /// and creates the store's streams if they are missing.
+    ///
+    /// The client pings every second, so that it leaves a server that hangs within seconds
+    /// (ADR 0012).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Invalid`] for a bad option, or an existing stream of the store's name
+    /// that cannot hold it; [`StoreError::Backend`] if the cluster cannot be reached.
+    pub async fn connect<U: AsRef<str>>(
+        urls: &[U],
+        options: NatsOptions,
+    ) -> Result<Self, StoreError> {
+        subject::check_stream_prefix(&options.stream_prefix)?;
+        subject::check_subject_prefix(&options.subject_prefix)?;
+        let urls: Vec<String> = urls.iter().map(|u| u.as_ref().to_owned()).collect();
+        let client = async_nats::ConnectOptions::new()
+            .ping_interval(Duration::from_secs(1))
+            .request_timeout(Some(options.timeout))
+            .connection_timeout(options.timeout)
+            .connect(urls)
+            .await
+            .map_err(StoreError::backend)?;
+        Self::with_client(client, options).await
+    }
+
+    /// The store over a client already connected (its own options kept).
+    ///
+    /// # Errors
+    ///
+    /// As [`NatsEventStore::connect`].
+    pub async fn with_client(
+        client: async_nats::Client,
+        options: NatsOptions,
+    ) -> Result<Self, StoreError> {
+        subject::check_stream_prefix(&options.stream_prefix)?;
+        subject::check_subject_prefix(&options.subject_prefix)?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(options.timeout)
+            .build(client.clone());
+        let conn = Conn {
+            client,
+            js,
+            timeout: options.timeout,
+        };
+        let names = Names::new(&options.stream_prefix, &options.subject_prefix);
+        let base = stream::Config {
+            storage: stream::StorageType::File,
+            num_replicas: options.replicas,
+            allow_direct: true,
+            allow_atomic_publish: true,
+            ..Default::default()
+        };
+        ensure_stream(
+            &conn,
+            stream::Config {
+                name: names.log.clone(),
+                subjects: vec![names.log_subjects()],
+                deny_delete: true,
+                deny_purge: true,
+                ..base.clone()
+            },
+        )
+        .await?;
+        for (name, subjects) in [
+            (&names.state, names.state_subjects()),
+            (&names.snapshots, names.snapshot_subjects()),
+        ] {
+            ensure_stream(
+                &conn,
+                stream::Config {
+                    name: name.clone(),
+                    subjects: vec![subjects],
+                    max_messages_per_subject: 1,
+                    ..base.clone()
+                },
+            )
+            .await?;
+        }
+        let notifier = CommitNotifier::new();
+        let waker = tokio::spawn(wake_on_commits(
+            conn.js.clone(),
+            names.log.clone(),
+            names.events(),
+            notifier.clone(),
+        ));
+        Ok(Self {
+            inner: Arc::new(Inner {
+                conn,
+                names,
+                notifier,
+                waker,
+            }),
+        })
+    }
+
+    /// The NATS client the store uses.
+    #[must_use]
+    pub fn client(&self) -> &async_nats::Client {
+        &self.inner.conn.client
+    }
+
+    pub(crate) fn conn(&self) -> &Conn {
+        &self.inner.conn
+    }
+
+    pub(crate) fn names(&self) -> &Names {
+        &self.inner.names
+    }
+
+    /// The last event of `subject` (one stream's, or every event's), from the leader.
+    async fn last_event(&self, subject: &str) -> Result<Option<Raw>, StoreError> {
+        self.conn().last(&self.names().log, subject).await
+    }
+
+    /// Whether command `id` is recorded.
+    pub(crate) async fn command_recorded(&self, id: uuid::Uuid) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .last(&self.names().log, &self.names().command(id))
+            .await?
+            .is_some())
+    }
+
+    /// Reads events of the log from `from`, at most `limit`, and where to go on.
+    async fn scan(&self, from: Position, limit: usize) -> Result<ReadBatch, StoreError> {
+        let from = from.max(Position::START);
+        let Some(last) = self.last_event(&self.names().events()).await? else {
+            return Ok(ReadBatch {
+                events: Vec::new(),
+                next: from,
+                end: true,
+            });
+        };
+        let bound = last.sequence;
+        let limit = limit.max(1);
+        let raws = self
+            .conn()
+            .read_range(
+                &self.names().log,
+                &self.names().events(),
+                from.get(),
+                bound,
+                limit,
+            )
+            .await?;
+        let next = match raws.last() {
+            Some(raw) if raws.len() == limit => Position::new(raw.sequence + 1),
+            _ => Position::new(bound + 1).max(from),
+        };
+        let mut events = Vec::with_capacity(raws.len());
+        for raw in raws {
+            events.push(self.decode(raw)?);
+        }
+        Ok(ReadBatch {
+            events,
+            next,
+            end: next.get() > bound,
+        })
+    }
+
+    fn decode(&self, raw: Raw) -> Result<RecordedEvent, StoreError> {
+        let stream = self
+            .names()
+            .stream_of(&raw.subject)
+            .ok_or_else(|| codec::corrupt(&raw, &"the subject names no stream"))?;
+        codec::decode_event(raw, stream)
+    }
+
+    /// One try at `commit` against the stream as last read: `Ok(None)` when another writer
+    /// came in between and the commit may be tried again.
+    async fn try_commit(
+        &self,
+        commit: &Commit,
+        subject: &str,
+    ) -> Result<Option<Appended>, StoreError> {
+        let last = self.last_event(subject).await?;
+        let (last_sequence, actual) = match &last {
+            Some(raw) => (raw.sequence, codec::event_version(raw)?),
+            None => (0, Version::ZERO),
+        };
+        if !commit.expected.matches(actual) {
+            // A redelivered command is told apart from a stale one first (the contract).
+            if let Some(command) = &commit.command
+                && self.command_recorded(command.command_id).await?
+            {
+                return Err(StoreError::DuplicateCommand {
+                    command_id: command.command_id,
+                });
+            }
+            return Err(StoreError::Conflict {
+                stream: commit.stream.clone(),
+                expected: commit.expected,
+                actual,
+            });
+        }
+        if commit.events.is_empty() && commit.command.is_none() {
+            return Ok(Some(Appended {
+                version: actual,
+                position: None,
+            }));
+        }
+        let names = self.names();
+        let mut messages: Vec<(String, HeaderMap, Bytes)> =
+            Vec::with_capacity(commit.events.len() + 2);
+        let expectation = |headers: &mut HeaderMap, sequence: u64| {
+            headers.insert(
+                async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+                sequence.to_string(),
+            );
+        };
+        let checks_stream = !matches!(commit.expected, ExpectedVersion::Any);
+        if commit.events.is_empty() && checks_stream {
+            // Nothing is written to the stream: a message elsewhere checks it.
+            let mut headers = HeaderMap::new();
+            expectation(&mut headers, last_sequence);
+            headers.insert("Nats-Expected-Last-Subject-Sequence-Subject", subject);
+            messages.push((names.check(), headers, Bytes::new()));
+        }
+        let mut version = actual;
+        for (i, event) in commit.events.iter().enumerate() {
+            version = version.next();
+            let (mut headers, payload) = codec::event_message(event, version)?;
+            if i == 0 {
+                // Even `Any` expects what it read: versions are counted here, so nobody may
+                // come in between.
+                expectation(&mut headers, last_sequence);
+            }
+            messages.push((subject.to_owned(), headers, payload));
+        }
+        if let Some(command) = &commit.command {
+            let (mut headers, payload) = codec::command_message(command)?;
+            // A command id is recorded once, for ever.
+            expectation(&mut headers, 0);
+            messages.push((names.command(command.command_id), headers, payload));
+        }
+        let tail = u64::from(commit.command.is_some());
+        match self.conn().publish_batch(messages).await {
+            Ok(sequence) => {
+                let position = (!commit.events.is_empty()).then(|| Position::new(sequence - tail));
+                Ok(Some(Appended { version, position }))
+            }
+            Err(Refused::WrongLast) => {
+                if let Some(command) = &commit.command
+                    && self.command_recorded(command.command_id).await?
+                {
+                    return Err(StoreError::DuplicateCommand {
+                        command_id: command.command_id,
+                    });
+                }
+                Ok(None)
+            }
+            Err(Refused::Busy) => {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                Ok(None)
+            }
+            Err(Refused::Failed(err)) => Err(err),
+        }
+    }
+}
+
+/// Creates `config`'s stream, or checks that the one of its name can hold the store.
+async fn ensure_stream(conn: &Conn, config: stream::Config) -> Result<(), StoreError> {
+    let name = config.name.clone();
+    let subjects = config.subjects.clone();
+    let mut stream = conn
+        .js
+        .get_or_create_stream(config)
+        .await
+        .map_err(StoreError::backend)?;
+    let info = stream.info().await.map_err(StoreError::backend)?;
+    let found = &info.config;
+    if !subjects.iter().all(|s| found.subjects.contains(s))
+        || !found.allow_atomic_publish
+        || !found.allow_direct
+    {
+        return Err(StoreError::Invalid(format!(
+            "the JetStream stream {name} exists but cannot hold this store: it needs subjects \
+             {subjects:?}, atomic batches and direct reads, and has {:?}, {}, {}",
+            found.subjects, found.allow_atomic_publish, found.allow_direct
+        )));
+    }
+    Ok(())
+}
+
+/// Wakes the store's subscribers at every event stored, whoever wrote it: a consumer of the
+/// log's events, headers only, from now on. Subscriptions also poll, so a wake lost while
+/// the consumer is re-created only delays them.
+async fn wake_on_commits(
+    js: jetstream::Context,
+    log: String,
+    events: String,
+    notifier: CommitNotifier,
+) {
+    loop {
+        let consumer = async {
+            let stream = js.get_stream_no_info(&log).await?;
+            let consumer = stream
+                .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                    filter_subject: events.clone(),
+                    deliver_policy: jetstream::consumer::DeliverPolicy::New,
+                    headers_only: true,
+                    ..Default::default()
+                })
+                .await?;
+            Ok::<_, async_nats::Error>(consumer.messages().await?)
+        };
+        match consumer.await {
+            Ok(mut messages) => {
+                while let Some(message) = messages.next().await {
+                    match message {
+                        Ok(_) => notifier.notify(),
+                        Err(err) => {
+                            tracing::debug!(error = %err, "the NATS store's commit watcher missed messages");
+                            notifier.notify();
+                        }
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, stream = %log, "the NATS store cannot watch commits; subscriptions poll until it can");
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+#[async_trait]
+impl EventReader for NatsEventStore {
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        from: Version,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let subject = self.names().event(stream);
+        let Some(last) = self.last_event(&subject).await? else {
+            return Ok(Vec::new());
+        };
+        let version = codec::event_version(&last)?;
+        if version < from {
+            return Ok(Vec::new());
+        }
+        // A subject cannot be read from a version: its events are read from the first, and
+        // those before `from` skipped.
+        let count = usize::try_from(version.get()).unwrap_or(usize::MAX);
+        let raws = self
+            .conn()
+            .read_range(&self.names().log, &subject, 1, last.sequence, count)
+            .await?;
+        let mut events = Vec::with_capacity(count);
+        for raw in raws {
+            if codec::event_version(&raw)? >= from {
+                events.push(codec::decode_event(raw, stream.clone())?);
+            }
+        }
+        Ok(events)
+    }
+
+    async fn read_all(
+        &self,
+        from: Position,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(self.scan(from, limit).await?.events)
+    }
+
+    async fn read_filtered(
+        &self,
+        from: Position,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> Result<ReadBatch, StoreError> {
+        // Scanning is bounded by what one read returns; filtered-out events still advance.
+        let mut batch = self.scan(from, limit.clamp(1, MAX_BATCH)).await?;
+        if !filter.is_all() {
+            batch.events.retain(|e| filter.matches(e));
+        }
+        Ok(batch)
+    }
+
+    async fn head(&self) -> Result<Position, StoreError> {
+        Ok(self
+            .last_event(&self.names().events())
+            .await?
+            .map_or(Position::ZERO, |raw| Position::new(raw.sequence)))
+    }
+
+    fn subscribe_batches(&self, from: Position, filter: EventFilter) -> BatchStream {
+        let options = SubscriptionOptions {
+            page_size: 512,
+            poll_interval: Some(Duration::from_millis(500)),
+        };
+        subscription(
+            Arc::new(self.clone()),
+            &self.inner.notifier,
+            from,
+            filter,
+            options,
+        )
+    }
+}
+
+#[async_trait]
+impl EventStore for NatsEventStore {
+    async fn commit(&self, mut commit: Commit) -> Result<Appended, StoreError> {
+        commit.validate()?;
+        for event in &mut commit.events {
+            event.metadata.recorded_at = truncate_to_micros(event.metadata.recorded_at);
+        }
+        if let Some(command) = &mut commit.command {
+            command.recorded_at = truncate_to_micros(command.recorded_at);
+        }
+        let subject = self.names().event(&commit.stream);
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(appended) = self.try_commit(&commit, &subject).await? {
+                if appended.position.is_some() {
+                    self.inner.notifier.notify();
+                }
+                return Ok(appended);
+            }
+            // Another writer came in between: with an exact expectation the next read reports
+            // the conflict; `Any` tries again, for as long as a request may take.
+            if started.elapsed() > self.conn().timeout {
+                return Err(StoreError::backend(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "stream {} kept changing for {:?}: the commit was not stored",
+                        commit.stream,
+                        self.conn().timeout
+                    ),
+                )));
+            }
+        }
+    }
+}
