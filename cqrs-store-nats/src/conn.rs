@@ -18,6 +18,9 @@ use crate::codec::Raw;
 /// Messages read per direct request at most.
 pub(crate) const MAX_BATCH: usize = 1024;
 
+/// Messages in one atomic batch at most (the server's limit, ADR-50).
+pub(crate) const MAX_ATOMIC: usize = 1000;
+
 /// A client and its JetStream context.
 #[derive(Debug, Clone)]
 pub(crate) struct Conn {
@@ -25,6 +28,16 @@ pub(crate) struct Conn {
     pub(crate) js: jetstream::Context,
     /// How long a request may wait for its answer, and a read for a replica to catch up.
     pub(crate) timeout: Duration,
+}
+
+/// Where [`Conn::read_range`] stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Until {
+    /// At the bound the leader gave: a consistent cut of a log that only grows.
+    Bound,
+    /// At the end of what the replica has, past the bound: every row of a table whose rows
+    /// are replaced.
+    End,
 }
 
 /// Why a publish was not stored.
@@ -65,14 +78,15 @@ impl Conn {
     }
 
     /// Up to `batch` messages of `stream` on `filter`, from sequence `from` on, from one
-    /// replica, which may be behind the leader: empty when it has none.
+    /// replica, which may be behind the leader (empty when it has none), and whether that
+    /// replica has more after them.
     async fn direct_batch(
         &self,
         stream: &str,
         from: u64,
         filter: &str,
         batch: usize,
-    ) -> Result<Vec<Raw>, StoreError> {
+    ) -> Result<(Vec<Raw>, bool), StoreError> {
         let inbox = self.client.new_inbox();
         let mut replies = self
             .client
@@ -106,8 +120,17 @@ impl Conn {
             };
             match message.status {
                 None => {}
-                // End of the batch, or nothing at all from `from` on.
-                Some(status) if status == 204 || status == 404 => return Ok(out),
+                // End of the batch, with how many more the replica has.
+                Some(status) if status == 204 => {
+                    let pending = message
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get("Nats-Num-Pending"))
+                        .and_then(|v| v.as_str().parse::<u64>().ok());
+                    return Ok((out, pending != Some(0)));
+                }
+                // Nothing at all from `from` on.
+                Some(status) if status == 404 => return Ok((out, false)),
                 Some(status) => {
                     return Err(StoreError::backend(std::io::Error::other(format!(
                         "a direct read of {stream} was answered {status} {}",
@@ -134,11 +157,16 @@ impl Conn {
         }
     }
 
-    /// The messages of `stream` on `filter` from `from` up to `bound`, at most `max` of them.
+    /// The messages of `stream` on `filter` from `from` on, at most `max` of them: up to
+    /// `bound` ([`Until::Bound`]), or up to the end of what the replica has, once it has gone
+    /// past `bound` ([`Until::End`]: for streams whose rows are replaced, where the message at
+    /// `bound` may be gone, replaced by a later one).
     ///
     /// `bound` is the sequence of a message on `filter` that the stream's leader reported:
-    /// whichever replica answers, the read goes on until it has seen that message, waiting
-    /// for a replica that is behind, so it misses no acknowledged write (ADR 0012, "Reads").
+    /// whichever replica answers, the read goes on until it has seen that message (or a later
+    /// one), waiting for a replica that is behind, so it misses no acknowledged write (ADR
+    /// 0012, "Reads"). While it waits it asks the leader again, as the message at `bound` may
+    /// have been replaced or have expired since.
     pub(crate) async fn read_range(
         &self,
         stream: &str,
@@ -146,15 +174,25 @@ impl Conn {
         from: u64,
         bound: u64,
         max: usize,
+        until: Until,
     ) -> Result<Vec<Raw>, StoreError> {
         let mut out = Vec::new();
         let mut next = from.max(1);
+        let mut bound = bound;
         let mut waited_since: Option<Instant> = None;
-        while next <= bound && out.len() < max {
+        while out.len() < max && (until == Until::End || next <= bound) {
             let want = (max - out.len()).min(MAX_BATCH);
-            let got = self.direct_batch(stream, next, filter, want).await?;
+            let (got, more) = self.direct_batch(stream, next, filter, want).await?;
             if got.is_empty() {
-                // The replica that answered has not stored `bound` yet.
+                if next > bound {
+                    break;
+                }
+                // The replica that answered has not stored `bound` yet, or the message there
+                // is gone: the leader says which.
+                match self.last(stream, filter).await? {
+                    Some(last) if last.sequence >= next => bound = bound.min(last.sequence),
+                    _ => break,
+                }
                 let since = *waited_since.get_or_insert_with(Instant::now);
                 if since.elapsed() > self.timeout {
                     return Err(StoreError::backend(std::io::Error::new(
@@ -170,12 +208,16 @@ impl Conn {
             }
             waited_since = None;
             for raw in got {
-                if raw.sequence > bound {
+                if until == Until::Bound && raw.sequence > bound {
                     next = bound + 1;
                     break;
                 }
                 next = raw.sequence + 1;
                 out.push(raw);
+            }
+            if !more && until == Until::End && next > bound {
+                // The replica's last, past the bound.
+                break;
             }
         }
         Ok(out)

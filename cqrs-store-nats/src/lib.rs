@@ -4,20 +4,22 @@
 //! **Status: in progress.** The store lands in steps (`docs/adr/0012-nats-jetstream-layout.md`
 //! gives the layout and the steps). What is here now:
 //!
-//! - [`NatsEventStore`]: events ([`EventStore`](cqrs_core::EventStore),
-//!   [`EventReader`](cqrs_core::EventReader), live subscriptions), the message log
-//!   ([`MessageLog`](cqrs_core::MessageLog)), snapshots and checkpoints; it passes the
-//!   conformance suite's `events`, `message_log`, `snapshots` and `checkpoints` groups on a
-//!   3-node cluster with three replicas (`tests/conformance.rs`);
+//! - [`NatsEventStore`]: every store trait of `cqrs-core`, so a whole
+//!   [`Storage`](cqrs_core::Storage): events and live subscriptions, the message log,
+//!   snapshots, checkpoints, process managers' state saved with their outbox, the schedule
+//!   (claims with leases, dead letters) and DCB (reads by query, conditional commits). It
+//!   passes the whole conformance suite on a 3-node cluster with three replicas
+//!   (`tests/conformance.rs`);
 //! - [`testing`] (feature `testing`): throwaway 1-node and 3-node JetStream clusters on
 //!   loopback from the `nats-server` binary, to kill, pause and restart node by node, and
 //!   fresh stores on them;
 //! - `tests/engine.rs`: the behaviour of JetStream the store's design relies on, pinned on a
-//!   3-node cluster with three replicas.
+//!   3-node cluster with three replicas; `tests/store.rs`: what the store guarantees beyond
+//!   the suite (reads through a restarted or lagging replica, other processes' commits waking
+//!   subscribers, stream names that are no subject tokens).
 //!
-//! Processes, the schedule and DCB come next; until then the store is not a whole
-//! [`Storage`](cqrs_core::Storage): use `cqrs-store-sqlite` or `cqrs-store-postgres` for an
-//! application.
+//! Still to come (step 5): the store under faults, the conference application on it, and its
+//! benchmarks.
 //!
 //! # How it works
 //!
@@ -30,13 +32,21 @@
 //! - **Reads** learn from the leader where the data ends, then read in batches from any
 //!   replica up to there, waiting for a replica that is behind: they never miss an
 //!   acknowledged write.
+//! - **Processes and the schedule** are rows of a stream that keeps one message per subject,
+//!   changed by compare-and-set; a process save is one atomic batch of its state, outbox,
+//!   cancellations and handled command.
+//! - **DCB:** a tagged event is followed by a marker per tag on the tag's subject; a condition
+//!   is read, then held by the batch expecting each tag subject's last sequence.
 //! - **Durability** is what the cluster gives: see the ADR for `sync_interval` and replicas.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod codec;
 mod conn;
+mod dcb;
 mod log;
+mod process;
+mod schedule;
 mod state;
 mod store;
 mod subject;

@@ -3,10 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::{self, stream};
 use async_trait::async_trait;
-use bytes::Bytes;
 use cqrs_core::store::{CommitNotifier, SubscriptionOptions, subscription, truncate_to_micros};
 use cqrs_core::{
     Appended, BatchStream, Commit, EventFilter, EventReader, EventStore, ExpectedVersion, Position,
@@ -16,7 +14,9 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 
 use crate::codec::{self, Raw};
-use crate::conn::{Conn, MAX_BATCH, Refused};
+use crate::conn::{Conn, MAX_BATCH, Refused, Until};
+use crate::dcb::{self, Message};
+use crate::schedule;
 use crate::subject::{self, Names};
 
 /// How a [`NatsEventStore`] names and replicates what it keeps.
@@ -195,9 +195,10 @@ impl NatsEventStore {
             },
         )
         .await?;
-        for (name, subjects) in [
-            (&names.state, names.state_subjects()),
-            (&names.snapshots, names.snapshot_subjects()),
+        // Tables: one message per subject. The state's tombstones expire.
+        for (name, subjects, ttl) in [
+            (&names.state, names.state_subjects(), true),
+            (&names.snapshots, names.snapshot_subjects(), false),
         ] {
             ensure_stream(
                 &conn,
@@ -205,6 +206,7 @@ impl NatsEventStore {
                     name: name.clone(),
                     subjects: vec![subjects],
                     max_messages_per_subject: 1,
+                    allow_message_ttl: ttl,
                     ..base.clone()
                 },
             )
@@ -246,17 +248,33 @@ impl NatsEventStore {
         self.conn().last(&self.names().log, subject).await
     }
 
-    /// Whether command `id` is recorded.
-    pub(crate) async fn command_recorded(&self, id: uuid::Uuid) -> Result<bool, StoreError> {
-        Ok(self
-            .conn()
-            .last(&self.names().log, &self.names().command(id))
-            .await?
-            .is_some())
+    /// Whether command `id` is recorded, by a commit (in the log) or by a process manager's
+    /// save (in the state stream): one namespace of ids across the two streams.
+    pub(crate) async fn command_recorded_anywhere(
+        &self,
+        id: uuid::Uuid,
+    ) -> Result<bool, StoreError> {
+        Ok(self.command_message(id).await?.is_some())
+    }
+
+    /// The message of command `id`'s record, from the log or the state stream.
+    pub(crate) async fn command_message(&self, id: uuid::Uuid) -> Result<Option<Raw>, StoreError> {
+        let names = self.names();
+        let (in_log, in_state) = (names.command(id), names.handled(id));
+        let (log, state) = futures::try_join!(
+            self.conn().last(&names.log, &in_log),
+            self.conn().last(&names.state, &in_state),
+        )?;
+        Ok(log.or(state))
+    }
+
+    /// Wakes this process's subscribers after a commit of events.
+    pub(crate) fn notify(&self) {
+        self.inner.notifier.notify();
     }
 
     /// Reads events of the log from `from`, at most `limit`, and where to go on.
-    async fn scan(&self, from: Position, limit: usize) -> Result<ReadBatch, StoreError> {
+    pub(crate) async fn scan(&self, from: Position, limit: usize) -> Result<ReadBatch, StoreError> {
         let from = from.max(Position::START);
         let Some(last) = self.last_event(&self.names().events()).await? else {
             return Ok(ReadBatch {
@@ -275,6 +293,7 @@ impl NatsEventStore {
                 from.get(),
                 bound,
                 limit,
+                Until::Bound,
             )
             .await?;
         let next = match raws.last() {
@@ -292,7 +311,7 @@ impl NatsEventStore {
         })
     }
 
-    fn decode(&self, raw: Raw) -> Result<RecordedEvent, StoreError> {
+    pub(crate) fn decode(&self, raw: Raw) -> Result<RecordedEvent, StoreError> {
         let stream = self
             .names()
             .stream_of(&raw.subject)
@@ -307,20 +326,26 @@ impl NatsEventStore {
         commit: &Commit,
         subject: &str,
     ) -> Result<Option<Appended>, StoreError> {
-        let last = self.last_event(subject).await?;
+        // Within the log, the batch's expectation keeps a command id once; across the two
+        // streams, a read before the write does (ADR 0012).
+        let (last, recorded) = match &commit.command {
+            Some(command) => futures::try_join!(
+                self.last_event(subject),
+                self.command_recorded_anywhere(command.command_id),
+            )?,
+            None => (self.last_event(subject).await?, false),
+        };
+        if recorded && let Some(command) = &commit.command {
+            return Err(StoreError::DuplicateCommand {
+                command_id: command.command_id,
+            });
+        }
         let (last_sequence, actual) = match &last {
             Some(raw) => (raw.sequence, codec::event_version(raw)?),
             None => (0, Version::ZERO),
         };
         if !commit.expected.matches(actual) {
             // A redelivered command is told apart from a stale one first (the contract).
-            if let Some(command) = &commit.command
-                && self.command_recorded(command.command_id).await?
-            {
-                return Err(StoreError::DuplicateCommand {
-                    command_id: command.command_id,
-                });
-            }
             return Err(StoreError::Conflict {
                 stream: commit.stream.clone(),
                 expected: commit.expected,
@@ -334,48 +359,58 @@ impl NatsEventStore {
             }));
         }
         let names = self.names();
-        let mut messages: Vec<(String, HeaderMap, Bytes)> =
-            Vec::with_capacity(commit.events.len() + 2);
-        let expectation = |headers: &mut HeaderMap, sequence: u64| {
-            headers.insert(
-                async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-                sequence.to_string(),
-            );
-        };
+        let mut messages: Vec<Message> = Vec::with_capacity(commit.events.len() + 2);
         let checks_stream = !matches!(commit.expected, ExpectedVersion::Any);
         if commit.events.is_empty() && checks_stream {
             // Nothing is written to the stream: a message elsewhere checks it.
-            let mut headers = HeaderMap::new();
-            expectation(&mut headers, last_sequence);
-            headers.insert("Nats-Expected-Last-Subject-Sequence-Subject", subject);
-            messages.push((names.check(), headers, Bytes::new()));
+            messages.push(dcb::check(names, subject, last_sequence));
         }
         let mut version = actual;
+        let mut last_event = None;
         for (i, event) in commit.events.iter().enumerate() {
             version = version.next();
-            let (mut headers, payload) = codec::event_message(event, version)?;
-            if i == 0 {
-                // Even `Any` expects what it read: versions are counted here, so nobody may
-                // come in between.
-                expectation(&mut headers, last_sequence);
-            }
-            messages.push((subject.to_owned(), headers, payload));
+            last_event = Some(messages.len());
+            // Even `Any` expects what it read: versions are counted here, so nobody may come
+            // in between.
+            dcb::push_event(
+                &mut messages,
+                subject,
+                event,
+                version,
+                (i == 0).then_some(last_sequence),
+            )?;
+        }
+        let events_start = messages.len() - commit.events.len();
+        for (i, event) in commit.events.iter().enumerate() {
+            dcb::push_markers(names, &mut messages, event, events_start + i);
         }
         if let Some(command) = &commit.command {
-            let (mut headers, payload) = codec::command_message(command)?;
+            let (headers, payload) = codec::command_message(command)?;
             // A command id is recorded once, for ever.
-            expectation(&mut headers, 0);
-            messages.push((names.command(command.command_id), headers, payload));
+            messages.push((
+                names.command(command.command_id),
+                schedule::expecting(headers, 0),
+                payload,
+            ));
         }
-        let tail = u64::from(commit.command.is_some());
+        if messages.len() > crate::conn::MAX_ATOMIC {
+            return Err(StoreError::Invalid(format!(
+                "a commit of {} events (with their tag markers) is more than the {} messages of \
+                 one atomic batch",
+                commit.events.len(),
+                crate::conn::MAX_ATOMIC
+            )));
+        }
+        let count = messages.len() as u64;
         match self.conn().publish_batch(messages).await {
             Ok(sequence) => {
-                let position = (!commit.events.is_empty()).then(|| Position::new(sequence - tail));
+                let first = sequence + 1 - count;
+                let position = last_event.map(|i| Position::new(first + i as u64));
                 Ok(Some(Appended { version, position }))
             }
             Err(Refused::WrongLast) => {
                 if let Some(command) = &commit.command
-                    && self.command_recorded(command.command_id).await?
+                    && self.command_recorded_anywhere(command.command_id).await?
                 {
                     return Err(StoreError::DuplicateCommand {
                         command_id: command.command_id,
@@ -396,6 +431,7 @@ impl NatsEventStore {
 async fn ensure_stream(conn: &Conn, config: stream::Config) -> Result<(), StoreError> {
     let name = config.name.clone();
     let subjects = config.subjects.clone();
+    let ttl = config.allow_message_ttl;
     let mut stream = conn
         .js
         .get_or_create_stream(config)
@@ -406,11 +442,17 @@ async fn ensure_stream(conn: &Conn, config: stream::Config) -> Result<(), StoreE
     if !subjects.iter().all(|s| found.subjects.contains(s))
         || !found.allow_atomic_publish
         || !found.allow_direct
+        || (ttl && !found.allow_message_ttl)
     {
         return Err(StoreError::Invalid(format!(
             "the JetStream stream {name} exists but cannot hold this store: it needs subjects \
-             {subjects:?}, atomic batches and direct reads, and has {:?}, {}, {}",
-            found.subjects, found.allow_atomic_publish, found.allow_direct
+             {subjects:?}, atomic batches, direct reads{}, and has {:?}, atomic batches {}, \
+             direct reads {}, message TTLs {}",
+            if ttl { " and message TTLs" } else { "" },
+            found.subjects,
+            found.allow_atomic_publish,
+            found.allow_direct,
+            found.allow_message_ttl
         )));
     }
     Ok(())
@@ -478,7 +520,14 @@ impl EventReader for NatsEventStore {
         let count = usize::try_from(version.get()).unwrap_or(usize::MAX);
         let raws = self
             .conn()
-            .read_range(&self.names().log, &subject, 1, last.sequence, count)
+            .read_range(
+                &self.names().log,
+                &subject,
+                1,
+                last.sequence,
+                count,
+                Until::Bound,
+            )
             .await?;
         let mut events = Vec::with_capacity(count);
         for raw in raws {

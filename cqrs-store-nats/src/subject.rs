@@ -119,16 +119,22 @@ impl Names {
         format!("{}.log.c.>", self.prefix)
     }
 
-    /// Whether `subject` is a command record's.
+    /// Whether `subject` is a command record's (a commit's in the log, or a process
+    /// manager's in the state stream).
     pub(crate) fn is_command(&self, subject: &str) -> bool {
         subject
             .strip_prefix(&self.prefix)
-            .is_some_and(|rest| rest.starts_with(".log.c."))
+            .is_some_and(|rest| rest.starts_with(".log.c.") || rest.starts_with(".state.c."))
     }
 
     /// Every event and every command record: what the message log reads.
     pub(crate) fn events_and_commands(&self) -> [String; 2] {
         [self.events(), self.commands()]
+    }
+
+    /// The markers of the events tagged `tag`.
+    pub(crate) fn tag(&self, tag: &cqrs_core::Tag) -> String {
+        format!("{}.log.t.{}", self.prefix, token(tag.as_str()))
     }
 
     /// Where a commit without events checks its stream's version: a message that is no
@@ -144,6 +150,45 @@ impl Names {
             self.prefix,
             token(stream.as_str())
         )
+    }
+
+    /// The process instance `id`.
+    pub(crate) fn process(&self, id: &StreamId) -> String {
+        format!("{}.state.p.{}", self.prefix, token(id.as_str()))
+    }
+
+    /// Every process instance.
+    pub(crate) fn processes(&self) -> String {
+        format!("{}.state.p.>", self.prefix)
+    }
+
+    /// The instance a process row's subject names.
+    pub(crate) fn process_of(&self, subject: &str) -> Option<StreamId> {
+        let rest = subject
+            .strip_prefix(&self.prefix)?
+            .strip_prefix(".state.p.")?;
+        StreamId::new(untoken(rest)?).ok()
+    }
+
+    /// The scheduled command `id`.
+    pub(crate) fn scheduled(&self, id: Uuid) -> String {
+        format!("{}.state.s.{}", self.prefix, id.simple())
+    }
+
+    /// Every scheduled command.
+    pub(crate) fn schedule(&self) -> String {
+        format!("{}.state.s.>", self.prefix)
+    }
+
+    /// The record of command `id` handled by a process manager: saved with its instance, in
+    /// the state stream.
+    pub(crate) fn handled(&self, id: Uuid) -> String {
+        format!("{}.state.c.{}", self.prefix, id.simple())
+    }
+
+    /// Every command record of process managers.
+    pub(crate) fn handled_all(&self) -> String {
+        format!("{}.state.c.>", self.prefix)
     }
 
     /// The checkpoint `name`.

@@ -343,3 +343,44 @@ async fn a_commit_is_read_at_once_through_a_follower() {
         "reads through the follower that missed the commit before them"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_append_of_tagged_events_is_seen_by_conditions() {
+    use cqrs_core::{
+        AppendCondition, ConditionalCommit, DcbStore, EventQuery, QueryItem, StreamAppend, Tag,
+    };
+    let Some(cluster) = shared_cluster() else {
+        return;
+    };
+    let store = NatsEventStore::connect(&cluster.urls(), options(&unique()))
+        .await
+        .unwrap();
+    let slug = Tag::new("slug", "devconf").unwrap();
+    let appended = store
+        .append(
+            &StreamId::new("conference-1").unwrap(),
+            ExpectedVersion::NoStream,
+            vec![event(1).with_tags([slug.clone()])],
+        )
+        .await
+        .unwrap();
+    let query = EventQuery::items([QueryItem::tagged([slug.clone()])]);
+    let found = store.read_query(&query, Position::START, 10).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].tags, std::slice::from_ref(&slug));
+    let err = store
+        .commit_if(
+            ConditionalCommit::new(vec![StreamAppend::new(
+                StreamId::new("conference-2").unwrap(),
+                ExpectedVersion::NoStream,
+                vec![event(2).with_tags([slug])],
+            )])
+            .with_condition(AppendCondition::none_match(query)),
+        )
+        .await
+        .expect_err("the slug is taken by a plain append");
+    assert!(
+        matches!(err, StoreError::ConditionFailed { after: None, found } if Some(found) == appended.position),
+        "{err}"
+    );
+}
