@@ -23,7 +23,8 @@ use uuid::Uuid;
                   subcommand it runs `serve --seed-demo`: the web app with a demo conference."
 )]
 struct Cli {
-    /// Where events live: sqlite://PATH, postgres://… or memory:.
+    /// Where events live: sqlite://PATH, postgres://…, nats://HOST:PORT,… (a NATS cluster) or
+    /// memory:.
     #[arg(
         long,
         global = true,

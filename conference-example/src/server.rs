@@ -20,7 +20,7 @@ pub const DEMO_SLUG: &str = "devconf";
 /// How to run the server.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// Where events live: `sqlite://PATH`, `postgres://…` or `memory:`.
+    /// Where events live: `sqlite://PATH`, `postgres://…`, `nats://HOST:PORT,…` or `memory:`.
     pub database: String,
     /// The address to listen on.
     pub listen: SocketAddr,

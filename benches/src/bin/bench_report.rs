@@ -122,6 +122,10 @@ fn durability(group: &str) -> &'static str {
         "SQLite, synchronous=NORMAL"
     } else if group.starts_with("postgres") {
         "PostgreSQL, fsync=on, synchronous_commit=on"
+    } else if group.starts_with("nats_1_node") {
+        "NATS JetStream, file storage, sync_interval: always (an fsync per write), 1 node, 1 replica"
+    } else if group.starts_with("nats_3_nodes") {
+        "NATS JetStream, file storage, sync_interval: always (an fsync per write), 3 nodes, 3 replicas"
     } else if group.starts_with("memory") {
         "in memory"
     } else {

@@ -3,14 +3,17 @@
 use std::sync::Arc;
 
 use cqrs_core::{EventQuery, InMemoryEventStore, Position, QueryItem, Storage, StoreError};
+use cqrs_store_nats::{NatsEventStore, NatsOptions};
 use cqrs_store_postgres::PostgresEventStore;
 use cqrs_store_sqlite::{Durability, SqliteEventStore, SqliteOptions};
 
 /// Opens the storage `url` names: `memory:` (nothing kept), `sqlite://PATH` (a file, created
 /// if missing; `sqlite://PATH?durability=normal` trades the last commits before a power
 /// loss for speed, for bulk loads; `&correlation_index=on` indexes the message log by
-/// correlation id, so the explorer's timelines need not scan it) or `postgres://…` (a
-/// server).
+/// correlation id, so the explorer's timelines need not scan it), `postgres://…` (a
+/// server) or `nats://HOST:PORT,HOST:PORT,…` (a NATS JetStream cluster: any of its servers,
+/// comma-separated; `?replicas=N` for other than 3, `&prefix=NAME` to keep several apps apart
+/// on one cluster: JetStream streams `NAME_*`, subjects `name.*`).
 ///
 /// # Errors
 ///
@@ -51,14 +54,58 @@ pub async fn open_storage(url: &str) -> Result<Arc<dyn Storage>, StoreError> {
         check_tagged(storage.as_ref()).await?;
         return Ok(storage);
     }
+    if let Some(rest) = url.strip_prefix("nats://") {
+        let (servers, options) = nats_url(rest)?;
+        let storage: Arc<dyn Storage> = Arc::new(NatsEventStore::connect(&servers, options).await?);
+        check_tagged(storage.as_ref()).await?;
+        return Ok(storage);
+    }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let storage: Arc<dyn Storage> = Arc::new(PostgresEventStore::connect(url).await?);
         check_tagged(storage.as_ref()).await?;
         return Ok(storage);
     }
     Err(StoreError::Invalid(format!(
-        "{url:?}: use memory:, sqlite://PATH or postgres://…"
+        "{url:?}: use memory:, sqlite://PATH, postgres://… or nats://HOST:PORT,…"
     )))
+}
+
+/// The servers and options of a NATS URL after its `nats://`.
+fn nats_url(rest: &str) -> Result<(Vec<String>, NatsOptions), StoreError> {
+    let (hosts, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let servers: Vec<String> = hosts
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|h| format!("nats://{}", h.trim_start_matches("nats://")))
+        .collect();
+    if servers.is_empty() {
+        return Err(StoreError::Invalid(
+            "a NATS URL names at least one server: nats://HOST:PORT,…".into(),
+        ));
+    }
+    let mut options = NatsOptions::default();
+    for setting in query.split('&').filter(|s| !s.is_empty()) {
+        options = match setting.split_once('=') {
+            Some(("replicas", n)) => match n.parse::<usize>() {
+                Ok(n @ 1..=5) => options.with_replicas(n),
+                _ => {
+                    return Err(StoreError::Invalid(format!(
+                        "{setting:?}: replicas is 1 to 5"
+                    )));
+                }
+            },
+            Some(("prefix", name)) if !name.is_empty() => options
+                .with_stream_prefix(name.to_uppercase())
+                .with_subject_prefix(name.to_lowercase()),
+            _ => {
+                return Err(StoreError::Invalid(format!(
+                    "{setting:?}: a NATS URL takes replicas=N and prefix=NAME"
+                )));
+            }
+        };
+    }
+    Ok((servers, options))
 }
 
 /// Refuses a store whose conferences were created by a build that did not tag events: the
@@ -132,6 +179,37 @@ mod tests {
             .await
             .expect("append");
         check_tagged(&tagged).await.expect("tagged by this build");
+    }
+
+    #[test]
+    fn a_nats_url_names_a_cluster_and_its_settings() {
+        let (servers, options) =
+            super::nats_url("10.0.0.1:4222,nats://10.0.0.2:4222, 10.0.0.3?replicas=1&prefix=Shop")
+                .expect("valid");
+        assert_eq!(
+            servers,
+            [
+                "nats://10.0.0.1:4222",
+                "nats://10.0.0.2:4222",
+                "nats://10.0.0.3"
+            ]
+        );
+        assert_eq!(
+            options,
+            cqrs_store_nats::NatsOptions::default()
+                .with_replicas(1)
+                .with_stream_prefix("SHOP")
+                .with_subject_prefix("shop")
+        );
+        for bad in [
+            "",
+            "h:1?replicas=0",
+            "h:1?replicas=x",
+            "h:1?prefix=",
+            "h:1?durability=full",
+        ] {
+            assert!(super::nats_url(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[tokio::test]

@@ -169,6 +169,15 @@ impl Site {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("conference.db").display());
         let storage = open_storage(&url).await.unwrap();
+        Self::start_on(storage, config, dir).await
+    }
+
+    /// The app on `storage`.
+    async fn start_on(
+        storage: Arc<dyn cqrs_core::Storage>,
+        config: AppConfig,
+        dir: tempfile::TempDir,
+    ) -> Self {
         let app = ConferenceApp::new(storage, Arc::new(SystemClock), config);
         app.settle().await.unwrap();
         conference_example::server::seed(&app).await.unwrap();
@@ -356,7 +365,29 @@ async fn a_registrant_buys_a_paid_order_and_sees_the_remaining_seats_fall() {
         return;
     };
     let site = Site::start().await;
-    let browser = Browser::start(&chromium, &driver).await;
+    buys_a_paid_order(&site, &chromium, &driver).await;
+}
+
+/// The same journey on a NATS cluster of 3 nodes with three replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registrant_buys_a_paid_order_on_a_nats_cluster() {
+    let Some((chromium, driver)) = browser_tools("paid order on NATS") else {
+        return;
+    };
+    let Some(store) = cqrs_store_nats::testing::fresh_store().await else {
+        return;
+    };
+    let site = Site::start_on(
+        Arc::new(store),
+        AppConfig::default(),
+        tempfile::tempdir().unwrap(),
+    )
+    .await;
+    buys_a_paid_order(&site, &chromium, &driver).await;
+}
+
+async fn buys_a_paid_order(site: &Site, chromium: &Path, driver: &Path) {
+    let browser = Browser::start(chromium, driver).await;
     let c = browser.client();
     let full = site.seat_type("Full pass");
 

@@ -50,9 +50,7 @@ pub(crate) async fn two_hundred_registrants_never_exceed_the_quota(s: &Server) {
 }
 
 /// Two servers on one PostgreSQL database, each with its own pool, read models, registration
-/// process and command dispatcher, as two processes would have: registrants spread over both
-/// never oversell, each process's pages show what the other did, and a payment started on
-/// one confirms an order placed on the other.
+/// process and command dispatcher, as two processes would have.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_share_one_postgres_database() {
     use cqrs_store_postgres::PostgresEventStore;
@@ -73,6 +71,46 @@ async fn two_servers_share_one_postgres_database() {
         None,
     )
     .await;
+    two_servers_share_one_store(&a, &b).await;
+}
+
+/// Two servers on one NATS cluster (3 nodes, three replicas), each with its own connection
+/// (to a different node), read models, registration process and command dispatcher, as two
+/// processes would have.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_share_one_nats_cluster() {
+    use cqrs_store_nats::testing::shared_cluster;
+    use cqrs_store_nats::{NatsEventStore, NatsOptions};
+    use std::sync::Arc;
+
+    let Some(cluster) = shared_cluster() else {
+        return;
+    };
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    let options = NatsOptions::default()
+        .with_stream_prefix(format!("W{}", &unique[..12]))
+        .with_subject_prefix(format!("w{}", &unique[..12]));
+    let urls = cluster.urls();
+    let a = Server::start(
+        Arc::new(
+            NatsEventStore::connect(&urls[0..1], options.clone())
+                .await
+                .unwrap(),
+        ),
+        None,
+    )
+    .await;
+    let b = Server::start(
+        Arc::new(NatsEventStore::connect(&urls[1..2], options).await.unwrap()),
+        None,
+    )
+    .await;
+    two_servers_share_one_store(&a, &b).await;
+}
+
+/// Registrants spread over two servers of one store never oversell, each server's pages show
+/// what the other did, and a payment started on one confirms an order placed on the other.
+async fn two_servers_share_one_store(a: &Server, b: &Server) {
     let c = a.published_conference("shared", 20).await;
     for _ in 0..1_000 {
         let (status, view) = b.get("/api/conferences/shared").await;
@@ -83,7 +121,7 @@ async fn two_servers_share_one_postgres_database() {
     }
     let orders: Vec<_> = (0..60)
         .map(|n| {
-            let on = if n % 2 == 0 { &a } else { &b };
+            let on = if n % 2 == 0 { a } else { b };
             let (client, url, paid) = (
                 on.client.clone(),
                 on.url("/api/conferences/shared/orders"),
@@ -107,7 +145,7 @@ async fn two_servers_share_one_postgres_database() {
     for (n, order) in orders.into_iter().enumerate() {
         let order = order.await.unwrap();
         // Read on the other server.
-        let other = if n % 2 == 0 { &b } else { &a };
+        let other = if n % 2 == 0 { b } else { a };
         let (status, view) = other
             .get(&format!("/api/orders/{order}?min_version=3"))
             .await;
@@ -131,7 +169,7 @@ async fn two_servers_share_one_postgres_database() {
         .post(&format!("/api/payments/{payment}/complete"), json!({}))
         .await;
     assert_eq!(status, 204);
-    for server in [&a, &b] {
+    for server in [a, b] {
         let mut confirmed = false;
         for _ in 0..1_000 {
             let (_, view) = server.get(&format!("/api/orders/{order}")).await;

@@ -232,6 +232,11 @@ async fn postgres() -> Option<Server> {
     Some(Server::start(Arc::new(store), None).await)
 }
 
+async fn nats() -> Option<Server> {
+    let store = cqrs_store_nats::testing::fresh_store().await?;
+    Some(Server::start(Arc::new(store), None).await)
+}
+
 /// One test per store for each scenario.
 macro_rules! on_every_store {
     ($($name:ident),* $(,)?) => {
@@ -248,6 +253,17 @@ macro_rules! on_every_store {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     if let Some(server) = super::postgres().await {
+                        super::$name(&server).await;
+                    }
+                }
+            )*
+        }
+        /// On a 3-node NATS cluster with three replicas.
+        mod nats {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(server) = super::nats().await {
                         super::$name(&server).await;
                     }
                 }
