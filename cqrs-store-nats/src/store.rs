@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use async_trait::async_trait;
-use cqrs_core::store::{CommitNotifier, SubscriptionOptions, subscription, truncate_to_micros};
+use cqrs_core::store::{
+    CommitNotifier, Decide, SubscriptionOptions, subscription, truncate_to_micros,
+};
 use cqrs_core::{
     Appended, BatchStream, Commit, EventFilter, EventReader, EventStore, ExpectedVersion, Position,
     ReadBatch, RecordedEvent, StoreError, StreamId, Version,
@@ -321,19 +323,30 @@ impl NatsEventStore {
 
     /// One try at `commit` against the stream as last read: `Ok(None)` when another writer
     /// came in between and the commit may be tried again.
+    ///
+    /// `known` is the stream's last event as the caller just read it, if it did (a
+    /// read-then-commit), so that the first try need not read it again.
     async fn try_commit(
         &self,
         commit: &Commit,
         subject: &str,
+        known: Option<Option<Raw>>,
     ) -> Result<Option<Appended>, StoreError> {
-        // Within the log, the batch's expectation keeps a command id once; across the two
-        // streams, a read before the write does (ADR 0012).
-        let (last, recorded) = match &commit.command {
-            Some(command) => futures::try_join!(
-                self.last_event(subject),
-                self.command_recorded_anywhere(command.command_id),
-            )?,
-            None => (self.last_event(subject).await?, false),
+        // Within the log, the batch's expectation keeps a command id once (and a refusal is
+        // told apart below); across the two streams, a read of the state stream before the
+        // write does (ADR 0012).
+        let in_state = |id| {
+            let names = self.names();
+            let subject = names.handled(id);
+            async move { Ok(self.conn().last(&names.state, &subject).await?.is_some()) }
+        };
+        let (last, recorded) = match (&commit.command, known) {
+            (Some(command), Some(known)) => (known, in_state(command.command_id).await?),
+            (Some(command), None) => {
+                futures::try_join!(self.last_event(subject), in_state(command.command_id),)?
+            }
+            (None, Some(known)) => (known, false),
+            (None, None) => (self.last_event(subject).await?, false),
         };
         if recorded && let Some(command) = &commit.command {
             return Err(StoreError::DuplicateCommand {
@@ -346,6 +359,13 @@ impl NatsEventStore {
         };
         if !commit.expected.matches(actual) {
             // A redelivered command is told apart from a stale one first (the contract).
+            if let Some(command) = &commit.command
+                && self.command_recorded_anywhere(command.command_id).await?
+            {
+                return Err(StoreError::DuplicateCommand {
+                    command_id: command.command_id,
+                });
+            }
             return Err(StoreError::Conflict {
                 stream: commit.stream.clone(),
                 expected: commit.expected,
@@ -587,7 +607,65 @@ impl EventReader for NatsEventStore {
 
 #[async_trait]
 impl EventStore for NatsEventStore {
-    async fn commit(&self, mut commit: Commit) -> Result<Appended, StoreError> {
+    async fn commit(&self, commit: Commit) -> Result<Appended, StoreError> {
+        self.commit_knowing(commit, None).await
+    }
+
+    /// Reads the stream's events after `from` with the read of its last event that the
+    /// commit then expects, so a command costs one read fewer than a read and a commit.
+    async fn read_then_commit(
+        &self,
+        stream: &StreamId,
+        from: Version,
+        decide: Decide,
+    ) -> Result<Option<Appended>, StoreError> {
+        let mut decide = decide;
+        let subject = self.names().event(stream);
+        let last = self.last_event(&subject).await?;
+        if let Some(last) = &last {
+            let version = codec::event_version(last)?;
+            if version >= from {
+                let count = usize::try_from(version.get()).unwrap_or(usize::MAX);
+                let raws = self
+                    .conn()
+                    .read_range(
+                        &self.names().log,
+                        &subject,
+                        1,
+                        last.sequence,
+                        count,
+                        Until::Bound,
+                    )
+                    .await?;
+                for raw in raws {
+                    if codec::event_version(&raw)? < from {
+                        continue;
+                    }
+                    let event = codec::decode_event(raw, stream.clone())?;
+                    if decide.event(event.view()).is_break() {
+                        break;
+                    }
+                }
+            }
+        }
+        match decide.decide() {
+            Some(commit) => {
+                let known = (commit.stream == *stream).then_some(last);
+                self.commit_knowing(commit, known).await.map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+impl NatsEventStore {
+    /// [`EventStore::commit`], the first try against `known`, the stream's last event as the
+    /// caller read it (if it did).
+    async fn commit_knowing(
+        &self,
+        mut commit: Commit,
+        known: Option<Option<Raw>>,
+    ) -> Result<Appended, StoreError> {
         commit.validate()?;
         for event in &mut commit.events {
             event.metadata.recorded_at = truncate_to_micros(event.metadata.recorded_at);
@@ -597,8 +675,9 @@ impl EventStore for NatsEventStore {
         }
         let subject = self.names().event(&commit.stream);
         let started = std::time::Instant::now();
+        let mut known = known;
         loop {
-            if let Some(appended) = self.try_commit(&commit, &subject).await? {
+            if let Some(appended) = self.try_commit(&commit, &subject, known.take()).await? {
                 if appended.position.is_some() {
                     self.inner.notifier.notify();
                 }

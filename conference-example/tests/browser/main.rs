@@ -1,13 +1,14 @@
-//! The sites, driven in headless Chromium through WebDriver (fantoccini + chromedriver), on
-//! the embedded SQLite store the main job uses: a paid order, a zero-cost order with no
+//! The sites, driven in headless Chromium through WebDriver (fantoccini + chromedriver), each
+//! journey on the embedded SQLite store the main job uses (`sqlite::…`) and on a 3-node NATS
+//! cluster with three replicas (`nats::…`): a paid order, a zero-cost order with no
 //! payment step, a partial reservation and the seat-selection pre-check, a countdown that
 //! ends on the expired page, an owner who creates and publishes a conference, and the
 //! operator who follows an order through the explorer.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (or `CHROMIUM` / `CHROMEDRIVER` pointing
 //! at them). Without them each test prints a loud notice and passes, except under `CI`,
-//! where it fails. Screenshots go to `target/tmp/screenshots`, or to `docs/screenshots`
-//! with `UPDATE_SCREENSHOTS=1`.
+//! where it fails. Screenshots (of the SQLite journeys) go to `target/tmp/screenshots`, or to
+//! `docs/screenshots` with `UPDATE_SCREENSHOTS=1`.
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::os::unix::process::CommandExt as _;
@@ -152,7 +153,23 @@ impl Drop for Browser {
 
 // ----- the server -----
 
-/// The app on a fresh SQLite store with the demo conference, served on an ephemeral port.
+/// The store a journey runs on: every journey runs on SQLite and on a NATS cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum On {
+    Sqlite,
+    Nats,
+}
+
+tokio::task_local! {
+    static ON: On;
+}
+
+fn on() -> On {
+    ON.try_with(|on| *on).unwrap_or(On::Sqlite)
+}
+
+/// The app on a fresh store (SQLite, or a NATS cluster: [`on`]) with the demo conference,
+/// served on an ephemeral port.
 struct Site {
     base: String,
     app: ConferenceApp,
@@ -167,8 +184,18 @@ impl Site {
 
     async fn start_with(config: AppConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("conference.db").display());
-        let storage = open_storage(&url).await.unwrap();
+        let storage: Arc<dyn cqrs_core::Storage> = match on() {
+            On::Sqlite => {
+                let url = format!("sqlite://{}", dir.path().join("conference.db").display());
+                open_storage(&url).await.unwrap()
+            }
+            // A 3-node cluster with three replicas (the journey is skipped without one).
+            On::Nats => Arc::new(
+                cqrs_store_nats::testing::fresh_store()
+                    .await
+                    .expect("a NATS cluster"),
+            ),
+        };
         Self::start_on(storage, config, dir).await
     }
 
@@ -346,6 +373,10 @@ async fn registrant(c: &Client, first: &str, last: &str, email: &str) {
 }
 
 async fn screenshot(c: &Client, name: &str) {
+    if on() != On::Sqlite {
+        // The pictures in the docs are the SQLite run's.
+        return;
+    }
     let dir = if std::env::var_os("UPDATE_SCREENSHOTS").is_some() {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots")
     } else {
@@ -359,35 +390,12 @@ async fn screenshot(c: &Client, name: &str) {
 
 // ----- the journeys -----
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registrant_buys_a_paid_order_and_sees_the_remaining_seats_fall() {
     let Some((chromium, driver)) = browser_tools("paid order") else {
         return;
     };
     let site = Site::start().await;
-    buys_a_paid_order(&site, &chromium, &driver).await;
-}
-
-/// The same journey on a NATS cluster of 3 nodes with three replicas.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_registrant_buys_a_paid_order_on_a_nats_cluster() {
-    let Some((chromium, driver)) = browser_tools("paid order on NATS") else {
-        return;
-    };
-    let Some(store) = cqrs_store_nats::testing::fresh_store().await else {
-        return;
-    };
-    let site = Site::start_on(
-        Arc::new(store),
-        AppConfig::default(),
-        tempfile::tempdir().unwrap(),
-    )
-    .await;
-    buys_a_paid_order(&site, &chromium, &driver).await;
-}
-
-async fn buys_a_paid_order(site: &Site, chromium: &Path, driver: &Path) {
-    let browser = Browser::start(chromium, driver).await;
+    let browser = Browser::start(&chromium, &driver).await;
     let c = browser.client();
     let full = site.seat_type("Full pass");
 
@@ -495,7 +503,6 @@ async fn fill_seat(c: &Client, position: u32, first: &str, last: &str, email: &s
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zero_cost_order_completes_with_no_payment_step() {
     let Some((chromium, driver)) = browser_tools("zero-cost order") else {
         return;
@@ -540,7 +547,6 @@ async fn a_zero_cost_order_completes_with_no_payment_step() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registrant_sees_a_partial_reservation_and_the_selection_pre_check() {
     let Some((chromium, driver)) = browser_tools("partial reservation") else {
         return;
@@ -609,7 +615,6 @@ async fn a_registrant_sees_a_partial_reservation_and_the_selection_pre_check() {
     assert_eq!(text(c, "h2.success").await, "Registration success");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_countdown_ends_on_the_expired_page_and_the_seats_go_back() {
     let Some((chromium, driver)) = browser_tools("expiry") else {
         return;
@@ -642,7 +647,6 @@ async fn the_countdown_ends_on_the_expired_page_and_the_seats_go_back() {
     assert_eq!(available_cell(c, workshop).await, "20");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_creates_and_publishes_a_conference() {
     let Some((chromium, driver)) = browser_tools("owner portal") else {
         return;
@@ -712,7 +716,6 @@ async fn an_owner_creates_and_publishes_a_conference() {
     assert_eq!(text(c, "#access-code").await, code);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_follows_an_order_through_the_explorer() {
     let Some((chromium, driver)) = browser_tools("explorer") else {
         return;
@@ -866,3 +869,37 @@ async fn the_operator_follows_an_order_through_the_explorer() {
     }
     screenshot(c, "explorer-overview").await;
 }
+
+/// Every journey on SQLite, and on a NATS cluster of 3 nodes with three replicas.
+macro_rules! on_sqlite_and_nats {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::ON.scope(super::On::Sqlite, super::$name()).await;
+                }
+            )*
+        }
+        mod nats {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if tokio::task::block_in_place(cqrs_store_nats::testing::shared_cluster).is_none() {
+                        return;
+                    }
+                    super::ON.scope(super::On::Nats, super::$name()).await;
+                }
+            )*
+        }
+    };
+}
+
+on_sqlite_and_nats!(
+    a_registrant_buys_a_paid_order_and_sees_the_remaining_seats_fall,
+    a_zero_cost_order_completes_with_no_payment_step,
+    a_registrant_sees_a_partial_reservation_and_the_selection_pre_check,
+    the_countdown_ends_on_the_expired_page_and_the_seats_go_back,
+    an_owner_creates_and_publishes_a_conference,
+    the_operator_follows_an_order_through_the_explorer,
+);
