@@ -223,6 +223,20 @@ impl Conn {
         Ok(out)
     }
 
+    /// Every message of a table-like `stream` (one message per subject) on `filter`, as the
+    /// leader's last message there bounds it: the rows, in no particular order.
+    pub(crate) async fn read_table(
+        &self,
+        stream: &str,
+        filter: &str,
+    ) -> Result<Vec<Raw>, StoreError> {
+        let Some(last) = self.last(stream, filter).await? else {
+            return Ok(Vec::new());
+        };
+        self.read_range(stream, filter, 1, last.sequence, usize::MAX, Until::End)
+            .await
+    }
+
     /// Publishes one message, expecting `subject`'s last sequence where given: its sequence.
     pub(crate) async fn publish(
         &self,

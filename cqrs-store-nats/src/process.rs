@@ -16,7 +16,7 @@ use futures::future::try_join_all;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, Raw};
-use crate::conn::{Refused, Until};
+use crate::conn::Refused;
 use crate::schedule::{self, Slot};
 use crate::store::NatsEventStore;
 
@@ -186,20 +186,9 @@ impl ProcessStore for NatsEventStore {
         limit: usize,
     ) -> Result<Vec<ProcessState>, StoreError> {
         let names = self.names();
-        let filter = names.processes();
-        let Some(last) = self.conn().last(&names.state, &filter).await? else {
-            return Ok(Vec::new());
-        };
         let raws = self
             .conn()
-            .read_range(
-                &names.state,
-                &filter,
-                1,
-                last.sequence,
-                usize::MAX,
-                Until::End,
-            )
+            .read_table(&names.state, &names.processes())
             .await?;
         let mut processes = Vec::with_capacity(raws.len());
         for raw in raws {

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::codec::{self, Raw};
-use crate::conn::{Refused, Until};
+use crate::conn::Refused;
 use crate::store::NatsEventStore;
 
 /// The header of a scheduled command's row.
@@ -186,20 +186,9 @@ impl NatsEventStore {
     /// Every scheduled command (tombstones left out), in no particular order.
     async fn live_rows(&self) -> Result<Vec<Live>, StoreError> {
         let names = self.names();
-        let filter = names.schedule();
-        let Some(last) = self.conn().last(&names.state, &filter).await? else {
-            return Ok(Vec::new());
-        };
         let raws = self
             .conn()
-            .read_range(
-                &names.state,
-                &filter,
-                1,
-                last.sequence,
-                usize::MAX,
-                Until::End,
-            )
+            .read_table(&names.state, &names.schedule())
             .await?;
         let mut rows = Vec::with_capacity(raws.len());
         for raw in raws {

@@ -270,6 +270,42 @@ impl NatsEventStore {
         Ok(log.or(state))
     }
 
+    /// The events of `stream` (on `subject`) from version `from` up to `last`, its last event
+    /// as the leader reported it.
+    async fn events_up_to(
+        &self,
+        stream: &StreamId,
+        subject: &str,
+        last: &Raw,
+        from: Version,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let version = codec::event_version(last)?;
+        if version < from {
+            return Ok(Vec::new());
+        }
+        // A subject cannot be read from a version: its events are read from the first, and
+        // those before `from` skipped.
+        let count = usize::try_from(version.get()).unwrap_or(usize::MAX);
+        let raws = self
+            .conn()
+            .read_range(
+                &self.names().log,
+                subject,
+                1,
+                last.sequence,
+                count,
+                Until::Bound,
+            )
+            .await?;
+        let mut events = Vec::with_capacity(count);
+        for raw in raws {
+            if codec::event_version(&raw)? >= from {
+                events.push(codec::decode_event(raw, stream.clone())?);
+            }
+        }
+        Ok(events)
+    }
+
     /// Wakes this process's subscribers after a commit of events.
     pub(crate) fn notify(&self) {
         self.inner.notifier.notify();
@@ -531,31 +567,7 @@ impl EventReader for NatsEventStore {
         let Some(last) = self.last_event(&subject).await? else {
             return Ok(Vec::new());
         };
-        let version = codec::event_version(&last)?;
-        if version < from {
-            return Ok(Vec::new());
-        }
-        // A subject cannot be read from a version: its events are read from the first, and
-        // those before `from` skipped.
-        let count = usize::try_from(version.get()).unwrap_or(usize::MAX);
-        let raws = self
-            .conn()
-            .read_range(
-                &self.names().log,
-                &subject,
-                1,
-                last.sequence,
-                count,
-                Until::Bound,
-            )
-            .await?;
-        let mut events = Vec::with_capacity(count);
-        for raw in raws {
-            if codec::event_version(&raw)? >= from {
-                events.push(codec::decode_event(raw, stream.clone())?);
-            }
-        }
-        Ok(events)
+        self.events_up_to(stream, &subject, &last, from).await
     }
 
     async fn read_all(
@@ -623,28 +635,9 @@ impl EventStore for NatsEventStore {
         let subject = self.names().event(stream);
         let last = self.last_event(&subject).await?;
         if let Some(last) = &last {
-            let version = codec::event_version(last)?;
-            if version >= from {
-                let count = usize::try_from(version.get()).unwrap_or(usize::MAX);
-                let raws = self
-                    .conn()
-                    .read_range(
-                        &self.names().log,
-                        &subject,
-                        1,
-                        last.sequence,
-                        count,
-                        Until::Bound,
-                    )
-                    .await?;
-                for raw in raws {
-                    if codec::event_version(&raw)? < from {
-                        continue;
-                    }
-                    let event = codec::decode_event(raw, stream.clone())?;
-                    if decide.event(event.view()).is_break() {
-                        break;
-                    }
+            for event in self.events_up_to(stream, &subject, last, from).await? {
+                if decide.event(event.view()).is_break() {
+                    break;
                 }
             }
         }
