@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use cqrs_core::{
-    Appended, Commit, ExpectedVersion, NewEvent, Position, StoreError, StreamId, Version,
+    Appended, CommandRecord, Commit, ExpectedVersion, NewEvent, Position, StoreError, StreamId,
+    Version,
 };
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
 use tokio::sync::{mpsc, oneshot};
@@ -50,13 +51,17 @@ impl Appender {
         Ok(Version::new(from_i64(v, "stream version", None)?))
     }
 
-    /// Runs the append statement once (with `NOTIFY` in it when asked: for appends inside a
-    /// caller's transaction, which only the caller's commit makes visible).
+    /// Runs the append statement once. Inside a caller's transaction (`in_transaction`) this
+    /// is the `append` function, with `NOTIFY` in it (only the caller's commit makes the
+    /// events visible), which knows what the transaction wrote before. An append in a
+    /// transaction of its own whose events carry no tags (so it takes no locks) is one plain
+    /// statement instead: a PL/pgSQL call costs each of its statements an executor start of
+    /// its own, which measured 80–100 µs more per append than the same work in one statement.
     pub(crate) async fn try_commit(
         &self,
         conn: &mut PgConnection,
         commit: &Commit,
-        notify_in_transaction: bool,
+        in_transaction: bool,
     ) -> Result<Attempt, StoreError> {
         if commit.events.len() > MAX_EVENTS_PER_TRANSACTION {
             return Err(StoreError::Invalid(format!(
@@ -79,25 +84,28 @@ impl Appender {
             .map(|c| serde_json::to_string(&c.outcome))
             .transpose()
             .map_err(backend)?;
-        let query = sqlx::query(AssertSqlSafe(self.sql.commit.clone()))
-            .bind(commit.stream.as_str())
-            .bind(expected)
-            .bind(commit.stream.category())
-            .bind(&self.channel)
-            .bind(record.map(|c| c.command_id));
-        let result = columns
-            .bind(query)
-            .bind(record.map(|c| c.command_type.as_str()))
-            .bind(record.map(|c| c.payload.as_str()))
-            .bind(record.and_then(|c| c.correlation_id))
-            .bind(record.and_then(|c| c.causation_id))
-            .bind(record.map(|c| c.recorded_at))
-            .bind(record.and_then(|c| headers_text(&c.headers)))
-            .bind(outcome)
-            .bind(notify_in_transaction)
-            .bind(&columns.tags)
-            .fetch_one(&mut *conn)
-            .await;
+        let headers = record.and_then(|c| headers_text(&c.headers));
+        let command = |query| bind_record(query, record, headers.as_deref(), outcome.as_deref());
+        let result = if in_transaction || columns.tags.is_some() {
+            let query = sqlx::query(AssertSqlSafe(self.sql.commit.clone()))
+                .bind(commit.stream.as_str())
+                .bind(expected)
+                .bind(commit.stream.category())
+                .bind(&self.channel)
+                .bind(record.map(|c| c.command_id));
+            command(columns.bind(query))
+                .bind(in_transaction)
+                .bind(&columns.tags)
+                .fetch_one(&mut *conn)
+                .await
+        } else {
+            let query = sqlx::query(AssertSqlSafe(self.sql.commit_alone.clone()))
+                .bind(commit.stream.as_str())
+                .bind(expected)
+                .bind(commit.stream.category())
+                .bind(record.map(|c| c.command_id));
+            command(columns.bind(query)).fetch_one(&mut *conn).await
+        };
         let row = match result {
             Ok(row) => row,
             Err(err) => {
@@ -350,6 +358,24 @@ impl<'a> EventColumns<'a> {
             .bind(&self.times)
             .bind(&self.headers)
     }
+}
+
+/// Binds a command record's columns after its id, as the next seven parameters (all NULL
+/// without one), in the append statements' order.
+fn bind_record<'q>(
+    query: PgQuery<'q>,
+    record: Option<&'q CommandRecord>,
+    headers: Option<&'q str>,
+    outcome: Option<&'q str>,
+) -> PgQuery<'q> {
+    query
+        .bind(record.map(|c| c.command_type.as_str()))
+        .bind(record.map(|c| c.payload.as_str()))
+        .bind(record.and_then(|c| c.correlation_id))
+        .bind(record.and_then(|c| c.causation_id))
+        .bind(record.map(|c| c.recorded_at))
+        .bind(headers)
+        .bind(outcome)
 }
 
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;

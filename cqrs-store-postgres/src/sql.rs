@@ -17,6 +17,7 @@ pub(crate) const HORIZON: &str = "(pg_snapshot_xmin(pg_current_snapshot())::text
 pub(crate) struct Sql {
     // EventStore (`events.rs`, `batch.rs`).
     pub(crate) commit: Arc<str>,
+    pub(crate) commit_alone: Arc<str>,
     pub(crate) append_many: Arc<str>,
     pub(crate) stream_version: Arc<str>,
     // EventReader (`reads.rs`, `read_batcher.rs`).
@@ -104,6 +105,37 @@ impl Sql {
                 "SELECT duplicate, ok, current_version, base, last_position, last_version FROM {s}.append(
                      $1, $2, $3, $4, $5, $6::text[], $7::integer[], $8::text[], $9::uuid[], $10::uuid[], $11::uuid[],
                      $12::uuid[], $13::timestamptz[], $14::text[], $15, $16, $17, $18, $19, $20, $21, $22, $23::text[])"
+            )),
+            // A lone append of untagged events in a transaction of its own: the `append`
+            // function's work in one plain statement (see `Appender::try_commit`). Its
+            // transaction has no id yet, so its events' positions start at its index 1.
+            commit_alone: q(format!(
+                "WITH cur AS (
+                     SELECT coalesce((SELECT e.version FROM {s}.events e WHERE e.stream = $1
+                                      ORDER BY e.version DESC LIMIT 1), 0) AS v,
+                            $4::uuid IS NOT NULL
+                            AND EXISTS (SELECT 1 FROM {s}.commands c WHERE c.command_id = $4) AS duplicate
+                 ),
+                 go AS (SELECT v FROM cur WHERE NOT duplicate AND ($2 < 0 OR v = $2)),
+                 ins AS (
+                     INSERT INTO {s}.events (position, stream, category, version, event_type, schema_version,
+                         payload, event_id, correlation_id, causation_id, command_id, recorded_at, headers)
+                     SELECT (pg_current_xact_id()::text::bigint << 16) | e.ord, $1, $3, go.v + e.ord, e.t, e.sv,
+                         e.p::json, e.id, e.co, e.ca, e.cm, e.at, e.h::json
+                     FROM go, unnest($5::text[], $6::integer[], $7::text[], $8::uuid[], $9::uuid[], $10::uuid[],
+                                     $11::uuid[], $12::timestamptz[], $13::text[])
+                          WITH ORDINALITY AS e(t, sv, p, id, co, ca, cm, at, h, ord)
+                     RETURNING position, version
+                 ),
+                 cmd AS (
+                     INSERT INTO {s}.commands (command_id, command_type, target, payload, correlation_id,
+                         causation_id, recorded_at, headers, outcome)
+                     SELECT $4, $14, $1, $15::json, $16, $17, $18, $19::json, $20::json FROM go
+                     WHERE $4::uuid IS NOT NULL
+                 )
+                 SELECT cur.duplicate, NOT cur.duplicate AND ($2 < 0 OR cur.v = $2), cur.v, 0::bigint,
+                        (SELECT max(position) FROM ins), (SELECT max(version) FROM ins)
+                 FROM cur"
             )),
             append_many: q(format!(
                 "SELECT status, current_version, last_position, last_version FROM {s}.append_many(
