@@ -2,8 +2,8 @@
 //! (`raw_postgres`), with the same realistic events, on a throwaway
 //! server with PostgreSQL's durable defaults (`fsync=on`, `synchronous_commit=on`): commands on
 //! new aggregates (1 task, 16 tasks), a command on an aggregate with 1,000 prior events (with
-//! snapshots), the load of a 100-event stream, and `read_all` and a read model's rebuild over
-//! the whole log.
+//! snapshots), the load of a 100-event stream, `read_all` and a read model's rebuild over
+//! the whole log, and commits in order as a store migration copies a log.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -203,6 +203,75 @@ fn postgres(c: &mut Criterion) {
             .iter(|| async { assert_eq!(raw_postgres::scan(&raw).await, raw_total) })
     });
     benches::store_log_benches(&mut group, &rt, &store, store_total);
+    group.finish();
+
+    commit_in_order(c, &rt, &store, &raw);
+}
+
+/// Commits in one list, as a store migration copies a log: lists of [`COPY_LIST`] commits
+/// of one event each over 1,000 streams taking turns (an interleaved log's shape), set-based
+/// (`commit_in_order`) beside the same commits one by one (`EventStore::commit`, what the
+/// trait's default does) and the minimal store's one `INSERT` of the same rows.
+fn commit_in_order(
+    c: &mut Criterion,
+    rt: &tokio::runtime::Runtime,
+    store: &PostgresEventStore,
+    raw: &sqlx::PgPool,
+) {
+    const COPY_LIST: usize = 1_000;
+    let deposit = Json::from_stored(deposit_payload().as_str());
+    let versions = std::sync::Mutex::new(vec![0_u64; COPY_LIST]);
+    let list = |prefix: &str| -> Vec<cqrs_core::Commit> {
+        let mut versions = versions.lock().expect("versions");
+        (0..COPY_LIST)
+            .map(|k| {
+                let stream = StreamId::new(format!("{prefix}-{k}")).expect("stream");
+                let expected = match versions[k] {
+                    0 => ExpectedVersion::NoStream,
+                    v => ExpectedVersion::Exact(Version::new(v)),
+                };
+                versions[k] += 1;
+                let event = NewEvent::new("account.deposited", deposit.clone())
+                    .with_metadata(event_metadata());
+                cqrs_core::Commit::new(stream, expected, vec![event])
+            })
+            .collect()
+    };
+    let mut group = c.benchmark_group("postgres/commit_in_order");
+    group.throughput(Throughput::Elements(COPY_LIST as u64));
+    group.sample_size(10);
+    let raw_versions = std::sync::Mutex::new(0_i64);
+    let event = benches::RawEvent::new(&AccountEvent::deposited(100));
+    group.bench_function("raw_one_insert", |b| {
+        b.to_async(rt).iter(|| {
+            let version = {
+                let mut v = raw_versions.lock().expect("versions");
+                *v += 1;
+                *v
+            };
+            let rows: Vec<_> = (0..COPY_LIST)
+                .map(|k| (format!("copy-raw-{k}"), version, event.clone()))
+                .collect();
+            async move { raw_postgres::copy(raw, &rows).await }
+        });
+    });
+    group.bench_function("store_in_order", |b| {
+        b.to_async(rt).iter(|| {
+            let commits = list("copy-set");
+            async move { store.commit_in_order(commits).await.expect("copy") }
+        });
+    });
+    versions.lock().expect("versions").fill(0);
+    group.bench_function("store_one_by_one", |b| {
+        b.to_async(rt).iter(|| {
+            let commits = list("copy-one");
+            async move {
+                for commit in commits {
+                    store.commit(commit).await.expect("copy");
+                }
+            }
+        });
+    });
     group.finish();
 }
 

@@ -78,6 +78,34 @@ pub async fn append(
     }
 }
 
+/// Copies `rows` (stream, version, event) in one autocommit `INSERT` of many rows, in the
+/// order given: what the minimal store does to bulk-load a log.
+///
+/// # Panics
+///
+/// Panics if PostgreSQL fails or a version exists.
+pub async fn copy(pool: &PgPool, rows: &[(String, i64, RawEvent)]) {
+    let streams: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    let versions: Vec<i64> = rows.iter().map(|r| r.1).collect();
+    let types: Vec<&str> = rows.iter().map(|r| r.2.event_type).collect();
+    let payloads: Vec<&str> = rows.iter().map(|r| r.2.payload.as_str()).collect();
+    let metadata: Vec<&str> = rows.iter().map(|r| r.2.metadata.as_str()).collect();
+    sqlx::query(
+        "INSERT INTO raw.events (stream, version, event_type, payload, metadata) \
+         SELECT s, v, t, p::json, m::json \
+         FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[]) \
+              WITH ORDINALITY AS e(s, v, t, p, m, n) ORDER BY n",
+    )
+    .bind(&streams)
+    .bind(&versions)
+    .bind(&types)
+    .bind(&payloads)
+    .bind(&metadata)
+    .execute(pool)
+    .await
+    .expect("copy");
+}
+
 /// Loads account `stream`: its rows in version order, each payload decoded and folded.
 /// Returns the state and the stream's version.
 ///

@@ -1,6 +1,7 @@
 //! Appending: one append alone, and the batcher that commits concurrent appends together.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -180,61 +181,66 @@ impl Appender {
         &self,
         batch: &[&Commit],
     ) -> Result<Vec<Result<Appended, StoreError>>, sqlx::Error> {
-        let events: usize = batch.iter().map(|c| c.events.len()).sum();
-        let mut streams = Vec::with_capacity(batch.len());
-        let mut expected = Vec::with_capacity(batch.len());
-        let mut categories = Vec::with_capacity(batch.len());
-        let mut counts = Vec::with_capacity(batch.len());
-        let mut command_ids = Vec::with_capacity(batch.len());
-        let mut command_types = Vec::with_capacity(batch.len());
-        let mut command_payloads = Vec::with_capacity(batch.len());
-        let mut command_correlations = Vec::with_capacity(batch.len());
-        let mut command_causations = Vec::with_capacity(batch.len());
-        let mut command_times = Vec::with_capacity(batch.len());
-        let mut command_headers = Vec::with_capacity(batch.len());
-        let mut outcomes = Vec::with_capacity(batch.len());
-        let mut owners = Vec::with_capacity(events);
-        let mut columns = EventColumns::with_capacity(events);
-        for (index, commit) in (1_i32..).zip(batch) {
-            streams.push(commit.stream.as_str());
-            expected.push(match commit.expected {
-                ExpectedVersion::NoStream => 0,
-                ExpectedVersion::Exact(v) => i64::try_from(v.get()).unwrap_or(i64::MAX),
-                _ => -1,
-            });
-            categories.push(commit.stream.category());
-            counts.push(i32::try_from(commit.events.len()).unwrap_or(i32::MAX));
-            let record = commit.command.as_ref();
-            command_ids.push(record.map(|c| c.command_id));
-            command_types.push(record.map(|c| c.command_type.as_str()));
-            command_payloads.push(record.map(|c| c.payload.as_str()));
-            command_correlations.push(record.and_then(|c| c.correlation_id));
-            command_causations.push(record.and_then(|c| c.causation_id));
-            command_times.push(record.map(|c| c.recorded_at));
-            command_headers.push(record.and_then(|c| headers_text(&c.headers)));
-            outcomes.push(record.and_then(|c| serde_json::to_string(&c.outcome).ok()));
-            for event in &commit.events {
-                owners.push(index);
-                columns.push(event);
+        self.run_batch(&self.sql.append_many, batch).await
+    }
+
+    /// Appends `commits` in the order given, in as few transactions as hold them (each at
+    /// most [`MAX_EVENTS_PER_TRANSACTION`] events): each transaction one call of
+    /// `append_in_order`, which checks each commit against its stream as the earlier ones
+    /// leave it and appends all of them or none. A transaction that another connection beat
+    /// to a version or a command id is tried again, and then sees why.
+    pub(crate) async fn commit_in_order(
+        &self,
+        commits: &[Commit],
+    ) -> Result<Vec<Appended>, StoreError> {
+        let mut appended = Vec::with_capacity(commits.len());
+        let mut rest = commits;
+        while !rest.is_empty() {
+            let mut events = 0;
+            let take = rest
+                .iter()
+                .take_while(|c| {
+                    events += c.events.len();
+                    events <= MAX_EVENTS_PER_TRANSACTION
+                })
+                .count();
+            if take == 0 {
+                return Err(StoreError::Invalid(format!(
+                    "{} events in one append; at most {MAX_EVENTS_PER_TRANSACTION}",
+                    rest[0].events.len()
+                )));
             }
+            let (chunk, later) = rest.split_at(take);
+            let chunk: Vec<&Commit> = chunk.iter().collect();
+            let mut tries = 0;
+            let results = loop {
+                tries += 1;
+                match self.run_batch(&self.sql.append_in_order, &chunk).await {
+                    Ok(results) => break results,
+                    Err(err) if tries < 8 && unique_violation(&err).is_some() => {
+                        tokio::task::yield_now().await;
+                    }
+                    Err(err) => return Err(backend(err)),
+                }
+            };
+            for result in results {
+                appended.push(result?);
+            }
+            rest = later;
         }
-        let query = sqlx::query(AssertSqlSafe(self.sql.append_many.clone()))
-            .bind(&streams)
-            .bind(&expected)
-            .bind(&categories)
-            .bind(&counts)
-            .bind(&command_ids)
-            .bind(&command_types)
-            .bind(&command_payloads)
-            .bind(&command_correlations)
-            .bind(&command_causations)
-            .bind(&command_times)
-            .bind(&command_headers)
-            .bind(&outcomes)
-            .bind(&owners);
+        Ok(appended)
+    }
+
+    /// Runs `statement` (`append_many` or `append_in_order`) over `batch` and reads each
+    /// commit's answer.
+    async fn run_batch(
+        &self,
+        statement: &Arc<str>,
+        batch: &[&Commit],
+    ) -> Result<Vec<Result<Appended, StoreError>>, sqlx::Error> {
+        let columns = CommitColumns::new(batch);
         let rows = columns
-            .bind(query)
-            .bind(&columns.tags)
+            .bind(sqlx::query(AssertSqlSafe(Arc::clone(statement))))
             .fetch_all(&self.pool)
             .await?;
         if rows.len() != batch.len() {
@@ -291,6 +297,105 @@ fn appended(
             .map(|p| from_i64(p, "position", None).map(Position::new))
             .transpose()?,
     })
+}
+
+/// A list of commits as the column arrays `append_many` and `append_in_order` take: one
+/// element per commit, then one per event with its commit's index (from 1) in `owners`.
+struct CommitColumns<'a> {
+    streams: Vec<&'a str>,
+    expected: Vec<i64>,
+    categories: Vec<&'a str>,
+    counts: Vec<i32>,
+    command_ids: Vec<Option<Uuid>>,
+    command_types: Vec<Option<&'a str>>,
+    command_payloads: Vec<Option<&'a str>>,
+    command_correlations: Vec<Option<Uuid>>,
+    command_causations: Vec<Option<Uuid>>,
+    command_times: Vec<Option<DateTime<Utc>>>,
+    command_headers: Vec<Option<String>>,
+    outcomes: Vec<Option<String>>,
+    owners: Vec<i32>,
+    events: EventColumns<'a>,
+}
+
+impl<'a> CommitColumns<'a> {
+    fn new(commits: &[&'a Commit]) -> Self {
+        let n = commits.len();
+        let events: usize = commits.iter().map(|c| c.events.len()).sum();
+        let mut columns = Self {
+            streams: Vec::with_capacity(n),
+            expected: Vec::with_capacity(n),
+            categories: Vec::with_capacity(n),
+            counts: Vec::with_capacity(n),
+            command_ids: Vec::with_capacity(n),
+            command_types: Vec::with_capacity(n),
+            command_payloads: Vec::with_capacity(n),
+            command_correlations: Vec::with_capacity(n),
+            command_causations: Vec::with_capacity(n),
+            command_times: Vec::with_capacity(n),
+            command_headers: Vec::with_capacity(n),
+            outcomes: Vec::with_capacity(n),
+            owners: Vec::with_capacity(events),
+            events: EventColumns::with_capacity(events),
+        };
+        for (index, commit) in (1_i32..).zip(commits) {
+            columns.streams.push(commit.stream.as_str());
+            columns.expected.push(match commit.expected {
+                ExpectedVersion::NoStream => 0,
+                ExpectedVersion::Exact(v) => i64::try_from(v.get()).unwrap_or(i64::MAX),
+                _ => -1,
+            });
+            columns.categories.push(commit.stream.category());
+            columns
+                .counts
+                .push(i32::try_from(commit.events.len()).unwrap_or(i32::MAX));
+            let record = commit.command.as_ref();
+            columns.command_ids.push(record.map(|c| c.command_id));
+            columns
+                .command_types
+                .push(record.map(|c| c.command_type.as_str()));
+            columns
+                .command_payloads
+                .push(record.map(|c| c.payload.as_str()));
+            columns
+                .command_correlations
+                .push(record.and_then(|c| c.correlation_id));
+            columns
+                .command_causations
+                .push(record.and_then(|c| c.causation_id));
+            columns.command_times.push(record.map(|c| c.recorded_at));
+            columns
+                .command_headers
+                .push(record.and_then(|c| headers_text(&c.headers)));
+            columns
+                .outcomes
+                .push(record.and_then(|c| serde_json::to_string(&c.outcome).ok()));
+            for event in &commit.events {
+                columns.owners.push(index);
+                columns.events.push(event);
+            }
+        }
+        columns
+    }
+
+    /// Binds the columns as the functions' 23 parameters.
+    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        let query = query
+            .bind(&self.streams)
+            .bind(&self.expected)
+            .bind(&self.categories)
+            .bind(&self.counts)
+            .bind(&self.command_ids)
+            .bind(&self.command_types)
+            .bind(&self.command_payloads)
+            .bind(&self.command_correlations)
+            .bind(&self.command_causations)
+            .bind(&self.command_times)
+            .bind(&self.command_headers)
+            .bind(&self.outcomes)
+            .bind(&self.owners);
+        self.events.bind(query).bind(&self.events.tags)
+    }
 }
 
 /// The events of one or more appends as the column arrays the append functions take.

@@ -27,4 +27,22 @@ impl EventStore for PostgresEventStore {
         }
         Ok(appended)
     }
+
+    /// One call and one transaction per [`MAX_EVENTS_PER_TRANSACTION`](crate::MAX_EVENTS_PER_TRANSACTION)
+    /// events, set-based (`append_in_order`): all the commits of a transaction or none, each
+    /// checked against its stream as the earlier ones leave it. A list longer than one
+    /// transaction holds is appended transaction by transaction, and an error leaves the
+    /// earlier transactions' commits appended, as [`EventStore::commit_in_order`]'s default
+    /// does commit by commit.
+    async fn commit_in_order(&self, commits: Vec<Commit>) -> Result<Vec<Appended>, StoreError> {
+        for commit in &commits {
+            commit.validate()?;
+        }
+        let result = self.inner.appender.commit_in_order(&commits).await;
+        if commits.iter().any(|c| !c.events.is_empty()) {
+            self.inner.notifier.notify();
+            self.inner.announce.notify_one();
+        }
+        result
+    }
 }

@@ -7,7 +7,7 @@ use sqlx::{AssertSqlSafe, PgPool};
 use crate::error::backend;
 
 /// The schema version this build writes and understands.
-pub(crate) const CURRENT_VERSION: i32 = 6;
+pub(crate) const CURRENT_VERSION: i32 = 7;
 
 /// Migrations in order; migration `i` moves the schema from version `i` to `i + 1`. `{s}` is
 /// the schema name.
@@ -547,6 +547,82 @@ const MIGRATIONS: &[&str] = &[
     r"
     ALTER TABLE {s}.scheduled ADD COLUMN parked_at timestamptz, ADD COLUMN parked_reason text;
     ",
+    // 7: commits in order (bulk copies, a store migration), set-based: one call and one
+    // transaction for a list of commits that may share streams, each checked against its
+    // stream as the earlier ones leave it, all appended or none. `status` as in `append_many`;
+    // `current_version` is the version the commit found (stored plus the earlier commits').
+    r"
+    CREATE FUNCTION {s}.append_in_order(
+        p_streams text[], p_expected bigint[], p_categories text[], p_counts integer[],
+        p_command_ids uuid[], p_command_types text[], p_command_payloads text[], p_command_correlations uuid[],
+        p_command_causations uuid[], p_command_times timestamptz[], p_command_headers text[], p_outcomes text[],
+        p_owners integer[], p_types text[], p_schema_versions integer[], p_payloads text[], p_event_ids uuid[],
+        p_correlations uuid[], p_causations uuid[], p_commands uuid[], p_times timestamptz[], p_headers text[],
+        p_tags text[])
+    RETURNS TABLE (status integer, current_version bigint, last_position bigint, last_version bigint)
+    LANGUAGE plpgsql
+    SET plan_cache_mode = force_generic_plan
+    AS $fn$
+    #variable_conflict use_column
+    DECLARE
+        tagged text[] := CASE WHEN p_tags IS NULL THEN '{}'::text[] ELSE {s}.tags_of(p_tags) END;
+    BEGIN
+        IF cardinality(tagged) > 0 THEN
+            LOCK TABLE {s}.events IN ROW EXCLUSIVE MODE;
+            PERFORM {s}.lock_tags(tagged, NULL);
+        END IF;
+        RETURN QUERY WITH c AS MATERIALIZED (
+            SELECT c.*,
+                   coalesce((SELECT e.version FROM {s}.events e WHERE e.stream = c.stream
+                             ORDER BY e.version DESC LIMIT 1), 0) AS stored,
+                   (SELECT true FROM {s}.commands k WHERE k.command_id = c.command_id LIMIT 1) IS NOT NULL AS recorded
+            FROM unnest(p_streams, p_expected, p_categories, p_counts, p_command_ids, p_command_types, p_command_payloads,
+                        p_command_correlations, p_command_causations, p_command_times, p_command_headers, p_outcomes)
+                 WITH ORDINALITY AS c(stream, expected, category, n, command_id, command_type, command_payload,
+                                      command_correlation, command_causation, command_time, command_headers,
+                                      outcome, i)
+        ), v AS MATERIALIZED (
+            SELECT c.*,
+                   c.stored + sum(c.n) OVER (PARTITION BY c.stream ORDER BY c.i) - c.n AS current,
+                   sum(c.n) OVER (ORDER BY c.i) - c.n AS first_event,
+                   c.recorded OR (c.command_id IS NOT NULL
+                                  AND count(*) OVER (PARTITION BY c.command_id ORDER BY c.i) > 1) AS duplicate
+            FROM c
+        ), s AS MATERIALIZED (
+            SELECT v.*, t.status, bool_and(t.status = 0) OVER () AS all_ok,
+                   pg_current_xact_id()::text::bigint << 16 AS x
+            FROM v, LATERAL (SELECT CASE WHEN v.duplicate THEN 1
+                                         WHEN v.expected >= 0 AND v.current <> v.expected THEN 2
+                                         ELSE 0 END AS status) t
+        ), appended AS (
+            INSERT INTO {s}.events (position, stream, category, version, event_type, schema_version, payload,
+                event_id, correlation_id, causation_id, command_id, recorded_at, headers, tags)
+            SELECT s.x | e.k, s.stream, s.category, s.current + e.k - s.first_event,
+                   e.t, e.sv, e.p::json, e.id, e.co, e.ca, e.cm, e.at, e.h::json,
+                   CASE WHEN e.tg IS NOT NULL THEN ARRAY(SELECT json_array_elements_text(e.tg::json)) END
+            FROM unnest(p_owners, p_types, p_schema_versions, p_payloads, p_event_ids, p_correlations,
+                        p_causations, p_commands, p_times, p_headers, p_tags)
+                 WITH ORDINALITY AS e(ci, t, sv, p, id, co, ca, cm, at, h, tg, k)
+            JOIN s ON s.i = e.ci
+            WHERE s.all_ok
+            RETURNING position, tags
+        ), indexed AS (
+            INSERT INTO {s}.event_tags (tag, position)
+            SELECT g, a.position FROM appended a, unnest(a.tags) AS g
+        ), recorded AS (
+            INSERT INTO {s}.commands (command_id, command_type, target, payload, correlation_id, causation_id,
+                recorded_at, headers, outcome)
+            SELECT s.command_id, s.command_type, s.stream, s.command_payload::json, s.command_correlation,
+                   s.command_causation, s.command_time, s.command_headers::json, s.outcome::json
+            FROM s WHERE s.all_ok AND s.command_id IS NOT NULL
+            ORDER BY s.i
+        )
+        SELECT s.status, s.current, CASE WHEN s.all_ok AND s.n > 0 THEN s.x | (s.first_event + s.n) END,
+               CASE WHEN s.all_ok THEN s.current + s.n END
+        FROM s ORDER BY s.i;
+    END
+    $fn$;
+    ",
 ];
 
 /// Checks that `schema` is a plain lower-case identifier, safe to put in SQL.
@@ -699,7 +775,7 @@ mod tests {
                 .fetch_all(&pool)
                 .await
                 .unwrap();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
         let stream = StreamId::new("account-1").unwrap();
         let event = || NewEvent::new("account.deposited", Json::from_stored("{}"));
         // Both functions of version 2: a lone append, then a batch of appends together.

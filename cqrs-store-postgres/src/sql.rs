@@ -19,6 +19,7 @@ pub(crate) struct Sql {
     pub(crate) commit: Arc<str>,
     pub(crate) commit_alone: Arc<str>,
     pub(crate) append_many: Arc<str>,
+    pub(crate) append_in_order: Arc<str>,
     pub(crate) stream_version: Arc<str>,
     // EventReader (`reads.rs`, `read_batcher.rs`).
     pub(crate) read_stream: Arc<str>,
@@ -139,6 +140,13 @@ impl Sql {
             )),
             append_many: q(format!(
                 "SELECT status, current_version, last_position, last_version FROM {s}.append_many(
+                     $1::text[], $2::bigint[], $3::text[], $4::integer[], $5::uuid[], $6::text[], $7::text[], $8::uuid[],
+                     $9::uuid[], $10::timestamptz[], $11::text[], $12::text[], $13::integer[], $14::text[],
+                     $15::integer[], $16::text[], $17::uuid[], $18::uuid[], $19::uuid[], $20::uuid[],
+                     $21::timestamptz[], $22::text[], $23::text[])"
+            )),
+            append_in_order: q(format!(
+                "SELECT status, current_version, last_position, last_version FROM {s}.append_in_order(
                      $1::text[], $2::bigint[], $3::text[], $4::integer[], $5::uuid[], $6::text[], $7::text[], $8::uuid[],
                      $9::uuid[], $10::timestamptz[], $11::text[], $12::text[], $13::integer[], $14::text[],
                      $15::integer[], $16::text[], $17::uuid[], $18::uuid[], $19::uuid[], $20::uuid[],

@@ -8,6 +8,9 @@ mod batching;
 mod faults;
 /// Gap safety: concurrent writers with slow commits under a live subscriber.
 mod gaps;
+/// Commits in order (bulk copies): set-based, all of a transaction or none, across
+/// transactions when a list is long.
+mod in_order;
 /// LISTEN/NOTIFY across processes, and what happens when the listener drops.
 mod listen;
 /// Read models that change version: built beside the live one, switched, the old one dropped.
