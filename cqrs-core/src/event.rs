@@ -292,8 +292,114 @@ impl<'de> Deserialize<'de> for Json {
     }
 }
 
-/// Free-form string headers carried with an event or command (tenant, user agent, …).
-pub type Headers = BTreeMap<String, String>;
+/// Free-form string headers carried with an event or command (tenant, user agent, …): a
+/// map from name to value, in name order.
+///
+/// Shared, copied on write: a clone is a reference count, so the events a store reads with
+/// the same headers (one user's commands, one flow's trace context) share one map, and
+/// copying an event's metadata into what it causes allocates nothing until a header changes.
+/// It reads as a [`BTreeMap`] (`get`, `iter`, `len`…), and changes through one (`insert`,
+/// `remove`).
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::Headers;
+///
+/// let mut headers = Headers::new();
+/// headers.insert("user".into(), "ana".into());
+/// let copy = headers.clone();
+/// headers.insert("tenant".into(), "contoso".into());
+/// assert_eq!(copy.len(), 1, "a clone does not see later changes");
+/// assert_eq!(headers.get("user").map(String::as_str), Some("ana"));
+/// let names: Vec<&String> = headers.keys().collect();
+/// assert_eq!(names, ["tenant", "user"]);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Headers(Arc<BTreeMap<String, String>>);
+
+impl Serialize for Headers {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Headers {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        BTreeMap::deserialize(deserializer).map(Self::from)
+    }
+}
+
+impl Headers {
+    /// No headers.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether there are none (for `skip_serializing_if`).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::ops::Deref for Headers {
+    type Target = BTreeMap<String, String>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Headers {
+    /// The map to change: this one's own, copied first if another clone shares it.
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+impl From<BTreeMap<String, String>> for Headers {
+    fn from(map: BTreeMap<String, String>) -> Self {
+        Self(Arc::new(map))
+    }
+}
+
+impl<const N: usize> From<[(String, String); N]> for Headers {
+    fn from(pairs: [(String, String); N]) -> Self {
+        Self(Arc::new(BTreeMap::from(pairs)))
+    }
+}
+
+impl FromIterator<(String, String)> for Headers {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(pairs: I) -> Self {
+        Self(Arc::new(pairs.into_iter().collect()))
+    }
+}
+
+impl Extend<(String, String)> for Headers {
+    fn extend<I: IntoIterator<Item = (String, String)>>(&mut self, pairs: I) {
+        Arc::make_mut(&mut self.0).extend(pairs);
+    }
+}
+
+impl<'a> IntoIterator for &'a Headers {
+    type Item = (&'a String, &'a String);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl IntoIterator for Headers {
+    type Item = (String, String);
+    type IntoIter = std::collections::btree_map::IntoIter<String, String>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Arc::unwrap_or_clone(self.0).into_iter()
+    }
+}
 
 /// What a store records about an event besides its payload.
 ///
@@ -327,7 +433,7 @@ pub struct Metadata {
     /// Free-form headers. Those named `cqrs.*` are the framework's facts about this one
     /// event (such as [`SOURCE_POSITION`](crate::migrate::SOURCE_POSITION)); the commands a
     /// process manager sends in reaction do not inherit them, as they inherit the others.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "Headers::is_empty")]
     pub headers: Headers,
 }
 

@@ -15,10 +15,12 @@ use crate::error::backend;
 use cqrs_core::store::from_i64;
 
 /// Turns event rows (selected with the event columns starting at column `first`) into
-/// [`RecordedEvent`]s, sharing one `StreamId` per stream.
+/// [`RecordedEvent`]s, sharing one `StreamId` per stream and one parse of a run of identical
+/// headers (one user's commands, say).
 pub(crate) struct EventRows {
     first: usize,
     streams: HashMap<String, StreamId>,
+    last_headers: Option<(String, Headers)>,
 }
 
 impl EventRows {
@@ -26,6 +28,7 @@ impl EventRows {
         Self {
             first,
             streams: HashMap::new(),
+            last_headers: None,
         }
     }
 
@@ -68,10 +71,26 @@ impl EventRows {
                 causation_id: row.try_get(c + 8).map_err(backend)?,
                 command_id: row.try_get(c + 9).map_err(backend)?,
                 recorded_at: row.try_get(c + 10).map_err(backend)?,
-                headers: parse_headers(headers, at)?,
+                headers: self.headers(headers, at)?,
             },
             tags,
         })
+    }
+}
+
+impl EventRows {
+    fn headers(&mut self, text: Option<&str>, at: Option<Position>) -> Result<Headers, StoreError> {
+        let Some(text) = text else {
+            return Ok(Headers::new());
+        };
+        if let Some((last, parsed)) = &self.last_headers
+            && last == text
+        {
+            return Ok(parsed.clone());
+        }
+        let parsed = parse_headers(Some(text), at)?;
+        self.last_headers = Some((text.to_owned(), parsed.clone()));
+        Ok(parsed)
     }
 }
 

@@ -322,7 +322,7 @@ async fn where_a_store_keeps_no_dead_letters_the_give_up_is_logged_and_dropped()
         payload: cqrs_core::Json::null(),
         correlation_id: None,
         causation_id: None,
-        headers: BTreeMap::new(),
+        headers: cqrs_core::Headers::new(),
     };
     store
         .schedule(vec![ScheduledCommand::new(lost.clone(), Utc::now())])
