@@ -105,7 +105,7 @@ impl Reader {
             .await
             .map_err(backend)?;
         for row in &rows {
-            let (position, _, version, event_type, schema_version, payload) = fold_columns(row, 0)?;
+            let (position, version, event_type, schema_version, payload) = fold_columns(row, 0)?;
             let event = EventView::new(
                 stream,
                 version,

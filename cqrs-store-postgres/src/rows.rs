@@ -34,8 +34,9 @@ impl EventRows {
 
     pub(crate) fn read(&mut self, row: &PgRow) -> Result<RecordedEvent, StoreError> {
         let c = self.first;
-        let (position, name, version, event_type, schema_version, payload) = fold_columns(row, c)?;
+        let (position, version, event_type, schema_version, payload) = fold_columns(row, c)?;
         let at = Some(position);
+        let name: &str = row.try_get(c + 5).map_err(backend)?;
         let stream = match self.streams.get(name) {
             Some(s) => s.clone(),
             None => {
@@ -94,28 +95,27 @@ impl EventRows {
     }
 }
 
-/// The event columns up to the payload, from column `c`: position, stream name, version, type,
-/// schema version and payload, borrowed from the row.
+/// The event columns up to the payload, from column `c`: position, version, type, schema
+/// version and payload, borrowed from the row.
 pub(crate) fn fold_columns(
     row: &PgRow,
     c: usize,
-) -> Result<(Position, &str, Version, &str, u16, &str), StoreError> {
+) -> Result<(Position, Version, &str, u16, &str), StoreError> {
     let position: i64 = row.try_get(c).map_err(backend)?;
     let position = Position::new(from_i64(position, "position", None)?);
     let at = Some(position);
-    let version: i64 = row.try_get(c + 2).map_err(backend)?;
-    let schema_version: i32 = row.try_get(c + 4).map_err(backend)?;
+    let version: i64 = row.try_get(c + 1).map_err(backend)?;
+    let schema_version: i32 = row.try_get(c + 3).map_err(backend)?;
     let schema_version = u16::try_from(schema_version).map_err(|_| StoreError::Corrupt {
         position: at,
         what: format!("schema version {schema_version}"),
     })?;
     Ok((
         position,
-        row.try_get(c + 1).map_err(backend)?,
         Version::new(from_i64(version, "version", at)?),
-        row.try_get(c + 3).map_err(backend)?,
+        row.try_get(c + 2).map_err(backend)?,
         schema_version,
-        row.try_get(c + 5).map_err(backend)?,
+        row.try_get(c + 4).map_err(backend)?,
     ))
 }
 

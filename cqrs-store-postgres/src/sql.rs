@@ -3,11 +3,12 @@
 use std::sync::Arc;
 
 /// The columns of an event row, in the order [`crate::rows::EventRows`] reads them.
-pub(crate) const EVENT_COLUMNS: &str = "position, stream, version, event_type, schema_version, payload::text, event_id, \
+pub(crate) const EVENT_COLUMNS: &str = "position, version, event_type, schema_version, payload::text, stream, event_id, \
      correlation_id, causation_id, command_id, recorded_at, headers::text, tags";
 
 /// The first event columns, up to the payload: what a fold reads ([`crate::rows::fold_columns`]).
-const FOLD_COLUMNS: &str = "position, stream, version, event_type, schema_version, payload::text";
+/// A fold knows its stream, so its name is not sent back with every row.
+const FOLD_COLUMNS: &str = "position, version, event_type, schema_version, payload::text";
 
 /// Positions below this are final: every transaction that could still write one has ended.
 pub(crate) const HORIZON: &str = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 16)";
