@@ -2,7 +2,6 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -11,7 +10,7 @@ use cqrs_core::{
     Version,
 };
 use sqlx::{AssertSqlSafe, PgConnection, PgPool, Row};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::error::{backend, unique_violation};
@@ -32,10 +31,6 @@ pub(crate) struct Appender {
     pub(crate) pool: PgPool,
     pub(crate) sql: Sql,
     pub(crate) channel: String,
-    /// The store's turn to write: one batch, or one caller's own append, at a time.
-    pub(crate) turn: Arc<Semaphore>,
-    /// Appends handed to the batcher and not answered yet.
-    pub(crate) queued: Arc<AtomicUsize>,
 }
 
 pub(crate) enum Attempt {
@@ -48,37 +43,6 @@ pub(crate) enum Attempt {
 }
 
 impl Appender {
-    /// What `commit` needs to make the store's batches: the pool, the statements and the
-    /// notification channel.
-    pub(crate) fn new(pool: PgPool, sql: Sql, channel: String) -> Self {
-        Self {
-            pool,
-            sql,
-            channel,
-            turn: Arc::new(Semaphore::new(1)),
-            queued: Arc::new(AtomicUsize::new(0)),
-        }
-    }
-
-    /// Appends `commit` on the caller's task when nothing waits for the batcher and no batch
-    /// is being written: one hand-over to the batcher's task and one back cost a lone writer
-    /// tens of microseconds on a small machine. `None` (nothing done) otherwise: the caller
-    /// queues, and the batch it joins shares a commit.
-    pub(crate) async fn commit_if_idle(
-        &self,
-        commit: &Commit,
-    ) -> Option<Result<Appended, StoreError>> {
-        if self.queued.load(Ordering::Acquire) > 0 {
-            return None;
-        }
-        let _turn = self.turn.try_acquire().ok()?;
-        // Someone may have queued between the look and the permit: they go first.
-        if self.queued.load(Ordering::Acquire) > 0 {
-            return None;
-        }
-        Some(self.commit_alone(commit).await)
-    }
-
     pub(crate) async fn stream_version(&self, stream: &StreamId) -> Result<Version, StoreError> {
         let v: i64 = sqlx::query_scalar(AssertSqlSafe(self.sql.stream_version.clone()))
             .bind(stream.as_str())
@@ -573,16 +537,8 @@ pub(crate) async fn run_batcher(appender: Appender, mut pending: mpsc::Unbounded
         #[expect(clippy::cast_precision_loss, reason = "a batch is at most MAX_BATCH")]
         metrics::histogram!(cqrs_core::metric::GROUP_COMMIT_SIZE, "store" => "postgres")
             .record(last_batch as f64);
-        let answered = batch.len();
         let started = Instant::now();
-        {
-            // Closed only with the store: then nothing is left to write.
-            let Ok(_turn) = appender.turn.acquire().await else {
-                return;
-            };
-            commit_batch(&appender, batch).await;
-        }
-        appender.queued.fetch_sub(answered, Ordering::AcqRel);
+        commit_batch(&appender, batch).await;
         last_commit = started.elapsed();
     }
 }

@@ -2,8 +2,6 @@
 
 use async_trait::async_trait;
 use cqrs_core::{Appended, Commit, EventStore, StoreError};
-use std::sync::atomic::Ordering;
-
 use tokio::sync::oneshot;
 
 use crate::batch::Pending;
@@ -13,23 +11,15 @@ use crate::store::PostgresEventStore;
 #[async_trait]
 impl EventStore for PostgresEventStore {
     /// Commits through the batcher: appends waiting at the same moment share one transaction
-    /// and one round trip. A lone writer, which finds nothing waiting and nothing being
-    /// written, commits on its own task.
+    /// and one round trip.
     async fn commit(&self, commit: Commit) -> Result<Appended, StoreError> {
         commit.validate()?;
-        let appender = &self.inner.appender;
-        let appended = match appender.commit_if_idle(&commit).await {
-            Some(result) => result?,
-            None => {
-                let (reply, answer) = oneshot::channel();
-                appender.queued.fetch_add(1, Ordering::AcqRel);
-                if self.inner.batcher.send(Pending { commit, reply }).is_err() {
-                    appender.queued.fetch_sub(1, Ordering::AcqRel);
-                    return Err(StoreError::Closed);
-                }
-                answer.await.map_err(|_| StoreError::Closed)??
-            }
-        };
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .batcher
+            .send(Pending { commit, reply })
+            .map_err(|_| StoreError::Closed)?;
+        let appended = answer.await.map_err(|_| StoreError::Closed)??;
         if appended.position.is_some() {
             // Subscribers in this process at once; other processes by NOTIFY.
             self.inner.notifier.notify();

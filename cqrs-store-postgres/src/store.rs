@@ -282,7 +282,11 @@ impl PostgresEventStore {
             Arc::clone(&announce),
         ));
         let sql = Sql::new(&options.schema);
-        let appender = Appender::new(pool.clone(), sql.clone(), channel);
+        let appender = Appender {
+            pool: pool.clone(),
+            sql: sql.clone(),
+            channel,
+        };
         let (batcher, pending) = mpsc::unbounded_channel();
         let batching = tokio::spawn(run_batcher(appender.clone(), pending));
         let (reader, reading) = Reader::start(pool.clone(), sql.clone());
