@@ -234,8 +234,8 @@ impl SqliteEventStore {
     ) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let opened = path.clone();
-        let (conn, lock) =
-            tokio::task::spawn_blocking(move || -> Result<(Connection, File), StoreError> {
+        let (conn, checkpointer, lock) = tokio::task::spawn_blocking(
+            move || -> Result<(Connection, Connection, File), StoreError> {
                 let lock = lock_file(&opened)?;
                 let mut conn = Connection::open(&opened).map_err(backend)?;
                 configure(&conn, options, true)?;
@@ -243,12 +243,15 @@ impl SqliteEventStore {
                 if options.correlation_index {
                     schema::correlation_index(&conn)?;
                 }
-                Ok((conn, lock))
-            })
-            .await
-            .map_err(backend)??;
+                let checkpointer = Connection::open(&opened).map_err(backend)?;
+                configure(&checkpointer, options, false)?;
+                Ok((conn, checkpointer, lock))
+            },
+        )
+        .await
+        .map_err(backend)??;
         let notifier = CommitNotifier::new();
-        let writer = Writer::spawn(conn, notifier.clone())?;
+        let writer = Writer::spawn(conn, Some(checkpointer), notifier.clone())?;
         let readers = ReaderPool {
             path: path.clone(),
             options,
@@ -280,7 +283,7 @@ impl SqliteEventStore {
         .await
         .map_err(backend)??;
         let notifier = CommitNotifier::new();
-        let writer = Writer::spawn(conn, notifier.clone())?;
+        let writer = Writer::spawn(conn, None, notifier.clone())?;
         Ok(Self {
             inner: Arc::new(Inner {
                 writer,

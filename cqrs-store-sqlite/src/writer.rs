@@ -173,6 +173,7 @@ pub(crate) struct Writer {
     conn: Arc<Mutex<Connection>>,
     notifier: CommitNotifier,
     stats: Arc<Counters>,
+    checkpoints: Option<mpsc::SyncSender<()>>,
 }
 
 #[derive(Debug, Default)]
@@ -205,27 +206,48 @@ pub struct WriterStats {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`.
+    /// Starts the writer thread on `conn`, and with `checkpointer` (a second connection to
+    /// the same file) a thread that checkpoints the WAL after commits, off every writer's path.
     ///
     /// # Errors
     ///
-    /// The backend error if the thread cannot start.
-    pub(crate) fn spawn(conn: Connection, notifier: CommitNotifier) -> Result<Self, StoreError> {
+    /// The backend error if a thread cannot start.
+    pub(crate) fn spawn(
+        conn: Connection,
+        checkpointer: Option<Connection>,
+        notifier: CommitNotifier,
+    ) -> Result<Self, StoreError> {
+        let checkpoints = match checkpointer {
+            Some(other) => {
+                // Only a backstop now: the checkpointer keeps the log far below it.
+                conn.pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_BACKSTOP)
+                    .map_err(StoreError::backend)?;
+                let (wake, woken) = mpsc::sync_channel(1);
+                thread::Builder::new()
+                    .name("cqrs-sqlite-checkpointer".into())
+                    .spawn(move || checkpoint_after_commits(&other, &woken))
+                    .map_err(StoreError::backend)?;
+                Some(wake)
+            }
+            None => None,
+        };
         let (jobs, rx) = mpsc::channel::<Job>();
         let stats = Arc::new(Counters::default());
         // Opening the store ran its migration in a transaction of its own.
         stats.transactions.store(1, Ordering::Relaxed);
         let conn = Arc::new(Mutex::new(conn));
         let (counters, shared, wake) = (Arc::clone(&stats), Arc::clone(&conn), notifier.clone());
+        let after = checkpoints.clone();
         thread::Builder::new()
             .name("cqrs-sqlite-writer".into())
-            .spawn(move || run(&shared, &rx, &wake, &counters))
+            .spawn(move || run(&shared, &rx, &wake, &counters, after.as_ref()))
             .map_err(StoreError::backend)?;
         Ok(Self {
             jobs,
             conn,
             notifier,
             stats,
+            checkpoints,
         })
     }
 
@@ -300,7 +322,13 @@ impl Writer {
         };
         self.stats.writes.fetch_add(1, Ordering::AcqRel);
         tokio::task::block_in_place(|| {
-            commit_group(&conn, &mut vec![job], &self.notifier, &self.stats);
+            commit_group(
+                &conn,
+                &mut vec![job],
+                &self.notifier,
+                &self.stats,
+                self.checkpoints.as_ref(),
+            );
         });
         None
     }
@@ -318,6 +346,7 @@ fn run(
     jobs: &mpsc::Receiver<Job>,
     notifier: &CommitNotifier,
     stats: &Counters,
+    checkpoints: Option<&mpsc::SyncSender<()>>,
 ) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     // The thread ends when every handle to the store is gone; the last handle to the
@@ -338,7 +367,33 @@ fn run(
             }
         }
         stats.writes.fetch_add(group.len() as u64, Ordering::AcqRel);
-        commit_group(&conn, &mut group, notifier, stats);
+        commit_group(&conn, &mut group, notifier, stats, checkpoints);
+    }
+}
+
+/// The WAL's size, in pages, past which a commit checkpoints it itself: far above what the
+/// checkpointer lets it reach, unless it cannot keep up.
+const AUTOCHECKPOINT_BACKSTOP: u32 = 16_000;
+
+/// How long the checkpointer lets commits gather before it copies them into the database
+/// file: about what SQLite's own checkpoint every 1,000 pages amounts to at a few thousand
+/// commits a second.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
+
+/// Copies the WAL's committed pages into the database file (`PASSIVE`: never waiting for a
+/// reader or the writer) a moment after commits, until the store's last handle is gone.
+///
+/// SQLite checkpoints by itself in the commit that takes the log past 1,000 pages: that
+/// commit, and whoever waits for it, pays for writing the pages back and syncing the file.
+/// Measured on a 2-core VM, checkpoints took 15 % of a one-event append in NORMAL mode.
+fn checkpoint_after_commits(conn: &Connection, woken: &mpsc::Receiver<()>) {
+    while woken.recv().is_ok() {
+        thread::sleep(CHECKPOINT_EVERY);
+        while woken.try_recv().is_ok() {}
+        if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            // The writer's own checkpoint (the backstop) still bounds the log.
+            tracing::warn!(error = %cqrs_core::ErrorChain(&err), "sqlite: checkpoint failed");
+        }
     }
 }
 
@@ -372,6 +427,7 @@ fn commit_group(
     group: &mut Vec<Job>,
     notifier: &CommitNotifier,
     stats: &Counters,
+    checkpoints: Option<&mpsc::SyncSender<()>>,
 ) {
     // Counted before anyone is answered, so that a caller who sees its answer sees the count.
     stats.transactions.fetch_add(1, Ordering::AcqRel);
@@ -440,6 +496,10 @@ fn commit_group(
     }
     if committed.is_ok() && appended {
         notifier.notify();
+    }
+    if let (Ok(()), Some(checkpoints)) = (&committed, checkpoints) {
+        // Full means a checkpoint is already due.
+        let _ = checkpoints.try_send(());
     }
     for outcome in ran {
         (outcome.done)(committed.clone());
