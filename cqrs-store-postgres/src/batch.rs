@@ -57,7 +57,7 @@ impl Appender {
     /// events visible), which knows what the transaction wrote before. An append in a
     /// transaction of its own whose events carry no tags (so it takes no locks) is one plain
     /// statement instead: a PL/pgSQL call costs each of its statements an executor start of
-    /// its own, which measured 80–100 µs more per append than the same work in one statement.
+    /// its own, which measured 30–60 µs more per append than the same work in one statement.
     pub(crate) async fn try_commit(
         &self,
         conn: &mut PgConnection,

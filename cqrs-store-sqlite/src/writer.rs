@@ -385,7 +385,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(20);
 ///
 /// SQLite checkpoints by itself in the commit that takes the log past 1,000 pages: that
 /// commit, and whoever waits for it, pays for writing the pages back and syncing the file.
-/// Measured on a 2-core VM, checkpoints took 15 % of a one-event append in NORMAL mode.
+/// Measured on a 2-core VM, checkpoints took 15 % of a one-event append with its command
+/// record in NORMAL mode.
 fn checkpoint_after_commits(conn: &Connection, woken: &mpsc::Receiver<()>) {
     while woken.recv().is_ok() {
         thread::sleep(CHECKPOINT_EVERY);
