@@ -11,15 +11,20 @@ use crate::store::PostgresEventStore;
 #[async_trait]
 impl EventStore for PostgresEventStore {
     /// Commits through the batcher: appends waiting at the same moment share one transaction
-    /// and one round trip.
+    /// and one round trip. A lone writer's append skips it (see `Traffic`).
     async fn commit(&self, commit: Commit) -> Result<Appended, StoreError> {
         commit.validate()?;
-        let (reply, answer) = oneshot::channel();
-        self.inner
-            .batcher
-            .send(Pending { commit, reply })
-            .map_err(|_| StoreError::Closed)?;
-        let appended = answer.await.map_err(|_| StoreError::Closed)??;
+        let (_in_flight, alone) = self.inner.traffic.enter();
+        let appended = if alone {
+            self.inner.appender.commit_alone(&commit).await?
+        } else {
+            let (reply, answer) = oneshot::channel();
+            self.inner
+                .batcher
+                .send(Pending { commit, reply })
+                .map_err(|_| StoreError::Closed)?;
+            answer.await.map_err(|_| StoreError::Closed)??
+        };
         if appended.position.is_some() {
             // Subscribers in this process at once; other processes by NOTIFY.
             self.inner.notifier.notify();

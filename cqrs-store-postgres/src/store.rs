@@ -9,7 +9,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::batch::{Appender, Attempt, Pending, run_batcher};
+use crate::batch::{Appender, Attempt, Pending, Traffic, run_batcher};
 use crate::error::backend;
 use crate::read_batcher::Reader;
 use crate::rows::EventRows;
@@ -196,6 +196,7 @@ pub(crate) struct Inner {
     pub(crate) sql: Sql,
     pub(crate) appender: Appender,
     pub(crate) batcher: mpsc::UnboundedSender<Pending>,
+    pub(crate) traffic: Arc<Traffic>,
     pub(crate) batching: JoinHandle<()>,
     pub(crate) reader: Reader,
     pub(crate) reading: JoinHandle<()>,
@@ -288,7 +289,8 @@ impl PostgresEventStore {
             channel,
         };
         let (batcher, pending) = mpsc::unbounded_channel();
-        let batching = tokio::spawn(run_batcher(appender.clone(), pending));
+        let traffic = Arc::new(Traffic::default());
+        let batching = tokio::spawn(run_batcher(appender.clone(), Arc::clone(&traffic), pending));
         let (reader, reading) = Reader::start(pool.clone(), sql.clone());
         Ok(Self {
             inner: Arc::new(Inner {
@@ -296,6 +298,7 @@ impl PostgresEventStore {
                 sql,
                 appender,
                 batcher,
+                traffic,
                 batching,
                 reader,
                 reading,

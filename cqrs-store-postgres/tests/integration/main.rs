@@ -13,6 +13,8 @@ mod gaps;
 mod in_order;
 /// LISTEN/NOTIFY across processes, and what happens when the listener drops.
 mod listen;
+/// A lone writer's one-event appends: every expectation, a record, a duplicate, a conflict.
+mod one_event;
 /// Read models that change version: built beside the live one, switched, the old one dropped.
 mod read_models;
 /// Concurrent stream reads sharing queries, each with its own events.
