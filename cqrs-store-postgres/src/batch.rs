@@ -258,7 +258,12 @@ impl Appender {
         &self,
         batch: &[&Commit],
     ) -> Result<Vec<Result<Appended, StoreError>>, sqlx::Error> {
-        self.run_batch(&self.sql.append_many, batch).await
+        self.run_batch(
+            &self.sql.append_many,
+            Some(&self.sql.append_many_untagged),
+            batch,
+        )
+        .await
     }
 
     /// Appends `commits` in the order given, in as few transactions as hold them (each at
@@ -292,7 +297,10 @@ impl Appender {
             let mut tries = 0;
             let results = loop {
                 tries += 1;
-                match self.run_batch(&self.sql.append_in_order, &chunk).await {
+                match self
+                    .run_batch(&self.sql.append_in_order, None, &chunk)
+                    .await
+                {
                     Ok(results) => break results,
                     Err(err) if tries < 8 && unique_violation(&err).is_some() => {
                         tokio::task::yield_now().await;
@@ -308,18 +316,25 @@ impl Appender {
         Ok(appended)
     }
 
-    /// Runs `statement` (`append_many` or `append_in_order`) over `batch` and reads each
+    /// Runs `statement` (`append_many` or `append_in_order`) over `batch`, or `untagged`
+    /// (the same without tags) when there is one and no event has tags, and reads each
     /// commit's answer.
     async fn run_batch(
         &self,
         statement: &Arc<str>,
+        untagged: Option<&Arc<str>>,
         batch: &[&Commit],
     ) -> Result<Vec<Result<Appended, StoreError>>, sqlx::Error> {
         let columns = CommitColumns::new(batch);
-        let rows = columns
-            .bind(sqlx::query(AssertSqlSafe(Arc::clone(statement))))
-            .fetch_all(&self.pool)
-            .await?;
+        let query = match untagged {
+            Some(untagged) if columns.events.tags.is_none() => {
+                columns.bind_untagged(sqlx::query(AssertSqlSafe(Arc::clone(untagged))))
+            }
+            _ => columns
+                .bind_untagged(sqlx::query(AssertSqlSafe(Arc::clone(statement))))
+                .bind(&columns.events.tags),
+        };
+        let rows = query.fetch_all(&self.pool).await?;
         if rows.len() != batch.len() {
             return Err(sqlx::Error::Protocol(format!(
                 "{} answers to {} appends",
@@ -475,8 +490,8 @@ impl<'a> CommitColumns<'a> {
         columns
     }
 
-    /// Binds the columns as the functions' 23 parameters.
-    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+    /// Binds the columns as the functions' first 22 parameters: all but the tags.
+    fn bind_untagged<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
         let query = query
             .bind(&self.streams)
             .bind(&self.expected)
@@ -491,7 +506,7 @@ impl<'a> CommitColumns<'a> {
             .bind(&self.command_headers)
             .bind(&self.outcomes)
             .bind(&self.owners);
-        self.events.bind(query).bind(&self.events.tags)
+        self.events.bind(query)
     }
 }
 

@@ -23,6 +23,7 @@ pub(crate) struct Sql {
     pub(crate) commit_one: [Arc<str>; 6],
     pub(crate) command_recorded: Arc<str>,
     pub(crate) append_many: Arc<str>,
+    pub(crate) append_many_untagged: Arc<str>,
     pub(crate) append_in_order: Arc<str>,
     pub(crate) stream_version: Arc<str>,
     // EventReader (`reads.rs`, `read_batcher.rs`).
@@ -238,6 +239,51 @@ impl Sql {
                      $9::uuid[], $10::timestamptz[], $11::text[], $12::text[], $13::integer[], $14::text[],
                      $15::integer[], $16::text[], $17::uuid[], $18::uuid[], $19::uuid[], $20::uuid[],
                      $21::timestamptz[], $22::text[], $23::text[])"
+            )),
+            // The `append_many` function's query for a batch without tags (which takes no
+            // locks) as one plain statement: a PL/pgSQL call added 40 % to a batch of a dozen
+            // appends (its statement is planned and run apart, its rows copied through
+            // `RETURN QUERY`). The parameters are the function's, without the tags.
+            append_many_untagged: q(format!(
+                "WITH c AS MATERIALIZED (
+                     SELECT c.*,
+                            coalesce((SELECT e.version FROM {s}.events e WHERE e.stream = c.stream
+                                      ORDER BY e.version DESC LIMIT 1), 0) AS current,
+                            (SELECT true FROM {s}.commands k WHERE k.command_id = c.command_id LIMIT 1) IS NOT NULL AS duplicate
+                     FROM unnest($1::text[], $2::bigint[], $3::text[], $4::integer[], $5::uuid[], $6::text[], $7::text[],
+                                 $8::uuid[], $9::uuid[], $10::timestamptz[], $11::text[], $12::text[])
+                          WITH ORDINALITY AS c(stream, expected, category, n, command_id, command_type, command_payload,
+                                               command_correlation, command_causation, command_time, command_headers,
+                                               outcome, i)
+                 ), s AS MATERIALIZED (
+                     SELECT c.*, t.status,
+                            sum(c.n) OVER w - c.n AS first_event,
+                            sum(CASE WHEN t.status = 0 THEN c.n ELSE 0 END) OVER w - c.n AS base,
+                            pg_current_xact_id()::text::bigint << 16 AS x
+                     FROM c, LATERAL (SELECT CASE WHEN c.duplicate THEN 1
+                                                  WHEN c.expected >= 0 AND c.current <> c.expected THEN 2
+                                                  ELSE 0 END AS status) t
+                     WINDOW w AS (ORDER BY c.i)
+                 ), appended AS (
+                     INSERT INTO {s}.events (position, stream, category, version, event_type, schema_version, payload,
+                         event_id, correlation_id, causation_id, command_id, recorded_at, headers)
+                     SELECT s.x | (s.base + e.k - s.first_event), s.stream, s.category, s.current + e.k - s.first_event,
+                            e.t, e.sv, e.p::json, e.id, e.co, e.ca, e.cm, e.at, e.h::json
+                     FROM unnest($13::integer[], $14::text[], $15::integer[], $16::text[], $17::uuid[], $18::uuid[],
+                                 $19::uuid[], $20::uuid[], $21::timestamptz[], $22::text[])
+                          WITH ORDINALITY AS e(ci, t, sv, p, id, co, ca, cm, at, h, k)
+                     JOIN s ON s.i = e.ci
+                     WHERE s.status = 0
+                 ), recorded AS (
+                     INSERT INTO {s}.commands (command_id, command_type, target, payload, correlation_id, causation_id,
+                         recorded_at, headers, outcome)
+                     SELECT s.command_id, s.command_type, s.stream, s.command_payload::json, s.command_correlation,
+                            s.command_causation, s.command_time, s.command_headers::json, s.outcome::json
+                     FROM s WHERE s.status = 0 AND s.command_id IS NOT NULL
+                 )
+                 SELECT s.status::integer, s.current, CASE WHEN s.status = 0 AND s.n > 0 THEN s.x | (s.base + s.n) END,
+                        CASE WHEN s.status = 0 THEN s.current + s.n END
+                 FROM s ORDER BY s.i"
             )),
             append_in_order: q(format!(
                 "SELECT status, current_version, last_position, last_version FROM {s}.append_in_order(
