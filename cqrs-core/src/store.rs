@@ -727,6 +727,79 @@ pub fn from_i64(value: i64, what: &str, position: Option<Position>) -> Result<u6
     })
 }
 
+/// Headers as a store keeps them in a text column: `None` (SQL `NULL`) when there are none,
+/// a JSON object of strings otherwise. [`HeadersText`] reads them back.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::Headers;
+/// use cqrs_core::store::headers_json;
+///
+/// assert_eq!(headers_json(&Headers::new()), None);
+/// let headers: Headers = [("user".to_owned(), "ana".to_owned())].into_iter().collect();
+/// assert_eq!(headers_json(&headers).as_deref(), Some(r#"{"user":"ana"}"#));
+/// ```
+#[must_use]
+pub fn headers_json(headers: &crate::event::Headers) -> Option<String> {
+    if headers.is_empty() {
+        None
+    } else {
+        serde_json::to_string(headers).ok()
+    }
+}
+
+/// Reads headers kept by [`headers_json`] back, parsing a run of identical texts once: the
+/// events of a read mostly share their headers (one user's commands, say), and a parsed map
+/// shared by reference count (a [`Headers`](crate::Headers) clone) costs no allocation.
+///
+/// # Examples
+///
+/// ```
+/// use cqrs_core::store::HeadersText;
+///
+/// let mut text = HeadersText::default();
+/// let a = text.parse(Some(r#"{"user":"ana"}"#), None).unwrap();
+/// let b = text.parse(Some(r#"{"user":"ana"}"#), None).unwrap();
+/// assert_eq!(a.get("user").map(String::as_str), Some("ana"));
+/// assert_eq!(a, b);
+/// assert!(text.parse(None, None).unwrap().is_empty());
+/// assert!(text.parse(Some("[1]"), None).is_err());
+/// ```
+#[derive(Debug, Default)]
+pub struct HeadersText {
+    last: Option<(String, crate::event::Headers)>,
+}
+
+impl HeadersText {
+    /// The headers in `text` (`None`: no headers) of the event at `position`, if it is one.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Corrupt`], naming `position`, if `text` is not a JSON object of strings.
+    pub fn parse(
+        &mut self,
+        text: Option<&str>,
+        position: Option<Position>,
+    ) -> Result<crate::event::Headers, StoreError> {
+        let Some(text) = text else {
+            return Ok(crate::event::Headers::new());
+        };
+        if let Some((last, parsed)) = &self.last
+            && last == text
+        {
+            return Ok(parsed.clone());
+        }
+        let parsed: crate::event::Headers =
+            serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+                position,
+                what: format!("headers are not a JSON object of strings: {e}"),
+            })?;
+        self.last = Some((text.to_owned(), parsed.clone()));
+        Ok(parsed)
+    }
+}
+
 /// A page size as SQL's `LIMIT`: a `usize` beyond `i64::MAX` means "no limit", so it saturates.
 ///
 /// # Examples

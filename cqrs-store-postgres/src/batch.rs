@@ -15,8 +15,8 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::error::{backend, unique_violation};
-use crate::rows::headers_text;
 use crate::sql::{Expected, OneEvent, Sql};
+use cqrs_core::store::headers_json;
 use cqrs_core::store::{from_i64, to_i64};
 
 /// The most events one transaction may append: an event's index in its transaction has 16 bits.
@@ -170,7 +170,7 @@ impl Appender {
         };
         let record = commit.command.as_ref();
         let (headers, outcome) = record_texts(record)?;
-        let event_headers = headers_text(&event.metadata.headers);
+        let event_headers = headers_json(&event.metadata.headers);
         let meta = &event.metadata;
         let shape = OneEvent::of(expected, record.is_some());
         let query = sqlx::query(AssertSqlSafe(Arc::clone(
@@ -391,7 +391,7 @@ fn record_texts(
         .map(|c| serde_json::to_string(&c.outcome))
         .transpose()
         .map_err(backend)?;
-    Ok((record.and_then(|c| headers_text(&c.headers)), outcome))
+    Ok((record.and_then(|c| headers_json(&c.headers)), outcome))
 }
 
 /// What a successful append reports: the stream's new version (its version before, for an
@@ -478,7 +478,7 @@ impl<'a> CommitColumns<'a> {
             columns.command_times.push(record.map(|c| c.recorded_at));
             columns
                 .command_headers
-                .push(record.and_then(|c| headers_text(&c.headers)));
+                .push(record.and_then(|c| headers_json(&c.headers)));
             columns
                 .outcomes
                 .push(record.and_then(|c| serde_json::to_string(&c.outcome).ok()));
@@ -550,7 +550,7 @@ impl<'a> EventColumns<'a> {
         self.causations.push(event.metadata.causation_id);
         self.commands.push(event.metadata.command_id);
         self.times.push(event.metadata.recorded_at);
-        self.headers.push(headers_text(&event.metadata.headers));
+        self.headers.push(headers_json(&event.metadata.headers));
         if !event.tags.is_empty() && self.tags.is_none() {
             self.tags = Some(vec![None; self.types.len() - 1]);
         }

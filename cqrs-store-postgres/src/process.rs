@@ -8,7 +8,7 @@ use cqrs_core::{
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::error::{backend, unique_violation};
-use crate::rows::headers_text;
+use cqrs_core::store::headers_json;
 use cqrs_core::store::{from_i64, limit_to_i64, to_i64};
 
 use crate::schedule::schedule;
@@ -81,7 +81,7 @@ impl ProcessStore for PostgresEventStore {
                 .bind(handled.correlation_id)
                 .bind(handled.causation_id)
                 .bind(handled.recorded_at)
-                .bind(headers_text(&handled.headers))
+                .bind(headers_json(&handled.headers))
                 .bind(outcome)
                 .execute(&mut *tx)
                 .await;

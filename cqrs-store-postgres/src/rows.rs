@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use cqrs_core::{
-    CommandEnvelope, CommandRecord, Headers, Json, Metadata, Outcome, Position, RecordedEvent,
+    CommandEnvelope, CommandRecord, Json, Metadata, Outcome, Position, RecordedEvent,
     ScheduledCommand, StoreError, StreamId, Tag, Version,
 };
 use sqlx::Row;
@@ -12,7 +12,7 @@ use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
 use crate::error::backend;
-use cqrs_core::store::from_i64;
+use cqrs_core::store::{HeadersText, from_i64};
 
 /// Turns event rows (selected with the event columns starting at column `first`) into
 /// [`RecordedEvent`]s, sharing one `StreamId` per stream and one parse of a run of identical
@@ -20,7 +20,7 @@ use cqrs_core::store::from_i64;
 pub(crate) struct EventRows {
     first: usize,
     streams: HashMap<String, StreamId>,
-    last_headers: Option<(String, Headers)>,
+    headers: HeadersText,
 }
 
 impl EventRows {
@@ -28,7 +28,7 @@ impl EventRows {
         Self {
             first,
             streams: HashMap::new(),
-            last_headers: None,
+            headers: HeadersText::default(),
         }
     }
 
@@ -72,26 +72,10 @@ impl EventRows {
                 causation_id: row.try_get(c + 8).map_err(backend)?,
                 command_id: row.try_get(c + 9).map_err(backend)?,
                 recorded_at: row.try_get(c + 10).map_err(backend)?,
-                headers: self.headers(headers, at)?,
+                headers: self.headers.parse(headers, at)?,
             },
             tags,
         })
-    }
-}
-
-impl EventRows {
-    fn headers(&mut self, text: Option<&str>, at: Option<Position>) -> Result<Headers, StoreError> {
-        let Some(text) = text else {
-            return Ok(Headers::new());
-        };
-        if let Some((last, parsed)) = &self.last_headers
-            && last == text
-        {
-            return Ok(parsed.clone());
-        }
-        let parsed = parse_headers(Some(text), at)?;
-        self.last_headers = Some((text.to_owned(), parsed.clone()));
-        Ok(parsed)
     }
 }
 
@@ -119,25 +103,6 @@ pub(crate) fn fold_columns(
     ))
 }
 
-/// Headers as stored: `NULL` when empty, a JSON object otherwise.
-pub(crate) fn headers_text(headers: &Headers) -> Option<String> {
-    if headers.is_empty() {
-        None
-    } else {
-        serde_json::to_string(headers).ok()
-    }
-}
-
-fn parse_headers(text: Option<&str>, position: Option<Position>) -> Result<Headers, StoreError> {
-    match text {
-        None => Ok(Headers::new()),
-        Some(t) => serde_json::from_str(t).map_err(|e| StoreError::Corrupt {
-            position,
-            what: format!("headers are not a JSON object of strings: {e}"),
-        }),
-    }
-}
-
 /// Reads a command record selected with the command columns, with its log sequence.
 pub(crate) fn command_record(row: &PgRow) -> Result<(u64, CommandRecord), StoreError> {
     let sequence: i64 = row.try_get(0).map_err(backend)?;
@@ -160,7 +125,7 @@ pub(crate) fn command_record(row: &PgRow) -> Result<(u64, CommandRecord), StoreE
             correlation_id: row.try_get(5).map_err(backend)?,
             causation_id: row.try_get(6).map_err(backend)?,
             recorded_at: row.try_get(7).map_err(backend)?,
-            headers: parse_headers(headers, None)?,
+            headers: HeadersText::default().parse(headers, None)?,
             outcome: serde_json::from_str::<Outcome>(outcome)
                 .map_err(|e| corrupt(e.to_string()))?,
         },
@@ -186,7 +151,7 @@ pub(crate) fn scheduled(row: &PgRow) -> Result<ScheduledCommand, StoreError> {
             payload: Json::from_stored(payload),
             correlation_id: row.try_get(4).map_err(backend)?,
             causation_id: row.try_get(5).map_err(backend)?,
-            headers: parse_headers(headers, None)?,
+            headers: HeadersText::default().parse(headers, None)?,
         },
         due_at,
         attempts: u32::try_from(attempts).unwrap_or(0),

@@ -8,8 +8,9 @@ use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
 use crate::error::backend;
-use crate::rows::{headers_text, scheduled};
+use crate::rows::scheduled;
 use crate::sql::Sql;
+use cqrs_core::store::headers_json;
 
 use crate::store::PostgresEventStore;
 
@@ -164,7 +165,7 @@ where
     let causations: Vec<Option<Uuid>> = commands.iter().map(|s| s.command.causation_id).collect();
     let headers: Vec<Option<String>> = commands
         .iter()
-        .map(|s| headers_text(&s.command.headers))
+        .map(|s| headers_json(&s.command.headers))
         .collect();
     let due: Vec<DateTime<Utc>> = commands.iter().map(|s| s.due_at).collect();
     sqlx::query(AssertSqlSafe(sql.schedule.clone()))

@@ -1,7 +1,7 @@
 //! Conversions between SQLite's errors and values and the core's.
 
 use chrono::{DateTime, Utc};
-use cqrs_core::{Headers, Position, StoreError};
+use cqrs_core::{Position, StoreError};
 use uuid::Uuid;
 
 /// Wraps any backend error.
@@ -49,27 +49,4 @@ pub(crate) fn opt_uuid(
     position: Option<Position>,
 ) -> Result<Option<Uuid>, StoreError> {
     bytes.map(|b| uuid(&b, position)).transpose()
-}
-
-/// Headers as stored: `NULL` when empty, a JSON object otherwise.
-pub(crate) fn headers_text(headers: &Headers) -> Option<String> {
-    if headers.is_empty() {
-        None
-    } else {
-        serde_json::to_string(headers).ok()
-    }
-}
-
-/// Stored headers back.
-pub(crate) fn headers(
-    text: Option<&str>,
-    position: Option<Position>,
-) -> Result<Headers, StoreError> {
-    match text {
-        None => Ok(Headers::new()),
-        Some(t) => serde_json::from_str(t).map_err(|e| StoreError::Corrupt {
-            position,
-            what: format!("headers are not a JSON object of strings: {e}"),
-        }),
-    }
 }

@@ -4,16 +4,14 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 
 use cqrs_core::{
-    Appended, CommandRecord, Commit, EventView, ExpectedVersion, Headers, Json, Metadata, NewEvent,
-    Outcome, Position, RecordedEvent, ScheduledCommand, StoreError, StreamId, Version,
+    Appended, CommandRecord, Commit, EventView, ExpectedVersion, Json, Metadata, NewEvent, Outcome,
+    Position, RecordedEvent, ScheduledCommand, StoreError, StreamId, Version,
 };
 use rusqlite::{Connection, Row, params};
 
-use crate::error::{
-    backend, from_micros, headers, headers_text, is_unique_violation, micros, opt_uuid, uuid,
-};
+use crate::error::{backend, from_micros, is_unique_violation, micros, opt_uuid, uuid};
 use crate::writer::WriteError;
-use cqrs_core::store::{from_i64, to_i64};
+use cqrs_core::store::{HeadersText, from_i64, headers_json, to_i64};
 
 /// The event columns, in the order [`EventRows::read`] expects, for the events table as `e`.
 pub(crate) const EVENT_COLUMNS: &str = "e.position, e.stream, e.version, e.event_type, e.schema_version, e.payload, \
@@ -24,7 +22,7 @@ pub(crate) const EVENT_COLUMNS: &str = "e.position, e.stream, e.version, e.event
 #[derive(Default)]
 pub(crate) struct EventRows {
     streams: HashMap<Box<str>, StreamId>,
-    last_headers: Option<(String, Headers)>,
+    headers: HeadersText,
 }
 
 impl EventRows {
@@ -62,7 +60,7 @@ impl EventRows {
             causation_id: blob_uuid(row, 8, at)?,
             command_id: blob_uuid(row, 9, at)?,
             recorded_at: from_micros(row.get(10).map_err(backend)?, at)?,
-            headers: self.headers(text_or_null(row, 11, at)?, at)?,
+            headers: self.headers.parse(text_or_null(row, 11, at)?, at)?,
         };
         let tags = match text_or_null(row, 12, at)? {
             None => Vec::new(),
@@ -119,22 +117,6 @@ pub(crate) fn visit_stream(
         }
     }
     Ok(last)
-}
-
-impl EventRows {
-    fn headers(&mut self, text: Option<&str>, at: Option<Position>) -> Result<Headers, StoreError> {
-        let Some(text) = text else {
-            return Ok(Headers::new());
-        };
-        if let Some((last, parsed)) = &self.last_headers
-            && last == text
-        {
-            return Ok(parsed.clone());
-        }
-        let parsed = headers(Some(text), at)?;
-        self.last_headers = Some((text.to_owned(), parsed.clone()));
-        Ok(parsed)
-    }
 }
 
 /// The type name, schema version and payload in the three columns from `first`, borrowed.
@@ -215,7 +197,7 @@ pub(crate) fn command_record(row: &Row<'_>) -> Result<(u64, CommandRecord), Stor
             correlation_id: opt_uuid(row.get(5).map_err(backend)?, None)?,
             causation_id: opt_uuid(row.get(6).map_err(backend)?, None)?,
             recorded_at: from_micros(row.get(7).map_err(backend)?, None)?,
-            headers: headers(text_or_null(row, 8, None)?, None)?,
+            headers: HeadersText::default().parse(text_or_null(row, 8, None)?, None)?,
             outcome: serde_json::from_str::<Outcome>(&outcome)
                 .map_err(|e| corrupt(e.to_string()))?,
         },
@@ -243,7 +225,7 @@ pub(crate) fn insert_command(conn: &Connection, record: &CommandRecord) -> Resul
                 .map(|u| u.as_bytes().to_vec()),
             record.causation_id.as_ref().map(|u| u.as_bytes().to_vec()),
             micros(record.recorded_at),
-            headers_text(&record.headers),
+            headers_json(&record.headers),
             outcome,
         ])
         .map_err(|e| {
@@ -384,7 +366,7 @@ pub(crate) fn write_events(
                     meta.causation_id.as_ref().map(|u| u.as_bytes().as_slice()),
                     meta.command_id.as_ref().map(|u| u.as_bytes().as_slice()),
                     micros(meta.recorded_at),
-                    headers_text(&meta.headers),
+                    headers_json(&meta.headers),
                     tags,
                 ])
                 .map_err(backend)?;
@@ -435,7 +417,7 @@ pub(crate) fn scheduled(row: &Row<'_>) -> Result<ScheduledCommand, StoreError> {
             payload: Json::from_stored(payload),
             correlation_id: opt_uuid(row.get(4).map_err(backend)?, None)?,
             causation_id: opt_uuid(row.get(5).map_err(backend)?, None)?,
-            headers: headers(text_or_null(row, 6, None)?, None)?,
+            headers: HeadersText::default().parse(text_or_null(row, 6, None)?, None)?,
         },
         due_at: from_micros(row.get(7).map_err(backend)?, None)?,
         attempts: u32::try_from(row.get::<_, i64>(8).map_err(backend)?).unwrap_or(u32::MAX),
@@ -477,7 +459,7 @@ pub(crate) fn insert_scheduled(
                 c.payload.as_str(),
                 c.correlation_id.as_ref().map(|u| u.as_bytes().to_vec()),
                 c.causation_id.as_ref().map(|u| u.as_bytes().to_vec()),
-                headers_text(&c.headers),
+                headers_json(&c.headers),
                 micros(s.due_at),
             ])
             .map_err(backend)?;
