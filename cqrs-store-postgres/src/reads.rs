@@ -10,6 +10,7 @@ use cqrs_core::{
     BatchStream, EventFilter, EventReader, EventView, Position, ReadBatch, RecordedEvent,
     StoreError, StreamId, StreamSummary, Version,
 };
+use futures::TryStreamExt;
 use sqlx::{AssertSqlSafe, Row};
 
 use crate::error::backend;
@@ -103,30 +104,28 @@ impl EventReader for PostgresEventStore {
         filter: &EventFilter,
     ) -> Result<ReadBatch, StoreError> {
         let limit = limit.max(1);
-        let rows = sqlx::query(AssertSqlSafe(self.inner.sql.read_filtered.clone()))
+        // Decoded as the rows arrive (see `PostgresEventStore::read_events`).
+        let mut rows = sqlx::query(AssertSqlSafe(self.inner.sql.read_filtered.clone()))
             .bind(to_i64(from.get())?)
             .bind(limit_to_i64(limit))
             .bind(filter.is_all())
             .bind(&filter.types)
             .bind(&filter.categories)
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(backend)?;
-        let head: i64 = rows
-            .first()
-            .map(|r| r.try_get(0))
-            .transpose()
-            .map_err(backend)?
-            .unwrap_or(0);
-        let head = Position::new(from_i64(head, "head", None)?);
+            .fetch(&self.inner.pool);
+        let mut head = None;
         let mut decoder = EventRows::new(1);
-        let mut events = Vec::with_capacity(rows.len());
-        for row in &rows {
+        let mut events = Vec::new();
+        while let Some(row) = rows.try_next().await.map_err(backend)? {
+            if head.is_none() {
+                head = Some(row.try_get::<i64, _>(0).map_err(backend)?);
+            }
             let position: Option<i64> = row.try_get(1).map_err(backend)?;
             if position.is_some() {
-                events.push(decoder.read(row)?);
+                events.push(decoder.read(&row)?);
             }
         }
+        drop(rows);
+        let head = Position::new(from_i64(head.unwrap_or(0), "head", None)?);
         let full = events.len() == limit;
         let next = if full {
             events.last().map_or(from, |e| e.position.next())
