@@ -109,16 +109,8 @@ impl Appender {
         };
         let row = match result {
             Ok(row) => row,
-            Err(err) => {
-                return match unique_violation(&err).as_deref() {
-                    // Another writer took a version between this statement's read and its insert.
-                    Some("events_stream_version") => Ok(Attempt::Raced),
-                    Some("commands_command_id") => Err(StoreError::DuplicateCommand {
-                        command_id: record.map(|c| c.command_id).unwrap_or_default(),
-                    }),
-                    _ => Err(backend(err)),
-                };
-            }
+            // Another writer took a version between this statement's read and its insert.
+            Err(err) => return refusal(err, record),
         };
         let duplicate: bool = row.try_get(0).map_err(backend)?;
         let ok: bool = row.try_get(1).map_err(backend)?;
@@ -204,16 +196,8 @@ impl Appender {
                 return appended(Version::ZERO, Some(version), Some(position)).map(Attempt::Done);
             }
             Ok(None) => Attempt::Raced,
-            Err(err) => match unique_violation(&err).as_deref() {
-                // The stream was past the version, or another writer took it first.
-                Some("events_stream_version") => Attempt::Raced,
-                Some("commands_command_id") => {
-                    return Err(StoreError::DuplicateCommand {
-                        command_id: record.map(|c| c.command_id).unwrap_or_default(),
-                    });
-                }
-                _ => return Err(backend(err)),
-            },
+            // The stream was past the version, or another writer took it first.
+            Err(err) => refusal(err, record)?,
         };
         if let Some(record) = record {
             let recorded: bool =
@@ -371,6 +355,19 @@ impl Appender {
                 }
             })
             .collect())
+    }
+}
+
+/// What an append statement's error means: a unique violation of a stream's version is a
+/// race lost ([`Attempt::Raced`], to check again), one of a command id a duplicate; anything
+/// else is the backend's error.
+fn refusal(err: sqlx::Error, record: Option<&CommandRecord>) -> Result<Attempt, StoreError> {
+    match unique_violation(&err).as_deref() {
+        Some("events_stream_version") => Ok(Attempt::Raced),
+        Some("commands_command_id") => Err(StoreError::DuplicateCommand {
+            command_id: record.map(|c| c.command_id).unwrap_or_default(),
+        }),
+        _ => Err(backend(err)),
     }
 }
 

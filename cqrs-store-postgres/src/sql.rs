@@ -445,3 +445,15 @@ impl Sql {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::OneEvent;
+
+    #[test]
+    fn each_one_event_shape_finds_its_own_statement() {
+        for (i, shape) in OneEvent::ALL.into_iter().enumerate() {
+            assert_eq!(shape.index(), i, "{shape:?}");
+        }
+    }
+}
