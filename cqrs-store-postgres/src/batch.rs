@@ -200,17 +200,7 @@ impl Appender {
             Err(err) => refusal(err, record)?,
         };
         if let Some(record) = record {
-            let recorded: bool =
-                sqlx::query_scalar(AssertSqlSafe(Arc::clone(&self.sql.command_recorded)))
-                    .bind(record.command_id)
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(backend)?;
-            if recorded {
-                return Err(StoreError::DuplicateCommand {
-                    command_id: record.command_id,
-                });
-            }
+            ensure_new_command(conn, &self.sql, record.command_id).await?;
         }
         Ok(refused)
     }
@@ -369,6 +359,23 @@ fn refusal(err: sqlx::Error, record: Option<&CommandRecord>) -> Result<Attempt, 
         }),
         _ => Err(backend(err)),
     }
+}
+
+/// [`StoreError::DuplicateCommand`] if command `id` is recorded, as seen by `conn`.
+pub(crate) async fn ensure_new_command(
+    conn: &mut PgConnection,
+    sql: &Sql,
+    id: Uuid,
+) -> Result<(), StoreError> {
+    let recorded: bool = sqlx::query_scalar(AssertSqlSafe(Arc::clone(&sql.command_recorded)))
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(backend)?;
+    if recorded {
+        return Err(StoreError::DuplicateCommand { command_id: id });
+    }
+    Ok(())
 }
 
 /// An expected version as the append statements take it: 0 for no stream, -1 for any.

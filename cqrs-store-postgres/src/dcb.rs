@@ -13,7 +13,7 @@ use cqrs_core::{
 use sqlx::{AssertSqlSafe, PgConnection};
 
 use crate::MAX_EVENTS_PER_TRANSACTION;
-use crate::batch::Attempt;
+use crate::batch::{Attempt, ensure_new_command};
 use crate::error::backend;
 use crate::sql::{EVENT_COLUMNS, HORIZON};
 use crate::store::PostgresEventStore;
@@ -248,18 +248,7 @@ impl PostgresEventStore {
                 .map_err(backend)?;
         }
         if let Some(command) = &commit.command {
-            let known: bool = sqlx::query_scalar(AssertSqlSafe(format!(
-                "SELECT EXISTS (SELECT 1 FROM {schema}.commands WHERE command_id = $1)"
-            )))
-            .bind(command.command_id)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(backend)?;
-            if known {
-                return Err(StoreError::DuplicateCommand {
-                    command_id: command.command_id,
-                });
-            }
+            ensure_new_command(conn, &self.inner.sql, command.command_id).await?;
         }
         if let Some(condition) = &commit.condition {
             let after = condition.after.map_or(Ok(0), |p| to_i64(p.get()))?;
