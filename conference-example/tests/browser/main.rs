@@ -822,14 +822,21 @@ async fn the_operator_follows_an_order_through_the_explorer() {
         )])
         .await
         .unwrap();
-    let parked = async || {
+    // Parked later than `earlier`: after a retry, the old parking stays visible until the
+    // server has taken the retry, and the page would be read between that and the new one.
+    let parked_after = async |earlier: Option<chrono::DateTime<chrono::Utc>>| {
         let deadline = tokio::time::Instant::now() + PATIENCE;
-        while storage.find_parked(poison.id).await.unwrap().is_none() {
+        loop {
+            if let Some(parked) = storage.find_parked(poison.id).await.unwrap()
+                && earlier.is_none_or(|earlier| parked.parked_at > earlier)
+            {
+                return parked.parked_at;
+            }
             assert!(tokio::time::Instant::now() < deadline, "never parked");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
-    parked().await;
+    let first = parked_after(None).await;
     click_link(c, "Dead letters").await;
     let dead = text(c, "article.dead-letter").await;
     assert!(
@@ -838,7 +845,7 @@ async fn the_operator_follows_an_order_through_the_explorer() {
     );
     screenshot(c, "explorer-dead-letters").await;
     click(c, "article.dead-letter button[type=submit]:not(.danger)").await;
-    parked().await;
+    parked_after(Some(first)).await;
     c.goto(&site.url("/explorer/dead-letters")).await.unwrap();
     click(c, "article.dead-letter button.danger").await;
     wait_for(c, "section.card p.meta").await;
