@@ -95,6 +95,10 @@ fn init_logging(format: LogFormat, otlp: Option<&str>) -> anyhow::Result<Option<
     let registry = registry.with(telemetry.as_ref().map(Telemetry::layer));
     // A second subscriber (in a test harness) keeps the first: logging is never fatal.
     let _ = registry.try_init();
+    if let Some(endpoint) = otlp {
+        // The exporter's own errors (logged by `opentelemetry_sdk`) do not name it.
+        tracing::info!(endpoint, "exporting spans over OTLP/HTTP");
+    }
     Ok(telemetry)
 }
 

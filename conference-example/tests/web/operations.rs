@@ -8,9 +8,15 @@ use serde_json::json;
 /// The server binary on `database`, listening on a free loopback port, with `args` after
 /// `serve`; returns it (stdout and stderr piped) and its base URL, read from its first line.
 pub(crate) fn start(database: &str, args: &[&str]) -> (Child, String) {
+    start_with_env(database, args, &[])
+}
+
+/// [`start`], with `env` added to the server's environment.
+fn start_with_env(database: &str, args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
     let mut server = Command::new(env!("CARGO_BIN_EXE_conference-example"))
         .args(["--database", database, "serve", "--listen", "127.0.0.1:0"])
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -104,6 +110,47 @@ async fn a_server_error_is_logged_with_its_cause() {
 
 /// A second server on the same SQLite file is refused with a clear error, and so is any
 /// command that opens the store while the server runs; once the server stops, they open it.
+/// Spans the exporter cannot deliver (no collector listens at the endpoint) are logged with
+/// the cause while the server runs, and it goes on serving.
+#[cfg(feature = "otel")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_that_cannot_be_exported_are_logged_with_the_cause() {
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let collector = nobody.local_addr().unwrap();
+    drop(nobody);
+    let endpoint = format!("http://{collector}/v1/traces");
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("conference.db").display());
+    let (server, base) = start_with_env(
+        &database,
+        &["--seed-demo", "--otlp-endpoint", &endpoint],
+        // Export every 100 ms rather than every 5 s, so the failures come while it runs.
+        &[("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    );
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let page = client.get(format!("{base}/devconf")).send().await.unwrap();
+        assert!(page.status().is_success());
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let stderr = stop(server);
+    let failure = stderr
+        .lines()
+        .find(|line| line.contains("BatchSpanProcessor.ExportError"))
+        .unwrap_or_else(|| panic!("no export error logged:\n{stderr}"));
+    assert!(failure.contains("ERROR"), "{failure}");
+    assert!(failure.contains("export failed"), "says why: {failure}");
+    assert!(
+        stderr
+            .lines()
+            .any(|line| line.contains("exporting spans") && line.contains(&endpoint)),
+        "the endpoint is named once, at the start:\n{stderr}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_process_on_one_sqlite_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
