@@ -1435,7 +1435,7 @@ impl CommandDispatcher {
                 let ran = self.run_due().await;
                 if counted.is_none_or(|at| at.elapsed() >= PARKED_COUNTED_EVERY) {
                     counted = Some(std::time::Instant::now());
-                    match count_parked(&*self.storage).await {
+                    match self.storage.count_parked(PARKED_COUNTED_UP_TO).await {
                         Ok(parked) => crate::metric::parked(parked),
                         Err(err) => {
                             tracing::warn!(error = %crate::ErrorChain(&err), "counting dead letters failed");
@@ -1473,21 +1473,6 @@ const PARKED_COUNTED_EVERY: std::time::Duration = std::time::Duration::from_secs
 
 /// The most dead letters a count reads: past this many, the count says "at least".
 const PARKED_COUNTED_UP_TO: usize = 100_000;
-
-/// How many commands are parked, up to [`PARKED_COUNTED_UP_TO`].
-async fn count_parked(storage: &dyn Storage) -> Result<usize, StoreError> {
-    let mut count = 0;
-    let mut after = None;
-    while count < PARKED_COUNTED_UP_TO {
-        let page = storage.list_parked(after, 1_000).await?;
-        count += page.len();
-        match page.last() {
-            Some(last) if page.len() == 1_000 => after = Some(last.scheduled.command.id),
-            _ => break,
-        }
-    }
-    Ok(count.min(PARKED_COUNTED_UP_TO))
-}
 
 /// What became of one claimed command.
 enum Attempt {

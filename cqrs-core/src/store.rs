@@ -1402,6 +1402,32 @@ pub trait ScheduleStore: Send + Sync + 'static {
         Ok(Vec::new())
     }
 
+    /// How many commands are parked, counting no further than `up_to` (a count of `up_to`
+    /// means "at least that many"): for a metric or an overview, without reading the dead
+    /// letters themselves.
+    ///
+    /// The default pages through [`list_parked`](ScheduleStore::list_parked); a store that can
+    /// count without reading the rows overrides it.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] if the store fails.
+    async fn count_parked(&self, up_to: usize) -> Result<usize, StoreError> {
+        const PAGE: usize = 1_000;
+        let mut count = 0;
+        let mut after = None;
+        while count < up_to {
+            let asked = PAGE.min(up_to - count);
+            let page = self.list_parked(after, asked).await?;
+            count += page.len();
+            match page.last() {
+                Some(last) if page.len() == asked => after = Some(last.scheduled.command.id),
+                _ => break,
+            }
+        }
+        Ok(count.min(up_to))
+    }
+
     /// The parked command `id`, if it is parked.
     ///
     /// # Errors

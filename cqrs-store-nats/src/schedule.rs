@@ -418,6 +418,17 @@ impl ScheduleStore for NatsEventStore {
         Ok(rows.iter().take(limit).filter_map(Live::parked).collect())
     }
 
+    async fn count_parked(&self, up_to: usize) -> Result<usize, StoreError> {
+        // Every live row is read either way; this spares decoding the parked ones.
+        Ok(self
+            .live_rows()
+            .await?
+            .iter()
+            .filter(|l| l.row.parked.is_some())
+            .take(up_to)
+            .count())
+    }
+
     async fn find_parked(&self, id: Uuid) -> Result<Option<ParkedCommand>, StoreError> {
         Ok(match self.slot(id).await? {
             Slot::Live(live) => live.parked(),

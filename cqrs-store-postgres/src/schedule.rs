@@ -105,6 +105,15 @@ impl ScheduleStore for PostgresEventStore {
         rows.iter().map(parked).collect()
     }
 
+    async fn count_parked(&self, up_to: usize) -> Result<usize, StoreError> {
+        let count: i64 = sqlx::query_scalar(AssertSqlSafe(self.inner.sql.count_parked.clone()))
+            .bind(limit_to_i64(up_to))
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(backend)?;
+        Ok(usize::try_from(count).unwrap_or(up_to))
+    }
+
     async fn find_parked(&self, id: Uuid) -> Result<Option<ParkedCommand>, StoreError> {
         let row = sqlx::query(AssertSqlSafe(self.inner.sql.find_parked.clone()))
             .bind(id)

@@ -55,6 +55,7 @@ pub(crate) struct Sql {
     pub(crate) list_scheduled: Arc<str>,
     pub(crate) park: Arc<str>,
     pub(crate) list_parked: Arc<str>,
+    pub(crate) count_parked: Arc<str>,
     pub(crate) find_parked: Arc<str>,
     pub(crate) retry_parked: Arc<str>,
     // ProcessStore (`process.rs`).
@@ -410,6 +411,12 @@ impl Sql {
             list_parked: q(format!(
                 "SELECT {SCHEDULED_COLUMNS}, parked_at, parked_reason FROM {s}.scheduled
                  WHERE id > $1 AND parked_at IS NOT NULL ORDER BY id LIMIT $2"
+            )),
+            // Parked rows are the last in the `available_at` index: a range, not a scan.
+            count_parked: q(format!(
+                "SELECT count(*) FROM (SELECT 1 FROM {s}.scheduled
+                 WHERE available_at = '9999-12-31 23:59:59.999999+00' AND parked_at IS NOT NULL
+                 LIMIT $1) parked"
             )),
             find_parked: q(format!(
                 "SELECT {SCHEDULED_COLUMNS}, parked_at, parked_reason FROM {s}.scheduled

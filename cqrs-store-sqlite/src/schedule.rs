@@ -153,6 +153,22 @@ impl ScheduleStore for SqliteEventStore {
         .await
     }
 
+    async fn count_parked(&self, up_to: usize) -> Result<usize, StoreError> {
+        self.read(move |conn| {
+            // Parked rows are the last in the `available_at` index: a range, not a scan.
+            let count: i64 = conn
+                .prepare_cached(
+                    "SELECT count(*) FROM (SELECT 1 FROM cqrs_scheduled \
+                     WHERE available_at = ?1 AND parked_at IS NOT NULL LIMIT ?2 + 0)",
+                )
+                .map_err(backend)?
+                .query_row(params![PARKED, limit_to_i64(up_to)], |row| row.get(0))
+                .map_err(backend)?;
+            Ok(usize::try_from(count).unwrap_or(up_to))
+        })
+        .await
+    }
+
     async fn find_parked(&self, id: Uuid) -> Result<Option<ParkedCommand>, StoreError> {
         self.read(move |conn| {
             let mut select = conn

@@ -632,6 +632,16 @@ impl ScheduleStore for InMemoryEventStore {
         Ok(parked)
     }
 
+    async fn count_parked(&self, up_to: usize) -> Result<usize, StoreError> {
+        let state = self.lock();
+        Ok(state
+            .scheduled
+            .values()
+            .filter(|s| s.parked.is_some())
+            .take(up_to)
+            .count())
+    }
+
     async fn find_parked(&self, id: Uuid) -> Result<Option<ParkedCommand>, StoreError> {
         Ok(self.lock().scheduled.get(&id).and_then(Scheduled::parked))
     }

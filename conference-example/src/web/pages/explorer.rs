@@ -275,10 +275,9 @@ async fn overview(State(state): State<WebState>, jar: SignedCookieJar) -> PageRe
         .await
         .map_err(store_error)?;
     let dead_letters = storage
-        .list_parked(None, DEAD_LETTERS_COUNTED + 1)
+        .count_parked(DEAD_LETTERS_COUNTED + 1)
         .await
-        .map_err(store_error)?
-        .len();
+        .map_err(store_error)?;
     let body = html! {
         (tabs(&operator, "overview"))
         section.card {

@@ -309,6 +309,11 @@ pub async fn parked_commands_wait_for_retry_or_discard(store: Arc<dyn ScheduleSt
         store.list_parked(None, 10).await.expect("list_parked"),
         std::slice::from_ref(&parked)
     );
+    assert_eq!(
+        store.count_parked(10).await.expect("count_parked"),
+        1,
+        "the parked commands are counted, and only they"
+    );
     assert!(
         store
             .find_parked(alive.command.id)
@@ -373,6 +378,11 @@ pub async fn parked_commands_wait_for_retry_or_discard(store: Arc<dyn ScheduleSt
         store.list_parked(None, 10).await.expect("list").is_empty(),
         "a retried command is no longer parked"
     );
+    assert_eq!(
+        store.count_parked(10).await.expect("count_parked"),
+        0,
+        "nor counted"
+    );
     assert!(
         store
             .claim_due(at(4), 10, Duration::seconds(30))
@@ -425,6 +435,13 @@ pub async fn parked_commands_wait_for_retry_or_discard(store: Arc<dyn ScheduleSt
         more.iter().map(|c| c.command.id).collect::<Vec<_>>(),
         "parked commands page in id order, each once"
     );
+    for (up_to, counted) in [(10, 5), (5, 5), (3, 3), (0, 0)] {
+        assert_eq!(
+            store.count_parked(up_to).await.expect("count_parked"),
+            counted,
+            "a count goes no further than asked ({up_to})"
+        );
+    }
 
     let ids: Vec<Uuid> = more.iter().map(|c| c.command.id).collect();
     store.complete_scheduled(&ids).await.expect("discard");
