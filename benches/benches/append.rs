@@ -70,6 +70,7 @@ fn append(c: &mut Criterion) {
 
         let mut group = c.benchmark_group(format!("sqlite_{label}/append_1_event"));
         group.throughput(Throughput::Elements(1));
+        benches::settle_disk();
         group.bench_function("raw", |b| {
             b.iter(|| {
                 raw.append(
@@ -80,6 +81,7 @@ fn append(c: &mut Criterion) {
                 .expect("new stream")
             });
         });
+        benches::settle_disk();
         group.bench_function("store", |b| {
             b.to_async(&rt).iter(|| {
                 let stream = StreamId::new(format!("account-{}", next())).expect("stream");
@@ -104,6 +106,7 @@ fn append(c: &mut Criterion) {
             } else {
                 "append_without_record"
             };
+            benches::settle_disk();
             group.bench_function(name, |b| {
                 b.to_async(&rt).iter(|| {
                     let stream = StreamId::new(format!("account-{}", next())).expect("stream");
@@ -125,6 +128,7 @@ fn append(c: &mut Criterion) {
                 options.with_correlation_index(true),
             ))
             .expect("store");
+        benches::settle_disk();
         group.bench_function("append_with_record_correlation_index", |b| {
             b.to_async(&rt).iter(|| {
                 let stream = StreamId::new(format!("account-{}", next())).expect("stream");
@@ -145,19 +149,23 @@ fn append(c: &mut Criterion) {
         let open = AccountCommand::open();
         let mut group = c.benchmark_group(format!("sqlite_{label}/command_new_aggregate"));
         group.throughput(Throughput::Elements(1));
+        benches::settle_disk();
         group.bench_function("raw", |b| {
             b.iter(|| raw.command(&format!("raw-{}", next()), &open));
         });
+        benches::settle_disk();
         group.bench_function("store_1_task", |b| {
             b.to_async(&rt)
                 .iter(|| open_account(&accounts, format!("seq{}", next())));
         });
         // The same command from a repository that keeps no message log (what the opt-out buys).
         let unlogged = accounts.clone().without_message_log();
+        benches::settle_disk();
         group.bench_function("store_1_task_without_message_log", |b| {
             b.to_async(&rt)
                 .iter(|| open_account(&unlogged, format!("unlogged{}", next())));
         });
+        benches::settle_disk();
         group.bench_function("store_16_tasks", |b| {
             b.iter_custom(|iters| {
                 rt.block_on(in_parallel(iters, 16, &counter, {

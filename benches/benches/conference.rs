@@ -24,6 +24,7 @@ fn flow(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("{engine}/conference_flow"));
         group.throughput(Throughput::Elements(1));
         group.sample_size(20);
+        benches::settle_disk();
         group.bench_function("place_pay_confirm", |b| {
             b.to_async(&rt).iter(|| async {
                 let order = app
@@ -98,6 +99,7 @@ fn reservations(c: &mut Criterion) {
             app.settle().await.expect("reserve");
             (conference, seat_type)
         });
+        benches::settle_disk();
         group.bench_function(name, |b| {
             b.to_async(&rt).iter_custom(|rounds| {
                 let app = app.clone();

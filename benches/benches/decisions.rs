@@ -144,6 +144,7 @@ fn decisions(c: &mut Criterion) {
         let decider = Decider::<UniqueEmail>::new(Arc::clone(&storage));
         let mut group = c.benchmark_group(format!("{engine}/decisions"));
         group.throughput(Throughput::Elements(1));
+        benches::settle_disk();
         group.bench_function("new_aggregate", |b| {
             b.to_async(&rt).iter(|| {
                 open_account(
@@ -152,6 +153,7 @@ fn decisions(c: &mut Criterion) {
                 )
             });
         });
+        benches::settle_disk();
         group.bench_function("decision_new_email", |b| {
             b.to_async(&rt).iter(|| {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
@@ -161,6 +163,7 @@ fn decisions(c: &mut Criterion) {
                 }
             });
         });
+        benches::settle_disk();
         group.bench_function("round_16_commands", |b| {
             b.iter_custom(|iters| {
                 let accounts = accounts.clone();
@@ -170,6 +173,7 @@ fn decisions(c: &mut Criterion) {
                 })
             });
         });
+        benches::settle_disk();
         group.bench_function("round_16_decisions_disjoint", |b| {
             b.iter_custom(|iters| {
                 let decider = decider.clone();
@@ -188,6 +192,7 @@ fn decisions(c: &mut Criterion) {
         });
         let winners = Arc::new(AtomicU64::new(0));
         let rounds_run = Arc::new(AtomicU64::new(0));
+        benches::settle_disk();
         group.bench_function("round_16_decisions_one_email", |b| {
             b.iter_custom(|iters| {
                 let (decider, winners, rounds_run) = (

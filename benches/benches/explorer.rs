@@ -185,6 +185,7 @@ fn explorer(c: &mut Criterion) {
     for (name, path) in pages {
         let url = format!("{}{path}", plain.base);
         rt.block_on(fetch(url.clone(), plain.cookie.clone()));
+        benches::settle_disk();
         group.bench_function(name, |b| {
             b.to_async(&rt)
                 .iter(|| fetch(url.clone(), plain.cookie.clone()));
@@ -210,6 +211,7 @@ fn explorer(c: &mut Criterion) {
     ] {
         let url = format!("{}{path}", indexed.base);
         rt.block_on(fetch(url.clone(), indexed.cookie.clone()));
+        benches::settle_disk();
         group.bench_function(name, |b| {
             b.to_async(&rt)
                 .iter(|| fetch(url.clone(), indexed.cookie.clone()));

@@ -41,6 +41,7 @@ fn latency(c: &mut Criterion) {
         let stream = StreamId::new("latency-1").expect("stream");
         let mut group = c.benchmark_group(format!("{engine}/subscriber_latency"));
         group.throughput(Throughput::Elements(1));
+        benches::settle_disk();
         group.bench_function("append_to_projection", |b| {
             b.iter_custom(|iters| {
                 rt.block_on(async {

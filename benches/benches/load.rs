@@ -79,10 +79,12 @@ fn commands_on_aggregates(c: &mut Criterion) {
             }
             let turn = AtomicU64::new(0);
             let next = || turn.fetch_add(1, Ordering::Relaxed) % pool;
+            benches::settle_disk();
             group.bench_with_input(BenchmarkId::new("raw", length), &length, |b, _| {
                 b.iter(|| raw.command(&format!("account-{length}-{}", next()), &deposit));
             });
             for (name, repository) in [("store", &accounts), ("store_cached", &cached)] {
+                benches::settle_disk();
                 group.bench_with_input(BenchmarkId::new(name, length), &length, |b, _| {
                     b.to_async(&rt).iter(|| {
                         let id = format!("{length}-{}", next());
@@ -116,9 +118,11 @@ fn loads(c: &mut Criterion) {
     raw.fill("account-hundred", 1, 100);
     let mut group = c.benchmark_group("sqlite_full/load_100_events");
     group.throughput(Throughput::Elements(100));
+    benches::settle_disk();
     group.bench_function("raw", |b| {
         b.iter(|| assert_eq!(raw.load("account-hundred").1, 100));
     });
+    benches::settle_disk();
     group.bench_function("store", |b| {
         b.to_async(&rt).iter(|| async {
             let loaded = plain.load(&hundred).await.expect("load");
@@ -148,6 +152,7 @@ fn loads(c: &mut Criterion) {
     let counter = AtomicU64::new(0);
     let mut group = c.benchmark_group("sqlite_full/snapshots");
     group.throughput(Throughput::Elements(1));
+    benches::settle_disk();
     group.bench_function("new_aggregate", |b| {
         b.to_async(&rt).iter(|| {
             open_account(
@@ -162,6 +167,7 @@ fn loads(c: &mut Criterion) {
         ("1000_prior_events_with_snapshots", &accounts),
         ("1000_prior_events_cached", &cached),
     ] {
+        benches::settle_disk();
         group.bench_function(name, |b| {
             b.to_async(&rt).iter(|| async {
                 repository

@@ -48,6 +48,7 @@ fn nats(c: &mut Criterion) {
 
         let mut group = c.benchmark_group(format!("{engine}/command_new_aggregate"));
         group.throughput(Throughput::Elements(1));
+        benches::settle_disk();
         group.bench_function("raw", |b| {
             b.to_async(&rt).iter(|| {
                 let stream = format!("raw-{}", next());
@@ -55,10 +56,12 @@ fn nats(c: &mut Criterion) {
                 async move { raw.command(&stream, open).await.expect("raw command") }
             });
         });
+        benches::settle_disk();
         group.bench_function("store_1_task", |b| {
             b.to_async(&rt)
                 .iter(|| open_account(&accounts, format!("seq{}", next())));
         });
+        benches::settle_disk();
         group.bench_function("raw_16_tasks", |b| {
             b.iter_custom(|iters| {
                 rt.block_on(in_parallel(iters, TASKS, &counter, {
@@ -74,6 +77,7 @@ fn nats(c: &mut Criterion) {
                 }))
             });
         });
+        benches::settle_disk();
         group.bench_function("store_16_tasks", |b| {
             b.iter_custom(|iters| {
                 rt.block_on(in_parallel(iters, TASKS, &counter, {
@@ -106,11 +110,13 @@ fn nats(c: &mut Criterion) {
         });
         let mut group = c.benchmark_group(format!("{engine}/load_100_events"));
         group.throughput(Throughput::Elements(100));
+        benches::settle_disk();
         group.bench_function("raw", |b| {
             b.to_async(&rt).iter(|| async {
                 assert_eq!(raw.load("account-hundred").await.expect("load").1, 100);
             });
         });
+        benches::settle_disk();
         group.bench_function("store", |b| {
             b.to_async(&rt)
                 .iter(|| async { accounts.load(&hundred).await.expect("load") });
@@ -149,6 +155,7 @@ fn nats(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("{engine}/read_all"));
         group.throughput(Throughput::Elements(store_total));
         group.sample_size(10);
+        benches::settle_disk();
         group.bench_function("raw_scan", |b| {
             b.to_async(&rt)
                 .iter(|| async { assert_eq!(raw.scan().await.expect("scan"), raw_total) });

@@ -58,6 +58,7 @@ fn postgres(c: &mut Criterion) {
     // analyzes again).
     let mut group = c.benchmark_group("postgres/command_new_aggregate");
     group.throughput(Throughput::Elements(1));
+    benches::settle_disk();
     group.bench_function("raw", |b| {
         b.to_async(&rt).iter(|| {
             let stream = format!("raw-{}", next());
@@ -65,10 +66,12 @@ fn postgres(c: &mut Criterion) {
             async move { raw_postgres::command(raw, &stream, open).await }
         });
     });
+    benches::settle_disk();
     group.bench_function("store_1_task", |b| {
         b.to_async(&rt)
             .iter(|| open_account(&accounts, format!("seq{}", next())));
     });
+    benches::settle_disk();
     group.bench_function("raw_16_connections", |b| {
         b.iter_custom(|iters| {
             rt.block_on(in_parallel(iters, TASKS, &counter, {
@@ -82,6 +85,7 @@ fn postgres(c: &mut Criterion) {
             }))
         });
     });
+    benches::settle_disk();
     group.bench_function("store_16_tasks", |b| {
         b.iter_custom(|iters| {
             rt.block_on(in_parallel(iters, TASKS, &counter, {
@@ -121,10 +125,12 @@ fn postgres(c: &mut Criterion) {
     rt.block_on(settle(&raw));
     let mut group = c.benchmark_group("postgres/snapshots");
     group.throughput(Throughput::Elements(1));
+    benches::settle_disk();
     group.bench_function("new_aggregate", |b| {
         b.to_async(&rt)
             .iter(|| open_account(&snapshotting, format!("new{}", next())));
     });
+    benches::settle_disk();
     group.bench_function("1000_prior_events_with_snapshots", |b| {
         b.to_async(&rt).iter(|| async {
             snapshotting
@@ -155,10 +161,12 @@ fn postgres(c: &mut Criterion) {
     rt.block_on(settle(&raw));
     let mut group = c.benchmark_group("postgres/load_100_events");
     group.throughput(Throughput::Elements(100));
+    benches::settle_disk();
     group.bench_function("raw", |b| {
         b.to_async(&rt)
             .iter(|| async { assert_eq!(raw_postgres::load(&raw, "account-hundred").await.1, 100) })
     });
+    benches::settle_disk();
     group.bench_function("store", |b| {
         b.to_async(&rt)
             .iter(|| async { accounts.load(&hundred).await.expect("load") })
@@ -198,6 +206,7 @@ fn postgres(c: &mut Criterion) {
     let mut group = c.benchmark_group("postgres/read_all");
     group.throughput(Throughput::Elements(store_total));
     group.sample_size(10);
+    benches::settle_disk();
     group.bench_function("raw_scan", |b| {
         b.to_async(&rt)
             .iter(|| async { assert_eq!(raw_postgres::scan(&raw).await, raw_total) })
@@ -242,6 +251,7 @@ fn commit_in_order(
     group.sample_size(10);
     let raw_versions = std::sync::Mutex::new(0_i64);
     let event = benches::RawEvent::new(&AccountEvent::deposited(100));
+    benches::settle_disk();
     group.bench_function("raw_one_insert", |b| {
         b.to_async(rt).iter(|| {
             let version = {
@@ -255,6 +265,7 @@ fn commit_in_order(
             async move { raw_postgres::copy(raw, &rows).await }
         });
     });
+    benches::settle_disk();
     group.bench_function("store_in_order", |b| {
         b.to_async(rt).iter(|| {
             let commits = list("copy-set");
@@ -262,6 +273,7 @@ fn commit_in_order(
         });
     });
     versions.lock().expect("versions").fill(0);
+    benches::settle_disk();
     group.bench_function("store_one_by_one", |b| {
         b.to_async(rt).iter(|| {
             let commits = list("copy-one");

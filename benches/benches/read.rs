@@ -47,6 +47,7 @@ fn read(c: &mut Criterion) {
     let mut group = c.benchmark_group("sqlite_full/read_all");
     group.throughput(Throughput::Elements(size));
     group.sample_size(10);
+    benches::settle_disk();
     group.bench_function("raw_scan", |b| b.iter(|| assert_eq!(raw.scan(), size)));
     benches::store_log_benches(&mut group, &rt, &store, size);
     group.finish();
@@ -69,6 +70,7 @@ fn read_memory(c: &mut Criterion) {
     let mut group = c.benchmark_group("memory/read_all");
     group.throughput(Throughput::Elements(size));
     group.sample_size(10);
+    benches::settle_disk();
     group.bench_function("raw_scan", |b| b.iter(|| assert_eq!(raw.scan(), size)));
     benches::store_log_benches(&mut group, &rt, &store, size);
     group.finish();

@@ -118,17 +118,20 @@ fn load_by_length(c: &mut Criterion) {
             rt.block_on(fill(store.as_ref(), &format!("snap{n}"), n, true));
             rt.block_on(raw.fill(&format!("raw{n}"), n, &payload));
             group.throughput(Throughput::Elements(n));
+            benches::settle_disk();
             group.bench_with_input(BenchmarkId::new("raw", n), &n, |b, n| {
                 let stream = format!("raw{n}");
                 b.to_async(&rt).iter(|| async {
                     assert_eq!(raw.load(&stream).await, *n);
                 });
             });
+            benches::settle_disk();
             group.bench_with_input(BenchmarkId::new("no_snapshots", n), &n, |b, n| {
                 let id = format!("plain{n}");
                 b.to_async(&rt)
                     .iter(|| async { plain.load(&id).await.expect("load") });
             });
+            benches::settle_disk();
             group.bench_with_input(BenchmarkId::new("snapshots", n), &n, |b, n| {
                 let id = format!("snap{n}");
                 b.to_async(&rt)
@@ -155,6 +158,7 @@ fn append_batches(c: &mut Criterion) {
     let mut group = c.benchmark_group("sqlite_full/append_batch");
     for size in [1u64, 10, 100] {
         group.throughput(Throughput::Elements(size));
+        benches::settle_disk();
         group.bench_with_input(BenchmarkId::new("raw", size), &size, |b, size| {
             let events = &raw_events[..usize::try_from(*size).expect("small")];
             b.iter(|| {
@@ -162,6 +166,7 @@ fn append_batches(c: &mut Criterion) {
                     .expect("new stream")
             });
         });
+        benches::settle_disk();
         group.bench_with_input(BenchmarkId::new("store", size), &size, |b, size| {
             b.to_async(&rt).iter(|| {
                 benches::append_new_stream(&store, format!("account-{}", next()), *size, &payload)
@@ -193,12 +198,14 @@ fn upcasting(c: &mut Criterion) {
     let none = Upcasters::new();
     let mut group = c.benchmark_group("core/decode_per_event");
     group.throughput(Throughput::Elements(1));
+    benches::settle_disk();
     group.bench_function("raw_serde", |b| {
         b.iter(|| {
             cqrs_core::decode_message::<AccountEvent>(&current.event_type, current.payload.as_str())
                 .expect("decode")
         });
     });
+    benches::settle_disk();
     group.bench_function("without_upcasters", |b| {
         b.iter(|| {
             none.decode::<AccountEvent>(&current)
@@ -206,6 +213,7 @@ fn upcasting(c: &mut Criterion) {
                 .count()
         });
     });
+    benches::settle_disk();
     group.bench_function("through_an_upcaster", |b| {
         b.iter(|| {
             let decoded: Vec<serde_json::Value> = upcasters
@@ -236,9 +244,11 @@ fn memory(c: &mut Criterion) {
     let mut group = c.benchmark_group("memory/append_batch");
     for size in [1u64, 10, 100] {
         group.throughput(Throughput::Elements(size));
+        benches::settle_disk();
         group.bench_with_input(BenchmarkId::new("raw", size), &size, |b, size| {
             b.iter(|| raw.append_new(&format!("raw-{}", next()), *size, &payload));
         });
+        benches::settle_disk();
         group.bench_with_input(BenchmarkId::new("store", size), &size, |b, size| {
             // A fresh store per sample: a full run appends millions of realistic events.
             b.iter_custom(|iters| {
@@ -263,9 +273,11 @@ fn memory(c: &mut Criterion) {
         .1;
     let mut group = c.benchmark_group("memory/command_new_aggregate");
     group.throughput(Throughput::Elements(1));
+    benches::settle_disk();
     group.bench_function("raw_one_lock_per_command", |b| {
         b.iter(|| raw.command(&format!("raw-{}", next()), open.as_str()));
     });
+    benches::settle_disk();
     group.bench_function("store_1_task", |b| {
         b.iter_custom(|iters| {
             let accounts = fresh();
@@ -278,6 +290,7 @@ fn memory(c: &mut Criterion) {
             })
         });
     });
+    benches::settle_disk();
     group.bench_function("raw_16_tasks", |b| {
         b.iter_custom(|iters| {
             rt.block_on(benches::in_parallel(iters, 16, &counter, {
@@ -289,6 +302,7 @@ fn memory(c: &mut Criterion) {
             }))
         });
     });
+    benches::settle_disk();
     group.bench_function("store_16_tasks", |b| {
         b.iter_custom(|iters| {
             rt.block_on(benches::in_parallel(iters, 16, &counter, {
@@ -317,6 +331,7 @@ fn postgres_batches(c: &mut Criterion) {
     let mut group = c.benchmark_group("postgres/append_batch");
     for size in [1u64, 10, 100] {
         group.throughput(Throughput::Elements(size));
+        benches::settle_disk();
         group.bench_with_input(BenchmarkId::new("raw", size), &size, |b, size| {
             let events = &raw_events[..usize::try_from(*size).expect("small")];
             b.to_async(&rt).iter(|| {
@@ -329,6 +344,7 @@ fn postgres_batches(c: &mut Criterion) {
                 }
             });
         });
+        benches::settle_disk();
         group.bench_with_input(BenchmarkId::new("store", size), &size, |b, size| {
             b.to_async(&rt).iter(|| {
                 benches::append_new_stream(&store, format!("account-{}", next()), *size, &payload)

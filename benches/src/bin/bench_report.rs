@@ -210,7 +210,8 @@ fn report(
          append one autocommit `INSERT`, a load one indexed `SELECT` folded on the calling \
          thread, no message log), doing the same logical work. *vs raw* is the raw side's \
          median time over the store's: above 1 the store is faster. Each group names its \
-         durability.\n"
+         durability. Every measurement starts from a flushed disk (`sync`), so that neither \
+         side pays for writing back what the build or an earlier benchmark left dirty.\n"
     );
     let deposit = benches::RawEvent::new(&benches::AccountEvent::deposited(100));
     let opening = benches::RawEvent::new(&benches::AccountEvent::opened());
