@@ -567,6 +567,68 @@ fn without_their_bugs_the_planted_stores_pass_their_groups() {
     cqrs_core::conformance_run!(groups(events, message_log, processes, dcb) async || Planted::new(Bug::None));
 }
 
+/// `PlantedSchedule` keeps the trait's own `count_parked`, which pages through the dead letters
+/// a thousand at a time: counts that end on a page's edge, inside a page, past the last page,
+/// and unbounded are all exact (every shipped store overrides it, so only this covers it).
+#[test]
+fn the_default_count_of_dead_letters_pages_through_them_all() {
+    const PARKED: usize = 2_345;
+    let store = PlantedSchedule::new(ScheduleBug::None);
+    let target = StreamId::new("order-1").expect("stream id");
+    let due = DateTime::<Utc>::UNIX_EPOCH;
+    let commands = (0..PARKED)
+        .map(|n| {
+            ScheduledCommand::new(
+                cqrs_core::CommandEnvelope {
+                    id: Uuid::new_v4(),
+                    target: target.clone(),
+                    command_type: "order.expire".into(),
+                    payload: cqrs_core::Json::from(serde_json::json!({ "n": n })),
+                    correlation_id: None,
+                    causation_id: None,
+                    headers: Default::default(),
+                },
+                due,
+            )
+        })
+        .collect();
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+        .block_on(async {
+            store.schedule(commands).await.expect("schedule");
+            let claimed = store
+                .claim_due(due, PARKED + 1, chrono::Duration::seconds(30))
+                .await
+                .expect("claim");
+            assert_eq!(claimed.len(), PARKED);
+            for command in &claimed {
+                let parked = store
+                    .park(command.command.id, command.attempts, "gave up", due)
+                    .await
+                    .expect("park");
+                assert!(parked, "a claimed command parks");
+            }
+            for (up_to, counted) in [
+                (0, 0),
+                (1, 1),
+                (999, 999),
+                (1_000, 1_000),
+                (1_001, 1_001),
+                (2_000, 2_000),
+                (PARKED, PARKED),
+                (PARKED + 1, PARKED),
+                (usize::MAX, PARKED),
+            ] {
+                assert_eq!(
+                    store.count_parked(up_to).await.expect("count_parked"),
+                    counted,
+                    "counted up to {up_to}"
+                );
+            }
+        });
+}
+
 #[test]
 fn ignored_leases_fail_a_named_case() {
     let message = failure(
