@@ -13,6 +13,10 @@ const FOLD_COLUMNS: &str = "position, version, event_type, schema_version, paylo
 /// Positions below this are final: every transaction that could still write one has ended.
 pub(crate) const HORIZON: &str = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 16)";
 
+/// The `available_at` of a parked scheduled command: the end of year 9999, not `infinity`,
+/// which a build from before dead letters could not decode. Parked rows sort last in the index.
+const PARKED: &str = "'9999-12-31 23:59:59.999999+00'";
+
 /// Every statement of the store, for one schema. Cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Sql {
@@ -398,14 +402,13 @@ impl Sql {
                  RETURNING {SCHEDULED_COLUMNS}"
             )),
             complete_scheduled: q(format!("DELETE FROM {s}.scheduled WHERE id = ANY($1)")),
-            // Parked rows sort last in the index (at the end of year 9999, not `infinity`, which
-            // a build from before dead letters could not decode): `min` stops at the first row.
+            // Parked rows sort last in the index ([`PARKED`]): `min` stops at the first row.
             next_due: q(format!(
                 "SELECT min(available_at) FROM {s}.scheduled WHERE parked_at IS NULL"
             )),
             park: q(format!(
                 "UPDATE {s}.scheduled SET parked_at = $2, parked_reason = $3,
-                     available_at = '9999-12-31 23:59:59.999999+00'
+                     available_at = {PARKED}
                  WHERE id = $1 AND parked_at IS NULL AND attempts = $4"
             )),
             list_parked: q(format!(
@@ -415,7 +418,7 @@ impl Sql {
             // Parked rows are the last in the `available_at` index: a range, not a scan.
             count_parked: q(format!(
                 "SELECT count(*) FROM (SELECT 1 FROM {s}.scheduled
-                 WHERE available_at = '9999-12-31 23:59:59.999999+00' AND parked_at IS NOT NULL
+                 WHERE available_at = {PARKED} AND parked_at IS NOT NULL
                  LIMIT $1) parked"
             )),
             find_parked: q(format!(
