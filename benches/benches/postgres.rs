@@ -299,9 +299,10 @@ fn history(open: &Json, deposit: &str, n: usize) -> Vec<NewEvent> {
 }
 
 /// Vacuums, analyzes and checkpoints, so that a group is not measured while autovacuum or
-/// the checkpointer deal with the rows an earlier one wrote. (Also forcing the kernel's
-/// writeback with `sync(1)` made the next group slower, not steadier: this VM's disk then
-/// took twice as long per sync for minutes.)
+/// the checkpointer deal with the rows an earlier one wrote. The kernel's writeback is
+/// flushed before every benchmark function instead ([`benches::settle_disk`]): without that
+/// flush, the side measured second paid for writing back what the first had written
+/// (`docs/benchmarks-notes.md`, 2026-12-06).
 async fn settle(pool: &sqlx::PgPool) {
     for statement in ["VACUUM ANALYZE", "CHECKPOINT"] {
         sqlx::query(statement).execute(pool).await.expect("settle");
