@@ -105,6 +105,50 @@ pub async fn command_records_round_trip(store: Arc<dyn EventsAndLog>) {
         store.find_command(Uuid::new_v4()).await.expect("find"),
         None
     );
+
+    // The repository's shape: the events name their command, and carry its headers or not.
+    let other = stream("order");
+    let mut version = 0;
+    for (record_headers, event_headers) in [(true, true), (false, true), (true, false)] {
+        let mut command = record(
+            Uuid::new_v4(),
+            "order.place",
+            &other,
+            Some(Uuid::new_v4()),
+            2,
+            Outcome::Accepted {
+                version: Version::new(version + 2),
+                events: 2,
+            },
+        );
+        if !record_headers {
+            command.headers = Headers::new();
+        }
+        let events = (1..=2)
+            .map(|n| {
+                let mut metadata = Metadata::at(command.recorded_at)
+                    .with_causation_id(command.command_id)
+                    .with_command_id(command.command_id);
+                if event_headers {
+                    metadata = metadata.with_header("user", "ana ✓");
+                }
+                event("order.placed", n).with_metadata(metadata)
+            })
+            .collect();
+        store
+            .commit(
+                Commit::new(other.clone(), ExpectedVersion::Any, events)
+                    .with_command(command.clone()),
+            )
+            .await
+            .expect("commit with a command its events name");
+        version += 2;
+        assert_eq!(
+            store.find_command(command.command_id).await.expect("find"),
+            Some(command),
+            "headers on the record: {record_headers}, on its events: {event_headers}"
+        );
+    }
 }
 
 /// A commit whose command id is already recorded writes nothing and says so, even on another
@@ -123,9 +167,11 @@ pub async fn duplicate_command_id_writes_nothing(store: Arc<dyn EventsAndLog>) {
             events: 1,
         },
     );
+    // Its event names it, as the repository's do.
+    let named = event("e", 1).with_metadata(Metadata::new().with_command_id(id));
     store
         .commit(
-            Commit::new(a.clone(), ExpectedVersion::NoStream, vec![event("e", 1)])
+            Commit::new(a.clone(), ExpectedVersion::NoStream, vec![named])
                 .with_command(first.clone()),
         )
         .await
@@ -175,12 +221,65 @@ pub async fn duplicate_command_id_writes_nothing(store: Arc<dyn EventsAndLog>) {
         err.is_duplicate_command(),
         "a duplicate command id is reported before a conflict, got {err:?}"
     );
+    let err = store
+        .commit(
+            Commit::new(b.clone(), ExpectedVersion::Any, Vec::new()).with_command(CommandRecord {
+                target: b.clone(),
+                ..first.clone()
+            }),
+        )
+        .await
+        .expect_err("duplicate");
+    assert!(
+        err.is_duplicate_command(),
+        "a command alone with a known id, got {err:?}"
+    );
     assert_eq!(
         store.find_command(id).await.expect("find"),
         Some(first),
         "the first record stays"
     );
-    settle_streams(&*store, std::slice::from_ref(&a)).await;
+
+    // The other way round: recorded alone first, then with events that name it.
+    let c = stream("order");
+    let alone = record(
+        Uuid::new_v4(),
+        "order.confirm",
+        &c,
+        None,
+        2,
+        Outcome::Rejected {
+            error: Json::null(),
+            message: "not yet".into(),
+        },
+    );
+    store
+        .commit(
+            Commit::new(c.clone(), ExpectedVersion::Any, Vec::new()).with_command(alone.clone()),
+        )
+        .await
+        .expect("alone");
+    let named = event("e", 4).with_metadata(Metadata::new().with_command_id(alone.command_id));
+    let err = store
+        .commit(
+            Commit::new(c.clone(), ExpectedVersion::NoStream, vec![named]).with_command(
+                CommandRecord {
+                    outcome: Outcome::Accepted {
+                        version: Version::new(1),
+                        events: 1,
+                    },
+                    ..alone.clone()
+                },
+            ),
+        )
+        .await
+        .expect_err("duplicate");
+    assert!(err.is_duplicate_command(), "got {err:?}");
+    assert_eq!(
+        store.find_command(alone.command_id).await.expect("find"),
+        Some(alone)
+    );
+    settle_streams(&*store, &[a.clone(), c.clone()]).await;
     assert_eq!(
         store
             .read_all(Position::START, 10)
@@ -207,8 +306,12 @@ pub async fn message_log_queries_combine_criteria(store: Arc<dyn EventsAndLog>) 
             events: 1,
         },
     );
-    let e1 = NewEvent::new("order.placed", Json::null())
-        .with_metadata(Metadata::at(at(10)).with_correlation_id(flow1));
+    // Two of the three commands' events name them, as the repository's do; one's do not.
+    let e1 = NewEvent::new("order.placed", Json::null()).with_metadata(
+        Metadata::at(at(10))
+            .with_correlation_id(flow1)
+            .with_command_id(c1.command_id),
+    );
     store
         .commit(
             Commit::new(orders.clone(), ExpectedVersion::Any, vec![e1]).with_command(c1.clone()),
@@ -243,8 +346,11 @@ pub async fn message_log_queries_combine_criteria(store: Arc<dyn EventsAndLog>) 
             events: 1,
         },
     );
-    let e3 = NewEvent::new("order.placed", Json::null())
-        .with_metadata(Metadata::at(at(30)).with_correlation_id(flow2));
+    let e3 = NewEvent::new("order.placed", Json::null()).with_metadata(
+        Metadata::at(at(30))
+            .with_correlation_id(flow2)
+            .with_command_id(c3.command_id),
+    );
     store
         .commit(
             Commit::new(orders.clone(), ExpectedVersion::Any, vec![e3]).with_command(c3.clone()),
@@ -393,8 +499,12 @@ pub async fn message_log_pages_in_log_order(store: Arc<dyn EventsAndLog>) {
                 events: 1,
             },
         );
-        let e =
-            NewEvent::new("order.touched", Json::null()).with_metadata(Metadata::at(at(minutes)));
+        // Every other command's event names it, so records of both kinds share minutes.
+        let mut metadata = Metadata::at(at(minutes));
+        if i % 2 == 0 {
+            metadata = metadata.with_command_id(c.command_id);
+        }
+        let e = NewEvent::new("order.touched", Json::null()).with_metadata(metadata);
         store
             .commit(Commit::new(s.clone(), ExpectedVersion::Any, vec![e]).with_command(c))
             .await
