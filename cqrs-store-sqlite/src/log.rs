@@ -8,7 +8,10 @@ use rusqlite::{Connection, params_from_iter};
 use uuid::Uuid;
 
 use crate::error::{backend, micros};
-use crate::rows::{COMMAND_COLUMNS, EVENT_COLUMNS, EventRows, command_record};
+use crate::rows::{
+    COMMAND_COLUMNS, EVENT_COLUMNS, EventRows, ROW_COMMAND_COLUMNS, ROW_SEQUENCE_BASE,
+    command_record,
+};
 
 use crate::reads::placeholders;
 use crate::store::SqliteEventStore;
@@ -19,7 +22,9 @@ impl MessageLog for SqliteEventStore {
         self.read(move |conn| {
             let mut select = conn
                 .prepare_cached(&format!(
-                    "SELECT {COMMAND_COLUMNS} FROM cqrs_commands WHERE command_id = ?1"
+                    "SELECT {ROW_COMMAND_COLUMNS} FROM cqrs_events e \
+                     WHERE e.command_id = ?1 AND e.command_type IS NOT NULL \
+                     UNION ALL SELECT {COMMAND_COLUMNS} FROM cqrs_commands WHERE command_id = ?1"
                 ))
                 .map_err(backend)?;
             let mut rows = select.query([id.as_bytes().as_slice()]).map_err(backend)?;
@@ -62,6 +67,29 @@ fn query_log(conn: &Connection, query: &LogQuery) -> Result<Vec<LogEntry>, Store
             "sequence",
         )?;
         sql.push_str(&format!(" ORDER BY recorded_at, sequence LIMIT {limit}"));
+        let mut select = conn.prepare(&sql).map_err(backend)?;
+        let mut rows = select.query(params_from_iter(args)).map_err(backend)?;
+        while let Some(row) = rows.next().map_err(backend)? {
+            let (sequence, record) = command_record(row)?;
+            entries.push(LogEntry::command(sequence, record));
+        }
+        // The records kept in their first event's row (schema version 5 on).
+        let mut sql = format!(
+            "SELECT {ROW_COMMAND_COLUMNS} FROM cqrs_events e WHERE e.command_type IS NOT NULL"
+        );
+        let args = log_conditions(
+            query,
+            &mut sql,
+            "e.command_type",
+            "e.stream",
+            "e.command_correlation",
+            "e.command_recorded_at",
+            0,
+            &format!("({ROW_SEQUENCE_BASE} + e.position)"),
+        )?;
+        sql.push_str(&format!(
+            " ORDER BY e.command_recorded_at, e.position LIMIT {limit}"
+        ));
         let mut select = conn.prepare(&sql).map_err(backend)?;
         let mut rows = select.query(params_from_iter(args)).map_err(backend)?;
         while let Some(row) = rows.next().map_err(backend)? {

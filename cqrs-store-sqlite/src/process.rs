@@ -8,7 +8,7 @@ use cqrs_core::{
 use rusqlite::{OptionalExtension, params};
 
 use crate::error::{backend, from_micros, micros};
-use crate::rows::{delete_scheduled, insert_command, insert_scheduled};
+use crate::rows::{check_command, delete_scheduled, insert_command, insert_scheduled};
 use crate::store::SqliteEventStore;
 
 #[async_trait]
@@ -83,6 +83,7 @@ impl ProcessStore for SqliteEventStore {
                 // Recording the handled command first reports a duplicate before a conflict;
                 // any error rolls the whole save back.
                 if let Some(handled) = &save.handled {
+                    check_command(conn, Some(handled))?;
                     insert_command(conn, handled)?;
                 }
                 let mut select =

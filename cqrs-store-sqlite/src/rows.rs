@@ -176,12 +176,31 @@ fn blob_uuid(
 /// The command-record columns, in the order [`command_record`] expects.
 pub(crate) const COMMAND_COLUMNS: &str = "sequence, command_id, command_type, target, payload, correlation_id, causation_id, recorded_at, headers, outcome";
 
+/// The columns of a record kept in its first event's row (the events table as `e`), in the
+/// order [`command_record`] expects.
+///
+/// Its log sequence is 2^62 plus the event's position: the records of `cqrs_commands` are
+/// numbered from 1 by its rowid, so the two never meet, and a log cursor stays unique.
+pub(crate) const ROW_COMMAND_COLUMNS: &str = "4611686018427387904 + e.position, e.command_id, e.command_type, e.stream, \
+     e.command_payload, e.command_correlation, e.command_causation, e.command_recorded_at, \
+     coalesce(e.command_headers, e.headers), e.command_outcome";
+
+/// What [`ROW_COMMAND_COLUMNS`] adds to a row's position to number its record.
+pub(crate) const ROW_SEQUENCE_BASE: i64 = 1 << 62;
+const _: () = assert!(ROW_SEQUENCE_BASE == 4_611_686_018_427_387_904);
+
 /// Reads a command record selected with [`COMMAND_COLUMNS`], with its log sequence.
 pub(crate) fn command_record(row: &Row<'_>) -> Result<(u64, CommandRecord), StoreError> {
     let sequence = from_i64(row.get(0).map_err(backend)?, "sequence", None)?;
+    // A record kept in an event's row is named by that event's position.
+    let in_row = sequence.checked_sub(ROW_SEQUENCE_BASE.unsigned_abs());
+    let at = in_row.map(Position::new);
     let corrupt = |what: String| StoreError::Corrupt {
-        position: None,
-        what: format!("command record {sequence}: {what}"),
+        position: at,
+        what: match in_row {
+            Some(_) => format!("the command record in this event's row: {what}"),
+            None => format!("command record {sequence}: {what}"),
+        },
     };
     let id: Vec<u8> = row.get(1).map_err(backend)?;
     let target: String = row.get(3).map_err(backend)?;
@@ -190,14 +209,14 @@ pub(crate) fn command_record(row: &Row<'_>) -> Result<(u64, CommandRecord), Stor
     Ok((
         sequence,
         CommandRecord {
-            command_id: uuid(&id, None)?,
+            command_id: uuid(&id, at)?,
             command_type: row.get(2).map_err(backend)?,
             target: StreamId::new(&target).map_err(|e| corrupt(e.to_string()))?,
             payload: Json::from_stored(payload),
-            correlation_id: opt_uuid(row.get(5).map_err(backend)?, None)?,
-            causation_id: opt_uuid(row.get(6).map_err(backend)?, None)?,
-            recorded_at: from_micros(row.get(7).map_err(backend)?, None)?,
-            headers: HeadersText::default().parse(text_or_null(row, 8, None)?, None)?,
+            correlation_id: opt_uuid(row.get(5).map_err(backend)?, at)?,
+            causation_id: opt_uuid(row.get(6).map_err(backend)?, at)?,
+            recorded_at: from_micros(row.get(7).map_err(backend)?, at)?,
+            headers: HeadersText::default().parse(text_or_null(row, 8, at)?, at)?,
             outcome: serde_json::from_str::<Outcome>(&outcome)
                 .map_err(|e| corrupt(e.to_string()))?,
         },
@@ -330,7 +349,17 @@ pub(crate) fn write_events(
     actual: Version,
     command: Option<&CommandRecord>,
 ) -> Result<Appended, StoreError> {
-    if let Some(command) = command {
+    // The record rides in the first event's row when that row can carry it: the event's
+    // command id is the record's (the record is found by it) and its stream is the target.
+    let mut in_row = command.filter(|c| {
+        c.target == *stream
+            && events
+                .first()
+                .is_some_and(|e| e.metadata.command_id == Some(c.command_id))
+    });
+    if let Some(command) = command
+        && in_row.is_none()
+    {
         insert_command(conn, command)?;
     }
     let mut version = actual;
@@ -339,8 +368,10 @@ pub(crate) fn write_events(
         let mut insert = conn
             .prepare_cached(
                 "INSERT INTO cqrs_events (stream, category, version, event_type, schema_version, payload, event_id, \
-                 correlation_id, causation_id, command_id, recorded_at, headers, tags) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 correlation_id, causation_id, command_id, recorded_at, headers, tags, \
+                 command_type, command_payload, command_correlation, command_causation, \
+                 command_recorded_at, command_headers, command_outcome) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
             )
             .map_err(backend)?;
         for event in events {
@@ -351,6 +382,8 @@ pub(crate) fn write_events(
             } else {
                 Some(serde_json::to_string(&event.tags).map_err(backend)?)
             };
+            let record = in_row.take().map(RowRecord::of).transpose()?;
+            let record = record.as_ref();
             insert
                 .execute(params![
                     stream.as_str(),
@@ -368,6 +401,21 @@ pub(crate) fn write_events(
                     micros(meta.recorded_at),
                     headers_json(&meta.headers),
                     tags,
+                    record.map(|r| r.command.command_type.as_str()),
+                    record.map(|r| r.command.payload.as_str()),
+                    record.and_then(|r| r
+                        .command
+                        .correlation_id
+                        .as_ref()
+                        .map(|u| u.as_bytes().as_slice())),
+                    record.and_then(|r| r
+                        .command
+                        .causation_id
+                        .as_ref()
+                        .map(|u| u.as_bytes().as_slice())),
+                    record.map(|r| micros(r.command.recorded_at)),
+                    record.and_then(|r| r.headers(&meta.headers)),
+                    record.map(|r| r.outcome.as_str()),
                 ])
                 .map_err(backend)?;
             if !event.tags.is_empty() {
@@ -389,10 +437,38 @@ pub(crate) fn write_events(
     Ok(Appended { version, position })
 }
 
+/// A command record as the columns of the event row that carries it.
+struct RowRecord<'a> {
+    command: &'a CommandRecord,
+    outcome: String,
+}
+
+impl<'a> RowRecord<'a> {
+    fn of(command: &'a CommandRecord) -> Result<Self, StoreError> {
+        Ok(Self {
+            command,
+            outcome: serde_json::to_string(&command.outcome).map_err(backend)?,
+        })
+    }
+
+    /// `command_headers`: NULL when they are the event's (the repository's commands), so the
+    /// row does not carry them twice; `{}` for none beside an event that has some.
+    fn headers(&self, event: &cqrs_core::Headers) -> Option<String> {
+        if self.command.headers == *event {
+            None
+        } else {
+            Some(headers_json(&self.command.headers).unwrap_or_else(|| "{}".to_owned()))
+        }
+    }
+}
+
 /// Whether command `id` is recorded.
 pub(crate) fn command_exists(conn: &Connection, id: &uuid::Uuid) -> Result<bool, StoreError> {
     let mut find = conn
-        .prepare_cached("SELECT 1 FROM cqrs_commands WHERE command_id = ?1")
+        .prepare_cached(
+            "SELECT 1 FROM cqrs_events WHERE command_id = ?1 AND command_type IS NOT NULL \
+             UNION ALL SELECT 1 FROM cqrs_commands WHERE command_id = ?1",
+        )
         .map_err(backend)?;
     find.exists([id.as_bytes().as_slice()]).map_err(backend)
 }

@@ -117,10 +117,11 @@ impl SqliteOptions {
     /// (`MessageLog::query_log` with `correlation_ids`: a timeline, `conference-example log
     /// --correlation`) are found without scanning every command and event.
     ///
-    /// The index is created when the store opens with it on and missing (on a large file,
-    /// that takes a while, once); opening without the option leaves an index that exists (drop
-    /// it with `DROP INDEX cqrs_events_correlation; DROP INDEX cqrs_commands_correlation`). It
-    /// costs every append one more B-tree insert per event and per command record:
+    /// The indexes are created when the store opens with the option on and they are missing
+    /// (on a large file, that takes a while, once); opening without the option leaves the
+    /// indexes that exist (drop them with `DROP INDEX cqrs_events_correlation; DROP INDEX
+    /// cqrs_commands_correlation; DROP INDEX cqrs_events_command_correlation`). They cost every
+    /// append one more B-tree insert per event and per command record:
     /// `docs/benchmarks-notes.md` has the figures.
     #[must_use]
     pub fn with_correlation_index(mut self, on: bool) -> Self {

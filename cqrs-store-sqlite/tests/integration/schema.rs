@@ -3,6 +3,19 @@ use cqrs_core::{
 };
 use cqrs_store_sqlite::{Durability, SqliteEventStore, SqliteOptions, rusqlite};
 
+/// Takes a file back to schema version 4, as a build before command records in event rows
+/// left it (with none recorded there).
+const BACK_TO_4: &str = "DROP INDEX cqrs_events_command; \
+     DROP INDEX IF EXISTS cqrs_events_command_correlation; \
+     ALTER TABLE cqrs_events DROP COLUMN command_type; \
+     ALTER TABLE cqrs_events DROP COLUMN command_payload; \
+     ALTER TABLE cqrs_events DROP COLUMN command_correlation; \
+     ALTER TABLE cqrs_events DROP COLUMN command_causation; \
+     ALTER TABLE cqrs_events DROP COLUMN command_recorded_at; \
+     ALTER TABLE cqrs_events DROP COLUMN command_headers; \
+     ALTER TABLE cqrs_events DROP COLUMN command_outcome; \
+     DELETE FROM cqrs_schema WHERE version = 5;";
+
 #[tokio::test]
 async fn reopening_a_file_keeps_its_events_and_its_schema_version() {
     let dir = tempfile::tempdir().unwrap();
@@ -45,7 +58,7 @@ async fn reopening_a_file_keeps_its_events_and_its_schema_version() {
         })
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2, 3, 4], "each migration is recorded once");
+    assert_eq!(versions, [1, 2, 3, 4, 5], "each migration is recorded once");
     assert_eq!(store.path(), Some(path.as_path()));
 }
 
@@ -61,7 +74,7 @@ async fn a_file_from_a_newer_version_is_refused_untouched() {
     }
     match SqliteEventStore::open(&path).await {
         Err(StoreError::SchemaTooNew { found, supported }) => {
-            assert_eq!((found, supported), (99, 4))
+            assert_eq!((found, supported), (99, 5))
         }
         other => panic!("expected SchemaTooNew, got {other:?}"),
     }
@@ -135,12 +148,12 @@ async fn a_file_of_schema_version_2_gains_tags_and_keeps_its_events() {
     {
         // Back to version 2, as a build before tags left the file.
         let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch(
-            "DROP TABLE cqrs_event_tags; ALTER TABLE cqrs_events DROP COLUMN tags; \
-             ALTER TABLE cqrs_scheduled DROP COLUMN parked_at; \
-             ALTER TABLE cqrs_scheduled DROP COLUMN parked_reason; \
-             DELETE FROM cqrs_schema WHERE version >= 3;",
-        )
+        conn.execute_batch(&format!(
+            "{BACK_TO_4} DROP TABLE cqrs_event_tags; ALTER TABLE cqrs_events DROP COLUMN tags; \
+                 ALTER TABLE cqrs_scheduled DROP COLUMN parked_at; \
+                 ALTER TABLE cqrs_scheduled DROP COLUMN parked_reason; \
+                 DELETE FROM cqrs_schema WHERE version >= 3;"
+        ))
         .unwrap();
     }
     let store = SqliteEventStore::open(&path).await.unwrap();
@@ -201,11 +214,11 @@ async fn a_file_of_schema_version_3_keeps_its_schedule_and_gains_dead_letters() 
     {
         // Back to version 3, as a build before dead letters left the file.
         let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch(
-            "ALTER TABLE cqrs_scheduled DROP COLUMN parked_at; \
-             ALTER TABLE cqrs_scheduled DROP COLUMN parked_reason; \
-             DELETE FROM cqrs_schema WHERE version = 4;",
-        )
+        conn.execute_batch(&format!(
+            "{BACK_TO_4} ALTER TABLE cqrs_scheduled DROP COLUMN parked_at; \
+                 ALTER TABLE cqrs_scheduled DROP COLUMN parked_reason; \
+                 DELETE FROM cqrs_schema WHERE version = 4;"
+        ))
         .unwrap();
     }
     let store = SqliteEventStore::open(&path).await.unwrap();
@@ -270,7 +283,11 @@ async fn the_correlation_index_is_an_option_that_a_flow_query_uses() {
             .unwrap();
     assert_eq!(
         indexes(&store).await,
-        ["cqrs_commands_correlation", "cqrs_events_correlation"],
+        [
+            "cqrs_commands_correlation",
+            "cqrs_events_command_correlation",
+            "cqrs_events_correlation"
+        ],
         "created on an existing file"
     );
     let plan: String = store
@@ -288,6 +305,22 @@ async fn the_correlation_index_is_an_option_that_a_flow_query_uses() {
         plan.contains("USING INDEX cqrs_events_correlation"),
         "a flow's events are found through the index: {plan}"
     );
+    let plan: String = store
+        .query(move |conn| {
+            let mut s = conn.prepare(
+                "EXPLAIN QUERY PLAN SELECT position FROM cqrs_events e \
+                 WHERE e.command_type IS NOT NULL AND e.command_correlation IN (?1) \
+                 ORDER BY e.command_recorded_at, e.position LIMIT 100",
+            )?;
+            let rows = s.query_map([flow.as_bytes().as_slice()], |r| r.get::<_, String>(3))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?.join("; "))
+        })
+        .await
+        .unwrap();
+    assert!(
+        plan.contains("USING INDEX cqrs_events_command_correlation"),
+        "so are the records kept in event rows: {plan}"
+    );
     let found = store
         .query_log(&LogQuery {
             correlation_ids: vec![flow],
@@ -300,7 +333,148 @@ async fn the_correlation_index_is_an_option_that_a_flow_query_uses() {
     let store = SqliteEventStore::open(&path).await.unwrap();
     assert_eq!(
         indexes(&store).await.len(),
-        2,
-        "opening without the option leaves it"
+        3,
+        "opening without the option leaves them"
+    );
+}
+
+#[tokio::test]
+async fn a_file_of_schema_version_4_keeps_its_command_records_and_keeps_new_ones_in_event_rows() {
+    use cqrs_core::{
+        CommandRecord, Commit, LogQuery, LoggedMessage, MessageLog, Metadata, Outcome,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.db");
+    let stream = StreamId::new("order-1").unwrap();
+    let record = |version: u64| CommandRecord {
+        command_id: uuid::Uuid::now_v7(),
+        command_type: "order.place".into(),
+        target: stream.clone(),
+        payload: Json::null(),
+        correlation_id: None,
+        causation_id: None,
+        recorded_at: chrono::DateTime::from_timestamp_micros(chrono::Utc::now().timestamp_micros())
+            .unwrap(),
+        headers: Default::default(),
+        outcome: Outcome::Accepted {
+            version: Version::new(version),
+            events: 1,
+        },
+    };
+    // A commit as the repository makes it: its event names its command.
+    let commit = |record: &CommandRecord, expected: ExpectedVersion| {
+        Commit::new(
+            stream.clone(),
+            expected,
+            vec![
+                NewEvent::new("order.placed", Json::null())
+                    .with_metadata(Metadata::new().with_command_id(record.command_id)),
+            ],
+        )
+        .with_command(record.clone())
+    };
+    let rows = async |store: &SqliteEventStore| -> (i64, i64) {
+        store
+            .query(|conn| {
+                conn.query_row(
+                    "SELECT (SELECT count(*) FROM cqrs_commands), \
+                     (SELECT count(*) FROM cqrs_events WHERE command_type IS NOT NULL)",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+            })
+            .await
+            .unwrap()
+    };
+    let old = record(1);
+    {
+        let store = SqliteEventStore::open(&path).await.unwrap();
+        drop(store);
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(BACK_TO_4).unwrap();
+    }
+    {
+        // What a version-4 build wrote: the record in `cqrs_commands`, beside its event.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute(
+            "INSERT INTO cqrs_commands (command_id, command_type, target, payload, recorded_at, outcome) \
+             VALUES (?1, 'order.place', 'order-1', 'null', ?2, ?3)",
+            rusqlite::params![
+                old.command_id.as_bytes().as_slice(),
+                old.recorded_at.timestamp_micros(),
+                serde_json::to_string(&old.outcome).unwrap()
+            ],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO cqrs_events (stream, category, version, event_type, schema_version, payload, \
+             event_id, command_id, recorded_at) VALUES ('order-1', 'order', 1, 'order.placed', 1, \
+             'null', ?1, ?2, ?3)",
+            rusqlite::params![
+                uuid::Uuid::now_v7().as_bytes().as_slice(),
+                old.command_id.as_bytes().as_slice(),
+                old.recorded_at.timestamp_micros()
+            ],
+        )
+        .unwrap();
+    }
+    let store = SqliteEventStore::open(&path).await.unwrap();
+    assert_eq!(
+        store.find_command(old.command_id).await.unwrap(),
+        Some(old.clone())
+    );
+    let new = record(2);
+    store
+        .commit(commit(&new, ExpectedVersion::Exact(Version::new(1))))
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&store).await,
+        (1, 1),
+        "the new record is in its event's row, the old one where it was"
+    );
+    assert_eq!(
+        store.find_command(new.command_id).await.unwrap(),
+        Some(new.clone())
+    );
+    let log: Vec<_> = store
+        .query_log(&LogQuery::new())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.message {
+            LoggedMessage::Command(c) => Some(c.command_id),
+            LoggedMessage::Event(_) => None,
+        })
+        .collect();
+    assert_eq!(log, [old.command_id, new.command_id], "both, in log order");
+    for known in [&old, &new] {
+        let err = store
+            .commit(commit(known, ExpectedVersion::Any))
+            .await
+            .unwrap_err();
+        assert!(err.is_duplicate_command(), "got {err:?}");
+    }
+    assert_eq!(rows(&store).await, (1, 1), "a duplicate writes nothing");
+
+    // A damaged record in a row is an error naming that event's position.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute(
+            "UPDATE cqrs_events SET command_outcome = 'nonsense' WHERE command_type IS NOT NULL",
+            [],
+        )
+        .unwrap();
+    match store.find_command(new.command_id).await {
+        Err(StoreError::Corrupt { position, what }) => {
+            assert_eq!(position, Some(cqrs_core::Position::new(2)), "{what}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert_eq!(
+        store.find_command(old.command_id).await.unwrap(),
+        Some(old),
+        "the rest still reads"
     );
 }
