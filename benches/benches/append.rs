@@ -41,14 +41,18 @@ fn record(stream: &StreamId, event: &NewEvent) -> CommandRecord {
         benches::command_context().with_correlation_id(event.metadata.correlation_id.expect("set"));
     let envelope = CommandEnvelope::new(stream.clone(), &AccountCommand::deposit(100), context)
         .expect("encodes");
-    CommandRecord::from_envelope(
-        &envelope,
-        event.metadata.recorded_at,
-        Outcome::Accepted {
-            version: Version::new(1),
-            events: 1,
-        },
-    )
+    // The event names the command that wrote it, as a repository's events do.
+    CommandRecord {
+        command_id: event.metadata.command_id.expect("set"),
+        ..CommandRecord::from_envelope(
+            &envelope,
+            event.metadata.recorded_at,
+            Outcome::Accepted {
+                version: Version::new(1),
+                events: 1,
+            },
+        )
+    }
 }
 
 fn append(c: &mut Criterion) {
