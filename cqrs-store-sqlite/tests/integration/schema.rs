@@ -290,36 +290,35 @@ async fn the_correlation_index_is_an_option_that_a_flow_query_uses() {
         ],
         "created on an existing file"
     );
-    let plan: String = store
-        .query(move |conn| {
-            let mut s = conn.prepare(
-                "EXPLAIN QUERY PLAN SELECT position FROM cqrs_events e WHERE 1 = 1 \
-                 AND e.correlation_id IN (?1) ORDER BY e.recorded_at, e.position LIMIT 100",
-            )?;
-            let rows = s.query_map([flow.as_bytes().as_slice()], |r| r.get::<_, String>(3))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?.join("; "))
-        })
-        .await
-        .unwrap();
+    // The plan of a flow's query, as `query_log` asks it.
+    let plan = async |sql: &'static str| -> String {
+        store
+            .query(move |conn| {
+                let mut s = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+                let rows = s.query_map([flow.as_bytes().as_slice()], |r| r.get::<_, String>(3))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?.join("; "))
+            })
+            .await
+            .unwrap()
+    };
+    let events = plan(
+        "SELECT position FROM cqrs_events e WHERE 1 = 1 \
+         AND e.correlation_id IN (?1) ORDER BY e.recorded_at, e.position LIMIT 100",
+    )
+    .await;
     assert!(
-        plan.contains("USING INDEX cqrs_events_correlation"),
-        "a flow's events are found through the index: {plan}"
+        events.contains("USING INDEX cqrs_events_correlation"),
+        "a flow's events are found through the index: {events}"
     );
-    let plan: String = store
-        .query(move |conn| {
-            let mut s = conn.prepare(
-                "EXPLAIN QUERY PLAN SELECT position FROM cqrs_events e \
-                 WHERE e.command_type IS NOT NULL AND e.command_correlation IN (?1) \
-                 ORDER BY e.command_recorded_at, e.position LIMIT 100",
-            )?;
-            let rows = s.query_map([flow.as_bytes().as_slice()], |r| r.get::<_, String>(3))?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?.join("; "))
-        })
-        .await
-        .unwrap();
+    let records = plan(
+        "SELECT position FROM cqrs_events e \
+         WHERE e.command_type IS NOT NULL AND e.command_correlation IN (?1) \
+         ORDER BY e.command_recorded_at, e.position LIMIT 100",
+    )
+    .await;
     assert!(
-        plan.contains("USING INDEX cqrs_events_command_correlation"),
-        "so are the records kept in event rows: {plan}"
+        records.contains("USING INDEX cqrs_events_command_correlation"),
+        "so are the records kept in event rows: {records}"
     );
     let found = store
         .query_log(&LogQuery {
