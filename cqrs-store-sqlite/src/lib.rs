@@ -42,6 +42,7 @@ mod events;
 mod log;
 mod process;
 mod projection;
+mod readahead;
 mod reads;
 mod rows;
 mod schedule;

@@ -13,6 +13,7 @@ use cqrs_core::{
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use crate::error::backend;
+use crate::readahead::Next;
 use crate::rows::{self, EVENT_COLUMNS, EventRows};
 use crate::store::SqliteEventStore;
 use crate::writer::on_multi_thread_runtime;
@@ -68,6 +69,8 @@ impl EventReader for SqliteEventStore {
             .await
     }
 
+    /// A scan that pages on from where its last page ended gets its pages read ahead, on
+    /// another connection and thread while it uses the one before (see `readahead`).
     async fn read_all(
         &self,
         from: Position,
@@ -75,23 +78,45 @@ impl EventReader for SqliteEventStore {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         let from = to_i64(from.get())?;
         let limit = limit_to_i64(limit);
-        self.read(move |conn| {
-            let mut select = conn
-                .prepare_cached(&format!(
-                    "SELECT {EVENT_COLUMNS} FROM cqrs_events e \
-                     WHERE e.position >= ?1 ORDER BY e.position LIMIT ?2 + 0"
-                ))
-                .map_err(backend)?;
-            let mut rows = select.query(params![from, limit]).map_err(backend)?;
-            let mut decoder = EventRows::default();
-            // A page of the log is usually full: one allocation instead of a dozen doublings.
-            let mut events = Vec::with_capacity(usize::try_from(limit).unwrap_or(0).min(10_000));
-            while let Some(row) = rows.next().map_err(backend)? {
-                events.push(decoder.read(row)?);
+        let ahead = &self.inner.read_ahead;
+        let full = |page: &[RecordedEvent]| i64::try_from(page.len()).ok() == Some(limit);
+        // In memory, reads share the writer's connection: there is no other to read ahead on.
+        if self.inner.readers.is_none() || tokio::runtime::Handle::try_current().is_err() {
+            return self.read(move |conn| log_page(conn, from, limit)).await;
+        }
+        let (continued, page) = match ahead.claim(from, limit) {
+            Next::Ahead(page) => match page.await {
+                Ok(Ok(events)) if full(&events) => (true, events),
+                // Short (it reached the head then), failed or lost: read it now.
+                _ => (
+                    true,
+                    self.read(move |conn| log_page(conn, from, limit)).await?,
+                ),
+            },
+            Next::Continue => (
+                true,
+                self.read(move |conn| log_page(conn, from, limit)).await?,
+            ),
+            Next::Read => (
+                false,
+                self.read(move |conn| log_page(conn, from, limit)).await?,
+            ),
+        };
+        if let Some(last) = page.last()
+            && full(&page)
+        {
+            let next = to_i64(last.position.next().get())?;
+            if continued {
+                let inner = Arc::clone(&self.inner);
+                ahead.read_ahead(next, limit, move |from| {
+                    let readers = inner.readers.as_ref().expect("checked: a file store");
+                    readers.run(|conn| log_page(conn, from, limit))
+                });
+            } else {
+                ahead.mark(next, limit);
             }
-            Ok(events)
-        })
-        .await
+        }
+        Ok(page)
     }
 
     async fn read_filtered(
@@ -119,6 +144,24 @@ impl EventReader for SqliteEventStore {
             SubscriptionOptions::default(),
         )
     }
+}
+
+/// Up to `limit` events of the log from position `from` on.
+fn log_page(conn: &Connection, from: i64, limit: i64) -> Result<Vec<RecordedEvent>, StoreError> {
+    let mut select = conn
+        .prepare_cached(&format!(
+            "SELECT {EVENT_COLUMNS} FROM cqrs_events e \
+             WHERE e.position >= ?1 ORDER BY e.position LIMIT ?2 + 0"
+        ))
+        .map_err(backend)?;
+    let mut rows = select.query(params![from, limit]).map_err(backend)?;
+    let mut decoder = EventRows::default();
+    // A page of the log is usually full: one allocation instead of a dozen doublings.
+    let mut events = Vec::with_capacity(usize::try_from(limit).unwrap_or(0).min(10_000));
+    while let Some(row) = rows.next().map_err(backend)? {
+        events.push(decoder.read(row)?);
+    }
+    Ok(events)
 }
 
 /// Reads `stream` from version `from` on `conn`.

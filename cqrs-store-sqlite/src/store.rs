@@ -9,6 +9,7 @@ use cqrs_core::store::CommitNotifier;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::error::backend;
+use crate::readahead::ReadAhead;
 use crate::schema;
 use crate::writer::{Writer, WriterStats, on_multi_thread_runtime};
 
@@ -184,6 +185,8 @@ pub(crate) struct Inner {
     pub(crate) writer: Writer,
     /// Idle read connections; `None` for an in-memory store, whose reads go to the writer.
     pub(crate) readers: Option<ReaderPool>,
+    /// The next pages of sequential scans of the log, read on another reader meanwhile.
+    pub(crate) read_ahead: ReadAhead,
     pub(crate) notifier: CommitNotifier,
     path: Option<PathBuf>,
     /// The file's lock (see [`FileInUse`]), released when the last handle is dropped: a store
@@ -262,6 +265,7 @@ impl SqliteEventStore {
             inner: Arc::new(Inner {
                 writer,
                 readers: Some(readers),
+                read_ahead: ReadAhead::default(),
                 notifier,
                 path: Some(path),
                 _lock: Some(lock),
@@ -289,6 +293,7 @@ impl SqliteEventStore {
             inner: Arc::new(Inner {
                 writer,
                 readers: None,
+                read_ahead: ReadAhead::default(),
                 notifier,
                 path: None,
                 _lock: None,

@@ -399,6 +399,7 @@ macro_rules! __conformance_group {
             read_then_commit_decides_on_the_stream,
             visit_stream_reads_what_read_stream_reads,
             read_all_pages_in_global_order,
+            read_all_pages_see_commits_between_them,
             read_filtered_selects_types_and_categories,
             subscription_catches_up_then_follows_live,
             subscription_from_a_position_with_a_filter,

@@ -657,6 +657,83 @@ pub async fn read_all_pages_in_global_order(store: Arc<dyn EventStore>) {
     );
 }
 
+/// A scan of the log in pages sees what was committed between its pages, and two scans of
+/// different page sizes at once read the same log. (Pages of a few hundred events, so a store
+/// that reads ahead of a scan does so here.)
+pub async fn read_all_pages_see_commits_between_them(store: Arc<dyn EventStore>) {
+    async fn page(store: &dyn EventStore, from: Position, limit: usize) -> Vec<RecordedEvent> {
+        let page = store.read_all(from, limit).await.expect("read_all");
+        assert!(page.len() <= limit, "a page holds at most `limit` events");
+        assert!(
+            page.first().is_none_or(|e| e.position >= from),
+            "a page starts at `from`"
+        );
+        page
+    }
+    let s = stream("scan");
+    for b in 0..3 {
+        store
+            .append(&s, ExpectedVersion::Any, events("e", b * 300, 300))
+            .await
+            .expect("append");
+    }
+    settle_streams(&*store, std::slice::from_ref(&s)).await;
+    // Three pages of 256, and beside them a scan in pages of 300.
+    let (mut scanned, mut other) = (Vec::new(), Vec::new());
+    let (mut from, mut other_from) = (Position::START, Position::START);
+    for _ in 0..3 {
+        let got = page(&*store, from, 256).await;
+        from = got.last().expect("a full page").position.next();
+        scanned.extend(got);
+        let got = page(&*store, other_from, 300).await;
+        other_from = got.last().expect("a full page").position.next();
+        other.extend(got);
+    }
+    // The log's end is in the next page of 256: commit more, then page on to the end.
+    store
+        .append(&s, ExpectedVersion::Any, events("e", 900, 300))
+        .await
+        .expect("append");
+    settle_streams(&*store, std::slice::from_ref(&s)).await;
+    for (scan, from, limit) in [(&mut scanned, from, 256), (&mut other, other_from, 300)] {
+        let mut from = from;
+        loop {
+            let got = page(&*store, from, limit).await;
+            let Some(last) = got.last() else { break };
+            from = last.position.next();
+            scan.extend(got);
+        }
+    }
+    let everything = store
+        .read_all(Position::START, 10_000)
+        .await
+        .expect("read_all");
+    assert_eq!(everything.len(), 1_200);
+    assert_eq!(
+        everything.iter().map(n_of).collect::<Vec<_>>(),
+        (0..1_200).collect::<Vec<_>>(),
+        "the log holds every event, in order"
+    );
+    // Positions and payloads first, so that a failure reads; then every field.
+    let keys = |events: &[RecordedEvent]| -> Vec<(Position, u64)> {
+        events.iter().map(|e| (e.position, n_of(e))).collect()
+    };
+    assert_eq!(
+        keys(&scanned),
+        keys(&everything),
+        "pages of 256 lose or repeat nothing"
+    );
+    assert_eq!(
+        keys(&other),
+        keys(&everything),
+        "pages of 300 lose or repeat nothing"
+    );
+    assert!(
+        scanned == everything && other == everything,
+        "pages read what one read does"
+    );
+}
+
 /// `read_filtered` selects by type or category, reports where to continue, and ends.
 pub async fn read_filtered_selects_types_and_categories(store: Arc<dyn EventStore>) {
     let (orders, seats, other) = (stream("order"), stream("seats"), stream("payment"));
