@@ -84,23 +84,18 @@ impl EventReader for SqliteEventStore {
         if self.inner.readers.is_none() || tokio::runtime::Handle::try_current().is_err() {
             return self.read(move |conn| log_page(conn, from, limit)).await;
         }
-        let (continued, page) = match ahead.claim(from, limit) {
-            Next::Ahead(page) => match page.await {
-                Ok(Ok(events)) if full(&events) => (true, events),
-                // Short (it reached the head then), failed or lost: read it now.
-                _ => (
-                    true,
-                    self.read(move |conn| log_page(conn, from, limit)).await?,
-                ),
-            },
-            Next::Continue => (
+        let (continued, ready) = match ahead.claim(from, limit) {
+            // Short (it reached the head then), failed or lost: it is read again below.
+            Next::Ahead(page) => (
                 true,
-                self.read(move |conn| log_page(conn, from, limit)).await?,
+                page.await.ok().and_then(Result::ok).filter(|p| full(p)),
             ),
-            Next::Read => (
-                false,
-                self.read(move |conn| log_page(conn, from, limit)).await?,
-            ),
+            Next::Continue => (true, None),
+            Next::Read => (false, None),
+        };
+        let page = match ready {
+            Some(page) => page,
+            None => self.read(move |conn| log_page(conn, from, limit)).await?,
         };
         if let Some(last) = page.last()
             && full(&page)
