@@ -95,6 +95,17 @@ impl SqliteOptions {
     /// A larger cache keeps more of the log's index and of hot streams in the process, so loads
     /// and the writer's version checks touch the file less; it costs that much memory per open
     /// connection (the writer plus up to [`SqliteOptions::with_readers`] readers).
+    ///
+    /// The caches are one pool: SQLite as rusqlite builds it (`SQLITE_ENABLE_MEMORY_MANAGEMENT`)
+    /// shares cached pages between every connection of the process, this store's and any
+    /// other, each connection's size adding to the pool's budget. A connection that reads a
+    /// lot takes idle connections' pages past its own share and keeps them while it waits. If
+    /// another connection of the process then works below its share, SQLite drops each page
+    /// it caches as soon as it is released, for as long as the pool stays full: measured, a
+    /// command in a 300 MB file read 15 pages again per command (47 µs instead of 31 µs) while
+    /// an idle connection to another file held three times its share. A larger size here
+    /// gives the pool room; keeping connections that read much and then idle (a second store
+    /// in the same process, say) closed when unused avoids it.
     #[must_use]
     pub fn with_cache_size(mut self, kib: u32) -> Self {
         self.cache_kib = kib;
