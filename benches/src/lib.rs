@@ -768,19 +768,20 @@ pub fn settle_disk() {
 /// One connection's `sqlite3_db_release_memory` empties the whole pool: the pool has a single
 /// least-recently-used list, and releasing memory drains it.
 fn empty_sqlite_page_caches() {
-    static SPARE: std::sync::OnceLock<std::sync::Mutex<Option<(tempfile::TempDir, Connection)>>> =
+    static SPARE: std::sync::OnceLock<std::sync::Mutex<Option<Connection>>> =
         std::sync::OnceLock::new();
     let spare = SPARE.get_or_init(|| {
-        let opened = tempfile::tempdir().ok().and_then(|dir| {
-            let conn = Connection::open(dir.path().join("spare.db")).ok()?;
-            Some((dir, conn))
-        });
+        // A file of its own, for a page cache in the pool. SQLite holds the file open from
+        // here on, so its directory goes at once: a static is never dropped to remove it.
+        let opened = tempfile::tempdir()
+            .ok()
+            .and_then(|dir| Connection::open(dir.path().join("spare.db")).ok());
         std::sync::Mutex::new(opened)
     });
     let spare = spare
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let Some((_, conn)) = spare.as_ref() else {
+    let Some(conn) = spare.as_ref() else {
         eprintln!("settle_disk: cannot open a connection to empty SQLite's page caches");
         return;
     };

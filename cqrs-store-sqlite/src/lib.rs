@@ -33,8 +33,13 @@
 //!
 //! # Crate features
 //!
-//! None; SQLite is compiled in (`rusqlite` with `bundled`), and [`rusqlite`] is re-exported so
-//! read models use the same version.
+//! - `testing`: [`testing`], a file store in a temporary directory that goes with its last
+//!   handle.
+//!
+//! SQLite is compiled in (`rusqlite` with `bundled`), and [`rusqlite`] is re-exported so read
+//! models use the same version.
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod dcb;
 mod error;
@@ -49,6 +54,9 @@ mod schedule;
 mod schema;
 mod state;
 mod store;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 mod writer;
 
 pub use rusqlite;

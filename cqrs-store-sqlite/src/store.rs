@@ -204,7 +204,13 @@ pub(crate) struct Inner {
     /// opened next may find the writer thread finishing its last commit, which SQLite's own
     /// locking keeps safe, but no handle of this store is left to write after it.
     _lock: Option<File>,
+    /// What must outlive every connection to the file (a temporary directory): held here and
+    /// by the writer's and the checkpointer's threads, each dropping it after its connection.
+    _keep: Option<KeepAlive>,
 }
+
+/// Something a store keeps until its last connection has closed.
+pub(crate) type KeepAlive = Arc<dyn std::any::Any + Send + Sync>;
 
 pub(crate) struct ReaderPool {
     path: PathBuf,
@@ -247,7 +253,15 @@ impl SqliteEventStore {
         path: impl AsRef<Path>,
         options: SqliteOptions,
     ) -> Result<Self, StoreError> {
-        let path = path.as_ref().to_path_buf();
+        Self::open_keeping(path.as_ref().to_path_buf(), options, None).await
+    }
+
+    /// Opens the store in `path`, keeping `keep` until every connection to the file is closed.
+    pub(crate) async fn open_keeping(
+        path: PathBuf,
+        options: SqliteOptions,
+        keep: Option<KeepAlive>,
+    ) -> Result<Self, StoreError> {
         let opened = path.clone();
         let (conn, checkpointer, lock) = tokio::task::spawn_blocking(
             move || -> Result<(Connection, Connection, File), StoreError> {
@@ -266,7 +280,7 @@ impl SqliteEventStore {
         .await
         .map_err(backend)??;
         let notifier = CommitNotifier::new();
-        let writer = Writer::spawn(conn, Some(checkpointer), notifier.clone())?;
+        let writer = Writer::spawn(conn, Some(checkpointer), notifier.clone(), keep.clone())?;
         let readers = ReaderPool {
             path: path.clone(),
             options,
@@ -280,6 +294,7 @@ impl SqliteEventStore {
                 notifier,
                 path: Some(path),
                 _lock: Some(lock),
+                _keep: keep,
             }),
         })
     }
@@ -299,7 +314,7 @@ impl SqliteEventStore {
         .await
         .map_err(backend)??;
         let notifier = CommitNotifier::new();
-        let writer = Writer::spawn(conn, None, notifier.clone())?;
+        let writer = Writer::spawn(conn, None, notifier.clone(), None)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 writer,
@@ -308,6 +323,7 @@ impl SqliteEventStore {
                 notifier,
                 path: None,
                 _lock: None,
+                _keep: None,
             }),
         })
     }

@@ -15,6 +15,8 @@ use cqrs_core::store::CommitNotifier;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use crate::store::KeepAlive;
+
 /// The most writes one transaction takes, so that a flood of writers still sees commits.
 const MAX_GROUP: usize = 1024;
 
@@ -208,6 +210,7 @@ pub struct WriterStats {
 impl Writer {
     /// Starts the writer thread on `conn`, and with `checkpointer` (a second connection to
     /// the same file) a thread that checkpoints the WAL after commits, off every writer's path.
+    /// Each thread holds `keep` until it has closed its connection.
     ///
     /// # Errors
     ///
@@ -216,6 +219,7 @@ impl Writer {
         conn: Connection,
         checkpointer: Option<Connection>,
         notifier: CommitNotifier,
+        keep: Option<KeepAlive>,
     ) -> Result<Self, StoreError> {
         let checkpoints = match checkpointer {
             Some(other) => {
@@ -223,9 +227,14 @@ impl Writer {
                 conn.pragma_update(None, "wal_autocheckpoint", AUTOCHECKPOINT_BACKSTOP)
                     .map_err(StoreError::backend)?;
                 let (wake, woken) = mpsc::sync_channel(1);
+                let keep = keep.clone();
                 thread::Builder::new()
                     .name("cqrs-sqlite-checkpointer".into())
-                    .spawn(move || checkpoint_after_commits(&other, &woken))
+                    .spawn(move || {
+                        checkpoint_after_commits(&other, &woken);
+                        drop(other);
+                        drop(keep);
+                    })
                     .map_err(StoreError::backend)?;
                 Some(wake)
             }
@@ -240,7 +249,13 @@ impl Writer {
         let after = checkpoints.clone();
         thread::Builder::new()
             .name("cqrs-sqlite-writer".into())
-            .spawn(move || run(&shared, &rx, &wake, &counters, after.as_ref()))
+            .spawn(move || {
+                run(&shared, &rx, &wake, &counters, after.as_ref());
+                // The connection closes with its last holder, this thread or the store's last
+                // handle, whichever is later; `keep` goes after it either way.
+                drop(shared);
+                drop(keep);
+            })
             .map_err(StoreError::backend)?;
         Ok(Self {
             jobs,
