@@ -206,11 +206,32 @@ pub(crate) struct Inner {
     _lock: Option<File>,
     /// What must outlive every connection to the file (a temporary directory): held here and
     /// by the writer's and the checkpointer's threads, each dropping it after its connection.
-    _keep: Option<KeepAlive>,
+    _keep: Option<LastHolder>,
 }
 
 /// Something a store keeps until its last connection has closed.
 pub(crate) type KeepAlive = Arc<dyn std::any::Any + Send + Sync>;
+
+/// The store's own hold on its [`KeepAlive`]: dropped with the store's last handle, it waits
+/// (up to [`LastHolder::WAIT`]) for the writer's and the checkpointer's threads to close
+/// their connections and let go, then drops it itself. A test process that exits right after
+/// its last store is dropped would otherwise end before those threads, and leave the
+/// directory behind.
+struct LastHolder(KeepAlive);
+
+impl LastHolder {
+    const WAIT: Duration = Duration::from_secs(2);
+}
+
+impl Drop for LastHolder {
+    fn drop(&mut self) {
+        let deadline = std::time::Instant::now() + Self::WAIT;
+        // The threads end within a commit's time once the store's handles are gone.
+        while Arc::strong_count(&self.0) > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
 
 pub(crate) struct ReaderPool {
     path: PathBuf,
@@ -294,7 +315,7 @@ impl SqliteEventStore {
                 notifier,
                 path: Some(path),
                 _lock: Some(lock),
-                _keep: keep,
+                _keep: keep.map(LastHolder),
             }),
         })
     }

@@ -6,7 +6,9 @@
 //! no checkpointer. A test of what the file store does needs a file, and a file needs a
 //! directory that someone removes. [`fresh_store`] makes one in the system's temporary
 //! directory and removes it once the store's last handle is dropped and every connection to
-//! the file has closed, the writer's and the checkpointer's threads included.
+//! the file has closed, the writer's and the checkpointer's threads included: dropping the last
+//! handle waits for them (a few milliseconds; two seconds at most), so that a test process
+//! that ends right after leaves nothing behind.
 
 use std::sync::Arc;
 
@@ -89,8 +91,8 @@ mod tests {
         drop(store);
         assert!(dir.exists(), "a handle is left");
         drop(other);
-        // The writer's and the checkpointer's threads close their connections after the last
-        // handle is gone, then let go of the directory.
+        // The last handle waits for the writer's and the checkpointer's threads to close their
+        // connections; the directory goes with whichever lets go last.
         let deadline = Instant::now() + Duration::from_secs(10);
         while dir.exists() {
             assert!(
