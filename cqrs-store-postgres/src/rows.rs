@@ -81,15 +81,22 @@ impl EventRows {
 
 /// The event columns up to the payload, from column `c`: position, version, type, schema
 /// version and payload, borrowed from the row.
+///
+/// Read without sqlx's check of each column's declared type against the Rust type: the
+/// store's own SQL fixes these types (`bigint`, `bigint`, `text`, `integer`, `payload::text`),
+/// and the check cost about 135 ns per row of a fold read (300 against 165 ns for the five
+/// columns, measured: 13 µs of a 100-event load), most of it matching `text` against the
+/// types a `&str` accepts. Decoding still refuses what does not fit (NULL, an integer wider
+/// than 8 bytes, text that is not UTF-8) with an error, never a panic.
 pub(crate) fn fold_columns(
     row: &PgRow,
     c: usize,
 ) -> Result<(Position, Version, &str, u16, &str), StoreError> {
-    let position: i64 = row.try_get(c).map_err(backend)?;
+    let position: i64 = row.try_get_unchecked(c).map_err(backend)?;
     let position = Position::new(from_i64(position, "position", None)?);
     let at = Some(position);
-    let version: i64 = row.try_get(c + 1).map_err(backend)?;
-    let schema_version: i32 = row.try_get(c + 3).map_err(backend)?;
+    let version: i64 = row.try_get_unchecked(c + 1).map_err(backend)?;
+    let schema_version: i32 = row.try_get_unchecked(c + 3).map_err(backend)?;
     let schema_version = u16::try_from(schema_version).map_err(|_| StoreError::Corrupt {
         position: at,
         what: format!("schema version {schema_version}"),
@@ -97,9 +104,9 @@ pub(crate) fn fold_columns(
     Ok((
         position,
         Version::new(from_i64(version, "version", at)?),
-        row.try_get(c + 2).map_err(backend)?,
+        row.try_get_unchecked(c + 2).map_err(backend)?,
         schema_version,
-        row.try_get(c + 4).map_err(backend)?,
+        row.try_get_unchecked(c + 4).map_err(backend)?,
     ))
 }
 

@@ -13,7 +13,7 @@ async fn damaged_rows_are_typed_errors_at_their_position_and_the_rest_still_work
         let pool = pool.clone();
         async move {
             let at = i64::try_from(position.get()).unwrap();
-            // The payload column is `jsonb`: it holds only JSON, so the damage is a wrong shape.
+            // The payload column is `json`: it holds only JSON, so the damage is a wrong shape.
             let (sql, name) = match damage {
                 Damage::Payload => (
                     "UPDATE cqrs.events SET payload = '{\"text\": 42}' WHERE position = $1",
