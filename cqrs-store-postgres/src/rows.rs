@@ -164,3 +164,42 @@ pub(crate) fn scheduled(row: &PgRow) -> Result<ScheduledCommand, StoreError> {
         attempts: u32::try_from(attempts).unwrap_or(0),
     })
 }
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use super::*;
+
+    /// `fold_columns` skips sqlx's type checks: what it still refuses, it refuses as an error.
+    #[tokio::test]
+    async fn a_fold_row_that_does_not_decode_is_an_error_not_a_panic() {
+        let Some(store) = crate::testing::fresh_store().await else {
+            return;
+        };
+        let row = |sql: &'static str| sqlx::query(sql).fetch_one(store.pool());
+        let good =
+            row("SELECT 7::bigint, 3::bigint, 'account.opened'::text, 2::integer, '{}'::text")
+                .await
+                .unwrap();
+        let (position, version, event_type, schema_version, payload) =
+            fold_columns(&good, 0).unwrap();
+        assert_eq!(
+            (position, version, event_type, schema_version, payload),
+            (Position::new(7), Version::new(3), "account.opened", 2, "{}")
+        );
+        let bad = [
+            // A NULL payload.
+            "SELECT 7::bigint, 3::bigint, 'account.opened'::text, 2::integer, NULL::text",
+            // A version of 16 bytes.
+            "SELECT 7::bigint, gen_random_uuid(), 'account.opened'::text, 2::integer, '{}'::text",
+            // A type name that is not UTF-8.
+            "SELECT 7::bigint, 3::bigint, '\\xff'::bytea, 2::integer, '{}'::text",
+        ];
+        for sql in bad {
+            let row = row(sql).await.unwrap();
+            assert!(
+                matches!(fold_columns(&row, 0), Err(StoreError::Backend(_))),
+                "{sql}"
+            );
+        }
+    }
+}
