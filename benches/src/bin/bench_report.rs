@@ -192,9 +192,103 @@ fn read_percentiles(dir: &Path) -> Vec<(String, u64, u64, u64)> {
     found
 }
 
+/// A pair the `interleaved` bench measured in alternating blocks.
+struct Interleaved {
+    group: String,
+    raw: String,
+    store: String,
+    raw_ns: f64,
+    store_ns: f64,
+    ratio: f64,
+    low: f64,
+    high: f64,
+    rounds: u64,
+}
+
+/// The pairs the `interleaved` bench writes beside criterion's results.
+fn read_interleaved(dir: &Path) -> Vec<Interleaved> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let file = entry.path().join("interleaved.json");
+        let Some(v) = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        else {
+            continue;
+        };
+        let text = |k: &str| v[k].as_str().map(str::to_owned);
+        let number = |k: &str| v[k].as_f64();
+        if let (Some(group), Some(raw), Some(store), Some(raw_ns), Some(store_ns), Some(ratio)) = (
+            text("group"),
+            text("raw"),
+            text("store"),
+            number("raw_ns"),
+            number("store_ns"),
+            number("ratio"),
+        ) {
+            found.push(Interleaved {
+                group,
+                raw,
+                store,
+                raw_ns,
+                store_ns,
+                ratio,
+                low: number("ratio_low").unwrap_or(f64::NAN),
+                high: number("ratio_high").unwrap_or(f64::NAN),
+                rounds: v["rounds"].as_u64().unwrap_or(0),
+            });
+        }
+    }
+    found.sort_by(|a, b| (&a.group, &a.store).cmp(&(&b.group, &b.store)));
+    found
+}
+
+/// The interleaved pairs beside criterion's ratio for the same two benchmarks.
+fn interleaved_section(md: &mut String, results: &[Result], pairs: &[Interleaved]) {
+    let _ = writeln!(
+        md,
+        "## Interleaved pairs\n\nThe pairs whose ratio moved most between full runs, measured \
+         again by the `interleaved` bench: blocks of each side taking turns (about 150 ms each, \
+         the order swapped every round), the ratio taken per round. A change in the machine's \
+         speed between the two sides of criterion's measurement moves criterion's ratio; it \
+         moves these much less. The targets are criterion's medians; this is the check on \
+         them.\n\n| Pair | minimal store | store | ratio (median of rounds) | rounds' range | criterion's ratio |\n|---|---:|---:|---:|---:|---:|"
+    );
+    for p in pairs {
+        let median = |function: &str| {
+            results
+                .iter()
+                .find(|r| r.group == p.group && r.parameter.is_none() && r.function == function)
+                .map(|r| r.median_ns)
+        };
+        let criterion = match (median(&p.raw), median(&p.store)) {
+            (Some(raw), Some(store)) => format!("{:.2}×", raw / store),
+            _ => "—".to_owned(),
+        };
+        let _ = writeln!(
+            md,
+            "| {}: {} / {} | {} | {} | {:.2}× | {:.2}–{:.2}× ({} rounds) | {criterion} |",
+            p.group,
+            p.raw,
+            p.store,
+            time(p.raw_ns),
+            time(p.store_ns),
+            p.ratio,
+            p.low,
+            p.high,
+            p.rounds
+        );
+    }
+    let _ = writeln!(md);
+}
+
 fn report(
     results: &[Result],
     percentiles: &[(String, u64, u64, u64)],
+    interleaved: &[Interleaved],
     notes: Option<String>,
     plots: &[PathBuf],
     out: &Path,
@@ -268,6 +362,9 @@ fn report(
             );
         }
         let _ = writeln!(md);
+    }
+    if !interleaved.is_empty() {
+        interleaved_section(&mut md, results, interleaved);
     }
     if !plots.is_empty() {
         let _ = writeln!(md, "## Plots\n");
@@ -469,7 +566,8 @@ fn main() -> std::process::ExitCode {
     .flatten()
     .collect();
     let percentiles = read_percentiles(&criterion);
-    let md = report(&results, &percentiles, notes, &plots, &out);
+    let interleaved = read_interleaved(&criterion);
+    let md = report(&results, &percentiles, &interleaved, notes, &plots, &out);
     if let Some(parent) = out.parent() {
         let _ = std::fs::create_dir_all(parent);
     }

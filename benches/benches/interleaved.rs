@@ -1,0 +1,467 @@
+//! The headline pairs again, measured in alternation: short blocks of the minimal store's
+//! operation and the store's, taking turns, so that both sides see the same moments of the
+//! machine.
+//!
+//! Criterion measures one side of a pair after the other. On a VM whose speed moves by tens
+//! of per cent within minutes (`docs/benchmarks-notes.md`, "PostgreSQL's one-task command is
+//! bound by the CPU"), that makes a ratio partly a measure of when each side ran. Here each
+//! round runs one block of each side, the order swapped every round, and the ratio is taken
+//! per round: its median, and the range over the rounds, are what a drift between the sides
+//! cannot move far. The report prints them beside criterion's ratios; the targets stay
+//! criterion's medians.
+//!
+//! `cargo bench -p benches --bench interleaved [-- [--quick] [FILTER]]`: `FILTER` keeps the
+//! pairs whose name contains it. Results go to `target/criterion/interleaved_*/`, where
+//! `bench_report` finds them. A full run takes about two minutes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use benches::{
+    Account, AccountCommand, AccountEvent, RawSqlite, in_parallel, open_account, raw_postgres,
+};
+use cqrs_core::{EventStore, ExpectedVersion, NewEvent, Repository, Version};
+use cqrs_store_postgres::testing::{Durability as PgDurability, server};
+use cqrs_store_postgres::{PostgresEventStore, PostgresOptions};
+use cqrs_store_sqlite::{Durability, SqliteEventStore, SqliteOptions};
+use sqlx::postgres::PgPoolOptions;
+
+/// How long one block of one side runs, how many rounds a pair gets, and whether the results
+/// are kept.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    block: Duration,
+    rounds: usize,
+    keep: bool,
+}
+
+impl Plan {
+    fn from_args(args: &Args) -> Self {
+        if args.test {
+            // `cargo test --benches`: each pair once, to show it runs; nothing kept.
+            Self {
+                block: Duration::from_millis(2),
+                rounds: 1,
+                keep: false,
+            }
+        } else if args.quick {
+            Self {
+                block: Duration::from_millis(25),
+                rounds: 4,
+                keep: true,
+            }
+        } else {
+            Self {
+                block: Duration::from_millis(150),
+                rounds: 24,
+                keep: true,
+            }
+        }
+    }
+}
+
+/// What a pair measured: per-operation medians of each side's blocks, and the per-round
+/// ratios (the minimal store's time over the store's: above 1 the store is faster).
+struct Measured {
+    raw_ns: f64,
+    store_ns: f64,
+    ratios: Vec<f64>,
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        f64::midpoint(values[n / 2 - 1], values[n / 2])
+    }
+}
+
+/// How many operations make about one block of `side`: doubling from one until a run takes a
+/// quarter of the block (which also warms the side up), then scaled.
+fn calibrate(side: &mut impl FnMut(u64) -> Duration, block: Duration) -> u64 {
+    let mut n = 1u64;
+    loop {
+        let took = side(n);
+        if took * 4 >= block || n >= 1 << 20 {
+            let per_op = took.as_secs_f64() / n as f64;
+            #[expect(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                reason = "a positive count far below u64::MAX"
+            )]
+            return ((block.as_secs_f64() / per_op.max(1e-9)) as u64).clamp(1, 1 << 22);
+        }
+        n *= 2;
+    }
+}
+
+/// Measures a pair: `raw` and `store` each run `n` operations and return how long they took.
+fn interleave(
+    plan: Plan,
+    mut raw: impl FnMut(u64) -> Duration,
+    mut store: impl FnMut(u64) -> Duration,
+) -> Measured {
+    benches::settle_disk();
+    let n_raw = calibrate(&mut raw, plan.block);
+    let n_store = calibrate(&mut store, plan.block);
+    let (mut raws, mut stores, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..plan.rounds {
+        let (r, s) = if round % 2 == 0 {
+            let r = raw(n_raw);
+            (r, store(n_store))
+        } else {
+            let s = store(n_store);
+            (raw(n_raw), s)
+        };
+        let r = r.as_secs_f64() * 1e9 / n_raw as f64;
+        let s = s.as_secs_f64() * 1e9 / n_store as f64;
+        raws.push(r);
+        stores.push(s);
+        ratios.push(r / s);
+    }
+    Measured {
+        raw_ns: median(&mut raws),
+        store_ns: median(&mut stores),
+        ratios,
+    }
+}
+
+/// Prints a pair's result and writes it beside criterion's, for `bench_report`.
+#[expect(
+    clippy::print_stdout,
+    reason = "a benchmark's result goes to its output"
+)]
+fn record(plan: Plan, group: &str, raw: &str, store: &str, mut measured: Measured) {
+    let rounds = measured.ratios.len();
+    let ratio = median(&mut measured.ratios);
+    let (low, high) = (
+        measured.ratios.first().copied().unwrap_or(f64::NAN),
+        measured.ratios.last().copied().unwrap_or(f64::NAN),
+    );
+    println!(
+        "{group}: {raw} {:.1} µs, {store} {:.1} µs; ratio {ratio:.2}× (rounds {low:.2}–{high:.2}, {rounds} rounds)",
+        measured.raw_ns / 1e3,
+        measured.store_ns / 1e3,
+    );
+    if !plan.keep {
+        return;
+    }
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/criterion")
+        .join(format!("interleaved_{}_{store}", group.replace('/', "_")));
+    let written = std::fs::create_dir_all(&out).and_then(|()| {
+        std::fs::write(
+            out.join("interleaved.json"),
+            serde_json::json!({
+                "group": group,
+                "raw": raw,
+                "store": store,
+                "raw_ns": measured.raw_ns,
+                "store_ns": measured.store_ns,
+                "ratio": ratio,
+                "ratio_low": low,
+                "ratio_high": high,
+                "rounds": rounds,
+            })
+            .to_string(),
+        )
+    });
+    if let Err(err) = written {
+        eprintln!("interleaved: cannot write {}: {err}", out.display());
+    }
+}
+
+/// Command-line arguments as `cargo bench` and `cargo test` pass them: `--quick`, `--test`,
+/// criterion's other flags (ignored, with their values), and a filter.
+struct Args {
+    quick: bool,
+    test: bool,
+    filter: Option<String>,
+}
+
+impl Args {
+    fn parse() -> Self {
+        const WITH_VALUE: &[&str] = &[
+            "--save-baseline",
+            "--baseline",
+            "--baseline-lenient",
+            "--load-baseline",
+            "--profile-time",
+            "--measurement-time",
+            "--warm-up-time",
+            "--sample-size",
+            "--nresamples",
+            "--noise-threshold",
+            "--confidence-level",
+            "--significance-level",
+            "--output-format",
+            "--plotting-backend",
+            "--color",
+            "--format",
+        ];
+        let (mut quick, mut test, mut filter) = (false, false, None);
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            if arg == "--quick" {
+                quick = true;
+            } else if arg == "--test" {
+                test = true;
+            } else if WITH_VALUE.contains(&arg.as_str()) {
+                args.next();
+            } else if !arg.starts_with('-') {
+                filter = Some(arg);
+            }
+        }
+        Self {
+            quick,
+            test,
+            filter,
+        }
+    }
+
+    fn wants(&self, name: &str) -> bool {
+        self.filter
+            .as_ref()
+            .is_none_or(|f| name.contains(f.as_str()))
+    }
+}
+
+fn sqlite(args: &Args, plan: Plan) {
+    let rt = benches::runtime();
+    let counter = AtomicU64::new(0);
+    let next = || counter.fetch_add(1, Ordering::Relaxed);
+    let open = AccountCommand::open();
+    for (durability, synchronous, label) in [
+        (Durability::Full, "FULL", "full"),
+        (Durability::Normal, "NORMAL", "normal"),
+    ] {
+        let group = format!("sqlite_{label}/command_new_aggregate");
+        if !args.wants(&group) {
+            continue;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = rt
+            .block_on(SqliteEventStore::open_with(
+                dir.path().join("store.db"),
+                SqliteOptions::default().with_durability(durability),
+            ))
+            .expect("store");
+        let raw = RawSqlite::open(&dir.path().join("raw.db"), synchronous);
+        let accounts = Repository::<Account>::new(Arc::new(store.clone()));
+        let measured = interleave(
+            plan,
+            |n| {
+                let started = Instant::now();
+                for _ in 0..n {
+                    raw.command(&format!("raw-{}", next()), &open);
+                }
+                started.elapsed()
+            },
+            |n| {
+                rt.block_on(async {
+                    let started = Instant::now();
+                    for _ in 0..n {
+                        open_account(&accounts, format!("seq{}", next())).await;
+                    }
+                    started.elapsed()
+                })
+            },
+        );
+        record(plan, &group, "raw", "store_1_task", measured);
+    }
+
+    let group = "sqlite_full/load_100_events";
+    if args.wants(group) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = rt
+            .block_on(SqliteEventStore::open(dir.path().join("store.db")))
+            .expect("store");
+        let raw = RawSqlite::open(&dir.path().join("raw.db"), "FULL");
+        let hundred = "hundred".to_owned();
+        let accounts = Repository::<Account>::new(Arc::new(store.clone()));
+        rt.block_on(async {
+            let stream = <Account as cqrs_core::Aggregate>::stream_id(&hundred).expect("stream");
+            store
+                .append(&stream, ExpectedVersion::NoStream, history(100))
+                .await
+                .expect("fill");
+        });
+        raw.fill("account-hundred", 1, 100);
+        let measured = interleave(
+            plan,
+            |n| {
+                let started = Instant::now();
+                for _ in 0..n {
+                    assert_eq!(raw.load("account-hundred").1, 100);
+                }
+                started.elapsed()
+            },
+            |n| {
+                rt.block_on(async {
+                    let started = Instant::now();
+                    for _ in 0..n {
+                        let loaded = accounts.load(&hundred).await.expect("load");
+                        assert_eq!(loaded.version, Version::new(100));
+                    }
+                    started.elapsed()
+                })
+            },
+        );
+        record(plan, group, "raw", "store", measured);
+    }
+}
+
+/// The events of an account opened and given `n - 1` deposits, as the store is handed them.
+fn history(n: u64) -> Vec<NewEvent> {
+    let event = |e: &AccountEvent| {
+        let (event_type, payload) = cqrs_core::encode_message(e).expect("encodes");
+        NewEvent::new(event_type, payload).with_metadata(benches::event_metadata())
+    };
+    let mut events = vec![event(&AccountEvent::opened())];
+    events.extend((1..n).map(|_| event(&AccountEvent::deposited(100))));
+    events
+}
+
+fn postgres(args: &Args, plan: Plan) {
+    const TASKS: u64 = 16;
+    let names = [
+        "postgres/command_new_aggregate",
+        "postgres/command_new_aggregate_16",
+        "postgres/load_100_events",
+    ];
+    if !names.iter().any(|n| args.wants(n)) {
+        return;
+    }
+    let Some(server) = server(PgDurability::Durable) else {
+        return;
+    };
+    let rt = benches::runtime();
+    let url = rt.block_on(server.fresh_database());
+    // The pools as `benches/postgres.rs` sets them up.
+    let options =
+        PostgresOptions::default().with_max_connections(u32::try_from(TASKS + 4).expect("small"));
+    let store = rt
+        .block_on(PostgresEventStore::connect_with(&url, options))
+        .expect("store");
+    let raw = rt
+        .block_on(
+            PgPoolOptions::new()
+                .test_before_acquire(false)
+                .max_connections(u32::try_from(TASKS).expect("small"))
+                .connect(&url),
+        )
+        .expect("raw pool");
+    rt.block_on(raw_postgres::create(&raw));
+    let accounts = Repository::<Account>::new(Arc::new(store.clone()));
+    let open = AccountCommand::open();
+    let counter = AtomicU64::new(0);
+    let next = || counter.fetch_add(1, Ordering::Relaxed);
+
+    if args.wants(names[0]) {
+        let measured = interleave(
+            plan,
+            |n| {
+                rt.block_on(async {
+                    let started = Instant::now();
+                    for _ in 0..n {
+                        raw_postgres::command(&raw, &format!("raw-{}", next()), &open).await;
+                    }
+                    started.elapsed()
+                })
+            },
+            |n| {
+                rt.block_on(async {
+                    let started = Instant::now();
+                    for _ in 0..n {
+                        open_account(&accounts, format!("seq{}", next())).await;
+                    }
+                    started.elapsed()
+                })
+            },
+        );
+        record(plan, names[0], "raw", "store_1_task", measured);
+    }
+
+    if args.wants(names[1]) {
+        let measured = interleave(
+            plan,
+            |n| {
+                rt.block_on(in_parallel(n, TASKS, &counter, {
+                    let (raw, open) = (raw.clone(), open.clone());
+                    move |n| {
+                        let (raw, open) = (raw.clone(), open.clone());
+                        async move {
+                            raw_postgres::command(&raw, &format!("raw-{n}"), &open).await;
+                        }
+                    }
+                }))
+            },
+            |n| {
+                rt.block_on(in_parallel(n, TASKS, &counter, {
+                    let accounts = accounts.clone();
+                    move |n| {
+                        let accounts = accounts.clone();
+                        async move { open_account(&accounts, format!("par{n}")).await }
+                    }
+                }))
+            },
+        );
+        record(
+            plan,
+            "postgres/command_new_aggregate",
+            "raw_16_connections",
+            "store_16_tasks",
+            measured,
+        );
+    }
+
+    if args.wants(names[2]) {
+        let hundred = "hundred".to_owned();
+        rt.block_on(async {
+            let stream = <Account as cqrs_core::Aggregate>::stream_id(&hundred).expect("stream");
+            store
+                .append(&stream, ExpectedVersion::NoStream, history(100))
+                .await
+                .expect("fill");
+            raw_postgres::fill(&raw, "account-hundred", 1, 100).await;
+            for statement in ["VACUUM ANALYZE", "CHECKPOINT"] {
+                sqlx::query(statement).execute(&raw).await.expect("settle");
+            }
+        });
+        let measured = interleave(
+            plan,
+            |n| {
+                rt.block_on(async {
+                    let started = Instant::now();
+                    for _ in 0..n {
+                        assert_eq!(raw_postgres::load(&raw, "account-hundred").await.1, 100);
+                    }
+                    started.elapsed()
+                })
+            },
+            |n| {
+                rt.block_on(async {
+                    let started = Instant::now();
+                    for _ in 0..n {
+                        accounts.load(&hundred).await.expect("load");
+                    }
+                    started.elapsed()
+                })
+            },
+        );
+        record(plan, names[2], "raw", "store", measured);
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    let plan = Plan::from_args(&args);
+    sqlite(&args, plan);
+    postgres(&args, plan);
+}
