@@ -18,14 +18,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use benches::{
-    Account, AccountCommand, AccountEvent, RawSqlite, in_parallel, open_account, raw_postgres,
-};
-use cqrs_core::{EventStore, ExpectedVersion, NewEvent, Repository, Version};
-use cqrs_store_postgres::testing::{Durability as PgDurability, server};
-use cqrs_store_postgres::{PostgresEventStore, PostgresOptions};
+use benches::{Account, AccountCommand, RawSqlite, in_parallel, open_account, raw_postgres};
+use cqrs_core::{Repository, Version};
+use cqrs_store_postgres::PostgresOptions;
 use cqrs_store_sqlite::{Durability, SqliteEventStore, SqliteOptions};
-use sqlx::postgres::PgPoolOptions;
 
 /// How long one block of one side runs, how many rounds a pair gets, and whether the results
 /// are kept.
@@ -130,6 +126,21 @@ fn interleave(
         store_ns: median(&mut stores),
         ratios,
     }
+}
+
+/// Runs `op` `n` times, one after the other, on `rt`, and returns how long that took.
+fn timed<T, F: Future<Output = T>>(
+    rt: &tokio::runtime::Runtime,
+    n: u64,
+    mut op: impl FnMut() -> F,
+) -> Duration {
+    rt.block_on(async {
+        let started = Instant::now();
+        for _ in 0..n {
+            op().await;
+        }
+        started.elapsed()
+    })
 }
 
 /// Prints a pair's result and writes it beside criterion's, for `bench_report`.
@@ -263,15 +274,7 @@ fn sqlite(args: &Args, plan: Plan) {
                 }
                 started.elapsed()
             },
-            |n| {
-                rt.block_on(async {
-                    let started = Instant::now();
-                    for _ in 0..n {
-                        open_account(&accounts, format!("seq{}", next())).await;
-                    }
-                    started.elapsed()
-                })
-            },
+            |n| timed(&rt, n, || open_account(&accounts, format!("seq{}", next()))),
         );
         record(plan, &group, "raw", "store_1_task", measured);
     }
@@ -286,11 +289,7 @@ fn sqlite(args: &Args, plan: Plan) {
         let hundred = "hundred".to_owned();
         let accounts = Repository::<Account>::new(Arc::new(store.clone()));
         rt.block_on(async {
-            let stream = <Account as cqrs_core::Aggregate>::stream_id(&hundred).expect("stream");
-            store
-                .append(&stream, ExpectedVersion::NoStream, history(100))
-                .await
-                .expect("fill");
+            benches::fill_account(&store, &hundred, 100).await;
         });
         raw.fill("account-hundred", 1, 100);
         let measured = interleave(
@@ -303,29 +302,14 @@ fn sqlite(args: &Args, plan: Plan) {
                 started.elapsed()
             },
             |n| {
-                rt.block_on(async {
-                    let started = Instant::now();
-                    for _ in 0..n {
-                        let loaded = accounts.load(&hundred).await.expect("load");
-                        assert_eq!(loaded.version, Version::new(100));
-                    }
-                    started.elapsed()
+                timed(&rt, n, || async {
+                    let loaded = accounts.load(&hundred).await.expect("load");
+                    assert_eq!(loaded.version, Version::new(100));
                 })
             },
         );
         record(plan, group, "raw", "store", measured);
     }
-}
-
-/// The events of an account opened and given `n - 1` deposits, as the store is handed them.
-fn history(n: u64) -> Vec<NewEvent> {
-    let event = |e: &AccountEvent| {
-        let (event_type, payload) = cqrs_core::encode_message(e).expect("encodes");
-        NewEvent::new(event_type, payload).with_metadata(benches::event_metadata())
-    };
-    let mut events = vec![event(&AccountEvent::opened())];
-    events.extend((1..n).map(|_| event(&AccountEvent::deposited(100))));
-    events
 }
 
 fn postgres(args: &Args, plan: Plan) {
@@ -338,26 +322,15 @@ fn postgres(args: &Args, plan: Plan) {
     if !names.iter().any(|n| args.wants(n)) {
         return;
     }
-    let Some(server) = server(PgDurability::Durable) else {
-        return;
-    };
     let rt = benches::runtime();
-    let url = rt.block_on(server.fresh_database());
     // The pools as `benches/postgres.rs` sets them up.
     let options =
         PostgresOptions::default().with_max_connections(u32::try_from(TASKS + 4).expect("small"));
-    let store = rt
-        .block_on(PostgresEventStore::connect_with(&url, options))
-        .expect("store");
-    let raw = rt
-        .block_on(
-            PgPoolOptions::new()
-                .test_before_acquire(false)
-                .max_connections(u32::try_from(TASKS).expect("small"))
-                .connect(&url),
-        )
-        .expect("raw pool");
-    rt.block_on(raw_postgres::create(&raw));
+    let Some((store, raw)) =
+        benches::postgres_pair_with(&rt, options, u32::try_from(TASKS).expect("small"))
+    else {
+        return;
+    };
     let accounts = Repository::<Account>::new(Arc::new(store.clone()));
     let open = AccountCommand::open();
     let counter = AtomicU64::new(0);
@@ -367,23 +340,12 @@ fn postgres(args: &Args, plan: Plan) {
         let measured = interleave(
             plan,
             |n| {
-                rt.block_on(async {
-                    let started = Instant::now();
-                    for _ in 0..n {
-                        raw_postgres::command(&raw, &format!("raw-{}", next()), &open).await;
-                    }
-                    started.elapsed()
+                timed(&rt, n, || {
+                    let (raw, open, stream) = (&raw, &open, format!("raw-{}", next()));
+                    async move { raw_postgres::command(raw, &stream, open).await }
                 })
             },
-            |n| {
-                rt.block_on(async {
-                    let started = Instant::now();
-                    for _ in 0..n {
-                        open_account(&accounts, format!("seq{}", next())).await;
-                    }
-                    started.elapsed()
-                })
-            },
+            |n| timed(&rt, n, || open_account(&accounts, format!("seq{}", next()))),
         );
         record(plan, names[0], "raw", "store_1_task", measured);
     }
@@ -424,11 +386,7 @@ fn postgres(args: &Args, plan: Plan) {
     if args.wants(names[2]) {
         let hundred = "hundred".to_owned();
         rt.block_on(async {
-            let stream = <Account as cqrs_core::Aggregate>::stream_id(&hundred).expect("stream");
-            store
-                .append(&stream, ExpectedVersion::NoStream, history(100))
-                .await
-                .expect("fill");
+            benches::fill_account(&store, &hundred, 100).await;
             raw_postgres::fill(&raw, "account-hundred", 1, 100).await;
             for statement in ["VACUUM ANALYZE", "CHECKPOINT"] {
                 sqlx::query(statement).execute(&raw).await.expect("settle");
@@ -437,21 +395,13 @@ fn postgres(args: &Args, plan: Plan) {
         let measured = interleave(
             plan,
             |n| {
-                rt.block_on(async {
-                    let started = Instant::now();
-                    for _ in 0..n {
-                        assert_eq!(raw_postgres::load(&raw, "account-hundred").await.1, 100);
-                    }
-                    started.elapsed()
+                timed(&rt, n, || async {
+                    assert_eq!(raw_postgres::load(&raw, "account-hundred").await.1, 100);
                 })
             },
             |n| {
-                rt.block_on(async {
-                    let started = Instant::now();
-                    for _ in 0..n {
-                        accounts.load(&hundred).await.expect("load");
-                    }
-                    started.elapsed()
+                timed(&rt, n, || async {
+                    accounts.load(&hundred).await.expect("load");
                 })
             },
         );

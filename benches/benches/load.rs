@@ -12,33 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use benches::{Account, AccountCommand, AccountEvent, RawSqlite, open_account};
-use cqrs_core::{
-    Aggregate, EventStore, ExpectedVersion, NewEvent, Repository, Snapshot, SnapshotPolicy,
-    SnapshotStore, Version,
-};
+use benches::{Account, AccountCommand, RawSqlite, open_account};
+use cqrs_core::{Aggregate, Repository, Snapshot, SnapshotPolicy, SnapshotStore, Version};
 use cqrs_store_sqlite::{Durability, SqliteEventStore, SqliteOptions};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-
-/// The events of an account opened and given `n - 1` deposits, as the store is handed them.
-fn history(n: u64) -> Vec<NewEvent> {
-    let event = |e: &AccountEvent| {
-        let (event_type, payload) = cqrs_core::encode_message(e).expect("encodes");
-        NewEvent::new(event_type, payload).with_metadata(benches::event_metadata())
-    };
-    let mut events = vec![event(&AccountEvent::opened())];
-    events.extend((1..n).map(|_| event(&AccountEvent::deposited(100))));
-    events
-}
-
-/// Gives account `id` a history of `n` events in the store.
-async fn fill(store: &SqliteEventStore, id: &str, n: u64) {
-    let stream = Account::stream_id(&id.to_owned()).expect("stream");
-    store
-        .append(&stream, ExpectedVersion::NoStream, history(n))
-        .await
-        .expect("fill");
-}
 
 /// How many aggregates of `length` events a command benchmark takes in turn: about 500,000
 /// events per side at the full size (`CQRS_BENCH_EVENTS` scales it down).
@@ -71,7 +48,7 @@ fn commands_on_aggregates(c: &mut Criterion) {
             let length_i = i64::try_from(length).expect("small");
             rt.block_on(async {
                 for i in 0..pool {
-                    fill(&store, &format!("{length}-{i}"), length).await;
+                    benches::fill_account(&store, &format!("{length}-{i}"), length).await;
                 }
             });
             for i in 0..pool {
@@ -114,7 +91,7 @@ fn loads(c: &mut Criterion) {
     // A 100-event stream, loaded whole.
     let hundred = "hundred".to_owned();
     let plain = Repository::<Account>::new(Arc::new(store.clone()));
-    rt.block_on(fill(&store, &hundred, 100));
+    rt.block_on(benches::fill_account(&store, &hundred, 100));
     raw.fill("account-hundred", 1, 100);
     let mut group = c.benchmark_group("sqlite_full/load_100_events");
     group.throughput(Throughput::Elements(100));
@@ -137,7 +114,7 @@ fn loads(c: &mut Criterion) {
     let cached = Repository::<Account>::new(Arc::new(store.clone())).with_cache(1_000);
     let busy = "busy".to_owned();
     rt.block_on(async {
-        fill(&store, &busy, 1_000).await;
+        benches::fill_account(&store, &busy, 1_000).await;
         store
             .save_snapshot(Snapshot {
                 stream: Account::stream_id(&busy).expect("stream"),

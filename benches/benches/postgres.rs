@@ -17,34 +17,20 @@ use cqrs_core::{
     Aggregate, EventStore, ExpectedVersion, Json, NewEvent, Repository, Snapshot, SnapshotPolicy,
     SnapshotStore, StreamId, Version,
 };
-use cqrs_store_postgres::testing::{Durability, server};
 use cqrs_store_postgres::{PostgresEventStore, PostgresOptions};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use sqlx::postgres::PgPoolOptions;
 
 const TASKS: u64 = 16;
 
 fn postgres(c: &mut Criterion) {
-    let Some(server) = server(Durability::Durable) else {
-        return;
-    };
     let rt = benches::runtime();
-    let url = rt.block_on(server.fresh_database());
     let options =
         PostgresOptions::default().with_max_connections(u32::try_from(TASKS + 4).expect("small"));
-    let store = rt
-        .block_on(PostgresEventStore::connect_with(&url, options))
-        .expect("store");
-    let raw = rt
-        .block_on(
-            PgPoolOptions::new()
-                // The same pool settings as the store: no ping before each use.
-                .test_before_acquire(false)
-                .max_connections(u32::try_from(TASKS).expect("small"))
-                .connect(&url),
-        )
-        .expect("raw pool");
-    rt.block_on(raw_postgres::create(&raw));
+    let Some((store, raw)) =
+        benches::postgres_pair_with(&rt, options, u32::try_from(TASKS).expect("small"))
+    else {
+        return;
+    };
     let open = cqrs_core::encode_message(&AccountEvent::opened())
         .expect("encode")
         .1;

@@ -944,11 +944,30 @@ pub fn postgres_pair(
     rt: &tokio::runtime::Runtime,
     connections: u32,
 ) -> Option<(cqrs_store_postgres::PostgresEventStore, sqlx::PgPool)> {
+    postgres_pair_with(
+        rt,
+        cqrs_store_postgres::PostgresOptions::default(),
+        connections,
+    )
+}
+
+/// As [`postgres_pair`], the store opened with `options`.
+///
+/// # Panics
+///
+/// Panics if the server is there but the store or the pool cannot open.
+pub fn postgres_pair_with(
+    rt: &tokio::runtime::Runtime,
+    options: cqrs_store_postgres::PostgresOptions,
+    connections: u32,
+) -> Option<(cqrs_store_postgres::PostgresEventStore, sqlx::PgPool)> {
     let server =
         cqrs_store_postgres::testing::server(cqrs_store_postgres::testing::Durability::Durable)?;
     let url = rt.block_on(server.fresh_database());
     let store = rt
-        .block_on(cqrs_store_postgres::PostgresEventStore::connect(&url))
+        .block_on(cqrs_store_postgres::PostgresEventStore::connect_with(
+            &url, options,
+        ))
         .expect("store");
     let raw = rt
         .block_on(
@@ -961,6 +980,39 @@ pub fn postgres_pair(
         .expect("raw pool");
     rt.block_on(raw_postgres::create(&raw));
     Some((store, raw))
+}
+
+/// Gives account `id` a history of `n` events in `store` ([`account_history`]).
+///
+/// # Panics
+///
+/// Panics if the stream exists or the store fails.
+pub async fn fill_account<S: cqrs_core::EventStore + ?Sized>(store: &S, id: &str, n: u64) {
+    let stream = <Account as cqrs_core::Aggregate>::stream_id(&id.to_owned()).expect("stream");
+    store
+        .append(
+            &stream,
+            cqrs_core::ExpectedVersion::NoStream,
+            account_history(n),
+        )
+        .await
+        .expect("fill");
+}
+
+/// The events of an account opened and given `n - 1` deposits, as a store is handed them.
+///
+/// # Panics
+///
+/// Panics if an event does not encode.
+#[must_use]
+pub fn account_history(n: u64) -> Vec<cqrs_core::NewEvent> {
+    let event = |e: &AccountEvent| {
+        let (event_type, payload) = cqrs_core::encode_message(e).expect("encodes");
+        cqrs_core::NewEvent::new(event_type, payload).with_metadata(event_metadata())
+    };
+    let mut events = vec![event(&AccountEvent::opened())];
+    events.extend((1..n).map(|_| event(&AccountEvent::deposited(100))));
+    events
 }
 
 #[cfg(test)]
