@@ -28,6 +28,9 @@ use cqrs_store_sqlite::{Durability, SqliteEventStore, SqliteOptions};
 #[derive(Debug, Clone, Copy)]
 struct Plan {
     block: Duration,
+    /// Rounds run first and not counted, after the calibration: connections opened, plans
+    /// cached, caches filled.
+    warm_up: usize,
     rounds: usize,
     keep: bool,
 }
@@ -38,18 +41,21 @@ impl Plan {
             // `cargo test --benches`: each pair once, to show it runs; nothing kept.
             Self {
                 block: Duration::from_millis(2),
+                warm_up: 0,
                 rounds: 1,
                 keep: false,
             }
         } else if args.quick {
             Self {
                 block: Duration::from_millis(25),
+                warm_up: 2,
                 rounds: 4,
                 keep: true,
             }
         } else {
             Self {
                 block: Duration::from_millis(150),
+                warm_up: 4,
                 rounds: 24,
                 keep: true,
             }
@@ -106,6 +112,10 @@ fn interleave(
     benches::settle_disk();
     let n_raw = calibrate(&mut raw, plan.block);
     let n_store = calibrate(&mut store, plan.block);
+    for _ in 0..plan.warm_up {
+        raw(n_raw);
+        store(n_store);
+    }
     let (mut raws, mut stores, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..plan.rounds {
         let (r, s) = if round % 2 == 0 {
