@@ -251,7 +251,7 @@ fn interleaved_section(md: &mut String, results: &[Result], pairs: &[Interleaved
     let _ = writeln!(
         md,
         "## Interleaved pairs\n\nThe pairs whose ratio moved most between full runs, measured \
-         again by the `interleaved` bench: blocks of each side taking turns (about 150 ms each, \
+         again by the `interleaved` bench: blocks of each side taking turns (about 150 ms each in a full run, \
          the order swapped every round), the ratio taken per round. A change in the machine's \
          speed between the two sides of criterion's measurement moves criterion's ratio; it \
          moves these much less. The targets are criterion's medians; this is the check on \
