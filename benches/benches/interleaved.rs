@@ -18,124 +18,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use benches::interleave::{Measured, Plan, interleave};
 use benches::{Account, AccountCommand, RawSqlite, in_parallel, open_account, raw_postgres};
 use cqrs_core::{Repository, Version};
 use cqrs_store_postgres::PostgresOptions;
 use cqrs_store_sqlite::{Durability, SqliteEventStore, SqliteOptions};
 
-/// How long one block of one side runs, how many rounds a pair gets, and whether the results
-/// are kept.
-#[derive(Debug, Clone, Copy)]
-struct Plan {
-    block: Duration,
-    /// Rounds run first and not counted, after the calibration: connections opened, plans
-    /// cached, caches filled.
-    warm_up: usize,
-    rounds: usize,
-    keep: bool,
-}
-
-impl Plan {
-    fn from_args(args: &Args) -> Self {
-        if args.test {
-            // `cargo test --benches`: each pair once, to show it runs; nothing kept.
-            Self {
-                block: Duration::from_millis(2),
-                warm_up: 0,
-                rounds: 1,
-                keep: false,
-            }
-        } else if args.quick {
-            Self {
-                block: Duration::from_millis(25),
-                warm_up: 2,
-                rounds: 4,
-                keep: true,
-            }
-        } else {
-            Self {
-                block: Duration::from_millis(150),
-                warm_up: 4,
-                rounds: 24,
-                keep: true,
-            }
-        }
-    }
-}
-
-/// What a pair measured: per-operation medians of each side's blocks, and the per-round
-/// ratios (the minimal store's time over the store's: above 1 the store is faster).
-struct Measured {
-    raw_ns: f64,
-    store_ns: f64,
-    ratios: Vec<f64>,
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        f64::midpoint(values[n / 2 - 1], values[n / 2])
-    }
-}
-
-/// How many operations make about one block of `side`: doubling from one until a run takes a
-/// quarter of the block (which also warms the side up), then scaled.
-fn calibrate(side: &mut impl FnMut(u64) -> Duration, block: Duration) -> u64 {
-    let mut n = 1u64;
-    loop {
-        let took = side(n);
-        if took * 4 >= block || n >= 1 << 20 {
-            let per_op = took.as_secs_f64() / n as f64;
-            #[expect(
-                clippy::cast_possible_truncation,
-                clippy::cast_sign_loss,
-                reason = "a positive count far below u64::MAX"
-            )]
-            return ((block.as_secs_f64() / per_op.max(1e-9)) as u64).clamp(1, 1 << 22);
-        }
-        n *= 2;
-    }
-}
-
-/// Measures a pair: `raw` and `store` each run `n` operations and return how long they took.
-fn interleave(
+/// Measures a pair as [`interleave`] does, from a flushed disk and an empty SQLite page-cache
+/// pool ([`benches::settle_disk`]).
+fn measure(
     plan: Plan,
-    mut raw: impl FnMut(u64) -> Duration,
-    mut store: impl FnMut(u64) -> Duration,
+    raw: impl FnMut(u64) -> Duration,
+    store: impl FnMut(u64) -> Duration,
 ) -> Measured {
     benches::settle_disk();
-    let n_raw = calibrate(&mut raw, plan.block);
-    let n_store = calibrate(&mut store, plan.block);
-    for _ in 0..plan.warm_up {
-        raw(n_raw);
-        store(n_store);
-    }
-    let (mut raws, mut stores, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for round in 0..plan.rounds {
-        let (r, s) = if round % 2 == 0 {
-            let r = raw(n_raw);
-            (r, store(n_store))
-        } else {
-            let s = store(n_store);
-            (raw(n_raw), s)
-        };
-        let r = r.as_secs_f64() * 1e9 / n_raw as f64;
-        let s = s.as_secs_f64() * 1e9 / n_store as f64;
-        raws.push(r);
-        stores.push(s);
-        ratios.push(r / s);
-    }
-    Measured {
-        raw_ns: median(&mut raws),
-        store_ns: median(&mut stores),
-        ratios,
-    }
+    interleave(plan, raw, store)
 }
 
 /// Runs `op` `n` times, one after the other, on `rt`, and returns how long that took.
@@ -158,9 +55,9 @@ fn timed<T, F: Future<Output = T>>(
     clippy::print_stdout,
     reason = "a benchmark's result goes to its output"
 )]
-fn record(plan: Plan, group: &str, raw: &str, store: &str, mut measured: Measured) {
+fn record(plan: Plan, group: &str, raw: &str, store: &str, measured: &Measured) {
     let rounds = measured.ratios.len();
-    let ratio = median(&mut measured.ratios);
+    let ratio = measured.ratio();
     let (low, high) = (
         measured.ratios.first().copied().unwrap_or(f64::NAN),
         measured.ratios.last().copied().unwrap_or(f64::NAN),
@@ -275,7 +172,7 @@ fn sqlite(args: &Args, plan: Plan) {
             .expect("store");
         let raw = RawSqlite::open(&dir.path().join("raw.db"), synchronous);
         let accounts = Repository::<Account>::new(Arc::new(store.clone()));
-        let measured = interleave(
+        let measured = measure(
             plan,
             |n| {
                 let started = Instant::now();
@@ -286,7 +183,7 @@ fn sqlite(args: &Args, plan: Plan) {
             },
             |n| timed(&rt, n, || open_account(&accounts, format!("seq{}", next()))),
         );
-        record(plan, &group, "raw", "store_1_task", measured);
+        record(plan, &group, "raw", "store_1_task", &measured);
     }
 
     let group = "sqlite_full/load_100_events";
@@ -302,7 +199,7 @@ fn sqlite(args: &Args, plan: Plan) {
             benches::fill_account(&store, &hundred, 100).await;
         });
         raw.fill("account-hundred", 1, 100);
-        let measured = interleave(
+        let measured = measure(
             plan,
             |n| {
                 let started = Instant::now();
@@ -318,7 +215,7 @@ fn sqlite(args: &Args, plan: Plan) {
                 })
             },
         );
-        record(plan, group, "raw", "store", measured);
+        record(plan, group, "raw", "store", &measured);
     }
 }
 
@@ -347,7 +244,7 @@ fn postgres(args: &Args, plan: Plan) {
     let next = || counter.fetch_add(1, Ordering::Relaxed);
 
     if args.wants(names[0]) {
-        let measured = interleave(
+        let measured = measure(
             plan,
             |n| {
                 timed(&rt, n, || {
@@ -357,11 +254,11 @@ fn postgres(args: &Args, plan: Plan) {
             },
             |n| timed(&rt, n, || open_account(&accounts, format!("seq{}", next()))),
         );
-        record(plan, names[0], "raw", "store_1_task", measured);
+        record(plan, names[0], "raw", "store_1_task", &measured);
     }
 
     if args.wants(names[1]) {
-        let measured = interleave(
+        let measured = measure(
             plan,
             |n| {
                 rt.block_on(in_parallel(n, TASKS, &counter, {
@@ -389,7 +286,7 @@ fn postgres(args: &Args, plan: Plan) {
             "postgres/command_new_aggregate",
             "raw_16_connections",
             "store_16_tasks",
-            measured,
+            &measured,
         );
     }
 
@@ -402,7 +299,7 @@ fn postgres(args: &Args, plan: Plan) {
                 sqlx::query(statement).execute(&raw).await.expect("settle");
             }
         });
-        let measured = interleave(
+        let measured = measure(
             plan,
             |n| {
                 timed(&rt, n, || async {
@@ -415,13 +312,19 @@ fn postgres(args: &Args, plan: Plan) {
                 })
             },
         );
-        record(plan, names[2], "raw", "store", measured);
+        record(plan, names[2], "raw", "store", &measured);
     }
 }
 
 fn main() {
     let args = Args::parse();
-    let plan = Plan::from_args(&args);
+    let plan = if args.test {
+        Plan::TEST
+    } else if args.quick {
+        Plan::QUICK
+    } else {
+        Plan::FULL
+    };
     sqlite(&args, plan);
     postgres(&args, plan);
 }

@@ -5,6 +5,7 @@
 //! same durability, in the same run, so that the ratio between them means something on any
 //! machine.
 
+pub mod interleave;
 pub mod raw_nats;
 pub mod raw_postgres;
 
