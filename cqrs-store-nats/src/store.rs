@@ -40,16 +40,19 @@ pub struct NatsOptions {
     subject_prefix: String,
     replicas: usize,
     timeout: Duration,
+    setup_timeout: Duration,
 }
 
 impl Default for NatsOptions {
-    /// Streams `CQRS_*`, subjects `cqrs.*`, three replicas, requests answered within 5 s.
+    /// Streams `CQRS_*`, subjects `cqrs.*`, three replicas, requests answered within 5 s,
+    /// the set-up given 30 s.
     fn default() -> Self {
         Self {
             stream_prefix: "CQRS".to_owned(),
             subject_prefix: "cqrs".to_owned(),
             replicas: 3,
             timeout: Duration::from_secs(5),
+            setup_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -85,6 +88,17 @@ impl NatsOptions {
     #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// How long [`NatsEventStore::connect`] keeps asking for the store's streams while the
+    /// cluster does not answer in time or has no JetStream leader yet: a cluster that has
+    /// just started, or is electing leaders, or is loaded, creates a replicated stream in
+    /// seconds. Each try still waits [`with_timeout`](Self::with_timeout) at most; an answer
+    /// that the stream cannot be made (a bad configuration, too few servers) fails at once.
+    #[must_use]
+    pub fn with_setup_timeout(mut self, within: Duration) -> Self {
+        self.setup_timeout = within;
         self
     }
 
@@ -141,7 +155,8 @@ impl NatsEventStore {
     /// # Errors
     ///
     /// [`StoreError::Invalid`] for a bad option, or an existing stream of the store's name
-    /// that cannot hold it; [`StoreError::Backend`] if the cluster cannot be reached.
+    /// that cannot hold it; [`StoreError::Backend`] if the cluster cannot be reached, or does
+    /// not set up the streams within [`NatsOptions::with_setup_timeout`].
     pub async fn connect<U: AsRef<str>>(
         urls: &[U],
         options: NatsOptions,
@@ -153,9 +168,13 @@ impl NatsEventStore {
             .ping_interval(Duration::from_secs(1))
             .request_timeout(Some(options.timeout))
             .connection_timeout(options.timeout)
-            .connect(urls)
+            .connect(urls.clone())
             .await
-            .map_err(StoreError::backend)?;
+            .map_err(|err| {
+                StoreError::backend(std::io::Error::other(format!(
+                    "cannot connect to the NATS servers {urls:?}: {err}"
+                )))
+            })?;
         Self::with_client(client, options).await
     }
 
@@ -179,6 +198,7 @@ impl NatsEventStore {
             timeout: options.timeout,
         };
         let names = Names::new(&options.stream_prefix, &options.subject_prefix);
+        let deadline = tokio::time::Instant::now() + options.setup_timeout;
         let base = stream::Config {
             storage: stream::StorageType::File,
             num_replicas: options.replicas,
@@ -195,6 +215,7 @@ impl NatsEventStore {
                 deny_purge: true,
                 ..base.clone()
             },
+            deadline,
         )
         .await?;
         // Tables: one message per subject. The state's tombstones expire.
@@ -211,6 +232,7 @@ impl NatsEventStore {
                     allow_message_ttl: ttl,
                     ..base.clone()
                 },
+                deadline,
             )
             .await?;
         }
@@ -484,16 +506,32 @@ impl NatsEventStore {
 }
 
 /// Creates `config`'s stream, or checks that the one of its name can hold the store.
-async fn ensure_stream(conn: &Conn, config: stream::Config) -> Result<(), StoreError> {
+async fn ensure_stream(
+    conn: &Conn,
+    config: stream::Config,
+    deadline: tokio::time::Instant,
+) -> Result<(), StoreError> {
     let name = config.name.clone();
     let subjects = config.subjects.clone();
     let ttl = config.allow_message_ttl;
-    let mut stream = conn
-        .js
-        .get_or_create_stream(config)
-        .await
-        .map_err(StoreError::backend)?;
-    let info = stream.info().await.map_err(StoreError::backend)?;
+    let mut pause = Duration::from_millis(50);
+    let info = loop {
+        match stream_info(conn, &config).await {
+            Ok(info) => break info,
+            Err(SetUp::Late(why)) if tokio::time::Instant::now() + pause < deadline => {
+                // Creating an existing stream of the same configuration is a no-op, so a
+                // try that timed out after the cluster did the work is harmless to repeat.
+                tracing::warn!(stream = %name, error = %why, "the NATS cluster has not set up the store's stream yet; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            Err(SetUp::Late(why) | SetUp::Refused(why)) => {
+                return Err(StoreError::backend(std::io::Error::other(format!(
+                    "cannot create or read the JetStream stream {name}: {why}"
+                ))));
+            }
+        }
+    };
     let found = &info.config;
     if !subjects.iter().all(|s| found.subjects.contains(s))
         || !found.allow_atomic_publish
@@ -512,6 +550,37 @@ async fn ensure_stream(conn: &Conn, config: stream::Config) -> Result<(), StoreE
         )));
     }
     Ok(())
+}
+
+/// Why a stream's set-up failed: the cluster did not answer in time or had no leader to
+/// answer (worth another try), or it refused.
+enum SetUp {
+    Late(async_nats::Error),
+    Refused(async_nats::Error),
+}
+
+/// The stream of `config`, created if it is missing, as the cluster describes it.
+async fn stream_info(conn: &Conn, config: &stream::Config) -> Result<stream::Info, SetUp> {
+    use async_nats::jetstream::context::CreateStreamErrorKind;
+    // The answer to the look-up or the creation describes the stream as the cluster keeps it.
+    match conn.js.get_or_create_stream(config.clone()).await {
+        Ok(stream) => Ok(stream.cached_info().clone()),
+        Err(err) => {
+            let late = match err.kind() {
+                CreateStreamErrorKind::TimedOut | CreateStreamErrorKind::JetStreamUnavailable => {
+                    true
+                }
+                // 503: JetStream is there but has no leader to answer yet.
+                CreateStreamErrorKind::JetStream(js) => js.code() == 503,
+                _ => false,
+            };
+            Err(if late {
+                SetUp::Late(err.into())
+            } else {
+                SetUp::Refused(err.into())
+            })
+        }
+    }
 }
 
 /// Wakes the store's subscribers at every event stored, whoever wrote it: a consumer of the

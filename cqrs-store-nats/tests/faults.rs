@@ -324,3 +324,69 @@ async fn nothing_acknowledged_is_lost_or_doubled_across_kills_hangs_and_restarts
         tally.errors.lock().unwrap(),
     );
 }
+
+/// A store set up while the cluster has lost its quorum (two of three nodes hung) keeps
+/// asking within its set-up time and opens once the cluster answers; when the set-up time
+/// runs out first, the error says which stream it could not set up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_set_up_waits_for_a_cluster_without_quorum_and_names_the_stream_it_missed() {
+    let Some(cluster) = cluster(3) else {
+        return;
+    };
+    let urls = cluster.urls();
+    let quick = NatsOptions::default()
+        .with_stream_prefix("SETUP")
+        .with_subject_prefix("setup")
+        .with_timeout(Duration::from_secs(1));
+    tokio::task::block_in_place(|| {
+        cluster.pause(1);
+        cluster.pause(2);
+    });
+
+    let err = NatsEventStore::connect(
+        &urls[..1],
+        quick.clone().with_setup_timeout(Duration::from_secs(3)),
+    )
+    .await
+    .expect_err("no quorum, no streams");
+    assert!(matches!(err, StoreError::Backend(_)), "{err}");
+    let why = std::error::Error::source(&err).map(ToString::to_string);
+    assert!(
+        why.as_deref()
+            .is_some_and(|why| why.contains("JetStream stream SETUP_LOG")),
+        "{why:?}"
+    );
+
+    let patient = {
+        let url = urls[0].clone();
+        let options = quick.with_setup_timeout(Duration::from_secs(60));
+        tokio::spawn(async move { NatsEventStore::connect(&[url], options).await })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!patient.is_finished(), "the set-up waits for the cluster");
+    tokio::task::block_in_place(|| {
+        cluster.resume(1);
+        cluster.resume(2);
+    });
+    let store = patient
+        .await
+        .unwrap()
+        .expect("the store opens once the cluster answers");
+    let stream = StreamId::new("after-the-wait").unwrap();
+    store
+        .append(
+            &stream,
+            ExpectedVersion::NoStream,
+            vec![NewEvent::new("waited", Json::null())],
+        )
+        .await
+        .expect("the store works");
+    assert_eq!(
+        store
+            .read_stream(&stream, Version::new(1))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
